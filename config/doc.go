@@ -1,0 +1,24 @@
+// Package config reads the configuration of a paystream worker from
+// command-line flags and PAYSTREAM_* environment variables (DESIGN.md §8).
+//
+// Every setting is declared once, in one table: its name, the Config field it
+// fills, its default, its usage and its rules. Defaults (Default), flags and
+// environment variables (Parse), the list of variables (Vars), validation
+// (Validate) and logging (MarshalZerologObject) all derive from that table. A
+// setting <NAME> is read from the environment variable PAYSTREAM_<NAME> and the
+// flag --<name> (lower case, '_' → '-'): PAYSTREAM_ACK_WAIT and --ack-wait.
+// Flags win over the environment, which wins over defaults.
+//
+// Invalid settings stop a process at start with one error that lists every
+// problem, each naming the variable and the flag:
+//
+//	PAYSTREAM_CONCURRENCY (--concurrency): must be between 1 and 4096, got 0
+//	PAYSTREAM_ACK_WAIT (--ack-wait): cannot parse "abc" as a duration (a Go duration such as 30s, 500ms or 2h45m)
+//
+// Only cmd/* imports config: the other packages take their own small Config
+// structs, which the commands fill from this one. Settings that other parts
+// derive (DBMaxConns, MaxAckPending, WorkerID when left at zero) are derived
+// there, not here.
+//
+// A Config holds secrets; log it with MarshalZerologObject or Redacted.
+package config

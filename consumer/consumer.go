@@ -1,0 +1,465 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/paystream/paystream/internal/metrics"
+	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/processing"
+)
+
+// Processor is the payment logic the consumer drives.
+type Processor interface {
+	// Process runs one delivery and decides what to do with it.
+	Process(ctx context.Context, m processing.Message) processing.Decision
+	// Admit says how many messages may be pulled now (-1 unlimited) and, when
+	// none, how long to wait.
+	Admit() (limit int, wait time.Duration)
+}
+
+// Dead-letter headers (DESIGN.md §4).
+const (
+	HeaderDLQReason       = "Paystream-Dlq-Reason"
+	HeaderDLQError        = "Paystream-Error"
+	HeaderOriginalSubject = "Paystream-Original-Subject"
+	HeaderStreamSeq       = "Paystream-Stream-Seq"
+	HeaderDeliveries      = "Paystream-Deliveries"
+	HeaderRedacted        = "Paystream-Redacted"
+	HeaderTruncated       = "Paystream-Truncated"
+)
+
+// deadLetterKeep is how much of an oversize body a dead letter keeps.
+const deadLetterKeep = 4 * 1024
+
+// ErrShutdownTimeout is the cause given to in-flight work cancelled because
+// the shutdown timeout ran out.
+var ErrShutdownTimeout = errors.New("shutdown timeout: in-flight work cancelled")
+
+// Consumer pulls payment requests from the durable consumer into a bounded
+// pool and acts on each processing decision. Run owns every goroutine it
+// starts.
+type Consumer struct {
+	cfg  Config
+	js   jetstream.JetStream
+	proc Processor
+	log  zerolog.Logger
+	m    *metrics.Metrics
+
+	mu   sync.Mutex
+	cons jetstream.Consumer
+
+	lastPull atomic.Int64 // UnixNano of the last pull that ended without error
+	failing  atomic.Bool  // pulls are failing; logged once per change
+}
+
+// New returns a Consumer; call Run to start it.
+func New(js jetstream.JetStream, cfg Config, proc Processor, logger zerolog.Logger, m *metrics.Metrics) *Consumer {
+	if js == nil || proc == nil || m == nil {
+		panic("consumer.New: jetstream, processor and metrics are required")
+	}
+	return &Consumer{cfg: cfg.WithDefaults(), js: js, proc: proc, m: m,
+		log: logger.With().Str("component", "consumer").Logger()}
+}
+
+// Config returns the effective configuration.
+func (c *Consumer) Config() Config { return c.cfg }
+
+// Ready reports whether the consumer is bound and its pulls succeed.
+func (c *Consumer) Ready() error {
+	last := c.lastPull.Load()
+	if last == 0 {
+		return errors.New("consumer not bound yet")
+	}
+	if age := time.Since(time.Unix(0, last)); age > 3*c.cfg.FetchMaxWait+5*time.Second {
+		return fmt.Errorf("no successful pull for %s", age.Round(time.Second))
+	}
+	return nil
+}
+
+func (c *Consumer) consumer(ctx context.Context, rebind bool) (jetstream.Consumer, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cons != nil && !rebind {
+		return c.cons, nil
+	}
+	cons, err := c.js.Consumer(ctx, c.cfg.Stream, c.cfg.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("bind consumer %s on %s: %w", c.cfg.Consumer, c.cfg.Stream, err)
+	}
+	c.cons = cons
+	return cons, nil
+}
+
+// Run pulls and processes messages until ctx ends, then drains: it stops
+// pulling, lets in-flight payments finish for up to ShutdownTimeout, cancels
+// the rest (they release their leases and nak), and returns once every
+// goroutine it started has exited. It returns nil on a normal stop.
+func (c *Consumer) Run(ctx context.Context) error {
+	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(nil)
+
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, c.cfg.Concurrency)
+	c.pullLoop(ctx, workCtx, slots, &wg)
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	timer := time.NewTimer(c.cfg.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		c.log.Info().Msg("drained: all in-flight payments finished")
+	case <-timer.C:
+		c.log.Warn().Int("in_flight", len(slots)).Dur("shutdown_timeout", c.cfg.ShutdownTimeout).
+			Msg("shutdown timeout: cancelling in-flight payments")
+		cancelWork(ErrShutdownTimeout)
+		<-done
+	}
+	return nil
+}
+
+func (c *Consumer) pullLoop(ctx, workCtx context.Context, slots chan struct{}, wg *sync.WaitGroup) {
+	release := func(n int) {
+		for range n {
+			<-slots
+		}
+	}
+	var pullErrs int
+	for {
+		// Pull only into free slots, so no message waits in a local buffer
+		// while its ack timer runs (DESIGN.md §11.1).
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		n := 1
+	more:
+		for n < c.cfg.MaxFetch {
+			select {
+			case slots <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		limit, wait := c.proc.Admit()
+		if limit == 0 {
+			release(n)
+			if !sleep(ctx, wait) {
+				return
+			}
+			continue
+		}
+		if limit > 0 && n > limit {
+			release(n - limit)
+			n = limit
+		}
+		got, err := c.pull(ctx, workCtx, n, slots, wg)
+		release(n - got)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			pullErrs++
+			if !c.failing.Swap(true) {
+				c.log.Error().Err(err).Msg("pull failing; retrying")
+			}
+			c.m.Fetches.WithLabelValues("error").Inc()
+			if !sleep(ctx, processing.Backoff(100*time.Millisecond, 5*time.Second, uint64(min(pullErrs, 30)))) {
+				return
+			}
+			continue
+		}
+		pullErrs = 0
+		c.lastPull.Store(time.Now().UnixNano())
+		if c.failing.Swap(false) {
+			c.log.Info().Msg("pull recovered")
+		}
+	}
+}
+
+// pull runs one pull request for up to n messages and hands each to a
+// goroutine holding one of the n reserved slots; it returns how many it got.
+func (c *Consumer) pull(ctx, workCtx context.Context, n int, slots chan struct{}, wg *sync.WaitGroup) (int, error) {
+	cons, err := c.consumer(ctx, false)
+	if err != nil {
+		return 0, err
+	}
+	fctx, cancel := context.WithTimeout(ctx, c.cfg.FetchMaxWait)
+	defer cancel()
+	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+	if err != nil {
+		return 0, c.pullError(ctx, err)
+	}
+	got := 0
+	for msg := range batch.Messages() {
+		got++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			c.handle(workCtx, msg)
+		}()
+	}
+	if got == 0 {
+		c.m.Fetches.WithLabelValues("empty").Inc()
+	} else {
+		c.m.Fetches.WithLabelValues("ok").Inc()
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.Canceled) {
+		return got, c.pullError(ctx, err)
+	}
+	return got, nil
+}
+
+func (c *Consumer) pullError(ctx context.Context, err error) error {
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
+		errors.Is(err, jetstream.ErrStreamNotFound) {
+		// The server lost the consumer (a new store, a leader change):
+		// bind again on the next pull.
+		if _, bindErr := c.consumer(ctx, true); bindErr != nil {
+			return fmt.Errorf("pull: %w (rebind: %w)", err, bindErr)
+		}
+	}
+	return fmt.Errorf("pull: %w", err)
+}
+
+// handle processes one message and acts on the decision.
+func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
+	start := time.Now()
+	c.m.InFlight.Inc()
+	defer c.m.InFlight.Dec()
+
+	md, err := msg.Metadata()
+	if err != nil {
+		// Not a JetStream message: nothing to process or acknowledge.
+		c.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata")
+		return
+	}
+	if md.NumDelivered > 1 {
+		c.m.Redeliveries.Inc()
+	}
+	hb := startHeartbeat(msg, c.cfg.AckWait/3)
+	defer hb.stop()
+
+	d := c.proc.Process(ctx, processing.Message{
+		Subject:      msg.Subject(),
+		Data:         msg.Data(),
+		StreamSeq:    md.Sequence.Stream,
+		NumDelivered: md.NumDelivered,
+	})
+	label := c.act(ctx, msg, md, d)
+	c.m.Messages.WithLabelValues(label).Inc()
+	c.m.Duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
+}
+
+// act carries out a decision: outcome events and dead letters are published
+// before the message is acked or terminated; if a publish fails the message
+// is nak'ed, never dropped. It returns the label to count.
+func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, d processing.Decision) string {
+	log := c.log.With().Str("payment_id", d.PaymentID).Str("idempotency_key", d.Key).
+		Uint64("stream_seq", md.Sequence.Stream).Uint64("deliveries", md.NumDelivered).Logger()
+	last := md.NumDelivered >= uint64(c.cfg.MaxDeliver)
+	var ackErr error
+	switch d.Action {
+	case processing.ActionAck:
+		if d.Outcome != nil {
+			if err := c.publishOutcome(ctx, *d.Outcome, last); err != nil {
+				log.Warn().Err(err).Msg("publish outcome failed: nak")
+				c.nak(msg, md)
+				return "publish_failed"
+			}
+		}
+		ackErr = msg.Ack()
+		log.Debug().Str("outcome", d.Label).Msg("acked")
+	case processing.ActionRetry:
+		ackErr = msg.NakWithDelay(d.Delay)
+		ev := log.Warn()
+		if d.Label == "shutdown" || d.Label == "busy" {
+			ev = log.Debug()
+		}
+		ev.Err(d.Err).Str("outcome", d.Label).Dur("delay", d.Delay).Msg("retry later")
+	case processing.ActionTerm:
+		if d.DeadLetter == nil {
+			log.Error().Msg("term without a dead letter: nak instead")
+			c.nak(msg, md)
+			return "publish_failed"
+		}
+		if err := c.publishDeadLetter(ctx, msg, md, *d.DeadLetter, last); err != nil {
+			log.Error().Err(err).Msg("publish dead letter failed: nak")
+			c.nak(msg, md)
+			return "publish_failed"
+		}
+		c.m.DeadLetters.WithLabelValues(string(d.DeadLetter.Reason)).Inc()
+		if d.Outcome != nil {
+			if err := c.publishOutcome(ctx, *d.Outcome, last); err != nil {
+				// The dead letter is out; the row is final; the outcome
+				// event is re-announced by the redelivery's duplicate check.
+				log.Warn().Err(err).Msg("publish outcome failed: nak")
+				c.nak(msg, md)
+				return "publish_failed"
+			}
+		}
+		ackErr = msg.TermWithReason(string(d.DeadLetter.Reason))
+		ev := log.Warn()
+		if d.DeadLetter.Reason == payment.ReasonExhausted || d.DeadLetter.Reason == payment.ReasonGatewayRejected {
+			ev = log.Error()
+		}
+		ev.Str("reason", string(d.DeadLetter.Reason)).Str("error", d.DeadLetter.Error).Msg("dead-lettered")
+	default:
+		log.Error().Int("action", int(d.Action)).Msg("unknown action: nak")
+		c.nak(msg, md)
+		return "publish_failed"
+	}
+	if ackErr != nil {
+		// Ack and nak are fire-and-forget; a lost one is a redelivery that
+		// the idempotency table absorbs.
+		log.Warn().Err(ackErr).Str("outcome", d.Label).Msg("acknowledge")
+	}
+	return d.Label
+}
+
+func (c *Consumer) nak(msg jetstream.Msg, md *jetstream.MsgMetadata) {
+	_ = msg.NakWithDelay(processing.Backoff(500*time.Millisecond, 30*time.Second, md.NumDelivered))
+}
+
+// publishOutcome announces a final row on <prefix>.results.<status>.
+func (c *Consumer) publishOutcome(ctx context.Context, o payment.Outcome, last bool) error {
+	body, err := json.Marshal(o)
+	if err != nil {
+		return fmt.Errorf("encode outcome %s: %w", o.IdempotencyKey, err)
+	}
+	status := string(o.Status)
+	m := nats.NewMsg(c.cfg.ResultSubject(status))
+	m.Header.Set(jetstream.MsgIDHeader, o.MsgID())
+	m.Header.Set("Content-Type", "application/json")
+	m.Data = body
+	return c.publish(ctx, m, last)
+}
+
+// publishDeadLetter publishes the original body, masked and truncated as the
+// contract says, with the dead-letter headers.
+func (c *Consumer) publishDeadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, dl processing.DeadLetter, last bool) error {
+	body := msg.Data()
+	m := nats.NewMsg(c.cfg.DLQSubject(string(dl.Reason)))
+	if len(body) > payment.MaxBodyBytes {
+		body = body[:deadLetterKeep]
+		m.Header.Set(HeaderTruncated, "true")
+	}
+	if masked, changed := payment.MaskCardNumbers(body); changed {
+		body = masked
+		m.Header.Set(HeaderRedacted, "true")
+	}
+	m.Data = body
+	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+c.cfg.Stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))
+	m.Header.Set(HeaderDLQReason, string(dl.Reason))
+	m.Header.Set(HeaderDLQError, headerSafe(dl.Error))
+	m.Header.Set(HeaderOriginalSubject, msg.Subject())
+	m.Header.Set(HeaderStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	m.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	return c.publish(ctx, m, last)
+}
+
+// Republish publishes a stored request again (the sweeper's rescue).
+func (c *Consumer) Republish(ctx context.Context, subject string, body []byte, msgID string) error {
+	m := nats.NewMsg(subject)
+	m.Header.Set(jetstream.MsgIDHeader, msgID)
+	m.Header.Set("Content-Type", "application/json")
+	m.Data = body
+	return c.publish(ctx, m, false)
+}
+
+// publish publishes m and waits for the server's ack, retrying transient
+// failures for a while; on a message's last delivery it keeps trying until
+// the worker is stopped hard, since a nak would not bring the message back.
+func (c *Consumer) publish(ctx context.Context, m *nats.Msg, persist bool) error {
+	budget := time.Now().Add(c.cfg.AckWait / 2)
+	var err error
+	for i := uint64(1); ; i++ {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = c.js.PublishMsg(pctx, m)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || (!persist && time.Now().After(budget)) {
+			return fmt.Errorf("publish to %s: %w", m.Subject, err)
+		}
+		if !sleep(ctx, processing.Backoff(50*time.Millisecond, 2*time.Second, i)) {
+			return fmt.Errorf("publish to %s: %w", m.Subject, err)
+		}
+	}
+}
+
+// headerSafe makes s fit a NATS header value: one line, bounded.
+func headerSafe(s string) string {
+	b := []byte(s)
+	for i, ch := range b {
+		if ch == '\r' || ch == '\n' {
+			b[i] = ' '
+		}
+	}
+	if len(b) > 512 {
+		b = append(b[:509], "..."...)
+	}
+	return string(b)
+}
+
+// sleep waits for d or ctx; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// heartbeat sends InProgress every interval until stopped, so a payment that
+// runs long keeps its message (DESIGN.md §6 step 4).
+type heartbeat struct {
+	mu       sync.Mutex
+	stopped  bool
+	t        *time.Timer
+	msg      jetstream.Msg
+	interval time.Duration
+}
+
+func startHeartbeat(msg jetstream.Msg, interval time.Duration) *heartbeat {
+	h := &heartbeat{msg: msg, interval: interval}
+	h.t = time.AfterFunc(interval, h.beat)
+	return h
+}
+
+func (h *heartbeat) beat() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return
+	}
+	_ = h.msg.InProgress()
+	h.t.Reset(h.interval)
+}
+
+// stop stops the heartbeat and waits for a beat in progress.
+func (h *heartbeat) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+	h.t.Stop()
+}

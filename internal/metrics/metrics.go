@@ -1,0 +1,89 @@
+// Package metrics holds the Prometheus collectors of a worker process. One
+// Metrics value is created per process (or per test) with the registerer it
+// should register on; there is no global registry.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics is the set of worker collectors. A nil *Metrics is not valid; use
+// New(prometheus.NewRegistry()) in tests that do not look at metrics.
+type Metrics struct {
+	// Messages counts processed deliveries by outcome (succeeded, declined,
+	// failed, duplicate, in_flight, busy, conflict, invalid, retry, exhausted,
+	// gateway_rejected, shutdown, publish_failed, panic).
+	Messages *prometheus.CounterVec
+	// Duration observes the time spent processing one delivery, by outcome.
+	Duration *prometheus.HistogramVec
+	// InFlight is the number of deliveries being processed.
+	InFlight prometheus.Gauge
+	// GatewayCalls counts gateway calls by result (succeeded, declined,
+	// rejected, retry, trouble, breaker_open, canceled).
+	GatewayCalls *prometheus.CounterVec
+	// GatewayDuration observes gateway call latency.
+	GatewayDuration prometheus.Histogram
+	// BreakerState is 0 closed, 1 half-open, 2 open.
+	BreakerState prometheus.Gauge
+	// LimiterWait observes the time spent waiting on the rate limiter.
+	LimiterWait prometheus.Histogram
+	// DeadLetters counts dead letters published, by reason.
+	DeadLetters *prometheus.CounterVec
+	// Redeliveries counts deliveries with a delivery count above one.
+	Redeliveries prometheus.Counter
+	// Panics counts recovered panics.
+	Panics prometheus.Counter
+	// Fetches counts pull requests by result (ok, empty, error).
+	Fetches *prometheus.CounterVec
+	// Swept counts payments re-published by the sweeper.
+	Swept prometheus.Counter
+}
+
+// New creates the collectors and registers them on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m := &Metrics{
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paystream_messages_total", Help: "Deliveries processed, by outcome.",
+		}, []string{"outcome"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "paystream_processing_duration_seconds", Help: "Time to process one delivery, by outcome.",
+			Buckets: latency,
+		}, []string{"outcome"}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "paystream_in_flight", Help: "Deliveries being processed.",
+		}),
+		GatewayCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paystream_gateway_calls_total", Help: "Gateway calls, by result.",
+		}, []string{"result"}),
+		GatewayDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "paystream_gateway_call_duration_seconds", Help: "Gateway call latency.",
+			Buckets: latency,
+		}),
+		BreakerState: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "paystream_breaker_state", Help: "Gateway circuit breaker state: 0 closed, 1 half-open, 2 open.",
+		}),
+		LimiterWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "paystream_rate_limiter_wait_seconds", Help: "Time spent waiting on the gateway rate limiter.",
+			Buckets: latency,
+		}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paystream_dead_letters_total", Help: "Dead letters published, by reason.",
+		}, []string{"reason"}),
+		Redeliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "paystream_redeliveries_total", Help: "Deliveries whose delivery count is above one.",
+		}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "paystream_panics_total", Help: "Panics recovered while processing a delivery.",
+		}),
+		Fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paystream_fetches_total", Help: "Pull requests, by result.",
+		}, []string{"result"}),
+		Swept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "paystream_swept_total", Help: "Stuck payments re-published by the sweeper.",
+		}),
+	}
+	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.GatewayCalls, m.GatewayDuration,
+		m.BreakerState, m.LimiterWait, m.DeadLetters, m.Redeliveries, m.Panics, m.Fetches, m.Swept)
+	return m
+}

@@ -1,0 +1,193 @@
+package payment
+
+import (
+	"errors"
+	"time"
+)
+
+// Status is the state of a payment row (DESIGN.md §7).
+type Status string
+
+// The statuses of a payment row. Only StatusProcessing is not final.
+const (
+	StatusProcessing Status = "processing"
+	StatusSucceeded  Status = "succeeded"
+	StatusDeclined   Status = "declined"
+	StatusFailed     Status = "failed"
+)
+
+// Final reports whether s is a final status (succeeded, declined or failed).
+func (s Status) Final() bool {
+	return s == StatusSucceeded || s == StatusDeclined || s == StatusFailed
+}
+
+// DeadLetterReason says why a message was dead-lettered; it is the last token
+// of the dead-letter subject payments.dlq.<reason> (DESIGN.md §4).
+type DeadLetterReason string
+
+// The dead-letter reasons of the contract.
+const (
+	ReasonInvalid         DeadLetterReason = "invalid"
+	ReasonConflict        DeadLetterReason = "conflict"
+	ReasonExhausted       DeadLetterReason = "exhausted"
+	ReasonGatewayRejected DeadLetterReason = "gateway_rejected"
+)
+
+// Error codes recorded in a row's error_code when paystream, not the gateway,
+// decided the outcome.
+const (
+	ErrorCodeExhausted = "exhausted"
+)
+
+// Record is one row of the payments table: the state of one effective key.
+type Record struct {
+	IdempotencyKey  string
+	PaymentID       string
+	MerchantID      string
+	AmountMinor     int64
+	Currency        string
+	Status          Status
+	Attempts        int
+	Gateway         string
+	GatewayChargeID string
+	ErrorCode       string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	// CompletedAt is zero until the row is final.
+	CompletedAt time.Time
+}
+
+// Outcome is the outcome event v1, published on payments.results.<status>
+// (DESIGN.md §4). String fields with no value are omitted from the JSON.
+type Outcome struct {
+	PaymentID       string    `json:"payment_id"`
+	IdempotencyKey  string    `json:"idempotency_key"`
+	Status          Status    `json:"status"`
+	AmountMinor     int64     `json:"amount_minor"`
+	Currency        string    `json:"currency"`
+	Gateway         string    `json:"gateway,omitempty"`
+	GatewayChargeID string    `json:"gateway_charge_id,omitempty"`
+	ErrorCode       string    `json:"error_code,omitempty"`
+	Attempts        int       `json:"attempts"`
+	CompletedAt     time.Time `json:"completed_at"`
+}
+
+// Outcome returns the outcome event announcing the final row r.
+func (r Record) Outcome() Outcome {
+	return Outcome{
+		PaymentID:       r.PaymentID,
+		IdempotencyKey:  r.IdempotencyKey,
+		Status:          r.Status,
+		AmountMinor:     r.AmountMinor,
+		Currency:        r.Currency,
+		Gateway:         r.Gateway,
+		GatewayChargeID: r.GatewayChargeID,
+		ErrorCode:       r.ErrorCode,
+		Attempts:        r.Attempts,
+		CompletedAt:     r.CompletedAt.UTC(),
+	}
+}
+
+// MsgID returns the Nats-Msg-Id of the outcome event:
+// result-<effective key>-<status>.
+func (o Outcome) MsgID() string {
+	return "result-" + o.IdempotencyKey + "-" + string(o.Status)
+}
+
+// ClaimKind is what a claim on an effective key found (DESIGN.md §6 step 3).
+type ClaimKind uint8
+
+// The results of a claim.
+const (
+	// ClaimNew: the key was unknown; a row in processing was inserted with
+	// attempts = 1 and a lease held by the caller.
+	ClaimNew ClaimKind = iota + 1
+	// ClaimTakeover: the row was processing with an expired lease, or failed;
+	// attempts was incremented and the caller now holds a new lease.
+	ClaimTakeover
+	// ClaimDuplicate: the row is succeeded or declined; ClaimResult.Record
+	// holds the stored outcome to re-announce.
+	ClaimDuplicate
+	// ClaimInFlight: a live lease is held for a different stream message,
+	// which will carry the payment to its end.
+	ClaimInFlight
+	// ClaimBusy: a live lease is held for this same stream message, or the
+	// advisory lock was taken; retry after ClaimResult.RetryAfter.
+	ClaimBusy
+	// ClaimConflict: the key is stored with a different request fingerprint.
+	ClaimConflict
+)
+
+var claimKindNames = [...]string{"", "new", "takeover", "duplicate", "in_flight", "busy", "conflict"}
+
+// String returns the snake_case name of k, as used in logs and metrics.
+func (k ClaimKind) String() string {
+	if int(k) < len(claimKindNames) && k != 0 {
+		return claimKindNames[k]
+	}
+	return "unknown"
+}
+
+// Holds reports whether the claimer now holds the lease (new or take-over).
+func (k ClaimKind) Holds() bool { return k == ClaimNew || k == ClaimTakeover }
+
+// Claim asks to claim an effective key for a gateway call.
+type Claim struct {
+	// Key is the effective idempotency key.
+	Key         string
+	Fingerprint string
+	PaymentID   string
+	MerchantID  string
+	CustomerID  string
+	AmountMinor int64
+	Currency    string
+	// Subject and Body are the original request, stored so that the sweeper
+	// can re-publish a payment whose holder died.
+	Subject string
+	Body    []byte
+	// StreamSeq is the stream sequence of the message that will hold the lease.
+	StreamSeq uint64
+	// Owner identifies the worker process taking the lease.
+	Owner string
+	// Lease is how long the lease lasts; it must exceed the gateway timeout.
+	Lease time.Duration
+}
+
+// ClaimResult is the answer to a Claim.
+type ClaimResult struct {
+	Kind ClaimKind
+	// Attempt is the fence token of the lease for ClaimNew and ClaimTakeover:
+	// the row's attempts after the claim. Complete and Release must present it.
+	Attempt int
+	// Record is the stored row for ClaimDuplicate, ClaimConflict,
+	// ClaimInFlight and ClaimBusy (when the row was read).
+	Record Record
+	// RetryAfter is, for ClaimBusy, how long until the lease ends (or a
+	// short delay when the advisory lock was taken).
+	RetryAfter time.Duration
+}
+
+// Completion records the final outcome of a held lease.
+type Completion struct {
+	Key     string
+	Attempt int
+	Owner   string
+	// Status is succeeded, declined or failed.
+	Status          Status
+	Gateway         string
+	GatewayChargeID string
+	ErrorCode       string
+}
+
+// Release gives a held lease back after a retryable failure, so that the
+// next delivery can take over at once.
+type Release struct {
+	Key     string
+	Attempt int
+	Owner   string
+}
+
+// ErrFenced is returned by Complete and Release when the caller's lease is no
+// longer the current one: it expired and another worker took the key over,
+// or the row is already final. Nothing was written.
+var ErrFenced = errors.New("lease lost: key taken over or already final")

@@ -1,0 +1,162 @@
+package payment
+
+import (
+	"strconv"
+	"unicode/utf8"
+)
+
+// Byte-length bounds of the request fields (DESIGN.md §2).
+const (
+	maxIDBytes             = 64
+	maxIdempotencyKeyBytes = 255
+	maxCustomerIDBytes     = 64
+	maxPaymentMethodBytes  = 128
+	maxDescriptionBytes    = 500
+	maxMetadataKeyBytes    = 40
+	maxMetadataValueBytes  = 500
+)
+
+// Validate checks r against the field rules of the payment request event v1
+// (DESIGN.md §2) and lim, and returns the first rule broken as a
+// *ValidationError matching ErrInvalid, or nil. Decode calls it; publishers
+// that build a Request in Go call it before Marshal. It does not check the
+// subject, nor JSON types, which a Request cannot get wrong.
+//
+// A Request that passes Validate marshals to a body that Decode accepts and
+// decodes to a Request with the same Fingerprint; that is why strings must
+// also be valid UTF-8 and CreatedAt must be representable in RFC 3339.
+func (r *Request) Validate(lim Limits) error {
+	lim = lim.WithDefaults()
+	if err := checkID(fieldPaymentID, r.PaymentID); err != nil {
+		return err
+	}
+	if k := r.IdempotencyKey; k != "" {
+		if len(k) > maxIdempotencyKeyBytes {
+			return invalid(fieldIdempotencyKey, "longer than 255 bytes")
+		}
+		for i := 0; i < len(k); i++ {
+			if k[i] < 0x21 || k[i] > 0x7e {
+				return invalid(fieldIdempotencyKey, "must be printable ASCII without spaces")
+			}
+		}
+	}
+	if err := checkID(fieldMerchantID, r.MerchantID); err != nil {
+		return err
+	}
+	if err := checkText(fieldCustomerID, r.CustomerID, maxCustomerIDBytes); err != nil {
+		return err
+	}
+	switch {
+	case r.AmountMinor <= 0:
+		return invalid(fieldAmountMinor, "must be greater than zero")
+	case r.AmountMinor > lim.MaxAmountMinor:
+		return invalid(fieldAmountMinor, "larger than the maximum of "+strconv.FormatInt(lim.MaxAmountMinor, 10))
+	}
+	if err := checkCurrency(r.Currency); err != nil {
+		return err
+	}
+	if r.PaymentMethod == "" {
+		return invalid(fieldPaymentMethod, "is required")
+	}
+	if err := checkText(fieldPaymentMethod, r.PaymentMethod, maxPaymentMethodBytes); err != nil {
+		return err
+	}
+	if ContainsCardNumber(r.PaymentMethod) {
+		return invalid(fieldPaymentMethod, "contains a raw card number")
+	}
+	if err := checkText(fieldDescription, r.Description, maxDescriptionBytes); err != nil {
+		return err
+	}
+	if ContainsCardNumber(r.Description) {
+		return invalid(fieldDescription, "contains a raw card number")
+	}
+	if err := checkMetadata(r.Metadata); err != nil {
+		return err
+	}
+	if !r.CreatedAt.IsZero() {
+		_, offset := r.CreatedAt.Zone()
+		if y := r.CreatedAt.Year(); y < 0 || y > 9999 || offset <= -24*3600 || offset >= 24*3600 {
+			return invalid(fieldCreatedAt, "not representable in RFC 3339")
+		}
+	}
+	return nil
+}
+
+// checkID checks a required identifier: 1 to 64 of [A-Za-z0-9_-].
+func checkID(field, s string) error {
+	if s == "" {
+		return invalid(field, "is required")
+	}
+	if len(s) > maxIDBytes {
+		return invalid(field, "longer than 64 bytes")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return invalid(field, "must contain only A-Z, a-z, 0-9, '_' and '-'")
+		}
+	}
+	return nil
+}
+
+// checkText checks an optional free-text field: valid UTF-8 of at most max
+// bytes.
+func checkText(field, s string, max int) error {
+	if len(s) > max {
+		return invalid(field, "longer than "+strconv.Itoa(max)+" bytes")
+	}
+	if !utf8.ValidString(s) {
+		return invalid(field, "not valid UTF-8")
+	}
+	return nil
+}
+
+// checkCurrency checks that code is an upper-case ISO 4217 code of an
+// active currency that can be charged.
+func checkCurrency(code string) error {
+	if code == "" {
+		return invalid(fieldCurrency, "is required")
+	}
+	if len(code) != 3 || !isUpper(code[0]) || !isUpper(code[1]) || !isUpper(code[2]) {
+		return invalid(fieldCurrency, "must be an ISO 4217 code of three upper-case letters")
+	}
+	if code[0] == 'X' {
+		return invalid(fieldCurrency, "X codes (metals, units of account, XTS, XXX) cannot be charged")
+	}
+	if _, ok := CurrencyExponent(code); !ok {
+		return invalid(fieldCurrency, "not an active ISO 4217 currency")
+	}
+	return nil
+}
+
+func isUpper(c byte) bool { return 'A' <= c && c <= 'Z' }
+
+// checkMetadata checks the metadata object. Each rule is checked over all
+// keys before the next, so that the reported error does not depend on map
+// order.
+func checkMetadata(m map[string]string) error {
+	if len(m) > maxMetadataKeys {
+		return invalid(fieldMetadata, "more than 20 keys")
+	}
+	for k := range m {
+		if k == "" || len(k) > maxMetadataKeyBytes {
+			return invalid(fieldMetadata, "keys must be 1 to 40 bytes")
+		}
+	}
+	for _, v := range m {
+		if len(v) > maxMetadataValueBytes {
+			return invalid(fieldMetadata, "values must be at most 500 bytes")
+		}
+	}
+	for k, v := range m {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return invalid(fieldMetadata, "not valid UTF-8")
+		}
+	}
+	for _, v := range m {
+		if ContainsCardNumber(v) {
+			return invalid(fieldMetadata, "a value contains a raw card number")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,496 @@
+package processing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/internal/metrics"
+	"github.com/paystream/paystream/payment"
+)
+
+// Claims is the idempotency store as processing needs it. Each call is one
+// short transaction; implementations may batch calls from many goroutines.
+type Claims interface {
+	// Claim claims the effective key of c (DESIGN.md §6 step 3).
+	Claim(ctx context.Context, c payment.Claim) (payment.ClaimResult, error)
+	// Complete records a final outcome, fenced by the lease; payment.ErrFenced
+	// when the lease is no longer the caller's.
+	Complete(ctx context.Context, c payment.Completion) (payment.Record, error)
+	// Release gives a held lease back, fenced like Complete.
+	Release(ctx context.Context, r payment.Release) error
+}
+
+// Gateway charges payments. Implementations honour the idempotency key: the
+// same key with the same charge returns the first result and charges once.
+type Gateway interface {
+	Name() string
+	Charge(ctx context.Context, c gateway.Charge) (gateway.Result, error)
+}
+
+// Config configures a Processor. The zero value of each field means its default.
+type Config struct {
+	// Owner identifies this worker process in leases. Required.
+	Owner string
+	// Lease is how long a claim lasts; it must exceed the gateway timeout.
+	// Default 30s.
+	Lease time.Duration
+	// MaxDeliver is the number of deliveries a message gets; a retryable
+	// failure on the last one records failed and dead-letters exhausted.
+	// Default 10.
+	MaxDeliver int
+	// RetryBackoff is the base of the exponential retry backoff; default 500ms.
+	RetryBackoff time.Duration
+	// RetryBackoffMax caps the retry backoff; default 30s.
+	RetryBackoffMax time.Duration
+	// RateLimit is gateway calls per second for this process; 0 is unlimited.
+	RateLimit float64
+	// RateBurst is the rate limiter's burst; default 1.
+	RateBurst int
+	// BreakerFailures is the number of consecutive gateway failures that open
+	// the breaker; default 5.
+	BreakerFailures uint32
+	// BreakerOpenTimeout is how long the breaker stays open; default 30s.
+	BreakerOpenTimeout time.Duration
+	// Limits bounds request fields.
+	Limits payment.Limits
+}
+
+// WithDefaults returns a copy of c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 10
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 500 * time.Millisecond
+	}
+	if c.RetryBackoffMax <= 0 {
+		c.RetryBackoffMax = 30 * time.Second
+	}
+	if c.RetryBackoffMax < c.RetryBackoff {
+		c.RetryBackoffMax = c.RetryBackoff
+	}
+	if c.RateBurst <= 0 {
+		c.RateBurst = 1
+	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = 5
+	}
+	if c.BreakerOpenTimeout <= 0 {
+		c.BreakerOpenTimeout = 30 * time.Second
+	}
+	return c
+}
+
+// Message is one delivery of a payment request.
+type Message struct {
+	Subject string
+	Data    []byte
+	// StreamSeq is the message's sequence in the requests stream.
+	StreamSeq uint64
+	// NumDelivered counts this delivery (1 for the first).
+	NumDelivered uint64
+}
+
+// Action is what the consumer does with a delivery.
+type Action uint8
+
+// The actions on a delivery.
+const (
+	// ActionAck: publish Decision.Outcome (if any), then Ack.
+	ActionAck Action = iota + 1
+	// ActionRetry: NakWithDelay(Decision.Delay).
+	ActionRetry
+	// ActionTerm: publish Decision.DeadLetter and Decision.Outcome (if
+	// any), then Term.
+	ActionTerm
+)
+
+// DeadLetter says why a message is dead-lettered.
+type DeadLetter struct {
+	Reason payment.DeadLetterReason
+	// Error is a human-readable reason; it never contains payment method
+	// data or card numbers.
+	Error string
+}
+
+// Decision is the single result of processing one delivery.
+type Decision struct {
+	Action Action
+	// Delay is the NakWithDelay delay of ActionRetry.
+	Delay time.Duration
+	// Outcome is the outcome event to publish before acking or terminating.
+	Outcome *payment.Outcome
+	// DeadLetter is set with ActionTerm.
+	DeadLetter *DeadLetter
+	// Label names the outcome for logs and metrics.
+	Label string
+	// Err is the cause of a retry or dead letter, for logging.
+	Err error
+	// PaymentID and Key identify the payment when the request decoded.
+	PaymentID string
+	Key       string
+}
+
+// Processor runs the payment flow of DESIGN.md §6 on one delivery at a time
+// per goroutine; it is safe for concurrent use.
+type Processor struct {
+	cfg     Config
+	claims  Claims
+	gw      Gateway
+	limiter *rate.Limiter
+	breaker *gobreaker.CircuitBreaker[gateway.Result]
+	log     zerolog.Logger
+	m       *metrics.Metrics
+
+	// openUntil is the UnixNano time at which an open breaker half-opens.
+	openUntil atomic.Int64
+}
+
+// New returns a Processor. It panics on a missing dependency (a wiring bug).
+func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *metrics.Metrics) *Processor {
+	if claims == nil || gw == nil || m == nil || cfg.Owner == "" {
+		panic("processing.New: claims, gateway, metrics and Owner are required")
+	}
+	cfg = cfg.WithDefaults()
+	p := &Processor{cfg: cfg, claims: claims, gw: gw, log: logger.With().Str("component", "processing").Logger(), m: m}
+	limit := rate.Inf
+	if cfg.RateLimit > 0 {
+		limit = rate.Limit(cfg.RateLimit)
+	}
+	p.limiter = rate.NewLimiter(limit, cfg.RateBurst)
+	p.breaker = gobreaker.NewCircuitBreaker[gateway.Result](gobreaker.Settings{
+		Name:        "gateway",
+		MaxRequests: 1,
+		Timeout:     cfg.BreakerOpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= cfg.BreakerFailures
+		},
+		OnStateChange: p.onBreakerState,
+		IsSuccessful: func(err error) bool {
+			return !gateway.IsBreakerFailure(err)
+		},
+		IsExcluded: func(err error) bool {
+			// The caller's own cancellation says nothing of the gateway.
+			return errors.Is(err, context.Canceled)
+		},
+	})
+	return p
+}
+
+func (p *Processor) onBreakerState(_ string, from, to gobreaker.State) {
+	switch to {
+	case gobreaker.StateOpen:
+		p.openUntil.Store(time.Now().Add(p.cfg.BreakerOpenTimeout).UnixNano())
+		p.m.BreakerState.Set(2)
+		p.log.Error().Str("from", from.String()).Dur("open_for", p.cfg.BreakerOpenTimeout).
+			Msg("gateway circuit breaker opened: pausing pulls")
+	case gobreaker.StateHalfOpen:
+		p.m.BreakerState.Set(1)
+		p.log.Warn().Str("from", from.String()).Msg("gateway circuit breaker half-open: probing")
+	case gobreaker.StateClosed:
+		p.m.BreakerState.Set(0)
+		p.log.Info().Str("from", from.String()).Msg("gateway circuit breaker closed")
+	}
+}
+
+// Admit tells the consumer how many new messages it may pull now: -1 for no
+// limit; 0 while the breaker is open, with how long until it half-opens; 1
+// while it is half-open and probing. Pulling nothing while open keeps the
+// backlog from burning its deliveries (DESIGN.md §6.6).
+func (p *Processor) Admit() (limit int, wait time.Duration) {
+	switch p.breaker.State() {
+	case gobreaker.StateOpen:
+		wait = time.Until(time.Unix(0, p.openUntil.Load()))
+		if wait <= 0 {
+			wait = 10 * time.Millisecond
+		}
+		return 0, wait
+	case gobreaker.StateHalfOpen:
+		return 1, 0
+	default:
+		return -1, 0
+	}
+}
+
+// Process runs one delivery through the flow and returns what to do with it.
+// It never panics: a panic is recovered, logged with its stack and turned into
+// a retry. ctx is the worker's hard-stop context: while it lives, in-flight
+// work runs to the end.
+func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
+	var held *payment.Release
+	defer func() {
+		if r := recover(); r != nil {
+			p.m.Panics.Inc()
+			p.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).
+				Uint64("stream_seq", msg.StreamSeq).Msg("panic while processing a payment")
+			if held != nil {
+				p.release(*held)
+			}
+			d = Decision{Action: ActionRetry, Delay: p.backoff(msg.NumDelivered), Label: "panic",
+				Err: fmt.Errorf("panic: %v", r), PaymentID: d.PaymentID, Key: d.Key}
+		}
+	}()
+
+	req, err := payment.Decode(msg.Subject, msg.Data, p.cfg.Limits)
+	if err != nil {
+		return p.decide(msg, nil, 0, &PermanentError{Reason: payment.ReasonInvalid, Err: err})
+	}
+	key := req.EffectiveKey()
+	d.PaymentID, d.Key = req.PaymentID, key
+
+	waitStart := time.Now()
+	if err := p.limiter.Wait(ctx); err != nil {
+		return p.decide(msg, req, 0, fmt.Errorf("%w: rate limiter: %w", ErrShutdown, err))
+	}
+	p.m.LimiterWait.Observe(time.Since(waitStart).Seconds())
+
+	claim, err := p.claims.Claim(ctx, payment.Claim{
+		Key:         key,
+		Fingerprint: req.Fingerprint(),
+		PaymentID:   req.PaymentID,
+		MerchantID:  req.MerchantID,
+		CustomerID:  req.CustomerID,
+		AmountMinor: req.AmountMinor,
+		Currency:    req.Currency,
+		Subject:     msg.Subject,
+		Body:        msg.Data,
+		StreamSeq:   msg.StreamSeq,
+		Owner:       p.cfg.Owner,
+		Lease:       p.cfg.Lease,
+	})
+	if err != nil {
+		return p.decide(msg, req, 0, fmt.Errorf("claim %s: %w", key, err))
+	}
+	switch claim.Kind {
+	case payment.ClaimConflict:
+		return p.decide(msg, req, 0, &PermanentError{Reason: payment.ReasonConflict,
+			Err: fmt.Errorf("%w: key %q is stored for payment %s with a different fingerprint",
+				ErrConflict, key, claim.Record.PaymentID)})
+	case payment.ClaimDuplicate:
+		o := claim.Record.Outcome()
+		return Decision{Action: ActionAck, Outcome: &o, Label: "duplicate", PaymentID: req.PaymentID, Key: key}
+	case payment.ClaimInFlight:
+		return Decision{Action: ActionAck, Label: "in_flight", PaymentID: req.PaymentID, Key: key}
+	case payment.ClaimBusy:
+		d := p.decide(msg, req, 0, &RetryableError{After: claim.RetryAfter, Err: ErrLeaseHeld})
+		d.Label = "busy"
+		return d
+	case payment.ClaimNew, payment.ClaimTakeover:
+	default:
+		return p.decide(msg, req, 0, fmt.Errorf("claim %s: unknown result %d", key, claim.Kind))
+	}
+
+	held = &payment.Release{Key: key, Attempt: claim.Attempt, Owner: p.cfg.Owner}
+	res, err := p.charge(ctx, req, key)
+	d = p.record(ctx, msg, req, claim.Attempt, res, err)
+	held = nil
+	return d
+}
+
+// charge calls the gateway through the breaker.
+func (p *Processor) charge(ctx context.Context, req *payment.Request, key string) (gateway.Result, error) {
+	start := time.Now()
+	res, err := p.breaker.Execute(func() (gateway.Result, error) {
+		return p.gw.Charge(ctx, gateway.Charge{
+			IdempotencyKey: key,
+			PaymentID:      req.PaymentID,
+			MerchantID:     req.MerchantID,
+			Currency:       req.Currency,
+			PaymentMethod:  req.PaymentMethod,
+			Description:    req.Description,
+			AmountMinor:    req.AmountMinor,
+		})
+	})
+	p.m.GatewayDuration.Observe(time.Since(start).Seconds())
+	p.m.GatewayCalls.WithLabelValues(callLabel(res, err)).Inc()
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		_, wait := p.Admit()
+		return res, &RetryableError{After: wait, Err: fmt.Errorf("gateway breaker: %w", err)}
+	}
+	return res, err
+}
+
+func callLabel(res gateway.Result, err error) string {
+	var gwErr *gateway.Error
+	switch {
+	case err == nil && res.Status == payment.StatusDeclined:
+		return "declined"
+	case err == nil:
+		return "succeeded"
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		return "breaker_open"
+	case errors.As(err, &gwErr) && gwErr.Class == gateway.ClassRejected:
+		return "rejected"
+	case errors.As(err, &gwErr) && gwErr.Class == gateway.ClassRetry:
+		return "retry"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	default:
+		return "trouble"
+	}
+}
+
+// record turns the gateway's answer into a fenced write and a decision.
+func (p *Processor) record(ctx context.Context, msg Message, req *payment.Request, attempt int, res gateway.Result, err error) Decision {
+	key := req.EffectiveKey()
+	var gwErr *gateway.Error
+	switch {
+	case err == nil:
+		return p.complete(ctx, msg, req, attempt, payment.Completion{
+			Status: res.Status, GatewayChargeID: res.ChargeID, ErrorCode: res.DeclineCode,
+		}, nil)
+	case errors.As(err, &gwErr) && gwErr.Class == gateway.ClassRejected:
+		code := gwErr.Code
+		if code == "" {
+			code = fmt.Sprintf("http_%d", gwErr.StatusCode)
+		}
+		return p.complete(ctx, msg, req, attempt, payment.Completion{Status: payment.StatusFailed, ErrorCode: code},
+			&PermanentError{Reason: payment.ReasonGatewayRejected, Err: err})
+	case ctx.Err() != nil:
+		// Hard stop: give the lease back so the redelivery needs no wait.
+		p.release(payment.Release{Key: key, Attempt: attempt, Owner: p.cfg.Owner})
+		return p.decide(msg, req, attempt, fmt.Errorf("%w: %w", ErrShutdown, err))
+	case p.lastDelivery(msg):
+		return p.complete(ctx, msg, req, attempt,
+			payment.Completion{Status: payment.StatusFailed, ErrorCode: payment.ErrorCodeExhausted},
+			&PermanentError{Reason: payment.ReasonExhausted, Err: fmt.Errorf("%w after %d deliveries: %w", ErrExhausted, msg.NumDelivered, err)})
+	default:
+		p.release(payment.Release{Key: key, Attempt: attempt, Owner: p.cfg.Owner})
+		return p.decide(msg, req, attempt, err)
+	}
+}
+
+// complete records a final row and returns the decision announcing it. cause,
+// when set, is the permanent error that dead-letters the message as well.
+func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Request, attempt int, c payment.Completion, cause *PermanentError) Decision {
+	key := req.EffectiveKey()
+	c.Key, c.Attempt, c.Owner, c.Gateway = key, attempt, p.cfg.Owner, p.gw.Name()
+	// Record even if the worker is being stopped hard: the gateway answered,
+	// and losing the answer costs a second (idempotent) call.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	rec, err := p.claims.Complete(wctx, c)
+	cancel()
+	if errors.Is(err, payment.ErrFenced) {
+		// Another delivery took the key over: it carries the payment now.
+		if p.lastDelivery(msg) {
+			return Decision{Action: ActionAck, Label: "fenced", Err: err, PaymentID: req.PaymentID, Key: key}
+		}
+		d := p.decide(msg, req, attempt, &RetryableError{Err: fmt.Errorf("record %s: %w", key, err)})
+		d.Label = "fenced"
+		return d
+	}
+	if err != nil {
+		// The lease stays until it expires; the redelivery then takes over
+		// and the gateway replays its answer for the same key.
+		return p.decide(msg, req, attempt, fmt.Errorf("record %s: %w", key, err))
+	}
+	o := rec.Outcome()
+	d := Decision{Action: ActionAck, Outcome: &o, Label: string(rec.Status), PaymentID: req.PaymentID, Key: key}
+	if cause != nil {
+		d.Action = ActionTerm
+		d.DeadLetter = &DeadLetter{Reason: cause.Reason, Error: cause.Error()}
+		d.Label = string(cause.Reason)
+		d.Err = cause
+	}
+	return d
+}
+
+// release gives a lease back; failure only delays the next take-over until
+// the lease expires, so it is logged, not returned.
+func (p *Processor) release(r payment.Release) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.claims.Release(ctx, r); err != nil && !errors.Is(err, payment.ErrFenced) {
+		p.log.Warn().Err(err).Str("idempotency_key", r.Key).Msg("release lease")
+	}
+}
+
+func (p *Processor) lastDelivery(msg Message) bool {
+	return msg.NumDelivered >= uint64(p.cfg.MaxDeliver)
+}
+
+// decide classifies err once into a decision (STYLE.md §5): permanent errors
+// dead-letter, everything else is retried with backoff, never before the
+// error's own earliest retry time. On the last allowed delivery a retryable
+// failure before any claim dead-letters exhausted (a held lease is recorded by
+// record instead).
+func (p *Processor) decide(msg Message, req *payment.Request, attempt int, err error) Decision {
+	d := Decision{Err: err}
+	if req != nil {
+		d.PaymentID, d.Key = req.PaymentID, req.EffectiveKey()
+	}
+	var perm *PermanentError
+	if errors.As(err, &perm) {
+		d.Action = ActionTerm
+		d.DeadLetter = &DeadLetter{Reason: perm.Reason, Error: perm.Err.Error()}
+		d.Label = string(perm.Reason)
+		return d
+	}
+	d.Action = ActionRetry
+	d.Label = "retry"
+	if errors.Is(err, ErrShutdown) {
+		d.Label = "shutdown"
+		d.Delay = p.cfg.RetryBackoff
+		return d
+	}
+	d.Delay = p.backoff(msg.NumDelivered)
+	var retry *RetryableError
+	var gwErr *gateway.Error
+	if errors.As(err, &retry) && retry.After > d.Delay {
+		d.Delay = retry.After + jitter(p.cfg.RetryBackoff)
+	} else if errors.As(err, &gwErr) && gwErr.RetryAfter > d.Delay {
+		d.Delay = gwErr.RetryAfter + jitter(p.cfg.RetryBackoff)
+	}
+	if p.lastDelivery(msg) && attempt == 0 && !errors.Is(err, ErrLeaseHeld) {
+		// No lease of ours to record against, and no delivery left: dead
+		// letter rather than leave the message silently in the stream.
+		d.Action = ActionTerm
+		d.Label = string(payment.ReasonExhausted)
+		d.DeadLetter = &DeadLetter{Reason: payment.ReasonExhausted,
+			Error: fmt.Sprintf("%v after %d deliveries: %v", ErrExhausted, msg.NumDelivered, err)}
+	}
+	return d
+}
+
+// backoff is the retry delay after the n-th delivery: base·2^(n-1) capped at
+// the maximum, with equal jitter (half fixed, half random).
+func (p *Processor) backoff(n uint64) time.Duration {
+	return Backoff(p.cfg.RetryBackoff, p.cfg.RetryBackoffMax, n)
+}
+
+// Backoff returns base·2^(n-1), capped at max, with equal jitter: a value in
+// [d/2, d]. n below 1 counts as 1.
+func Backoff(base, max time.Duration, n uint64) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	d := max
+	if shift := n - 1; shift < 32 {
+		if v := base << shift; v > 0 && v < max {
+			d = v
+		}
+	}
+	half := d / 2
+	return half + jitter(d-half)
+}
+
+// jitter returns a random duration in [0, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d + 1)
+}

@@ -1,0 +1,133 @@
+package processing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/paystream/paystream/internal/metrics"
+)
+
+// StuckPayment is a row left in processing whose lease expired long ago,
+// with the original request to re-publish.
+type StuckPayment struct {
+	Key       string
+	PaymentID string
+	Attempts  int
+	Subject   string
+	Body      []byte
+}
+
+// SweeperConfig configures a Sweeper. Zero fields take their defaults.
+type SweeperConfig struct {
+	// Interval between sweeps; default 30s.
+	Interval time.Duration
+	// Grace is how long past its lease's end a row must be to count as stuck;
+	// default 1m.
+	Grace time.Duration
+	// Limit is the most rows re-published per sweep; default 500.
+	Limit int
+	// Retention is how long final rows are kept; 0 keeps them for ever.
+	Retention time.Duration
+}
+
+// Sweeper rescues payments stuck in processing (DESIGN.md §6.7) — a holder
+// that died on its message's last delivery, say — by re-publishing their
+// requests, and deletes final rows older than the retention. One worker of
+// the fleet sweeps at a time: FindFunc reports ok=false when another holds
+// the sweep lock.
+type Sweeper struct {
+	cfg SweeperConfig
+	// FindFunc returns stuck rows and marks them swept.
+	FindFunc func(ctx context.Context, grace time.Duration, limit int) (rows []StuckPayment, ok bool, err error)
+	// RepublishFunc publishes body on subject with the given message id.
+	RepublishFunc func(ctx context.Context, subject string, body []byte, msgID string) error
+	// DeleteFunc deletes up to limit final rows completed before the time;
+	// nil disables retention.
+	DeleteFunc func(ctx context.Context, before time.Time, limit int) (int64, error)
+
+	log zerolog.Logger
+	m   *metrics.Metrics
+}
+
+// NewSweeper returns a Sweeper; find and republish are required.
+func NewSweeper(cfg SweeperConfig, find func(context.Context, time.Duration, int) ([]StuckPayment, bool, error),
+	republish func(context.Context, string, []byte, string) error,
+	del func(context.Context, time.Time, int) (int64, error),
+	logger zerolog.Logger, m *metrics.Metrics) *Sweeper {
+	if find == nil || republish == nil || m == nil {
+		panic("processing.NewSweeper: find, republish and metrics are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 30 * time.Second
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = time.Minute
+	}
+	if cfg.Limit <= 0 {
+		cfg.Limit = 500
+	}
+	return &Sweeper{cfg: cfg, FindFunc: find, RepublishFunc: republish, DeleteFunc: del,
+		log: logger.With().Str("component", "sweeper").Logger(), m: m}
+}
+
+// Run sweeps every interval until ctx ends; it returns nil then.
+func (s *Sweeper) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if _, err := s.SweepOnce(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("sweep")
+		}
+		if err := s.deleteExpired(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("retention")
+		}
+	}
+}
+
+// SweepOnce re-publishes the stuck payments found now and returns how many.
+func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
+	rows, ok, err := s.FindFunc(ctx, s.cfg.Grace, s.cfg.Limit)
+	if err != nil {
+		return 0, fmt.Errorf("find stuck payments: %w", err)
+	}
+	if !ok {
+		return 0, nil
+	}
+	var errs []error
+	n := 0
+	for _, r := range rows {
+		id := fmt.Sprintf("sweep-%s-%d", r.Key, r.Attempts)
+		if err := s.RepublishFunc(ctx, r.Subject, r.Body, id); err != nil {
+			errs = append(errs, fmt.Errorf("republish %s: %w", r.Key, err))
+			continue
+		}
+		n++
+		s.m.Swept.Inc()
+		s.log.Warn().Str("payment_id", r.PaymentID).Str("idempotency_key", r.Key).
+			Int("attempts", r.Attempts).Msg("re-published a payment stuck in processing")
+	}
+	return n, errors.Join(errs...)
+}
+
+func (s *Sweeper) deleteExpired(ctx context.Context) error {
+	if s.DeleteFunc == nil || s.cfg.Retention <= 0 {
+		return nil
+	}
+	n, err := s.DeleteFunc(ctx, time.Now().Add(-s.cfg.Retention), 10_000)
+	if err != nil {
+		return fmt.Errorf("delete final rows older than %s: %w", s.cfg.Retention, err)
+	}
+	if n > 0 {
+		s.log.Info().Int64("deleted", n).Msg("deleted final rows past retention")
+	}
+	return nil
+}
