@@ -1,0 +1,60 @@
+// Package archtest keeps the import arrows of STYLE.md §1 true:
+// cmd/* → consumer → processing → payment; cmd/* → store → payment;
+// cmd/* → config. It lists each package's non-test dependencies with
+// `go list -deps` and checks them against a table.
+package archtest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const mod = "github.com/paystream/paystream/"
+
+func TestImportDirection(t *testing.T) {
+	t.Parallel()
+	nonStd := func(t *testing.T, pkg string) []string {
+		t.Helper()
+		out, err := exec.CommandContext(t.Context(), "go", "list", "-deps", "-f",
+			"{{if not .Standard}}{{.ImportPath}}{{end}}", mod+pkg).Output()
+		require.NoError(t, err, "go list %s", pkg)
+		return strings.Fields(string(out))
+	}
+	cases := []struct {
+		pkg string
+		// only, when set, lists every non-standard dependency allowed.
+		only []string
+		// banned lists import path prefixes the package must not reach.
+		banned []string
+	}{
+		{pkg: "payment", only: []string{mod + "payment"}},
+		{pkg: "config", banned: []string{mod + "store", mod + "processing", mod + "consumer", "github.com/nats-io/nats.go"}},
+		{pkg: "gateway", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
+			"github.com/jackc/", "github.com/nats-io/"}},
+		{pkg: "processing", banned: []string{mod + "store", mod + "consumer", mod + "config",
+			"github.com/jackc/", "github.com/nats-io/"}},
+		{pkg: "store", banned: []string{mod + "processing", mod + "consumer", mod + "config", mod + "gateway",
+			"github.com/nats-io/"}},
+		{pkg: "consumer", banned: []string{mod + "store", mod + "config", "github.com/jackc/"}},
+		{pkg: "publish", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
+			mod + "gateway", "github.com/jackc/"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.pkg, func(t *testing.T) {
+			t.Parallel()
+			deps := nonStd(t, tc.pkg)
+			if tc.only != nil {
+				require.ElementsMatch(t, tc.only, deps)
+			}
+			for _, d := range deps {
+				require.NotEqual(t, "github.com/rs/zerolog/log", d, "%s uses the global logger", tc.pkg)
+				for _, b := range tc.banned {
+					require.False(t, strings.HasPrefix(d, b), "%s depends on %s", tc.pkg, d)
+				}
+			}
+		})
+	}
+}
