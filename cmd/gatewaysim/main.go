@@ -1,0 +1,187 @@
+// Command gatewaysim runs the payment gateway simulator (package
+// gateway/sim): an HTTP server speaking DESIGN.md §5 that honours
+// Idempotency-Key, with configurable latency, declines, errors, rate
+// limiting, hangs and lost responses, and a count of real charges for tests.
+//
+// Endpoints: POST /v1/charges, GET /v1/stats, GET /metrics, GET /healthz.
+//
+// Every flag has an environment variable: GATEWAYSIM_ plus the flag name in
+// upper case with - as _ (--error-rate → GATEWAYSIM_ERROR_RATE). Flags win.
+// SIGINT or SIGTERM shut the server down gracefully.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/paystream/paystream/gateway/sim"
+)
+
+const envPrefix = "GATEWAYSIM_"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "gatewaysim:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// options are the command-line settings.
+type options struct {
+	addr            string
+	sim             sim.Config
+	logFormat       string
+	logLevel        string
+	shutdownTimeout time.Duration
+}
+
+// parse reads flags from args, then fills every flag not given from its
+// GATEWAYSIM_* environment variable, and validates the result, reporting
+// every problem at once.
+func parse(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("gatewaysim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8099", "listen address host:port")
+	fs.DurationVar(&o.sim.Latency, "latency", 0, "latency of a key's first request")
+	fs.DurationVar(&o.sim.LatencyJitter, "latency-jitter", 0, "extra random latency in [0, jitter)")
+	fs.Float64Var(&o.sim.DeclineRate, "decline-rate", 0, "fraction of charges declined (insufficient_funds) besides amounts ending in 13")
+	fs.Float64Var(&o.sim.ErrorRate, "error-rate", 0, "fraction answered 503 without charging")
+	fs.Float64Var(&o.sim.RateLimitRate, "rate-limit-rate", 0, "fraction answered 429 with Retry-After")
+	fs.Float64Var(&o.sim.TimeoutRate, "timeout-rate", 0, "fraction that hang until the client gives up (at most --hang-for)")
+	fs.Float64Var(&o.sim.LostResponseRate, "lost-response-rate", 0, "fraction charged and then answered 500")
+	fs.DurationVar(&o.sim.RetryAfter, "retry-after", sim.DefaultRetryAfter, "Retry-After of 429 answers")
+	fs.DurationVar(&o.sim.HangFor, "hang-for", sim.DefaultHangFor, "longest hang of a simulated timeout")
+	fs.Int64Var(&o.sim.Seed, "seed", 0, "random seed (0: random)")
+	fs.IntVar(&o.sim.MaxKeys, "max-keys", 0, "completed idempotency keys remembered (0: 1048576, negative: no limit)")
+	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+
+	var problems []error
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		env := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				problems = append(problems, fmt.Errorf("%s (--%s): %w", env, f.Name, err))
+			}
+		}
+	})
+	if err := o.sim.Validate(); err != nil {
+		problems = append(problems, err)
+	}
+	if o.logFormat != "json" && o.logFormat != "console" {
+		problems = append(problems, fmt.Errorf("log format must be json or console, got %q", o.logFormat))
+	}
+	if _, err := zerolog.ParseLevel(o.logLevel); err != nil || o.logLevel == "" {
+		problems = append(problems, fmt.Errorf("invalid log level %q", o.logLevel))
+	}
+	if o.shutdownTimeout <= 0 {
+		problems = append(problems, fmt.Errorf("shutdown timeout must be positive, got %s", o.shutdownTimeout))
+	}
+	if len(problems) > 0 {
+		return o, fmt.Errorf("invalid settings:\n%w", errors.Join(problems...))
+	}
+	return o, nil
+}
+
+// run serves the simulator until ctx ends, then shuts down gracefully and
+// returns nil. Logs go to stderr; stdout is unused.
+func run(ctx context.Context, args []string, getenv func(string) string, _, stderr io.Writer) error {
+	o, err := parse(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+
+	var out io.Writer = stderr
+	if o.logFormat == "console" {
+		out = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.RFC3339}
+	}
+	level, _ := zerolog.ParseLevel(o.logLevel) // validated by parse
+	logger := zerolog.New(out).Level(level).With().Timestamp().Logger()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	simulator := sim.New(o.sim, logger, reg)
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", simulator)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.addr, err)
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	cfg := simulator.Config()
+	logger.Info().Str("addr", ln.Addr().String()).
+		Dur("latency", cfg.Latency).Dur("latency_jitter", cfg.LatencyJitter).
+		Float64("decline_rate", cfg.DeclineRate).Float64("error_rate", cfg.ErrorRate).
+		Float64("rate_limit_rate", cfg.RateLimitRate).Float64("timeout_rate", cfg.TimeoutRate).
+		Float64("lost_response_rate", cfg.LostResponseRate).
+		Msg("gatewaysim listening")
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info().Msg("gatewaysim shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		// Requests still running (a long simulated hang, say): cut them off.
+		logger.Warn().Err(err).Msg("graceful shutdown timed out; closing connections")
+		_ = srv.Close()
+	}
+	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	st := simulator.Stats()
+	logger.Info().Int64("real_charges", st.Charges).Int("distinct_keys", st.Keys).
+		Int("double_charged", len(st.DoubleCharged)).Msg("gatewaysim stopped")
+	return nil
+}

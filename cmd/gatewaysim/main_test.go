@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/gateway/sim"
+	"github.com/paystream/paystream/payment"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// logLines collects log lines written by run and hands each one to a channel.
+type logLines struct {
+	mu    sync.Mutex
+	buf   strings.Builder
+	lines chan string
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	s := l.buf.String()
+	for {
+		i := strings.IndexByte(s, '\n')
+		if i < 0 {
+			break
+		}
+		select {
+		case l.lines <- s[:i]:
+		default: // nobody listening: drop
+		}
+		s = s[i+1:]
+	}
+	l.buf.Reset()
+	l.buf.WriteString(s)
+	return len(p), nil
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	logs := &logLines{lines: make(chan string, 100)}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--addr", "127.0.0.1:0"}, env(map[string]string{"GATEWAYSIM_SEED": "3"}), io.Discard, logs)
+	}()
+
+	var addr string
+	for addr == "" {
+		select {
+		case line := <-logs.lines:
+			var entry struct {
+				Message string `json:"message"`
+				Addr    string `json:"addr"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(line), &entry), line)
+			if entry.Message == "gatewaysim listening" {
+				addr = entry.Addr
+			}
+		case err := <-done:
+			t.Fatalf("run returned early: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no listening log line")
+		}
+	}
+	base := "http://" + addr
+
+	g, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: base})
+	require.NoError(t, err)
+	res, err := g.Charge(t.Context(), gateway.Charge{
+		IdempotencyKey: "k1", PaymentID: "p1", MerchantID: "m1", Currency: "EUR",
+		PaymentMethod: "pm_card_visa", AmountMinor: 1000,
+	})
+	require.NoError(t, err)
+	require.Equal(t, payment.StatusSucceeded, res.Status)
+	g.Close()
+
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	get := func(path string) (int, string) {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+
+	code, body := get("/v1/stats")
+	require.Equal(t, http.StatusOK, code)
+	var stats gateway.Stats
+	require.NoError(t, json.Unmarshal([]byte(body), &stats))
+	require.Equal(t, gateway.Stats{Charges: 1, Keys: 1, DoubleCharged: []string{}}, stats)
+
+	code, body = get("/healthz")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok\n", body)
+
+	code, body = get("/metrics")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, `gatewaysim_requests_total{code="201"} 1`)
+	require.Contains(t, body, "gatewaysim_real_charges_total 1")
+	require.Contains(t, body, "go_goroutines")
+	client.CloseIdleConnections()
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+}
+
+func TestRunListenError(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	err = run(t.Context(), []string{"--addr", ln.Addr().String()}, env(nil), io.Discard, io.Discard)
+	require.ErrorContains(t, err, "listen on "+ln.Addr().String())
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+
+	t.Run("defaults", func(t *testing.T) {
+		t.Parallel()
+		o, err := parse(nil, env(nil), io.Discard)
+		require.NoError(t, err)
+		require.Equal(t, "127.0.0.1:8099", o.addr)
+		require.Equal(t, "json", o.logFormat)
+		require.Equal(t, sim.Config{RetryAfter: time.Second, HangFor: time.Minute}, o.sim)
+	})
+
+	t.Run("env and flags", func(t *testing.T) {
+		t.Parallel()
+		o, err := parse(
+			[]string{"--error-rate", "0.25", "--latency=20ms"},
+			env(map[string]string{
+				"GATEWAYSIM_ERROR_RATE":         "0.9", // the flag wins
+				"GATEWAYSIM_LATENCY_JITTER":     "5ms",
+				"GATEWAYSIM_DECLINE_RATE":       "0.1",
+				"GATEWAYSIM_RATE_LIMIT_RATE":    "0.2",
+				"GATEWAYSIM_TIMEOUT_RATE":       "0.3",
+				"GATEWAYSIM_LOST_RESPONSE_RATE": "0.4",
+				"GATEWAYSIM_RETRY_AFTER":        "3s",
+				"GATEWAYSIM_HANG_FOR":           "4s",
+				"GATEWAYSIM_SEED":               "77",
+				"GATEWAYSIM_MAX_KEYS":           "1000",
+				"GATEWAYSIM_ADDR":               ":9000",
+				"GATEWAYSIM_LOG_FORMAT":         "console",
+				"GATEWAYSIM_LOG_LEVEL":          "debug",
+			}),
+			io.Discard)
+		require.NoError(t, err)
+		require.Equal(t, ":9000", o.addr)
+		require.Equal(t, "console", o.logFormat)
+		require.Equal(t, "debug", o.logLevel)
+		require.Equal(t, sim.Config{
+			Latency: 20 * time.Millisecond, LatencyJitter: 5 * time.Millisecond,
+			DeclineRate: 0.1, ErrorRate: 0.25, RateLimitRate: 0.2, TimeoutRate: 0.3, LostResponseRate: 0.4,
+			RetryAfter: 3 * time.Second, HangFor: 4 * time.Second, Seed: 77, MaxKeys: 1000,
+		}, o.sim)
+	})
+
+	t.Run("every problem at once", func(t *testing.T) {
+		t.Parallel()
+		_, err := parse(
+			[]string{"--decline-rate", "2", "--log-format", "xml"},
+			env(map[string]string{"GATEWAYSIM_LATENCY": "soon", "GATEWAYSIM_LOG_LEVEL": "loud", "GATEWAYSIM_HANG_FOR": "-1s"}),
+			io.Discard)
+		require.Error(t, err)
+		for _, want := range []string{"GATEWAYSIM_LATENCY (--latency)", "decline rate", "hang for", "log format", "log level"} {
+			require.ErrorContains(t, err, want)
+		}
+	})
+
+	t.Run("unknown flag", func(t *testing.T) {
+		t.Parallel()
+		_, err := parse([]string{"--nope"}, env(nil), io.Discard)
+		require.ErrorContains(t, err, "nope")
+	})
+
+	t.Run("help", func(t *testing.T) {
+		t.Parallel()
+		var out strings.Builder
+		require.NoError(t, run(t.Context(), []string{"-h"}, env(nil), io.Discard, &out))
+		sc := bufio.NewScanner(strings.NewReader(out.String()))
+		var flags int
+		for sc.Scan() {
+			if strings.HasPrefix(strings.TrimSpace(sc.Text()), "-") {
+				flags++
+			}
+		}
+		require.GreaterOrEqual(t, flags, 10)
+	})
+}

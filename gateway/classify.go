@@ -1,0 +1,227 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/paystream/paystream/payment"
+)
+
+// Bounds on text taken from a gateway answer.
+const (
+	// MaxMessageBytes bounds Error.Message.
+	MaxMessageBytes = 200
+	// MaxCodeBytes bounds Error.Code and Result.DeclineCode.
+	MaxCodeBytes = 64
+	// MaxChargeIDBytes is the longest charge id accepted in a 2xx answer;
+	// a longer one makes the answer malformed.
+	MaxChargeIDBytes = 255
+	// MaxRetryAfter caps Error.RetryAfter, whatever the header says.
+	MaxRetryAfter = 24 * time.Hour
+)
+
+// wireAnswer is the part of a gateway answer body that Classify reads.
+type wireAnswer struct {
+	ID          string     `json:"id"`
+	Status      string     `json:"status"`
+	DeclineCode string     `json:"decline_code"`
+	Error       *wireError `json:"error"`
+}
+
+type wireError struct {
+	Code        string `json:"code"`
+	DeclineCode string `json:"decline_code"`
+	Message     string `json:"message"`
+	Charge      string `json:"charge"`
+}
+
+var errMalformed = errors.New("malformed charge result")
+
+// Classify maps one HTTP answer of the gateway to a Result or an *Error,
+// following the table of DESIGN.md §5. It is a pure function of its
+// arguments; now is used only to turn a Retry-After HTTP date into a delay.
+// Exactly one of the two return values is set: either err is nil and the
+// Result's Status is succeeded or declined, or err is a non-nil *Error and
+// the Result is zero.
+//
+//   - 2xx with {"id":…,"status":"succeeded"}: succeeded. With status
+//     "declined": declined (code from decline_code or error.code). Any other
+//     2xx body is malformed: ClassTrouble.
+//   - 402: declined, code from error.code (or error.decline_code; "declined"
+//     when the body has none).
+//   - 409, 429: ClassRetry.
+//   - 408 (the gateway timed out reading the request): ClassTrouble.
+//   - 400, 422 and every other 4xx: ClassRejected.
+//   - 5xx and anything outside 200–599 but 2xx/4xx: ClassTrouble.
+//
+// A Retry-After header, in seconds or as an HTTP date, sets Error.RetryAfter
+// whatever the status.
+func Classify(statusCode int, header http.Header, body []byte, now time.Time) (Result, error) {
+	var ans wireAnswer
+	jsonErr := json.Unmarshal(body, &ans)
+
+	switch {
+	case statusCode >= 200 && statusCode <= 299:
+		if jsonErr == nil {
+			switch ans.Status {
+			case "succeeded":
+				if validChargeID(ans.ID) {
+					return Result{Status: payment.StatusSucceeded, ChargeID: ans.ID}, nil
+				}
+			case "declined":
+				code := ans.DeclineCode
+				if code == "" && ans.Error != nil {
+					code = firstNonEmpty(ans.Error.Code, ans.Error.DeclineCode)
+				}
+				res := Result{Status: payment.StatusDeclined, DeclineCode: declineCode(code)}
+				if validChargeID(ans.ID) {
+					res.ChargeID = ans.ID
+				}
+				return res, nil
+			}
+		}
+		cause := jsonErr
+		if cause == nil {
+			cause = errMalformed
+		}
+		return Result{}, newError(ClassTrouble, statusCode, header, now, CodeMalformedResponse,
+			"2xx answer is not a succeeded or declined charge", cause)
+
+	case statusCode == http.StatusPaymentRequired:
+		res := Result{Status: payment.StatusDeclined}
+		if jsonErr == nil && ans.Error != nil {
+			res.DeclineCode = declineCode(firstNonEmpty(ans.Error.Code, ans.Error.DeclineCode))
+			if validChargeID(ans.Error.Charge) {
+				res.ChargeID = ans.Error.Charge
+			}
+		} else {
+			res.DeclineCode = declineCode("")
+		}
+		return res, nil
+	}
+
+	var class Class
+	switch {
+	case statusCode == http.StatusConflict, statusCode == http.StatusTooManyRequests:
+		class = ClassRetry
+	case statusCode == http.StatusRequestTimeout:
+		class = ClassTrouble
+	case statusCode >= 400 && statusCode <= 499:
+		class = ClassRejected
+	default: // 5xx, and statuses outside the table (1xx, 3xx, nonsense)
+		class = ClassTrouble
+	}
+
+	code, msg := "", ""
+	if jsonErr == nil && ans.Error != nil {
+		code, msg = ans.Error.Code, ans.Error.Message
+	} else if jsonErr != nil {
+		msg = string(body) // not JSON: an HTML error page from a proxy, say
+	}
+	if code == "" && (statusCode < 400 || statusCode > 599) {
+		code = CodeUnexpectedStatus
+	}
+	if strings.TrimSpace(msg) == "" {
+		msg = http.StatusText(statusCode)
+	}
+	return Result{}, newError(class, statusCode, header, now, code, msg, nil)
+}
+
+func newError(class Class, statusCode int, header http.Header, now time.Time, code, msg string, err error) *Error {
+	return &Error{
+		Class:      class,
+		StatusCode: statusCode,
+		Code:       bound(code, MaxCodeBytes),
+		Message:    bound(msg, MaxMessageBytes),
+		RetryAfter: retryAfter(header, now),
+		Err:        err,
+	}
+}
+
+// retryAfter parses a Retry-After header: a non-negative number of seconds
+// or an HTTP date. It returns 0 for none, an invalid value or a date in the
+// past, and at most MaxRetryAfter.
+func retryAfter(header http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(header.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseUint(v, 10, 64); err == nil {
+		if secs >= uint64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter
+		}
+		return time.Duration(secs) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	d := t.Sub(now) // saturates on overflow
+	return min(max(d, 0), MaxRetryAfter)
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// declineCode bounds a gateway decline code and fills in "declined" when
+// the gateway gave none.
+func declineCode(code string) string {
+	code = bound(code, MaxCodeBytes)
+	if code == "" {
+		return "declined"
+	}
+	return code
+}
+
+// validChargeID reports whether id can be recorded as a charge id: 1 to
+// MaxChargeIDBytes bytes of printable text.
+func validChargeID(id string) bool {
+	if id == "" || len(id) > MaxChargeIDBytes || !utf8.ValidString(id) {
+		return false
+	}
+	for _, r := range id {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// bound makes gateway text safe to log and store: valid UTF-8, control
+// characters replaced by spaces, surrounding space trimmed, and at most max
+// bytes, cut at a rune boundary (with "…" when cut).
+func bound(s string, maxBytes int) string {
+	// Look at a little more than maxBytes, so that a huge body costs little.
+	if len(s) > 4*maxBytes {
+		s = s[:4*maxBytes]
+	}
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if len(s) <= maxBytes {
+		return s
+	}
+	const ellipsis = "…"
+	cut := maxBytes - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strings.TrimSpace(s[:cut]) + ellipsis
+}

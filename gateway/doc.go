@@ -1,0 +1,32 @@
+// Package gateway charges payments at a payment gateway speaking the HTTP API
+// of DESIGN.md §5, and maps each answer to a result or a classified error.
+//
+// Two implementations share one method set, Name and Charge:
+//
+//   - HTTP talks to a real gateway (or to the simulator in gateway/sim) over
+//     HTTP: POST {base}/v1/charges with an Idempotency-Key header.
+//   - Fake is an in-process gateway for PAYSTREAM_GATEWAY_URL=fake, demos and
+//     tests. It honours idempotency keys like a real gateway, with the same
+//     ledger as the simulator.
+//
+// # Results and errors
+//
+// Charge returns a Result when the gateway decided the payment: succeeded
+// (with the gateway's charge id) or declined (with a decline code; a decline
+// is final and is not an error). Every other answer is an *Error whose Class
+// says what the caller does next:
+//
+//   - ClassRejected: the gateway refuses the request (400, 422 including
+//     idempotency_key_reused, other 4xx). Record failed and dead-letter with
+//     reason gateway_rejected. Not a circuit-breaker failure.
+//   - ClassRetry: 409 (the same key is still in flight at the gateway) or 429
+//     (too fast). Retry later, no sooner than Error.RetryAfter. Not a
+//     circuit-breaker failure.
+//   - ClassTrouble: 5xx, timeout, connection error, malformed 2xx body.
+//     Retry later; a circuit-breaker failure (see IsBreakerFailure).
+//
+// When the caller's own context ends first, Charge returns the context's
+// error wrapped (errors.Is(err, context.Canceled) holds), not an *Error: the
+// caller stopped waiting, the gateway did not fail. The gateway may still have
+// charged, which is why every retry must carry the same idempotency key.
+package gateway

@@ -1,0 +1,67 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/gateway/sim"
+)
+
+// A charge through the HTTP client, against the simulator. Retrying with
+// the same idempotency key returns the first result and charges once.
+func ExampleHTTP_Charge() {
+	simulator := sim.New(sim.Config{}, zerolog.Nop(), nil)
+	server := httptest.NewServer(simulator)
+	defer server.Close()
+
+	g, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: server.URL, Timeout: 5 * time.Second})
+	if err != nil {
+		panic(err)
+	}
+	defer g.Close()
+
+	c := gateway.Charge{
+		IdempotencyKey: "order-1001", PaymentID: "order-1001", MerchantID: "shop-7",
+		Currency: "EUR", PaymentMethod: "pm_card_visa", AmountMinor: 2599,
+	}
+	first, err := g.Charge(context.Background(), c)
+	if err != nil {
+		panic(err)
+	}
+	retry, err := g.Charge(context.Background(), c)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(first.Status, retry.ChargeID == first.ChargeID, simulator.Stats().Charges)
+	// Output: succeeded true 1
+}
+
+// The fake declines every amount ending in 13.
+func ExampleFake() {
+	f := gateway.NewFake(gateway.FakeConfig{})
+	res, err := f.Charge(context.Background(), gateway.Charge{
+		IdempotencyKey: "order-1013", PaymentID: "order-1013", MerchantID: "shop-7",
+		Currency: "EUR", PaymentMethod: "pm_card_visa", AmountMinor: 1013,
+	})
+	fmt.Println(res.Status, res.DeclineCode, err)
+	// Output: declined card_declined <nil>
+}
+
+// Classify turns a 429 into a ClassRetry error that carries Retry-After and
+// does not count against the circuit breaker.
+func ExampleClassify() {
+	_, err := gateway.Classify(http.StatusTooManyRequests, http.Header{"Retry-After": {"3"}},
+		[]byte(`{"error":{"code":"rate_limited","message":"slow down"}}`), time.Now())
+	var ge *gateway.Error
+	if errors.As(err, &ge) {
+		fmt.Println(ge.Class, ge.Code, ge.RetryAfter, gateway.IsBreakerFailure(err))
+	}
+	// Output: retry rate_limited 3s false
+}

@@ -1,0 +1,229 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DefaultTimeout is the default of HTTPConfig.Timeout.
+const DefaultTimeout = 10 * time.Second
+
+// MaxResponseBytes is the most of a response body that HTTP.Charge reads; a
+// 2xx body longer than that is malformed.
+const MaxResponseBytes = 1 << 20
+
+// maxConnsPerHost sizes the default transport's idle pool for 4096
+// concurrent calls to one gateway.
+const maxConnsPerHost = 4096
+
+// HTTPConfig configures an HTTP gateway client. The zero value of each
+// optional field means its default.
+type HTTPConfig struct {
+	// BaseURL is the gateway's base URL, http or https, e.g.
+	// https://gateway.example.com; charges go to {BaseURL}/v1/charges.
+	// Required. It may carry a path prefix; user info is refused.
+	BaseURL string
+	// Timeout bounds one Charge call (connect, send, wait, read). Default
+	// DefaultTimeout (10s). A call that runs out of it is a ClassTrouble
+	// *Error with Code CodeTimeout.
+	Timeout time.Duration
+	// Name identifies the gateway in outcomes and logs. Default: the host
+	// (and port) of BaseURL.
+	Name string
+	// Client is the HTTP client to use. Default: a client of its own with a
+	// transport sized for 4096 concurrent calls that does not follow
+	// redirects. HTTP.Close closes its idle connections either way.
+	Client *http.Client
+}
+
+// HTTP is a gateway client speaking DESIGN.md §5 over HTTP. It is safe for
+// concurrent use. Close it to release idle connections.
+type HTTP struct {
+	name     string
+	endpoint string
+	timeout  time.Duration
+	client   *http.Client
+}
+
+// errCallTimeout is the cancellation cause of a call that ran out of
+// HTTPConfig.Timeout.
+var errCallTimeout = errors.New("gateway call timed out")
+
+// NewHTTP returns a client for the gateway at cfg.BaseURL. It fails when the
+// URL is not an absolute http(s) URL without user info, or Timeout is
+// negative.
+func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
+	u, err := url.Parse(cfg.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: parse base url: %w", err)
+	}
+	var problems []error
+	if u.Scheme != "http" && u.Scheme != "https" {
+		problems = append(problems, fmt.Errorf("gateway: base url scheme must be http or https, got %q", u.Scheme))
+	}
+	if u.Host == "" {
+		problems = append(problems, errors.New("gateway: base url has no host"))
+	}
+	if u.User != nil {
+		problems = append(problems, errors.New("gateway: base url must not carry user info"))
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		problems = append(problems, errors.New("gateway: base url must not carry a query or fragment"))
+	}
+	if cfg.Timeout < 0 {
+		problems = append(problems, fmt.Errorf("gateway: timeout must not be negative, got %s", cfg.Timeout))
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	g := &HTTP{
+		name:     cfg.Name,
+		endpoint: strings.TrimSuffix(u.String(), "/") + "/v1/charges",
+		timeout:  cfg.Timeout,
+		client:   cfg.Client,
+	}
+	if g.name == "" {
+		g.name = u.Host
+	}
+	if g.timeout == 0 {
+		g.timeout = DefaultTimeout
+	}
+	if g.client == nil {
+		g.client = newClient()
+	}
+	return g, nil
+}
+
+// newClient returns the default client: its own transport, sized for many
+// concurrent calls to one host, and no redirects (a payment POST is never
+// re-sent elsewhere; a 3xx is classified instead).
+func newClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           dialer.DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          maxConnsPerHost,
+			MaxIdleConnsPerHost:   maxConnsPerHost,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   5 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Name returns the gateway's name (HTTPConfig.Name).
+func (g *HTTP) Name() string { return g.name }
+
+// Close closes the client's idle connections. Calls may still be made
+// afterwards; they open new connections. Close is idempotent.
+func (g *HTTP) Close() { g.client.CloseIdleConnections() }
+
+// chargeBody is the request body of POST /v1/charges (DESIGN.md §5).
+type chargeBody struct {
+	PaymentID     string `json:"payment_id"`
+	MerchantID    string `json:"merchant_id"`
+	AmountMinor   int64  `json:"amount_minor"`
+	Currency      string `json:"currency"`
+	PaymentMethod string `json:"payment_method"`
+	Description   string `json:"description,omitempty"`
+}
+
+// Charge asks the gateway to charge c, sending c.IdempotencyKey as the
+// Idempotency-Key header. It returns a Result when the gateway decided
+// (succeeded or declined) and otherwise a *Error (see Classify); a call that
+// runs out of HTTPConfig.Timeout is a ClassTrouble *Error with Code
+// CodeTimeout. When ctx ends first, Charge returns ctx's error wrapped, not
+// an *Error. An idempotency key that is not 1–255 bytes of printable ASCII
+// without space is refused before sending, as ClassRejected with Code
+// CodeInvalidCharge.
+func (g *HTTP) Charge(ctx context.Context, c Charge) (Result, error) {
+	if !validKey(c.IdempotencyKey) {
+		return Result{}, &Error{Class: ClassRejected, Code: CodeInvalidCharge,
+			Message: "idempotency key must be 1-255 bytes of printable ASCII without space"}
+	}
+	body, err := json.Marshal(chargeBody{
+		PaymentID:     c.PaymentID,
+		MerchantID:    c.MerchantID,
+		AmountMinor:   c.AmountMinor,
+		Currency:      c.Currency,
+		PaymentMethod: c.PaymentMethod,
+		Description:   c.Description,
+	})
+	if err != nil { // cannot happen with string and int64 fields
+		return Result{}, &Error{Class: ClassRejected, Code: CodeInvalidCharge, Message: "encode charge", Err: err}
+	}
+
+	callCtx, cancel := context.WithTimeoutCause(ctx, g.timeout, errCallTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, g.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return Result{}, &Error{Class: ClassRejected, Code: CodeInvalidCharge, Message: "build request", Err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Idempotency-Key", c.IdempotencyKey)
+
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return Result{}, g.callError(ctx, callCtx, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	if err != nil {
+		return Result{}, g.callError(ctx, callCtx, err)
+	}
+	if len(data) > MaxResponseBytes {
+		if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+			return Result{}, &Error{Class: ClassTrouble, StatusCode: resp.StatusCode, Code: CodeMalformedResponse,
+				Message: fmt.Sprintf("response body over %d bytes", MaxResponseBytes)}
+		}
+		data = data[:MaxResponseBytes]
+	} else {
+		// Drain what is left (nothing, normally) so that the connection is reused.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	}
+	return Classify(resp.StatusCode, resp.Header, data, time.Now())
+}
+
+// callError turns an error of sending the request or reading the response
+// into the caller's context error (when ctx ended), a timeout or a
+// connection error.
+func (g *HTTP) callError(ctx, callCtx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		if cause := context.Cause(ctx); cause != nil && cause != ctxErr {
+			return fmt.Errorf("gateway %s: charge: %w (cause: %w)", g.name, ctxErr, cause)
+		}
+		return fmt.Errorf("gateway %s: charge: %w", g.name, ctxErr)
+	}
+	if context.Cause(callCtx) == errCallTimeout {
+		return &Error{Class: ClassTrouble, Code: CodeTimeout,
+			Message: fmt.Sprintf("no answer within %s", g.timeout), Err: context.DeadlineExceeded}
+	}
+	return &Error{Class: ClassTrouble, Code: CodeConnection, Message: "request failed", Err: err}
+}
+
+// validKey reports whether k is 1–255 bytes of printable ASCII without
+// space (0x21–0x7E), as DESIGN.md §2 requires of idempotency keys.
+func validKey(k string) bool {
+	if len(k) == 0 || len(k) > 255 {
+		return false
+	}
+	for i := range len(k) {
+		if k[i] < 0x21 || k[i] > 0x7E {
+			return false
+		}
+	}
+	return true
+}

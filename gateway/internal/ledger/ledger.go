@@ -1,0 +1,351 @@
+// Package ledger is the idempotency ledger shared by the in-process fake
+// gateway (gateway.Fake) and the HTTP gateway simulator (gateway/sim).
+//
+// It behaves like a real gateway's idempotency layer: the first request for a
+// key runs (Begin returns Started and the caller must record a result with
+// Charge or Decline, or Abort it), a
+// second request for the same key while the first runs is told the key is in
+// flight, a request with the same key but a different body is told the key
+// was reused, and once a result is recorded every later request with the same
+// key and body gets that first result again. A charge therefore happens at
+// most once per retained key.
+//
+// # Memory
+//
+// The ledger keeps one compact entry per key: the key is stored as a 128-bit
+// hash (not the string) and the entry holds a 64-bit body fingerprint, the
+// charge number and a one-byte decline code index, about 40 bytes of map
+// payload per key. Payment ids that were charged are kept as 64-bit hashes
+// (to detect a payment charged under two different keys). Like a real
+// gateway, which forgets idempotency keys after a while, the ledger retains
+// at most Config.MaxKeys completed keys (default DefaultMaxKeys, about 100 MB
+// at the default) and forgets the oldest beyond that, so a long benchmark
+// does not grow memory without bound. In-flight keys are never forgotten;
+// their number is bounded by the callers' concurrency.
+package ledger
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"sync"
+)
+
+// DefaultMaxKeys is the number of completed keys retained when
+// Config.MaxKeys is zero.
+const DefaultMaxKeys = 1 << 20
+
+// MaxDoubleCharged bounds the number of payment ids listed in
+// Stats.DoubleCharged; more double charges are still counted in
+// Stats.DoubleChargedTotal.
+const MaxDoubleCharged = 10_000
+
+// Config configures a Ledger.
+type Config struct {
+	// ChargePrefix is prepended to every charge id after "ch_", so that two
+	// ledgers hand out different ids. Empty means none.
+	ChargePrefix string
+	// MaxKeys is how many completed keys are retained before the oldest are
+	// forgotten. Zero means DefaultMaxKeys; a negative value means no limit.
+	MaxKeys int
+}
+
+// Verdict is what Begin found for a key.
+type Verdict uint8
+
+// The verdicts of Begin.
+const (
+	// Started: the key was unknown and is now in flight; the caller owns it
+	// and must call Charge, Decline or Abort exactly once.
+	Started Verdict = iota + 1
+	// InFlight: another request for the key is still running.
+	InFlight
+	// Mismatch: the key was used with a different body.
+	Mismatch
+	// Replay: the key has a recorded result, returned by Begin.
+	Replay
+)
+
+// Result is a recorded result: a charge (Charged, ChargeID) or a decline
+// (DeclineCode).
+type Result struct {
+	Charged     bool
+	ChargeID    string
+	DeclineCode string
+}
+
+// Stats are counters of a Ledger.
+type Stats struct {
+	// Charges is the number of real charges ever made.
+	Charges int64
+	// Keys is the number of keys that got a recorded result (a key forgotten
+	// and then used again counts twice).
+	Keys int
+	// InFlight is the number of keys currently in flight.
+	InFlight int
+	// DoubleCharged lists payment ids charged under more than one key, at
+	// most MaxDoubleCharged of them, in the order detected.
+	DoubleCharged []string
+	// DoubleChargedTotal counts every payment id charged under more than one
+	// key, including those beyond MaxDoubleCharged.
+	DoubleChargedTotal int
+}
+
+// declinedCode is recorded for a decline without a code.
+const declinedCode = "declined"
+
+type keyHash [16]byte
+
+const (
+	stateInFlight uint8 = iota + 1
+	stateDone
+)
+
+// entry is the compact per-key record.
+type entry struct {
+	fp      uint64 // body fingerprint
+	charge  uint64 // charge number (> 0) when charged
+	state   uint8
+	decline uint8 // index into Ledger.codes when declined (> 0)
+}
+
+// retained is one slot of the FIFO of completed keys.
+type retained struct {
+	key keyHash
+	pid uint64 // hash of the charged payment id; 0 when not charged
+}
+
+// Ledger is an idempotency ledger. It is safe for concurrent use.
+type Ledger struct {
+	prefix  string
+	maxKeys int
+
+	mu         sync.Mutex
+	entries    map[keyHash]entry
+	paid       map[uint64]uint8 // payment id hash → charges (saturating)
+	codes      []string         // decline codes by index; codes[0] = ""
+	codeIndex  map[string]uint8
+	fifo       []retained // ring of completed keys, oldest at head
+	head, size int
+	charges    int64
+	keys       int
+	inFlight   int
+	doubles    []string
+	doublesN   int
+}
+
+// New returns an empty Ledger.
+func New(cfg Config) *Ledger {
+	maxKeys := cfg.MaxKeys
+	if maxKeys == 0 {
+		maxKeys = DefaultMaxKeys
+	}
+	return &Ledger{
+		prefix:    cfg.ChargePrefix,
+		maxKeys:   maxKeys,
+		entries:   make(map[keyHash]entry),
+		paid:      make(map[uint64]uint8),
+		codes:     []string{"", declinedCode},
+		codeIndex: map[string]uint8{declinedCode: 1},
+	}
+}
+
+// Fingerprint hashes the fields of a charge request into a 64-bit body
+// fingerprint; the fields are length-prefixed so that their boundaries count.
+func Fingerprint(fields ...string) uint64 {
+	h := sha256.New()
+	var n [8]byte
+	for _, f := range fields {
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		h.Write(n[:])
+		h.Write([]byte(f))
+	}
+	var sum [sha256.Size]byte
+	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
+}
+
+func hashKey(key string) keyHash {
+	sum := sha256.Sum256([]byte(key))
+	var k keyHash
+	copy(k[:], sum[:])
+	return k
+}
+
+func hashPayment(paymentID string) uint64 {
+	sum := sha256.Sum256([]byte(paymentID))
+	h := binary.BigEndian.Uint64(sum[:])
+	if h == 0 { // 0 marks "not charged" in the FIFO
+		h = 1
+	}
+	return h
+}
+
+// Begin looks the key up with the body fingerprint fp. With Started the key
+// is now in flight and the caller must call Charge, Decline or Abort; with
+// Replay the recorded result is returned.
+func (l *Ledger) Begin(key string, fp uint64) (Verdict, Result) {
+	k := hashKey(key)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.entries[k]
+	switch {
+	case !ok:
+		l.entries[k] = entry{fp: fp, state: stateInFlight}
+		l.inFlight++
+		return Started, Result{}
+	case e.fp != fp:
+		return Mismatch, Result{}
+	case e.state == stateInFlight:
+		return InFlight, Result{}
+	default:
+		return Replay, l.result(e)
+	}
+}
+
+// Abort forgets a key in flight without recording a result, so that the
+// next request for it runs again. It does nothing for a key not in flight.
+func (l *Ledger) Abort(key string) {
+	k := hashKey(key)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.entries[k]; ok && e.state == stateInFlight {
+		delete(l.entries, k)
+		l.inFlight--
+	}
+}
+
+// Charge records a real charge of paymentID as the result of a key in flight
+// and returns it. It panics if the key is not in flight (a caller bug).
+func (l *Ledger) Charge(key, paymentID string) Result {
+	return l.complete(key, paymentID, true, "")
+}
+
+// Decline records a decline with the given code as the result of a key in
+// flight and returns it. It panics if the key is not in flight.
+func (l *Ledger) Decline(key, code string) Result {
+	return l.complete(key, "", false, code)
+}
+
+func (l *Ledger) complete(key, paymentID string, charged bool, code string) Result {
+	k := hashKey(key)
+	var pid uint64
+	if charged {
+		pid = hashPayment(paymentID)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.entries[k]
+	if !ok || e.state != stateInFlight {
+		panic(fmt.Sprintf("ledger: complete of key %q that is not in flight", key))
+	}
+	e.state = stateDone
+	l.inFlight--
+	l.keys++
+	if charged {
+		l.charges++
+		e.charge = uint64(l.charges)
+		switch n := l.paid[pid]; n {
+		case 0:
+			l.paid[pid] = 1
+		case 1:
+			l.paid[pid] = 2
+			l.doublesN++
+			if len(l.doubles) < MaxDoubleCharged {
+				l.doubles = append(l.doubles, paymentID)
+			}
+		}
+	} else {
+		e.decline = l.intern(code)
+	}
+	l.entries[k] = e
+	l.retain(retained{key: k, pid: pid})
+	return l.result(e)
+}
+
+// intern returns the index of a decline code. Once 255 distinct codes are
+// known, further ones are recorded as "declined". Called with l.mu held.
+func (l *Ledger) intern(code string) uint8 {
+	if code == "" {
+		code = declinedCode
+	}
+	if i, ok := l.codeIndex[code]; ok {
+		return i
+	}
+	if len(l.codes) > 255 {
+		return l.codeIndex[declinedCode]
+	}
+	i := uint8(len(l.codes))
+	l.codes = append(l.codes, code)
+	l.codeIndex[code] = i
+	return i
+}
+
+// retain appends a completed key to the FIFO and forgets the oldest ones
+// beyond maxKeys. Called with l.mu held.
+func (l *Ledger) retain(r retained) {
+	if l.maxKeys < 0 {
+		return
+	}
+	for l.size >= l.maxKeys {
+		old := l.fifo[l.head]
+		l.fifo[l.head] = retained{}
+		l.head = (l.head + 1) % len(l.fifo)
+		l.size--
+		if e, ok := l.entries[old.key]; ok && e.state == stateDone {
+			delete(l.entries, old.key)
+		}
+		if old.pid != 0 {
+			delete(l.paid, old.pid)
+		}
+	}
+	if l.size == len(l.fifo) { // grow the ring, keeping order
+		n := max(16, 2*len(l.fifo))
+		n = min(n, l.maxKeys)
+		grown := make([]retained, n)
+		for i := range l.size {
+			grown[i] = l.fifo[(l.head+i)%len(l.fifo)]
+		}
+		l.fifo, l.head = grown, 0
+	}
+	l.fifo[(l.head+l.size)%len(l.fifo)] = r
+	l.size++
+}
+
+// result rebuilds the recorded result of a completed entry. Called with l.mu
+// held.
+func (l *Ledger) result(e entry) Result {
+	if e.charge > 0 {
+		return Result{Charged: true, ChargeID: l.chargeID(e.charge)}
+	}
+	return Result{DeclineCode: l.codes[e.decline]}
+}
+
+func (l *Ledger) chargeID(n uint64) string {
+	return "ch_" + l.prefix + strconv.FormatUint(n, 10)
+}
+
+// ChargesFor returns the number of real charges recorded for key: 1 if its
+// retained result is a charge, else 0.
+func (l *Ledger) ChargesFor(key string) int {
+	k := hashKey(key)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.entries[k]; ok && e.state == stateDone && e.charge > 0 {
+		return 1
+	}
+	return 0
+}
+
+// Stats returns a snapshot of the counters.
+func (l *Ledger) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Stats{
+		Charges:            l.charges,
+		Keys:               l.keys,
+		InFlight:           l.inFlight,
+		DoubleCharged:      append([]string{}, l.doubles...),
+		DoubleChargedTotal: l.doublesN,
+	}
+}

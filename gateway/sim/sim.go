@@ -1,0 +1,483 @@
+// Package sim is an HTTP payment gateway simulator speaking the API of
+// DESIGN.md §5, for local runs (cmd/gatewaysim) and integration tests
+// (mounted on an httptest.Server).
+//
+// It honours Idempotency-Key like a real gateway, with the same ledger as
+// gateway.Fake: the first completed answer for a key is replayed for later
+// requests with the same key and body (a real charge happens once per key),
+// the same key with a different body gets 422 idempotency_key_reused, and a
+// key whose first request is still running gets 409. Amounts ending in 13 are
+// declined with card_declined. Configurable chaos — latency, declines, 5xx,
+// 429, hangs and lost responses — changes at run time with SetConfig.
+//
+// Endpoints:
+//
+//	POST /v1/charges  charge (DESIGN.md §5)
+//	GET  /v1/stats    {"real_charges":…,"distinct_keys":…,"in_flight":…,"double_charged_payment_ids":[…]}
+//
+// /metrics and /healthz are mounted by the binary, not here.
+package sim
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/gateway/internal/ledger"
+)
+
+// Defaults of Config.
+const (
+	DefaultRetryAfter = time.Second
+	DefaultHangFor    = time.Minute
+)
+
+// maxBodyBytes bounds a charge request body.
+const maxBodyBytes = 64 << 10
+
+// Config is the behaviour of the simulator. The zero value answers at once,
+// charges every valid request and declines amounts ending in 13. Rates are
+// fractions from 0 to 1 of the requests that pass validation, drawn
+// independently in this order: RateLimitRate, then (for a key's first
+// request) ErrorRate, TimeoutRate, LostResponseRate and DeclineRate.
+type Config struct {
+	// Latency is how long the first request for a key takes before it is
+	// answered (replays and refusals answer at once). Zero means none.
+	Latency time.Duration
+	// LatencyJitter adds a uniformly drawn extra delay in [0, LatencyJitter).
+	LatencyJitter time.Duration
+	// DeclineRate declines (402 insufficient_funds) on top of the amount-13
+	// rule.
+	DeclineRate float64
+	// ErrorRate answers 503 without charging; the key keeps no result.
+	ErrorRate float64
+	// RateLimitRate answers 429 with Retry-After before looking at the key.
+	RateLimitRate float64
+	// TimeoutRate hangs without charging until the client gives up, or for
+	// HangFor, then answers 504; the key keeps no result.
+	TimeoutRate float64
+	// LostResponseRate charges (records the result) and then answers 500,
+	// as if the response were lost: a retry with the same key and body gets
+	// the stored answer.
+	LostResponseRate float64
+	// RetryAfter is the Retry-After of 429 answers, rounded up to whole
+	// seconds. Default DefaultRetryAfter (1s).
+	RetryAfter time.Duration
+	// HangFor bounds a TimeoutRate hang. Default DefaultHangFor (1m).
+	HangFor time.Duration
+	// Seed seeds the random draws and the charge id prefix; zero means a
+	// random seed. Read by New only.
+	Seed int64
+	// MaxKeys is how many completed keys are remembered before the oldest
+	// are forgotten, like a real gateway that keeps keys for a day. Zero
+	// means 1,048,576; negative means no limit. Read by New only.
+	MaxKeys int
+}
+
+// WithDefaults returns a copy of c with defaults filled in.
+func (c Config) WithDefaults() Config {
+	if c.RetryAfter == 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.HangFor == 0 {
+		c.HangFor = DefaultHangFor
+	}
+	return c
+}
+
+// Validate returns every problem with c, joined: rates must lie in 0–1 and
+// durations must not be negative.
+func (c Config) Validate() error {
+	var errs []error
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{
+		{"decline rate", c.DeclineRate},
+		{"error rate", c.ErrorRate},
+		{"rate limit rate", c.RateLimitRate},
+		{"timeout rate", c.TimeoutRate},
+		{"lost response rate", c.LostResponseRate},
+	} {
+		if !(r.v >= 0 && r.v <= 1) {
+			errs = append(errs, fmt.Errorf("%s must be between 0 and 1, got %v", r.name, r.v))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"latency", c.Latency},
+		{"latency jitter", c.LatencyJitter},
+		{"retry after", c.RetryAfter},
+		{"hang for", c.HangFor},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative, got %s", d.name, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sanitize fills in defaults and clamps out-of-range values, so that a
+// Server never runs with an invalid Config.
+func (c Config) sanitize() Config {
+	c = c.WithDefaults()
+	for _, r := range []*float64{&c.DeclineRate, &c.ErrorRate, &c.RateLimitRate, &c.TimeoutRate, &c.LostResponseRate} {
+		if !(*r >= 0) { // negative or NaN
+			*r = 0
+		}
+		*r = min(*r, 1)
+	}
+	for _, d := range []*time.Duration{&c.Latency, &c.LatencyJitter} {
+		*d = max(*d, 0)
+	}
+	if c.RetryAfter < 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.HangFor < 0 {
+		c.HangFor = DefaultHangFor
+	}
+	return c
+}
+
+// Server is the simulator, an http.Handler. It is safe for concurrent use.
+type Server struct {
+	logger   zerolog.Logger
+	ledger   *ledger.Ledger
+	mux      *http.ServeMux
+	requests *prometheus.CounterVec
+	charges  prometheus.Counter
+
+	mu  sync.Mutex // guards cfg and rng
+	cfg Config
+	rng *rand.Rand
+}
+
+// New returns a simulator with configuration cfg (out-of-range values are
+// clamped; call cfg.Validate first to refuse them). Its metrics,
+// gatewaysim_requests_total{code} and gatewaysim_real_charges_total, are
+// registered with reg unless reg is nil; New panics if they are already
+// registered there.
+func New(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) *Server {
+	seed := uint64(cfg.Seed)
+	if cfg.Seed == 0 {
+		var b [8]byte
+		_, _ = crand.Read(b[:]) // never fails (crypto/rand panics instead)
+		seed = binary.LittleEndian.Uint64(b[:])
+	}
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	s := &Server{
+		logger: logger.With().Str("component", "gatewaysim").Logger(),
+		ledger: ledger.New(ledger.Config{
+			ChargePrefix: fmt.Sprintf("sim%08x_", rng.Uint32()),
+			MaxKeys:      cfg.MaxKeys,
+		}),
+		mux: http.NewServeMux(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatewaysim_requests_total",
+			Help: "Charge requests answered by the gateway simulator, by HTTP status code (\"canceled\" when the client went away).",
+		}, []string{"code"}),
+		charges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatewaysim_real_charges_total",
+			Help: "Real charges made by the gateway simulator (the first success per idempotency key).",
+		}),
+		cfg: cfg.sanitize(),
+		rng: rng,
+	}
+	if reg != nil {
+		reg.MustRegister(s.requests, s.charges)
+	}
+	s.mux.HandleFunc("POST /v1/charges", s.handleCharge)
+	s.mux.HandleFunc("GET /v1/stats", s.handleStats)
+	return s
+}
+
+// ServeHTTP serves the simulator's endpoints.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// SetConfig changes the simulator's behaviour for requests that arrive from
+// now on (Seed and MaxKeys are ignored). Out-of-range values are clamped.
+func (s *Server) SetConfig(cfg Config) {
+	cfg = cfg.sanitize()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cfg.Seed, cfg.MaxKeys = s.cfg.Seed, s.cfg.MaxKeys
+	s.cfg = cfg
+}
+
+// Config returns the current configuration, defaults filled in.
+func (s *Server) Config() Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// Stats returns a snapshot of the simulator's counters.
+func (s *Server) Stats() gateway.Stats {
+	st := s.ledger.Stats()
+	return gateway.Stats{Charges: st.Charges, Keys: st.Keys, InFlight: st.InFlight, DoubleCharged: st.DoubleCharged}
+}
+
+// ChargesFor returns the number of real charges made for the idempotency
+// key: 0 or 1, since the simulator charges at most once per key it
+// remembers.
+func (s *Server) ChargesFor(key string) int { return s.ledger.ChargesFor(key) }
+
+// plan is the chaos drawn for one request.
+type plan struct {
+	latency    time.Duration
+	rateLimit  bool
+	fail       bool
+	hang       bool
+	lost       bool
+	decline    bool
+	retryAfter time.Duration
+	hangFor    time.Duration
+}
+
+func (s *Server) draw() plan {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.cfg
+	p := plan{latency: c.Latency, retryAfter: c.RetryAfter, hangFor: c.HangFor}
+	if c.LatencyJitter > 0 {
+		p.latency += time.Duration(s.rng.Int64N(int64(c.LatencyJitter)))
+	}
+	chance := func(rate float64) bool { return rate > 0 && s.rng.Float64() < rate }
+	p.rateLimit = chance(c.RateLimitRate)
+	p.fail = chance(c.ErrorRate)
+	p.hang = chance(c.TimeoutRate)
+	p.lost = chance(c.LostResponseRate)
+	p.decline = chance(c.DeclineRate)
+	return p
+}
+
+// wireCharge is the request body of POST /v1/charges.
+type wireCharge struct {
+	PaymentID     string          `json:"payment_id"`
+	MerchantID    string          `json:"merchant_id"`
+	AmountMinor   json.RawMessage `json:"amount_minor"`
+	Currency      string          `json:"currency"`
+	PaymentMethod string          `json:"payment_method"`
+	Description   string          `json:"description"`
+}
+
+// decode reads and checks a charge request; problem is "" when it is valid.
+func decode(key string, body []byte) (f ledger.ChargeFields, problem string) {
+	var wc wireCharge
+	if err := json.Unmarshal(body, &wc); err != nil {
+		return f, "body is not a valid charge object"
+	}
+	f = ledger.ChargeFields{
+		Key:           key,
+		PaymentID:     wc.PaymentID,
+		MerchantID:    wc.MerchantID,
+		Currency:      wc.Currency,
+		PaymentMethod: wc.PaymentMethod,
+		Description:   wc.Description,
+	}
+	// amount_minor must be a JSON integer literal: no fraction, no exponent,
+	// no string.
+	amount, err := strconv.ParseInt(string(wc.AmountMinor), 10, 64)
+	if err != nil {
+		return f, "amount_minor must be an integer > 0"
+	}
+	f.AmountMinor = amount
+	return f, f.Validate()
+}
+
+func (s *Server) handleCharge(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get("Idempotency-Key")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			s.fail(w, http.StatusRequestEntityTooLarge, ledger.CodeInvalidRequest, "request body too large", 0)
+			return
+		}
+		s.fail(w, http.StatusBadRequest, ledger.CodeInvalidRequest, "cannot read request body", 0)
+		return
+	}
+	f, problem := decode(key, body)
+	if problem != "" {
+		s.fail(w, http.StatusBadRequest, ledger.CodeInvalidRequest, problem, 0)
+		return
+	}
+	log := s.logger.With().Str("idempotency_key", key).Str("payment_id", f.PaymentID).Logger()
+
+	p := s.draw()
+	if p.rateLimit {
+		s.fail(w, http.StatusTooManyRequests, ledger.CodeRateLimited, "too many requests", p.retryAfter)
+		return
+	}
+
+	verdict, stored := s.ledger.Begin(key, f.Fingerprint())
+	switch verdict {
+	case ledger.Mismatch:
+		s.fail(w, http.StatusUnprocessableEntity, ledger.CodeIdempotencyKeyReused,
+			"idempotency key reused with a different request", 0)
+		return
+	case ledger.InFlight:
+		s.fail(w, http.StatusConflict, ledger.CodeIdempotencyKeyInUse,
+			"a request with this idempotency key is in progress", 0)
+		return
+	case ledger.Replay:
+		w.Header().Set("Idempotent-Replayed", "true")
+		s.answer(w, f, stored)
+		return
+	}
+
+	// Started: this request owns the key and must record a result or abort.
+	ctx := r.Context()
+	if !wait(ctx, p.latency) {
+		s.ledger.Abort(key)
+		s.requests.WithLabelValues("canceled").Inc()
+		log.Debug().Msg("client went away during latency")
+		return
+	}
+	switch {
+	case p.fail:
+		s.ledger.Abort(key)
+		s.fail(w, http.StatusServiceUnavailable, ledger.CodeUnavailable, "simulated outage", 0)
+		return
+	case p.hang:
+		gone := !wait(ctx, p.hangFor)
+		s.ledger.Abort(key)
+		if gone {
+			s.requests.WithLabelValues("canceled").Inc()
+			log.Debug().Msg("client gave up on a hanging request")
+			return
+		}
+		s.fail(w, http.StatusGatewayTimeout, ledger.CodeTimeout, "simulated timeout", 0)
+		return
+	}
+
+	var res ledger.Result
+	switch {
+	case ledger.DeclinesAmount(f.AmountMinor):
+		res = s.ledger.Decline(key, ledger.CodeCardDeclined)
+	case p.decline:
+		res = s.ledger.Decline(key, ledger.CodeRandomDecline)
+	default:
+		res = s.ledger.Charge(key, f.PaymentID)
+		s.charges.Inc()
+	}
+	log.Debug().Bool("charged", res.Charged).Str("charge_id", res.ChargeID).
+		Str("decline_code", res.DeclineCode).Bool("response_lost", p.lost).Msg("charge completed")
+	if p.lost {
+		s.fail(w, http.StatusInternalServerError, ledger.CodeResponseLost, "charged but response lost", 0)
+		return
+	}
+	s.answer(w, f, res)
+}
+
+// wait waits for d or until ctx ends; it reports whether ctx is still live.
+func wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		select {
+		case <-ctx.Done():
+			return false
+		default:
+			return true
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// chargeAnswer is the body of a 200/201 answer.
+type chargeAnswer struct {
+	ID          string `json:"id"`
+	Object      string `json:"object"`
+	Status      string `json:"status"`
+	PaymentID   string `json:"payment_id"`
+	AmountMinor int64  `json:"amount_minor"`
+	Currency    string `json:"currency"`
+}
+
+type errorAnswer struct {
+	Error errorBody `json:"error"`
+}
+
+type errorBody struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// answer writes a recorded result: 201 with the charge, or 402 with the
+// decline code.
+func (s *Server) answer(w http.ResponseWriter, f ledger.ChargeFields, res ledger.Result) {
+	if !res.Charged {
+		s.write(w, http.StatusPaymentRequired, errorAnswer{Error: errorBody{
+			Type: "card_error", Code: res.DeclineCode, Message: "the card was declined",
+		}})
+		return
+	}
+	s.write(w, http.StatusCreated, chargeAnswer{
+		ID:          res.ChargeID,
+		Object:      "charge",
+		Status:      "succeeded",
+		PaymentID:   f.PaymentID,
+		AmountMinor: f.AmountMinor,
+		Currency:    f.Currency,
+	})
+}
+
+// fail writes an error answer, with a Retry-After in whole seconds when
+// retryAfter > 0.
+func (s *Server) fail(w http.ResponseWriter, status int, code, msg string, retryAfter time.Duration) {
+	if retryAfter > 0 {
+		secs := (retryAfter + time.Second - 1) / time.Second
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(secs), 10))
+	}
+	typ := "invalid_request_error"
+	if status >= 500 {
+		typ = "api_error"
+	} else if status == http.StatusTooManyRequests {
+		typ = "rate_limit_error"
+	} else if status == http.StatusConflict || status == http.StatusUnprocessableEntity {
+		typ = "idempotency_error"
+	}
+	s.write(w, status, errorAnswer{Error: errorBody{Type: typ, Code: code, Message: msg}})
+}
+
+func (s *Server) write(w http.ResponseWriter, status int, v any) {
+	s.requests.WithLabelValues(strconv.Itoa(status)).Inc()
+	writeJSON(w, status, v)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil { // cannot happen: only plain structs are written
+		http.Error(w, "encode answer", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Stats())
+}
