@@ -385,21 +385,33 @@ func (c *Consumer) Republish(ctx context.Context, subject string, body []byte, m
 // publish publishes m and waits for the server's ack, retrying transient
 // failures for a while; on a message's last delivery it keeps trying until
 // the worker is stopped hard, since a nak would not bring the message back.
+//
+// The publish outlives a hard stop for a short while: the decision it
+// announces is already recorded, and a nak instead would cost a redelivery —
+// or, on the last delivery, the message.
 func (c *Consumer) publish(ctx context.Context, m *nats.Msg, persist bool) error {
 	budget := time.Now().Add(c.cfg.AckWait / 2)
+	pubCtx := context.WithoutCancel(ctx)
 	var err error
 	for i := uint64(1); ; i++ {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pctx, cancel := context.WithTimeout(pubCtx, 5*time.Second)
 		_, err = c.js.PublishMsg(pctx, m)
 		cancel()
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || (!persist && time.Now().After(budget)) {
+		stopping := ctx.Err() != nil
+		if time.Now().After(budget) && (!persist || stopping) {
 			return fmt.Errorf("publish to %s: %w", m.Subject, err)
 		}
+		if stopping {
+			if !sleep(pubCtx, processing.Backoff(50*time.Millisecond, 2*time.Second, i)) {
+				return fmt.Errorf("publish to %s: %w", m.Subject, err)
+			}
+			continue
+		}
 		if !sleep(ctx, processing.Backoff(50*time.Millisecond, 2*time.Second, i)) {
-			return fmt.Errorf("publish to %s: %w", m.Subject, err)
+			continue // stopping now: retry within the budget
 		}
 	}
 }

@@ -27,10 +27,12 @@ type PermanentError struct {
 	Err    error
 }
 
+// Error returns "<reason>: <cause>".
 func (e *PermanentError) Error() string {
 	return fmt.Sprintf("%s: %v", e.Reason, e.Err)
 }
 
+// Unwrap returns the cause.
 func (e *PermanentError) Unwrap() error { return e.Err }
 
 // RetryableError is an error that a later delivery may fix. After, when
@@ -41,6 +43,7 @@ type RetryableError struct {
 	Err   error
 }
 
+// Error describes the cause and, when set, the earliest retry.
 func (e *RetryableError) Error() string {
 	if e.After > 0 {
 		return fmt.Sprintf("retryable (not before %s): %v", e.After, e.Err)
@@ -48,4 +51,5 @@ func (e *RetryableError) Error() string {
 	return fmt.Sprintf("retryable: %v", e.Err)
 }
 
+// Unwrap returns the cause.
 func (e *RetryableError) Unwrap() error { return e.Err }

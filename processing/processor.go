@@ -33,7 +33,11 @@ type Claims interface {
 // Gateway charges payments. Implementations honour the idempotency key: the
 // same key with the same charge returns the first result and charges once.
 type Gateway interface {
+	// Name is the gateway's name, recorded in each row and outcome.
 	Name() string
+	// Charge charges c. It returns a Result whose Status is succeeded or
+	// declined, or an error: a *gateway.Error classified as in DESIGN.md §5,
+	// or the context's error when ctx ends first.
 	Charge(ctx context.Context, c gateway.Charge) (gateway.Result, error)
 }
 
@@ -226,21 +230,23 @@ func (p *Processor) Admit() (limit int, wait time.Duration) {
 }
 
 // Process runs one delivery through the flow and returns what to do with it.
-// It never panics: a panic is recovered, logged with its stack and turned into
-// a retry. ctx is the worker's hard-stop context: while it lives, in-flight
-// work runs to the end.
+// It never panics: a panic is recovered, logged with its stack and handled
+// like any retryable failure (label "panic" when retried). ctx is the
+// worker's hard-stop context: while it lives, in-flight work runs to the end.
+//
+// A retry on a message's last allowed delivery would leave it in the stream
+// for good (JetStream does not redeliver it), so the decision there is a dead
+// letter (exhausted) unless a row in processing is left for the sweeper to
+// rescue (a released or unrecorded lease) or, for ClaimBusy, the holder of
+// the live lease (this message's earlier delivery) carries the payment on.
 func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
-	var held *payment.Release
+	var (
+		req  *payment.Request
+		held *payment.Release // the lease while it is ours to record or release
+	)
 	defer func() {
 		if r := recover(); r != nil {
-			p.m.Panics.Inc()
-			p.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).
-				Uint64("stream_seq", msg.StreamSeq).Msg("panic while processing a payment")
-			if held != nil {
-				p.release(*held)
-			}
-			d = Decision{Action: ActionRetry, Delay: p.backoff(msg.NumDelivered), Label: "panic",
-				Err: fmt.Errorf("panic: %v", r), PaymentID: d.PaymentID, Key: d.Key}
+			d = p.recovered(ctx, msg, req, held, r)
 		}
 	}()
 
@@ -249,11 +255,10 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		return p.decide(msg, nil, 0, &PermanentError{Reason: payment.ReasonInvalid, Err: err})
 	}
 	key := req.EffectiveKey()
-	d.PaymentID, d.Key = req.PaymentID, key
 
 	waitStart := time.Now()
 	if err := p.limiter.Wait(ctx); err != nil {
-		return p.decide(msg, req, 0, fmt.Errorf("%w: rate limiter: %w", ErrShutdown, err))
+		return p.decide(msg, req, 0, p.stopped(ctx, fmt.Errorf("rate limiter: %w", err)))
 	}
 	p.m.LimiterWait.Observe(time.Since(waitStart).Seconds())
 
@@ -272,7 +277,7 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		Lease:       p.cfg.Lease,
 	})
 	if err != nil {
-		return p.decide(msg, req, 0, fmt.Errorf("claim %s: %w", key, err))
+		return p.decide(msg, req, 0, p.stopped(ctx, fmt.Errorf("claim %s: %w", key, err)))
 	}
 	switch claim.Kind {
 	case payment.ClaimConflict:
@@ -300,11 +305,68 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	return d
 }
 
+// stopped marks err as a shutdown when ctx, the worker's hard-stop context,
+// has ended: the failure then says nothing about the payment.
+func (p *Processor) stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil && !errors.Is(err, ErrShutdown) {
+		return fmt.Errorf("%w: %w", ErrShutdown, err)
+	}
+	return err
+}
+
+// recovered turns a panic recovered by Process into a decision: a panic is a
+// retryable failure (STYLE.md §7). A held lease is released, or, on the last
+// allowed delivery, recorded failed and dead-lettered exhausted like any
+// other retryable failure there; otherwise a payment that panics every time
+// would be released, re-published by the sweeper and retried for ever.
+// Without a lease, decide dead-letters the last delivery instead of losing it.
+func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Request, held *payment.Release, r any) (d Decision) {
+	p.m.Panics.Inc()
+	ev := p.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).
+		Uint64("stream_seq", msg.StreamSeq).Uint64("deliveries", msg.NumDelivered)
+	if req != nil {
+		ev = ev.Str("payment_id", req.PaymentID).Str("idempotency_key", req.EffectiveKey())
+	}
+	ev.Msg("panic while processing a payment")
+	err := fmt.Errorf("panic: %v", r)
+
+	defer func() {
+		if r2 := recover(); r2 != nil {
+			// Cleaning up panicked as well: retry, and let the lease (if
+			// any) expire on its own.
+			p.m.Panics.Inc()
+			p.log.Error().Interface("panic", r2).Bytes("stack", debug.Stack()).
+				Uint64("stream_seq", msg.StreamSeq).Msg("panic while cleaning up after a panic")
+			d = Decision{Action: ActionRetry, Delay: p.backoff(msg.NumDelivered), Label: "panic", Err: err}
+			if req != nil {
+				d.PaymentID, d.Key = req.PaymentID, req.EffectiveKey()
+			}
+		}
+	}()
+
+	attempt := 0
+	if held != nil {
+		attempt = held.Attempt
+		if p.lastDelivery(msg) {
+			return p.complete(ctx, msg, req, attempt,
+				payment.Completion{Status: payment.StatusFailed, ErrorCode: payment.ErrorCodeExhausted},
+				&PermanentError{Reason: payment.ReasonExhausted,
+					Err: fmt.Errorf("%w after %d deliveries: %w", ErrExhausted, msg.NumDelivered, err)})
+		}
+		p.release(ctx, *held)
+	}
+	d = p.decide(msg, req, attempt, err)
+	if d.Action == ActionRetry {
+		d.Label = "panic"
+	}
+	return d
+}
+
 // charge calls the gateway through the breaker.
 func (p *Processor) charge(ctx context.Context, req *payment.Request, key string) (gateway.Result, error) {
 	start := time.Now()
 	res, err := p.breaker.Execute(func() (gateway.Result, error) {
-		return p.gw.Charge(ctx, gateway.Charge{
+		res, err := p.gw.Charge(ctx, gateway.Charge{
 			IdempotencyKey: key,
 			PaymentID:      req.PaymentID,
 			MerchantID:     req.MerchantID,
@@ -313,6 +375,14 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, key string
 			Description:    req.Description,
 			AmountMinor:    req.AmountMinor,
 		})
+		if err == nil && res.Status != payment.StatusSucceeded && res.Status != payment.StatusDeclined {
+			// Against the Gateway contract. Recording it would fail on
+			// every retry (the store takes final statuses only); treat it
+			// as a malformed answer, which the breaker counts.
+			return gateway.Result{}, &gateway.Error{Class: gateway.ClassTrouble, Code: gateway.CodeMalformedResponse,
+				Message: "result is neither succeeded nor declined"}
+		}
+		return res, err
 	})
 	p.m.GatewayDuration.Observe(time.Since(start).Seconds())
 	p.m.GatewayCalls.WithLabelValues(callLabel(res, err)).Inc()
@@ -361,14 +431,15 @@ func (p *Processor) record(ctx context.Context, msg Message, req *payment.Reques
 			&PermanentError{Reason: payment.ReasonGatewayRejected, Err: err})
 	case ctx.Err() != nil:
 		// Hard stop: give the lease back so the redelivery needs no wait.
-		p.release(payment.Release{Key: key, Attempt: attempt, Owner: p.cfg.Owner})
+		// On the last delivery the released row is rescued by the sweeper.
+		p.release(ctx, payment.Release{Key: key, Attempt: attempt, Owner: p.cfg.Owner})
 		return p.decide(msg, req, attempt, fmt.Errorf("%w: %w", ErrShutdown, err))
 	case p.lastDelivery(msg):
 		return p.complete(ctx, msg, req, attempt,
 			payment.Completion{Status: payment.StatusFailed, ErrorCode: payment.ErrorCodeExhausted},
 			&PermanentError{Reason: payment.ReasonExhausted, Err: fmt.Errorf("%w after %d deliveries: %w", ErrExhausted, msg.NumDelivered, err)})
 	default:
-		p.release(payment.Release{Key: key, Attempt: attempt, Owner: p.cfg.Owner})
+		p.release(ctx, payment.Release{Key: key, Attempt: attempt, Owner: p.cfg.Owner})
 		return p.decide(msg, req, attempt, err)
 	}
 }
@@ -393,25 +464,26 @@ func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Requ
 		return d
 	}
 	if err != nil {
-		// The lease stays until it expires; the redelivery then takes over
-		// and the gateway replays its answer for the same key.
+		// The lease stays until it expires; the redelivery (or, after the
+		// last delivery, the sweeper) then takes over and the gateway
+		// replays its answer for the same key.
 		return p.decide(msg, req, attempt, fmt.Errorf("record %s: %w", key, err))
 	}
 	o := rec.Outcome()
 	d := Decision{Action: ActionAck, Outcome: &o, Label: string(rec.Status), PaymentID: req.PaymentID, Key: key}
 	if cause != nil {
 		d.Action = ActionTerm
-		d.DeadLetter = &DeadLetter{Reason: cause.Reason, Error: cause.Error()}
+		d.DeadLetter = &DeadLetter{Reason: cause.Reason, Error: cause.Err.Error()}
 		d.Label = string(cause.Reason)
 		d.Err = cause
 	}
 	return d
 }
 
-// release gives a lease back; failure only delays the next take-over until
-// the lease expires, so it is logged, not returned.
-func (p *Processor) release(r payment.Release) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// release gives a lease back, even when ctx has ended; failure only delays
+// the next take-over until the lease expires, so it is logged, not returned.
+func (p *Processor) release(ctx context.Context, r payment.Release) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := p.claims.Release(ctx, r); err != nil && !errors.Is(err, payment.ErrFenced) {
 		p.log.Warn().Err(err).Str("idempotency_key", r.Key).Msg("release lease")
@@ -424,9 +496,11 @@ func (p *Processor) lastDelivery(msg Message) bool {
 
 // decide classifies err once into a decision (STYLE.md §5): permanent errors
 // dead-letter, everything else is retried with backoff, never before the
-// error's own earliest retry time. On the last allowed delivery a retryable
-// failure before any claim dead-letters exhausted (a held lease is recorded by
-// record instead).
+// error's own earliest retry time; a shutdown is retried after the base delay
+// without counting as a failure. On the last allowed delivery a retryable
+// failure, shutdown included, with no lease of ours (attempt 0) dead-letters
+// exhausted, since a nak there would leave the message in the stream with no
+// row for the sweeper to find; a held lease is recorded by record instead.
 func (p *Processor) decide(msg Message, req *payment.Request, attempt int, err error) Decision {
 	d := Decision{Err: err}
 	if req != nil {
@@ -440,27 +514,28 @@ func (p *Processor) decide(msg Message, req *payment.Request, attempt int, err e
 		return d
 	}
 	d.Action = ActionRetry
-	d.Label = "retry"
 	if errors.Is(err, ErrShutdown) {
 		d.Label = "shutdown"
 		d.Delay = p.cfg.RetryBackoff
-		return d
-	}
-	d.Delay = p.backoff(msg.NumDelivered)
-	var retry *RetryableError
-	var gwErr *gateway.Error
-	if errors.As(err, &retry) && retry.After > d.Delay {
-		d.Delay = retry.After + jitter(p.cfg.RetryBackoff)
-	} else if errors.As(err, &gwErr) && gwErr.RetryAfter > d.Delay {
-		d.Delay = gwErr.RetryAfter + jitter(p.cfg.RetryBackoff)
+	} else {
+		d.Label = "retry"
+		d.Delay = p.backoff(msg.NumDelivered)
+		var retry *RetryableError
+		var gwErr *gateway.Error
+		if errors.As(err, &retry) && retry.After > d.Delay {
+			d.Delay = retry.After + jitter(p.cfg.RetryBackoff)
+		} else if errors.As(err, &gwErr) && gwErr.RetryAfter > d.Delay {
+			d.Delay = gwErr.RetryAfter + jitter(p.cfg.RetryBackoff)
+		}
 	}
 	if p.lastDelivery(msg) && attempt == 0 && !errors.Is(err, ErrLeaseHeld) {
 		// No lease of ours to record against, and no delivery left: dead
 		// letter rather than leave the message silently in the stream.
-		d.Action = ActionTerm
+		cause := fmt.Errorf("%w after %d deliveries: %w", ErrExhausted, msg.NumDelivered, err)
+		d.Action, d.Delay = ActionTerm, 0
 		d.Label = string(payment.ReasonExhausted)
-		d.DeadLetter = &DeadLetter{Reason: payment.ReasonExhausted,
-			Error: fmt.Sprintf("%v after %d deliveries: %v", ErrExhausted, msg.NumDelivered, err)}
+		d.DeadLetter = &DeadLetter{Reason: payment.ReasonExhausted, Error: cause.Error()}
+		d.Err = &PermanentError{Reason: payment.ReasonExhausted, Err: cause}
 	}
 	return d
 }
@@ -471,17 +546,21 @@ func (p *Processor) backoff(n uint64) time.Duration {
 	return Backoff(p.cfg.RetryBackoff, p.cfg.RetryBackoffMax, n)
 }
 
-// Backoff returns base·2^(n-1), capped at max, with equal jitter: a value in
-// [d/2, d]. n below 1 counts as 1.
+// Backoff returns d = base·2^(n-1), capped at max, with equal jitter: a value
+// in [d/2, d]. n below 1 counts as 1; a base that is not positive counts as
+// max, and a max that is not positive gives 0. It never overflows.
 func Backoff(base, max time.Duration, n uint64) time.Duration {
+	if max <= 0 {
+		return 0
+	}
 	if n < 1 {
 		n = 1
 	}
 	d := max
-	if shift := n - 1; shift < 32 {
-		if v := base << shift; v > 0 && v < max {
-			d = v
-		}
+	// Compare before shifting: base<<shift may wrap around to a small
+	// positive value.
+	if shift := n - 1; base > 0 && shift < 63 && base <= max>>shift {
+		d = base << shift
 	}
 	half := d / 2
 	return half + jitter(d-half)

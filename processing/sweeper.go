@@ -11,6 +11,9 @@ import (
 	"github.com/paystream/paystream/internal/metrics"
 )
 
+// errNoRequest: a stuck row without the stored request to re-publish.
+var errNoRequest = errors.New("no stored request to re-publish")
+
 // StuckPayment is a row left in processing whose lease expired long ago,
 // with the original request to re-publish.
 type StuckPayment struct {
@@ -93,7 +96,10 @@ func (s *Sweeper) Run(ctx context.Context) error {
 	}
 }
 
-// SweepOnce re-publishes the stuck payments found now and returns how many.
+// SweepOnce re-publishes the stuck payments found now, each with message id
+// sweep-<key>-<attempts>, and returns how many it re-published. Failures to
+// re-publish (and rows without a stored request) are joined into the error;
+// the other rows still go out.
 func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 	rows, ok, err := s.FindFunc(ctx, s.cfg.Grace, s.cfg.Limit)
 	if err != nil {
@@ -105,6 +111,13 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 	var errs []error
 	n := 0
 	for _, r := range rows {
+		if r.Subject == "" || len(r.Body) == 0 {
+			// Re-publishing nothing would only dead-letter it as invalid,
+			// and the row would come back every grace period: leave it to
+			// an operator.
+			errs = append(errs, fmt.Errorf("republish %s: %w", r.Key, errNoRequest))
+			continue
+		}
 		id := fmt.Sprintf("sweep-%s-%d", r.Key, r.Attempts)
 		if err := s.RepublishFunc(ctx, r.Subject, r.Body, id); err != nil {
 			errs = append(errs, fmt.Errorf("republish %s: %w", r.Key, err))

@@ -1,0 +1,184 @@
+package processing_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/sony/gobreaker/v2"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/processing"
+)
+
+func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
+	t.Helper()
+	var m dto.Metric
+	require.NoError(t, g.Write(&m))
+	return m.GetGauge().GetValue()
+}
+
+// breakerConfig opens the breaker after failures consecutive failures, for
+// openFor.
+func breakerConfig(failures uint32, openFor time.Duration) processing.Config {
+	cfg := testConfig()
+	cfg.BreakerFailures, cfg.BreakerOpenTimeout = failures, openFor
+	return cfg
+}
+
+// requireAdmit checks Admit's limit; a wait comes only with limit 0.
+func requireAdmit(t *testing.T, p *processing.Processor, want int) time.Duration {
+	t.Helper()
+	limit, wait := p.Admit()
+	require.Equal(t, want, limit, "Admit limit")
+	if want != 0 {
+		require.Zero(t, wait)
+	}
+	return wait
+}
+
+// waitHalfOpen polls Admit until the open breaker half-opens.
+func waitHalfOpen(t *testing.T, p *processing.Processor) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		limit, _ := p.Admit()
+		return limit == 1
+	}, 5*time.Second, 5*time.Millisecond, "breaker half-opens after its open timeout")
+}
+
+func TestBreakerOpensOnTroubleAndRecovers(t *testing.T) {
+	t.Parallel()
+	const openFor = 250 * time.Millisecond
+	gw := newFakeGateway(trouble(), trouble(), trouble(), succeeded("ch_ok"))
+	b := setup(t, breakerConfig(3, openFor), nil, gw)
+
+	for i := range 3 {
+		requireAdmit(t, b.proc, -1)
+		d := b.proc.Process(t.Context(), delivery(1))
+		require.Equal(t, processing.ActionRetry, d.Action, "failure %d", i+1)
+		require.Equal(t, "retry", d.Label)
+	}
+	require.Len(t, gw.calls(), 3)
+
+	wait := requireAdmit(t, b.proc, 0)
+	require.Greater(t, wait, time.Duration(0))
+	require.LessOrEqual(t, wait, openFor)
+	require.InDelta(t, 2, gaugeValue(t, b.m.BreakerState), 0)
+
+	// While open, a delivery already pulled is retried without a gateway
+	// call, and its lease is given back.
+	d := b.proc.Process(t.Context(), delivery(2))
+	require.Equal(t, processing.ActionRetry, d.Action)
+	require.Equal(t, "retry", d.Label)
+	require.ErrorIs(t, d.Err, gobreaker.ErrOpenState)
+	requireDelay(t, d.Delay, 100*time.Millisecond, 200*time.Millisecond+openFor)
+	require.Len(t, gw.calls(), 3, "no gateway call while open")
+	_, completes, releases := b.claims.calls()
+	require.Empty(t, completes)
+	require.Len(t, releases, 4)
+
+	waitHalfOpen(t, b.proc)
+	require.InDelta(t, 1, gaugeValue(t, b.m.BreakerState), 0)
+	d = b.proc.Process(t.Context(), delivery(3))
+	require.Equal(t, "succeeded", d.Label)
+	requireAdmit(t, b.proc, -1)
+	require.InDelta(t, 0, gaugeValue(t, b.m.BreakerState), 0)
+}
+
+func TestBreakerOpenOnLastDeliveryIsExhausted(t *testing.T) {
+	t.Parallel()
+	gw := newFakeGateway(trouble())
+	b := setup(t, breakerConfig(1, time.Minute), nil, gw)
+	require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Label)
+	requireAdmit(t, b.proc, 0)
+
+	d := b.proc.Process(t.Context(), delivery(5))
+	require.Equal(t, processing.ActionTerm, d.Action)
+	require.Equal(t, payment.ReasonExhausted, d.DeadLetter.Reason)
+	require.Equal(t, payment.StatusFailed, d.Outcome.Status)
+	require.Equal(t, payment.ErrorCodeExhausted, d.Outcome.ErrorCode)
+	require.ErrorIs(t, d.Err, gobreaker.ErrOpenState)
+	require.Len(t, gw.calls(), 1)
+}
+
+func TestBreakerHalfOpen(t *testing.T) {
+	t.Parallel()
+
+	t.Run("a failed probe opens it again", func(t *testing.T) {
+		t.Parallel()
+		gw := newFakeGateway(trouble(), trouble(), succeeded("ch_ok"))
+		b := setup(t, breakerConfig(1, 50*time.Millisecond), nil, gw)
+
+		require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Label)
+		requireAdmit(t, b.proc, 0)
+		waitHalfOpen(t, b.proc)
+		require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(2)).Label)
+		requireAdmit(t, b.proc, 0)
+		waitHalfOpen(t, b.proc)
+		require.Equal(t, "succeeded", b.proc.Process(t.Context(), delivery(3)).Label)
+		requireAdmit(t, b.proc, -1)
+		require.Len(t, gw.calls(), 3)
+	})
+
+	t.Run("one probe at a time and a cancelled probe does not count", func(t *testing.T) {
+		t.Parallel()
+		gw := newFakeGateway(trouble(), gwStep{block: true}, succeeded("ch_ok"))
+		b := setup(t, breakerConfig(1, 50*time.Millisecond), nil, gw)
+
+		require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Label)
+		waitHalfOpen(t, b.proc)
+
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan processing.Decision, 1)
+		go func() { done <- b.proc.Process(ctx, delivery(2)) }()
+		<-gw.started
+
+		d := b.proc.Process(t.Context(), delivery(2))
+		require.Equal(t, processing.ActionRetry, d.Action, "a second call while the probe runs")
+		require.ErrorIs(t, d.Err, gobreaker.ErrTooManyRequests)
+		require.Len(t, gw.calls(), 2)
+
+		cancel()
+		require.Equal(t, "shutdown", (<-done).Label)
+		requireAdmit(t, b.proc, 1)
+		require.Equal(t, "succeeded", b.proc.Process(t.Context(), delivery(3)).Label)
+		requireAdmit(t, b.proc, -1)
+	})
+}
+
+func TestBreakerIgnoresBusinessAnswers(t *testing.T) {
+	t.Parallel()
+	steps := []gwStep{
+		declined("card_declined"),
+		gwErr(gateway.ClassRejected, 400, "invalid_request", 0),
+		gwErr(gateway.ClassRejected, 422, "idempotency_key_reused", 0),
+		gwErr(gateway.ClassRetry, 429, "", time.Second),
+		gwErr(gateway.ClassRetry, 409, "", 0),
+		declined("insufficient_funds"),
+		succeeded("ch_1"),
+	}
+	b := setup(t, breakerConfig(1, time.Minute), nil, newFakeGateway(steps...))
+	for range steps {
+		b.proc.Process(t.Context(), delivery(1))
+		requireAdmit(t, b.proc, -1)
+	}
+	require.Len(t, b.gw.calls(), len(steps))
+}
+
+func TestBreakerCountsConsecutiveFailures(t *testing.T) {
+	t.Parallel()
+	b := setup(t, breakerConfig(2, time.Minute), nil,
+		newFakeGateway(trouble(), declined("card_declined"), trouble(), trouble()))
+	b.proc.Process(t.Context(), delivery(1))
+	requireAdmit(t, b.proc, -1)
+	b.proc.Process(t.Context(), delivery(1)) // a decline resets the count
+	requireAdmit(t, b.proc, -1)
+	b.proc.Process(t.Context(), delivery(1))
+	requireAdmit(t, b.proc, -1)
+	b.proc.Process(t.Context(), delivery(1))
+	requireAdmit(t, b.proc, 0)
+}

@@ -1,0 +1,149 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/paystream/paystream/internal/pgtest"
+	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/store"
+)
+
+// BenchmarkClaimComplete measures the two statements every payment needs
+// (claim, then record the outcome) one payment at a time, in batches of
+// 128, and from 64 concurrent callers directly or through a Batcher.
+// Each reports payments/s.
+func BenchmarkClaimComplete(b *testing.B) {
+	b.Run("single", func(b *testing.B) {
+		s := store.New(newBenchPool(b))
+		ctx := b.Context()
+		b.ResetTimer()
+		start := time.Now()
+		for i := range b.N {
+			claimComplete(b, ctx, s.Claim, s.Complete, fmt.Sprintf("single-%d", i))
+		}
+		reportRate(b, start)
+	})
+
+	b.Run("batch128", func(b *testing.B) {
+		s := store.New(newBenchPool(b))
+		ctx := b.Context()
+		b.ResetTimer()
+		start := time.Now()
+		for done := 0; done < b.N; {
+			n := min(128, b.N-done)
+			claims := make([]payment.Claim, n)
+			for i := range claims {
+				claims[i] = newClaim(fmt.Sprintf("batch-%d", done+i), uint64(done+i+1))
+			}
+			res, err := s.ClaimBatch(ctx, claims)
+			if err != nil {
+				b.Fatal(err)
+			}
+			comps := make([]payment.Completion, n)
+			for i, r := range res {
+				if r.Kind != payment.ClaimNew {
+					b.Fatalf("claim %d: %s", i, r.Kind)
+				}
+				comps[i] = completion(claims[i].Key, r.Attempt, ownerA, payment.StatusSucceeded)
+			}
+			out, err := s.CompleteBatch(ctx, comps)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i, o := range out {
+				if o.Err != nil {
+					b.Fatalf("complete %d: %v", i, o.Err)
+				}
+			}
+			done += n
+		}
+		reportRate(b, start)
+	})
+
+	const callers = 64
+	b.Run("parallel64-direct", func(b *testing.B) {
+		s := store.New(newBenchPool(b))
+		runParallel(b, callers, s.Claim, s.Complete)
+	})
+	b.Run("parallel64-batcher", func(b *testing.B) {
+		s := store.New(newBenchPool(b))
+		batcher := store.NewBatcher(s, store.BatcherConfig{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- batcher.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				b.Error(err)
+			}
+		}()
+		runParallel(b, callers, batcher.Claim, batcher.Complete)
+	})
+}
+
+func newBenchPool(b *testing.B) *pgxpool.Pool {
+	b.Helper()
+	return pgtest.NewPool(b)
+}
+
+type (
+	claimFn    func(context.Context, payment.Claim) (payment.ClaimResult, error)
+	completeFn func(context.Context, payment.Completion) (payment.Record, error)
+)
+
+func claimComplete(b *testing.B, ctx context.Context, claim claimFn, complete completeFn, key string) {
+	res, err := claim(ctx, newClaim(key, 1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if res.Kind != payment.ClaimNew {
+		b.Fatalf("claim %s: %s", key, res.Kind)
+	}
+	if _, err := complete(ctx, completion(key, res.Attempt, ownerA, payment.StatusSucceeded)); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// runParallel processes b.N payments from callers goroutines.
+func runParallel(b *testing.B, callers int, claim claimFn, complete completeFn) {
+	ctx := b.Context()
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	b.ResetTimer()
+	start := time.Now()
+	for c := range callers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				res, err := claim(ctx, newClaim(fmt.Sprintf("par-%d", i), uint64(i+1)))
+				if err != nil || res.Kind != payment.ClaimNew {
+					b.Errorf("caller %d: claim %d: %v %v", c, i, res.Kind, err)
+					return
+				}
+				key := fmt.Sprintf("par-%d", i)
+				if _, err := complete(ctx, completion(key, res.Attempt, ownerA, payment.StatusSucceeded)); err != nil {
+					b.Errorf("caller %d: complete %d: %v", c, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	reportRate(b, start)
+}
+
+func reportRate(b *testing.B, start time.Time) {
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "payments/s")
+}

@@ -1,0 +1,11 @@
+package store_test
+
+import (
+	"testing"
+
+	"github.com/paystream/paystream/internal/pgtest"
+)
+
+func TestMain(m *testing.M) {
+	pgtest.MainWithConfig(m, pgtest.MainConfig{CheckLeaks: true})
+}

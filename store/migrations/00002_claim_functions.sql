@@ -1,0 +1,315 @@
+-- +goose Up
+-- The claim, complete and release operations as set-returning functions
+-- taking parallel arrays, so that one statement (one round trip, one
+-- transaction) handles a whole batch; a single operation is a batch of one.
+--
+-- Every function walks its items in byte order of the key (COLLATE "C"),
+-- then input order: two concurrent batches lock rows in the same order and so
+-- cannot deadlock. Lease times use the database clock (clock_timestamp()).
+--
+-- The per-key advisory lock is pg_try_advisory_xact_lock(hashtextextended(key, 0)):
+-- transaction-scoped (safe behind transaction-pooling proxies), never waited
+-- for, and re-entrant within the transaction, so a batch may hold the same
+-- key twice.
+
+-- +goose StatementBegin
+CREATE FUNCTION paystream_claim(
+    p_keys          text[],
+    p_fingerprints  text[],
+    p_payment_ids   text[],
+    p_merchant_ids  text[],
+    p_customer_ids  text[],
+    p_amounts       bigint[],
+    p_currencies    text[],
+    p_subjects      text[],
+    p_bodies        bytea[],
+    p_seqs          bigint[],
+    p_owners        text[],
+    p_lease_us      bigint[],
+    p_busy_retry_us bigint
+) RETURNS TABLE (
+    o_ord               integer,
+    o_kind              text,
+    o_retry_after_us    bigint,
+    o_idempotency_key   text,
+    o_payment_id        text,
+    o_merchant_id       text,
+    o_amount_minor      bigint,
+    o_currency          text,
+    o_status            text,
+    o_attempts          integer,
+    o_gateway           text,
+    o_gateway_charge_id text,
+    o_error_code        text,
+    o_created_at        timestamptz,
+    o_updated_at        timestamptz,
+    o_completed_at      timestamptz
+)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    n   integer := coalesce(cardinality(p_keys), 0);
+    r   record;
+    cur payments%ROWTYPE;
+    ts  timestamptz;
+BEGIN
+    IF coalesce(cardinality(p_fingerprints), 0) <> n
+        OR coalesce(cardinality(p_payment_ids), 0) <> n
+        OR coalesce(cardinality(p_merchant_ids), 0) <> n
+        OR coalesce(cardinality(p_customer_ids), 0) <> n
+        OR coalesce(cardinality(p_amounts), 0) <> n
+        OR coalesce(cardinality(p_currencies), 0) <> n
+        OR coalesce(cardinality(p_subjects), 0) <> n
+        OR coalesce(cardinality(p_bodies), 0) <> n
+        OR coalesce(cardinality(p_seqs), 0) <> n
+        OR coalesce(cardinality(p_owners), 0) <> n
+        OR coalesce(cardinality(p_lease_us), 0) <> n
+    THEN
+        RAISE EXCEPTION 'paystream_claim: argument arrays differ in length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    FOR r IN
+        SELECT u.*
+        FROM unnest(p_keys, p_fingerprints, p_payment_ids, p_merchant_ids,
+                    p_customer_ids, p_amounts, p_currencies, p_subjects,
+                    p_bodies, p_seqs, p_owners, p_lease_us)
+             WITH ORDINALITY AS u(key, fingerprint, payment_id, merchant_id,
+                                  customer_id, amount, currency, subject,
+                                  body, seq, owner, lease_us, ord)
+        ORDER BY u.key COLLATE "C", u.ord
+    LOOP
+        cur := NULL;
+        o_ord := r.ord;
+        o_retry_after_us := NULL;
+
+        IF NOT pg_try_advisory_xact_lock(hashtextextended(r.key, 0)) THEN
+            -- Another transaction is claiming this key right now.
+            o_kind := 'busy';
+            o_retry_after_us := p_busy_retry_us;
+        ELSE
+            ts := clock_timestamp();
+            SELECT * INTO cur FROM payments
+            WHERE idempotency_key = r.key
+            FOR UPDATE;
+
+            IF NOT FOUND THEN
+                INSERT INTO payments (
+                    idempotency_key, payment_id, merchant_id, customer_id,
+                    amount_minor, currency, status, attempts, fingerprint,
+                    lease_owner, lease_until, lease_stream_seq,
+                    request_subject, request_body, created_at, updated_at)
+                VALUES (
+                    r.key, r.payment_id, r.merchant_id, nullif(r.customer_id, ''),
+                    r.amount, r.currency, 'processing', 1, r.fingerprint,
+                    r.owner, ts + r.lease_us * interval '1 microsecond', r.seq,
+                    r.subject, r.body, ts, ts)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING * INTO cur;
+                IF FOUND THEN
+                    o_kind := 'new';
+                ELSE
+                    -- Inserted concurrently by someone not holding the
+                    -- advisory lock; try again shortly.
+                    o_kind := 'busy';
+                    o_retry_after_us := p_busy_retry_us;
+                END IF;
+            ELSIF cur.fingerprint <> r.fingerprint THEN
+                o_kind := 'conflict';
+            ELSIF cur.status IN ('succeeded', 'declined') THEN
+                o_kind := 'duplicate';
+            ELSIF cur.status = 'processing' AND cur.lease_until > ts THEN
+                IF cur.lease_stream_seq = r.seq THEN
+                    o_kind := 'busy';
+                    o_retry_after_us := greatest(0,
+                        ceil(extract(epoch FROM cur.lease_until - ts) * 1000000))::bigint;
+                ELSE
+                    o_kind := 'in_flight';
+                END IF;
+            ELSE
+                -- processing with an expired lease, or failed: take over.
+                UPDATE payments SET
+                    status            = 'processing',
+                    attempts          = attempts + 1,
+                    lease_owner       = r.owner,
+                    lease_until       = ts + r.lease_us * interval '1 microsecond',
+                    lease_stream_seq  = r.seq,
+                    request_subject   = r.subject,
+                    request_body      = r.body,
+                    gateway           = NULL,
+                    gateway_charge_id = NULL,
+                    error_code        = NULL,
+                    completed_at      = NULL,
+                    swept_at          = NULL,
+                    updated_at        = ts
+                WHERE idempotency_key = r.key
+                RETURNING * INTO cur;
+                o_kind := 'takeover';
+            END IF;
+        END IF;
+
+        o_idempotency_key   := cur.idempotency_key;
+        o_payment_id        := cur.payment_id;
+        o_merchant_id       := cur.merchant_id;
+        o_amount_minor      := cur.amount_minor;
+        o_currency          := cur.currency;
+        o_status            := cur.status;
+        o_attempts          := cur.attempts;
+        o_gateway           := cur.gateway;
+        o_gateway_charge_id := cur.gateway_charge_id;
+        o_error_code        := cur.error_code;
+        o_created_at        := cur.created_at;
+        o_updated_at        := cur.updated_at;
+        o_completed_at      := cur.completed_at;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION paystream_complete(
+    p_keys        text[],
+    p_attempts    integer[],
+    p_owners      text[],
+    p_statuses    text[],
+    p_gateways    text[],
+    p_charge_ids  text[],
+    p_error_codes text[]
+) RETURNS TABLE (
+    o_ord               integer,
+    o_fenced            boolean,
+    o_idempotency_key   text,
+    o_payment_id        text,
+    o_merchant_id       text,
+    o_amount_minor      bigint,
+    o_currency          text,
+    o_status            text,
+    o_attempts          integer,
+    o_gateway           text,
+    o_gateway_charge_id text,
+    o_error_code        text,
+    o_created_at        timestamptz,
+    o_updated_at        timestamptz,
+    o_completed_at      timestamptz
+)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    n   integer := coalesce(cardinality(p_keys), 0);
+    r   record;
+    cur payments%ROWTYPE;
+    ts  timestamptz;
+BEGIN
+    IF coalesce(cardinality(p_attempts), 0) <> n
+        OR coalesce(cardinality(p_owners), 0) <> n
+        OR coalesce(cardinality(p_statuses), 0) <> n
+        OR coalesce(cardinality(p_gateways), 0) <> n
+        OR coalesce(cardinality(p_charge_ids), 0) <> n
+        OR coalesce(cardinality(p_error_codes), 0) <> n
+    THEN
+        RAISE EXCEPTION 'paystream_complete: argument arrays differ in length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    FOR r IN
+        SELECT u.*
+        FROM unnest(p_keys, p_attempts, p_owners, p_statuses, p_gateways,
+                    p_charge_ids, p_error_codes)
+             WITH ORDINALITY AS u(key, attempt, owner, status, gateway,
+                                  charge_id, error_code, ord)
+        ORDER BY u.key COLLATE "C", u.ord
+    LOOP
+        IF r.status NOT IN ('succeeded', 'declined', 'failed') THEN
+            RAISE EXCEPTION 'paystream_complete: status % is not final', r.status
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        ts := clock_timestamp();
+        cur := NULL;
+        UPDATE payments SET
+            status            = r.status,
+            gateway           = nullif(r.gateway, ''),
+            gateway_charge_id = nullif(r.charge_id, ''),
+            error_code        = nullif(r.error_code, ''),
+            lease_until       = NULL,
+            request_subject   = NULL,
+            request_body      = NULL,
+            completed_at      = ts,
+            updated_at        = ts
+        WHERE idempotency_key = r.key
+          AND status = 'processing'
+          AND attempts = r.attempt
+          AND lease_owner = r.owner
+        RETURNING * INTO cur;
+
+        o_ord               := r.ord;
+        o_fenced            := NOT FOUND;
+        o_idempotency_key   := cur.idempotency_key;
+        o_payment_id        := cur.payment_id;
+        o_merchant_id       := cur.merchant_id;
+        o_amount_minor      := cur.amount_minor;
+        o_currency          := cur.currency;
+        o_status            := cur.status;
+        o_attempts          := cur.attempts;
+        o_gateway           := cur.gateway;
+        o_gateway_charge_id := cur.gateway_charge_id;
+        o_error_code        := cur.error_code;
+        o_created_at        := cur.created_at;
+        o_updated_at        := cur.updated_at;
+        o_completed_at      := cur.completed_at;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION paystream_release(
+    p_keys     text[],
+    p_attempts integer[],
+    p_owners   text[]
+) RETURNS TABLE (
+    o_ord    integer,
+    o_fenced boolean
+)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    n integer := coalesce(cardinality(p_keys), 0);
+    r record;
+BEGIN
+    IF coalesce(cardinality(p_attempts), 0) <> n
+        OR coalesce(cardinality(p_owners), 0) <> n
+    THEN
+        RAISE EXCEPTION 'paystream_release: argument arrays differ in length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    FOR r IN
+        SELECT u.*
+        FROM unnest(p_keys, p_attempts, p_owners)
+             WITH ORDINALITY AS u(key, attempt, owner, ord)
+        ORDER BY u.key COLLATE "C", u.ord
+    LOOP
+        -- An expired lease (lease_until = now) lets the next delivery take
+        -- the key over at once; attempts is kept.
+        UPDATE payments SET
+            lease_until = clock_timestamp(),
+            updated_at  = clock_timestamp()
+        WHERE idempotency_key = r.key
+          AND status = 'processing'
+          AND attempts = r.attempt
+          AND lease_owner = r.owner;
+
+        o_ord    := r.ord;
+        o_fenced := NOT FOUND;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+-- +goose StatementEnd
+
+-- +goose Down
+DROP FUNCTION paystream_release(text[], integer[], text[]);
+DROP FUNCTION paystream_complete(text[], integer[], text[], text[], text[], text[], text[]);
+DROP FUNCTION paystream_claim(text[], text[], text[], text[], text[], bigint[], text[], text[], bytea[], bigint[], text[], bigint[], bigint);
