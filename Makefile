@@ -32,3 +32,22 @@ fmt:
 
 clean:
 	rm -rf $(BIN) .tmp
+
+# fuzz runs every fuzz target of the module (func FuzzX in a _test.go file)
+# for FUZZTIME each, one at a time: go test takes one -fuzz target per run.
+# A failing input is saved under the package's testdata/fuzz/ for a commit.
+FUZZTIME ?= 5s
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for $(FUZZTIME) (make fuzz FUZZTIME=1m)
+	@set -euo pipefail; n=0; \
+	for file in $$(grep -rl --include='*_test.go' '^func Fuzz[A-Z0-9_]' . | sort); do \
+		pkg=./$$(dirname "$${file#./}"); \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$file"); do \
+			echo "$(GO) test -run='^$$' -fuzz='^$$target\$$' -fuzztime=$(FUZZTIME) $$pkg"; \
+			$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) "$$pkg"; \
+			n=$$((n+1)); \
+		done; \
+	done; \
+	if [ "$$n" -eq 0 ]; then echo "no fuzz targets found"; exit 1; fi; \
+	echo "$$n fuzz targets passed"

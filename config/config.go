@@ -163,6 +163,11 @@ type Config struct {
 	// Provision makes the worker create or update the streams and the
 	// consumer at start (PAYSTREAM_PROVISION, --provision). Default true.
 	Provision bool
+	// StreamReplicas is the replica count of the three streams and the
+	// consumer (PAYSTREAM_STREAM_REPLICAS, --stream-replicas), 1 to 5: 1 on a
+	// single server, 3 on a cluster. Provisioning sets it, so every worker of
+	// a fleet must agree. Default 1.
+	StreamReplicas int
 	// MaxAckPending is the consumer's MaxAckPending
 	// (PAYSTREAM_MAX_ACK_PENDING, --max-ack-pending), ≥ 0. 0, the default,
 	// means derived by the worker.

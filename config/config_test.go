@@ -106,6 +106,7 @@ func TestDefault(t *testing.T) {
 		Consumer:           "payment-workers",
 		SubjectPrefix:      "payments",
 		Provision:          true,
+		StreamReplicas:     1,
 		StreamMaxAge:       168 * time.Hour,
 		DuplicateWindow:    2 * time.Minute,
 		SweepInterval:      30 * time.Second,
@@ -201,6 +202,7 @@ func TestParseEachSetting(t *testing.T) {
 		{"PAYSTREAM_SUBJECT_PREFIX", "acme.pay", nil, func(c *config.Config) { c.SubjectPrefix = "acme.pay" }},
 		{"PAYSTREAM_PROVISION", "false", nil, func(c *config.Config) { c.Provision = false }},
 		{"PAYSTREAM_MAX_ACK_PENDING", "256", nil, func(c *config.Config) { c.MaxAckPending = 256 }},
+		{"PAYSTREAM_STREAM_REPLICAS", "3", nil, func(c *config.Config) { c.StreamReplicas = 3 }},
 		{"PAYSTREAM_STREAM_MAX_AGE", "24h", nil, func(c *config.Config) { c.StreamMaxAge = 24 * time.Hour }},
 		{"PAYSTREAM_DUPLICATE_WINDOW", "5m", nil, func(c *config.Config) { c.DuplicateWindow = 5 * time.Minute }},
 		{"PAYSTREAM_SWEEP_INTERVAL", "10s", nil, func(c *config.Config) { c.SweepInterval = 10 * time.Second }},
@@ -560,6 +562,7 @@ func TestValidate(t *testing.T) {
 		{"SubjectPrefixEmptyToken", func(c *config.Config) { c.SubjectPrefix = "acme..pay" }, "PAYSTREAM_SUBJECT_PREFIX", []string{"non-empty"}},
 		{"SubjectPrefixTrailingDot", func(c *config.Config) { c.SubjectPrefix = "payments." }, "PAYSTREAM_SUBJECT_PREFIX", []string{"non-empty"}},
 		{"MaxAckPendingNegative", func(c *config.Config) { c.MaxAckPending = -1 }, "PAYSTREAM_MAX_ACK_PENDING", []string{"at least 0"}},
+		{"StreamReplicasZero", func(c *config.Config) { c.StreamReplicas = 0 }, "PAYSTREAM_STREAM_REPLICAS", []string{"between 1 and 5"}},
 		{"StreamMaxAgeZero", func(c *config.Config) { c.StreamMaxAge = 0 }, "PAYSTREAM_STREAM_MAX_AGE,PAYSTREAM_DUPLICATE_WINDOW",
 			[]string{"PAYSTREAM_STREAM_MAX_AGE (--stream-max-age): must be greater than 0, got 0s", "must not exceed PAYSTREAM_STREAM_MAX_AGE"}},
 		{"DuplicateWindowShort", func(c *config.Config) { c.DuplicateWindow = time.Minute }, "PAYSTREAM_DUPLICATE_WINDOW", []string{"at least 2m0s, got 1m0s"}},
@@ -655,7 +658,7 @@ func TestVars(t *testing.T) {
 	t.Parallel()
 
 	vars := config.Vars()
-	require.Len(t, vars, 47)
+	require.Len(t, vars, 48)
 	require.Equal(t, "PAYSTREAM_NATS_URL", vars[0], "declaration order")
 	seen := map[string]bool{}
 	for _, v := range vars {

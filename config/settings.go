@@ -308,6 +308,12 @@ func (c *Config) settings() []setting {
 			value: newBool(&c.Provision, true),
 		},
 		{
+			name:  "STREAM_REPLICAS",
+			usage: "replicas of the streams and the consumer: 1 on a single server, 3 on a cluster",
+			value: newInt(&c.StreamReplicas, 1),
+			rules: []rule{{fn: between(&c.StreamReplicas, 1, 5)}},
+		},
+		{
 			name:  "MAX_ACK_PENDING",
 			usage: "consumer MaxAckPending; 0 = derived by the worker",
 			value: newInt(&c.MaxAckPending, 0),

@@ -389,10 +389,12 @@ func TestPostgresConnectionLossMidRun(t *testing.T) {
 	// Kill every connection of the workers' database.
 	admin := pgtest.NewPool(t)
 	for range 3 {
-		_, err := admin.Exec(context.Background(),
-			`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
-			s.pool.Config().ConnConfig.Database)
-		require.NoError(t, err)
+		s.waitFor("connections killed", 10*time.Second, func() bool {
+			_, err := admin.Exec(context.Background(),
+				`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+				s.pool.Config().ConnConfig.Database)
+			return err == nil
+		})
 		time.Sleep(100 * time.Millisecond)
 	}
 	s.waitFor("all final after connection loss", 90*time.Second, func() bool { return s.finalRows() == n })

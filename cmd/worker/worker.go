@@ -1,0 +1,441 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/paystream/paystream/config"
+	"github.com/paystream/paystream/consumer"
+	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/internal/metrics"
+	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/processing"
+	"github.com/paystream/paystream/store"
+)
+
+// worker is one wired worker process.
+type worker struct {
+	cfg      config.Config
+	log      zerolog.Logger
+	nc       *nats.Conn
+	ncClosed chan struct{}
+	pool     *pgxpool.Pool
+	batcher  *store.Batcher
+	cons     *consumer.Consumer
+	sweeper  *processing.Sweeper
+	http     *http.Server
+	listener net.Listener
+	closeGW  func()
+}
+
+func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (config.Config, error) {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg, err := config.Parse(fs, args, lookupEnv)
+	if errors.Is(err, flag.ErrHelp) {
+		return cfg, errUsage
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg config.Config, stderr io.Writer) zerolog.Logger {
+	var out io.Writer = stderr
+	if cfg.LogFormat == "console" {
+		out = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
+	}
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		level = zerolog.InfoLevel
+	}
+	return zerolog.New(out).Level(level).With().Timestamp().Logger()
+}
+
+func migrateOnly(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) error {
+	// migrate needs no gateway; let the usual validation pass without one.
+	env := func(k string) (string, bool) {
+		if k == "PAYSTREAM_GATEWAY_URL" {
+			if v, ok := lookupEnv(k); ok && v != "" {
+				return v, ok
+			}
+			return "fake", true
+		}
+		return lookupEnv(k)
+	}
+	cfg, err := parseConfig(args, env, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	log.Info().Msg("migrations applied")
+	return nil
+}
+
+func newWorker(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (w *worker, err error) {
+	cfg, err := parseConfig(args, lookupEnv, stderr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.WorkerID == "" {
+		cfg.WorkerID = defaultWorkerID()
+	}
+	log := newLogger(cfg, stderr).With().Str("worker_id", cfg.WorkerID).Logger()
+	log.Info().EmbedObject(cfg).Msg("starting worker")
+
+	w = &worker{cfg: cfg, log: log}
+	// "return nil, err" sets w to nil before this runs: close the worker
+	// being built, not the named result.
+	partial := w
+	defer func() {
+		if err != nil {
+			partial.close()
+		}
+	}()
+
+	if cfg.Migrate {
+		if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+		log.Info().Msg("migrations applied")
+	}
+
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, errors.New("parse PAYSTREAM_DATABASE_URL: invalid connection string")
+	}
+	pcfg.MaxConns = int32(cfg.DBMaxConns)
+	if pcfg.MaxConns == 0 {
+		pcfg.MaxConns = int32(16 + cfg.Concurrency/32)
+	}
+	if w.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+		return nil, fmt.Errorf("database pool: %w", err)
+	}
+
+	w.ncClosed = make(chan struct{})
+	if w.nc, err = connectNATS(cfg, log, w.ncClosed); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(w.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+
+	gw, err := newGateway(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := gw.(interface{ Close() }); ok {
+		w.closeGW = c.Close
+	}
+
+	st := store.New(w.pool)
+	w.batcher = store.NewBatcher(st, store.BatcherConfig{MaxBatch: cfg.BatchSize, MaxWait: cfg.BatchWait})
+	proc := processing.New(processing.Config{
+		Owner:              cfg.WorkerID,
+		Lease:              cfg.Lease,
+		MaxDeliver:         cfg.MaxDeliver,
+		RetryBackoff:       cfg.RetryBackoff,
+		RetryBackoffMax:    cfg.RetryBackoffMax,
+		RateLimit:          cfg.RateLimit,
+		RateBurst:          cfg.RateBurst,
+		BreakerFailures:    uint32(cfg.BreakerFailures),
+		BreakerOpenTimeout: cfg.BreakerOpenTimeout,
+		Limits:             payment.Limits{MaxAmountMinor: cfg.MaxAmountMinor},
+	}, w.batcher, gw, log, m)
+
+	ccfg := consumer.Config{
+		Stream:          cfg.Stream,
+		ResultsStream:   cfg.ResultsStream,
+		DLQStream:       cfg.DLQStream,
+		Consumer:        cfg.Consumer,
+		SubjectPrefix:   cfg.SubjectPrefix,
+		Replicas:        cfg.StreamReplicas,
+		Concurrency:     cfg.Concurrency,
+		MaxDeliver:      cfg.MaxDeliver,
+		AckWait:         cfg.AckWait,
+		MaxAckPending:   cfg.MaxAckPending,
+		StreamMaxAge:    cfg.StreamMaxAge,
+		DuplicateWindow: cfg.DuplicateWindow,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	}
+	if cfg.Provision {
+		if err := provision(ctx, js, ccfg, log); err != nil {
+			return nil, err
+		}
+	}
+	w.cons = consumer.New(js, ccfg, proc, log, m)
+
+	w.sweeper = processing.NewSweeper(processing.SweeperConfig{
+		Interval:  cfg.SweepInterval,
+		Grace:     cfg.SweepGrace,
+		Retention: cfg.Retention,
+	}, func(ctx context.Context, grace time.Duration, limit int) ([]processing.StuckPayment, bool, error) {
+		rows, ok, err := st.SweepStuck(ctx, grace, limit)
+		out := make([]processing.StuckPayment, len(rows))
+		for i, r := range rows {
+			out[i] = processing.StuckPayment{Key: r.Key, PaymentID: r.PaymentID, Attempts: r.Attempts, Subject: r.Subject, Body: r.Body}
+		}
+		return out, ok, err
+	}, w.cons.Republish, st.DeleteCompletedBefore, log, m)
+
+	if cfg.HTTPAddr != "" {
+		if w.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("listen on PAYSTREAM_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+		}
+		w.http = &http.Server{Handler: w.routes(reg), ReadHeaderTimeout: 5 * time.Second}
+	}
+	return w, nil
+}
+
+// provision creates the streams and consumer, waiting for NATS if it is not
+// reachable yet.
+func provision(ctx context.Context, js jetstream.JetStream, ccfg consumer.Config, log zerolog.Logger) error {
+	for i := uint64(1); ; i++ {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := consumer.Provision(pctx, js, ccfg)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("provision streams: %w", err)
+		}
+		log.Warn().Err(err).Msg("provision streams and consumer: retrying")
+		t := time.NewTimer(processing.Backoff(200*time.Millisecond, 5*time.Second, min(i, 30)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("provision streams: %w", err)
+		case <-t.C:
+		}
+	}
+}
+
+func newGateway(cfg config.Config) (processing.Gateway, error) {
+	if cfg.GatewayURL == "fake" {
+		return gateway.NewFake(gateway.FakeConfig{
+			Latency:     cfg.FakeLatency,
+			FailureRate: cfg.FakeFailureRate,
+			DeclineRate: cfg.FakeDeclineRate,
+		}), nil
+	}
+	gw, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: cfg.GatewayURL, Timeout: cfg.GatewayTimeout, Name: cfg.GatewayName})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return gw, nil
+}
+
+// connectNATS connects with reconnects for ever; closed is closed when the
+// connection is.
+func connectNATS(cfg config.Config, log zerolog.Logger, closed chan struct{}) (*nats.Conn, error) {
+	log = log.With().Str("component", "nats").Logger()
+	opts := []nats.Option{
+		nats.Name("paystream-worker " + cfg.WorkerID),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(8 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn().AnErr("cause", err).Msg("nats disconnected; reconnecting")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("server", nc.ConnectedServerId()).Msg("nats reconnected")
+		}),
+		nats.DrainTimeout(10 * time.Second),
+		nats.ClosedHandler(func(*nats.Conn) {
+			log.Info().Msg("nats connection closed")
+			close(closed)
+		}),
+	}
+	if cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	if cfg.NATSUser != "" {
+		opts = append(opts, nats.UserInfo(cfg.NATSUser, cfg.NATSPassword))
+	}
+	if cfg.NATSToken != "" {
+		opts = append(opts, nats.Token(cfg.NATSToken))
+	}
+	if cfg.NATSTLSCA != "" {
+		opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
+	}
+	if cfg.NATSTLSCert != "" {
+		opts = append(opts, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
+	}
+	urls := ""
+	for i, u := range cfg.NATSURLs {
+		if i > 0 {
+			urls += ","
+		}
+		urls += u
+	}
+	nc, err := nats.Connect(urls, opts...)
+	if err != nil {
+		// The error may quote a URL; report the redacted form.
+		return nil, fmt.Errorf("connect to NATS %v: %w", cfg.Redacted().NATSURLs, err)
+	}
+	return nc, nil
+}
+
+func defaultWorkerID() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "worker"
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// routes serves /healthz, /readyz and /metrics.
+func (w *worker) routes(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(rw, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+		if err := w.ready(r.Context()); err != nil {
+			http.Error(rw, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(rw, "ready\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}
+
+// ready reports whether NATS is connected, the database reachable and the
+// consumer bound and pulling.
+func (w *worker) ready(ctx context.Context) error {
+	var errs []error
+	if !w.nc.IsConnected() {
+		errs = append(errs, fmt.Errorf("nats: %s", w.nc.Status()))
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := w.pool.Ping(pctx); err != nil {
+		errs = append(errs, errors.New("database unreachable"))
+	}
+	if err := w.cons.Ready(); err != nil {
+		errs = append(errs, fmt.Errorf("consumer: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// run runs the worker until ctx ends, then drains and releases everything.
+// Order matters: the consumer drains while the batcher still records; the
+// batcher, sweeper and HTTP server stop after it; NATS drains last but one,
+// and the pool closes last.
+func (w *worker) run(ctx context.Context) error {
+	defer w.close()
+	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBg()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Go(func() {
+		if err := w.batcher.Run(bgCtx); err != nil && !errors.Is(err, context.Canceled) {
+			errc <- fmt.Errorf("batcher: %w", err)
+		}
+	})
+	wg.Go(func() { _ = w.sweeper.Run(ctx) })
+	if w.http != nil {
+		wg.Go(func() {
+			if err := w.http.Serve(w.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http server: %w", err)
+			}
+		})
+		w.log.Info().Str("addr", w.listener.Addr().String()).Msg("serving /metrics, /healthz, /readyz")
+	}
+	w.log.Info().Int("concurrency", w.cfg.Concurrency).Msg("worker running")
+
+	// A connection that nats.go gives up on (it closes after repeated
+	// authorization errors) never comes back: stop, so that the process
+	// supervisor restarts the worker, rather than idle while looking healthy.
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+	wg.Go(func() {
+		select {
+		case <-w.ncClosed:
+			err := errors.New("nats connection closed")
+			if last := w.nc.LastError(); last != nil {
+				err = fmt.Errorf("%w: %w", err, last)
+			}
+			stopRun(err)
+		case <-runCtx.Done():
+		}
+	})
+	err := w.cons.Run(runCtx)
+	if cause := context.Cause(runCtx); ctx.Err() == nil && cause != nil {
+		err = errors.Join(err, cause)
+		w.log.Error().Err(cause).Msg("stopping")
+	}
+	stopRun(nil)
+	w.log.Info().Msg("consumer stopped; shutting down")
+
+	if w.http != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = w.http.Shutdown(sctx)
+		cancel()
+	}
+	stopBg()
+	wg.Wait()
+	close(errc)
+	for e := range errc {
+		err = errors.Join(err, e)
+	}
+	w.log.Info().Msg("worker stopped")
+	return err
+}
+
+// close releases connections; it is safe on a partly built worker.
+func (w *worker) close() {
+	if w.nc != nil {
+		// Drain flushes pending acks and publishes, then closes; the drain
+		// timeout bounds it.
+		if err := w.nc.Drain(); err != nil {
+			w.nc.Close()
+		}
+		<-w.ncClosed
+		w.nc = nil
+	}
+	if w.listener != nil {
+		_ = w.listener.Close() // already closed by Shutdown when it served
+	}
+	if w.closeGW != nil {
+		w.closeGW()
+	}
+	if w.pool != nil {
+		w.pool.Close()
+		w.pool = nil
+	}
+}
