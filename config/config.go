@@ -215,6 +215,10 @@ type Config struct {
 	// Migrate makes the worker apply pending migrations at start
 	// (PAYSTREAM_MIGRATE, --migrate). Default false.
 	Migrate bool
+	// Pprof also serves Go's /debug/pprof profiles on HTTPAddr
+	// (PAYSTREAM_PPROF, --pprof), for profiling a running worker; keep the
+	// address private. Default false.
+	Pprof bool
 }
 
 // SettingError is one problem with one setting. Parse and Validate return

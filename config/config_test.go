@@ -214,6 +214,7 @@ func TestParseEachSetting(t *testing.T) {
 		{"PAYSTREAM_BATCH_SIZE", "16", nil, func(c *config.Config) { c.BatchSize = 16 }},
 		{"PAYSTREAM_BATCH_WAIT", "2ms", nil, func(c *config.Config) { c.BatchWait = 2 * time.Millisecond }},
 		{"PAYSTREAM_MIGRATE", "true", nil, func(c *config.Config) { c.Migrate = true }},
+		{"PAYSTREAM_PPROF", "true", nil, func(c *config.Config) { c.Pprof = true }},
 	}
 
 	t.Run("CoversEverySetting", func(t *testing.T) {
@@ -658,7 +659,7 @@ func TestVars(t *testing.T) {
 	t.Parallel()
 
 	vars := config.Vars()
-	require.Len(t, vars, 48)
+	require.Len(t, vars, 49)
 	require.Equal(t, "PAYSTREAM_NATS_URL", vars[0], "declaration order")
 	seen := map[string]bool{}
 	for _, v := range vars {

@@ -402,6 +402,11 @@ func (c *Config) settings() []setting {
 			usage: "apply pending database migrations at start",
 			value: newBool(&c.Migrate, false),
 		},
+		{
+			name:  "PPROF",
+			usage: "also serve Go's /debug/pprof profiles on the HTTP address (never expose it publicly)",
+			value: newBool(&c.Pprof, false),
+		},
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"time"
@@ -128,8 +129,13 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 	}
 	pcfg.MaxConns = int32(cfg.DBMaxConns)
 	if pcfg.MaxConns == 0 {
+		// The batcher needs a few connections per kind of statement; the
+		// rest serve sweeps, readiness and bursts.
 		pcfg.MaxConns = int32(16 + cfg.Concurrency/32)
 	}
+	// Open connections up front so that the first payments do not pay for
+	// connection set-up.
+	pcfg.MinConns = min(pcfg.MaxConns, 8)
 	if w.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)
 	}
@@ -330,6 +336,13 @@ func (w *worker) routes(reg *prometheus.Registry) http.Handler {
 		_, _ = io.WriteString(rw, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if w.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
