@@ -51,3 +51,33 @@ fuzz: ## run each fuzz target for $(FUZZTIME) (make fuzz FUZZTIME=1m)
 	done; \
 	if [ "$$n" -eq 0 ]; then echo "no fuzz targets found"; exit 1; fi; \
 	echo "$$n fuzz targets passed"
+
+# The local system as real processes (internal/localstack): NATS from the
+# nats-server version pinned in go.mod, a throwaway Postgres (or
+# PAYSTREAM_DATABASE_URL), the gateway simulator and three workers.
+.PHONY: nats-server chaos
+
+nats-server: ## build the nats-server pinned in go.mod into ./bin
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+
+demo: build nats-server ## the whole system on one machine: 20,000 payments, a summary and a verdict
+	$(GO) build -trimpath -o $(BIN)/demo ./cmd/demo
+	$(BIN)/demo --bin $(BIN)
+
+dev: build nats-server ## the same system left running until Ctrl-C, with commands to publish and inspect
+	$(GO) build -trimpath -o $(BIN)/demo ./cmd/demo
+	$(BIN)/demo --dev --bin $(BIN)
+
+chaos: build nats-server ## fault-injection suite: kills, restarts, outages; exits 1 when an invariant fails
+	$(GO) build -trimpath -o $(BIN)/chaos ./cmd/chaos
+	$(BIN)/chaos --bin $(BIN)
+
+# bench: end-to-end throughput of worker processes on real NATS and Postgres
+# against raw JetStream fetch-and-ack of the same messages (BENCH_N payments
+# per scenario, default 100000), then the hot-path micro-benchmarks.
+BENCH_N ?= 100000
+.PHONY: bench
+bench: build nats-server ## end-to-end benchmark: one table and a last line "bench payments_per_s=…"
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./payment/
+	BENCH_N=$(BENCH_N) $(GO) run ./cmd/bench -bin $(BIN)

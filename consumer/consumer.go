@@ -23,8 +23,10 @@ import (
 type Processor interface {
 	// Process runs one delivery and decides what to do with it.
 	Process(ctx context.Context, m processing.Message) processing.Decision
-	// Admit says how many messages may be pulled now (-1 unlimited) and, when
-	// none, how long to wait.
+	// Admit says how many messages may be in flight now (-1 unlimited) and,
+	// when none, how long to wait. A positive limit counts the messages
+	// still being processed: with 1 (a half-open breaker's probe) the
+	// consumer pulls nothing until the message in flight has finished.
 	Admit() (limit int, wait time.Duration)
 }
 
@@ -38,6 +40,10 @@ const (
 	HeaderRedacted        = "Paystream-Redacted"
 	HeaderTruncated       = "Paystream-Truncated"
 )
+
+// admitPoll is how long the pull loop waits before asking Admit again when
+// the limit it gave is taken by messages in flight.
+const admitPoll = 20 * time.Millisecond
 
 // deadLetterKeep is how much of an oversize body a dead letter keeps.
 const deadLetterKeep = 4 * 1024
@@ -155,6 +161,15 @@ func (c *Consumer) pullLoop(ctx, workCtx context.Context, slots chan struct{}, w
 			}
 		}
 		limit, wait := c.proc.Admit()
+		if limit > 0 {
+			// A positive limit caps the messages in flight, not only this
+			// pull (a half-open breaker admits its one probe): count the
+			// ones still running.
+			limit -= len(slots) - n
+			if limit <= 0 {
+				limit, wait = 0, admitPoll
+			}
+		}
 		if limit == 0 {
 			release(n)
 			if !sleep(ctx, wait) {

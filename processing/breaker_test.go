@@ -150,6 +150,33 @@ func TestBreakerHalfOpen(t *testing.T) {
 	})
 }
 
+// TestBreakerHalfOpenAdmitsNothingWhileProbing is a regression test found
+// by the chaos suite: while half-open, Admit said 1 on every call, so the
+// pull loop fetched one message after another while the probe ran, and each
+// of them failed with ErrTooManyRequests and was nak'ed, burning one of its
+// deliveries every time (thousands of deliveries per outage in the suite).
+func TestBreakerHalfOpenAdmitsNothingWhileProbing(t *testing.T) {
+	t.Parallel()
+	gw := newFakeGateway(trouble(), gwStep{block: true}, succeeded("ch_ok"))
+	b := setup(t, breakerConfig(1, 50*time.Millisecond), nil, gw)
+
+	require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Label)
+	waitHalfOpen(t, b.proc)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan processing.Decision, 1)
+	go func() { done <- b.proc.Process(ctx, delivery(2)) }()
+	<-gw.started
+
+	wait := requireAdmit(t, b.proc, 0)
+	require.Positive(t, wait, "the pull loop waits while the probe runs")
+	require.LessOrEqual(t, wait, 100*time.Millisecond, "and looks again soon")
+
+	cancel()
+	require.Equal(t, "shutdown", (<-done).Label)
+	requireAdmit(t, b.proc, 1)
+}
+
 func TestBreakerIgnoresBusinessAnswers(t *testing.T) {
 	t.Parallel()
 	steps := []gwStep{

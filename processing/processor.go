@@ -161,7 +161,14 @@ type Processor struct {
 
 	// openUntil is the UnixNano time at which an open breaker half-opens.
 	openUntil atomic.Int64
+	// inFlight counts the Process calls running, so that a half-open
+	// breaker admits one message at a time.
+	inFlight atomic.Int64
 }
+
+// halfOpenPoll is how long the pull loop waits before asking Admit again
+// while a half-open breaker's probe runs.
+const halfOpenPoll = 20 * time.Millisecond
 
 // New returns a Processor. It panics on a missing dependency (a wiring bug).
 func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *metrics.Metrics) *Processor {
@@ -212,8 +219,12 @@ func (p *Processor) onBreakerState(_ string, from, to gobreaker.State) {
 
 // Admit tells the consumer how many new messages it may pull now: -1 for no
 // limit; 0 while the breaker is open, with how long until it half-opens; 1
-// while it is half-open and probing. Pulling nothing while open keeps the
-// backlog from burning its deliveries (DESIGN.md §6.6).
+// while it is half-open and nothing is in flight (the probe), and 0 with a
+// short wait while the probe or any other message is still in flight.
+// Pulling nothing while open, and one message at a time while half-open,
+// keeps the backlog from burning its deliveries (DESIGN.md §6.6): a second
+// message pulled during the probe would fail with ErrTooManyRequests and be
+// nak'ed, costing it a delivery.
 func (p *Processor) Admit() (limit int, wait time.Duration) {
 	switch p.breaker.State() {
 	case gobreaker.StateOpen:
@@ -223,6 +234,9 @@ func (p *Processor) Admit() (limit int, wait time.Duration) {
 		}
 		return 0, wait
 	case gobreaker.StateHalfOpen:
+		if p.inFlight.Load() > 0 {
+			return 0, halfOpenPoll
+		}
 		return 1, 0
 	default:
 		return -1, 0
@@ -240,6 +254,8 @@ func (p *Processor) Admit() (limit int, wait time.Duration) {
 // rescue (a released or unrecorded lease) or, for ClaimBusy, the holder of
 // the live lease (this message's earlier delivery) carries the payment on.
 func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
+	p.inFlight.Add(1)
+	defer p.inFlight.Add(-1)
 	var (
 		req  *payment.Request
 		held *payment.Release // the lease while it is ours to record or release

@@ -3,7 +3,10 @@
 // Idempotency-Key, with configurable latency, declines, errors, rate
 // limiting, hangs and lost responses, and a count of real charges for tests.
 //
-// Endpoints: POST /v1/charges, GET /v1/stats, GET /metrics, GET /healthz.
+// Endpoints: POST /v1/charges, GET /v1/stats, GET and PUT /v1/config (change
+// the simulated faults at run time), POST /v1/charges/lookup (what the
+// simulator recorded per idempotency key), GET /metrics, GET /healthz. See
+// package gateway/sim.
 //
 // Every flag has an environment variable: GATEWAYSIM_ plus the flag name in
 // upper case with - as _ (--error-rate → GATEWAYSIM_ERROR_RATE). Flags win.

@@ -119,6 +119,18 @@ func TestRun(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "ok\n", body)
 
+	// The admin endpoints are mounted: change the configuration at run time.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, base+"/v1/config", strings.NewReader(`{"error_rate":1}`))
+	require.NoError(t, err)
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	code, body = get("/v1/config")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, `"error_rate":1`)
+
 	code, body = get("/metrics")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, `gatewaysim_requests_total{code="201"} 1`)

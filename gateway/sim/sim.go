@@ -12,13 +12,24 @@
 //
 // Endpoints:
 //
-//	POST /v1/charges  charge (DESIGN.md §5)
-//	GET  /v1/stats    {"real_charges":…,"distinct_keys":…,"in_flight":…,"double_charged_payment_ids":[…]}
+//	POST /v1/charges         charge (DESIGN.md §5)
+//	GET  /v1/stats           {"real_charges":…,"distinct_keys":…,"in_flight":…,"double_charged_payment_ids":[…]}
+//	GET  /v1/config          the current Config as JSON (durations as Go duration strings)
+//	PUT  /v1/config          replace the Config (fields left out become zero; seed and
+//	                         max_keys are ignored); 400 with every problem when invalid
+//	POST /v1/charges/lookup  {"keys":[…]} → {"keys":[{"key":…,"state":…,"charge_id":…},…]}:
+//	                         what the simulator holds for each idempotency key, so that
+//	                         tests can check a recorded charge id against the gateway's
+//
+// The config and lookup endpoints are test and operator tools: they let a
+// fault-injection suite switch outages, slowness and rate limiting on and off
+// while a load runs, and check outcomes from the outside.
 //
 // /metrics and /healthz are mounted by the binary, not here.
 package sim
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
@@ -203,6 +214,9 @@ func New(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) *Server {
 	}
 	s.mux.HandleFunc("POST /v1/charges", s.handleCharge)
 	s.mux.HandleFunc("GET /v1/stats", s.handleStats)
+	s.mux.HandleFunc("GET /v1/config", s.handleGetConfig)
+	s.mux.HandleFunc("PUT /v1/config", s.handlePutConfig)
+	s.mux.HandleFunc("POST /v1/charges/lookup", s.handleLookup)
 	return s
 }
 
@@ -236,6 +250,40 @@ func (s *Server) Stats() gateway.Stats {
 // key: 0 or 1, since the simulator charges at most once per key it
 // remembers.
 func (s *Server) ChargesFor(key string) int { return s.ledger.ChargesFor(key) }
+
+// Key states of KeyState.State.
+const (
+	KeyUnknown  = "unknown"   // never seen, aborted, or forgotten
+	KeyInFlight = "in_flight" // the key's first request is running
+	KeyDone     = "done"      // a result is recorded
+)
+
+// KeyState is what the simulator holds for one idempotency key.
+type KeyState struct {
+	Key string `json:"key"`
+	// State is KeyUnknown, KeyInFlight or KeyDone.
+	State string `json:"state"`
+	// Charged is true when the recorded result is a charge.
+	Charged bool `json:"charged"`
+	// ChargeID is the id of the charge, when Charged.
+	ChargeID string `json:"charge_id,omitempty"`
+	// DeclineCode is the code of a recorded decline.
+	DeclineCode string `json:"decline_code,omitempty"`
+}
+
+// Lookup returns what the simulator holds for the idempotency key.
+func (s *Server) Lookup(key string) KeyState {
+	state, res := s.ledger.Lookup(key)
+	ks := KeyState{Key: key, State: KeyUnknown}
+	switch state {
+	case ledger.Running:
+		ks.State = KeyInFlight
+	case ledger.Done:
+		ks.State = KeyDone
+		ks.Charged, ks.ChargeID, ks.DeclineCode = res.Charged, res.ChargeID, res.DeclineCode
+	}
+	return ks
+}
 
 // plan is the chaos drawn for one request.
 type plan struct {
@@ -480,4 +528,142 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.Stats())
+}
+
+func (s *Server) handleGetConfig(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Config())
+}
+
+func (s *Server) handlePutConfig(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorAnswer{Error: errorBody{Type: "invalid_request_error", Code: ledger.CodeInvalidRequest, Message: "cannot read request body"}})
+		return
+	}
+	var cfg Config
+	if err := json.Unmarshal(body, &cfg); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorAnswer{Error: errorBody{Type: "invalid_request_error", Code: ledger.CodeInvalidRequest, Message: err.Error()}})
+		return
+	}
+	if err := cfg.Validate(); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorAnswer{Error: errorBody{Type: "invalid_request_error", Code: ledger.CodeInvalidRequest, Message: err.Error()}})
+		return
+	}
+	s.SetConfig(cfg)
+	cur := s.Config()
+	s.logger.Info().Dur("latency", cur.Latency).Dur("latency_jitter", cur.LatencyJitter).
+		Float64("decline_rate", cur.DeclineRate).Float64("error_rate", cur.ErrorRate).
+		Float64("rate_limit_rate", cur.RateLimitRate).Float64("timeout_rate", cur.TimeoutRate).
+		Float64("lost_response_rate", cur.LostResponseRate).Msg("configuration changed")
+	writeJSON(w, http.StatusOK, cur)
+}
+
+// maxLookupBytes bounds a lookup request body (about 100,000 keys).
+const maxLookupBytes = 16 << 20
+
+// lookupRequest is the body of POST /v1/charges/lookup, and lookupAnswer
+// its answer, in the same order.
+type lookupRequest struct {
+	Keys []string `json:"keys"`
+}
+
+type lookupAnswer struct {
+	Keys []KeyState `json:"keys"`
+}
+
+func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
+	var req lookupRequest
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLookupBytes))
+	if err == nil {
+		err = json.Unmarshal(body, &req)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorAnswer{Error: errorBody{Type: "invalid_request_error", Code: ledger.CodeInvalidRequest, Message: "body must be {\"keys\":[...]} of at most 16 MiB"}})
+		return
+	}
+	ans := lookupAnswer{Keys: make([]KeyState, len(req.Keys))}
+	for i, k := range req.Keys {
+		ans.Keys[i] = s.Lookup(k)
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// configJSON is the JSON form of Config: durations as Go duration strings
+// ("250ms"), rates as numbers.
+type configJSON struct {
+	Latency          string  `json:"latency"`
+	LatencyJitter    string  `json:"latency_jitter"`
+	DeclineRate      float64 `json:"decline_rate"`
+	ErrorRate        float64 `json:"error_rate"`
+	RateLimitRate    float64 `json:"rate_limit_rate"`
+	TimeoutRate      float64 `json:"timeout_rate"`
+	LostResponseRate float64 `json:"lost_response_rate"`
+	RetryAfter       string  `json:"retry_after"`
+	HangFor          string  `json:"hang_for"`
+	Seed             int64   `json:"seed"`
+	MaxKeys          int     `json:"max_keys"`
+}
+
+// MarshalJSON encodes c with durations as Go duration strings.
+func (c Config) MarshalJSON() ([]byte, error) {
+	return json.Marshal(configJSON{
+		Latency:          c.Latency.String(),
+		LatencyJitter:    c.LatencyJitter.String(),
+		DeclineRate:      c.DeclineRate,
+		ErrorRate:        c.ErrorRate,
+		RateLimitRate:    c.RateLimitRate,
+		TimeoutRate:      c.TimeoutRate,
+		LostResponseRate: c.LostResponseRate,
+		RetryAfter:       c.RetryAfter.String(),
+		HangFor:          c.HangFor.String(),
+		Seed:             c.Seed,
+		MaxKeys:          c.MaxKeys,
+	})
+}
+
+// UnmarshalJSON decodes the form MarshalJSON writes. Missing fields and
+// empty durations are zero; unknown fields and unparsable durations are
+// errors.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	var j configJSON
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return fmt.Errorf("gateway simulator config: %w", err)
+	}
+	out := Config{
+		DeclineRate:      j.DeclineRate,
+		ErrorRate:        j.ErrorRate,
+		RateLimitRate:    j.RateLimitRate,
+		TimeoutRate:      j.TimeoutRate,
+		LostResponseRate: j.LostResponseRate,
+		Seed:             j.Seed,
+		MaxKeys:          j.MaxKeys,
+	}
+	var errs []error
+	for _, d := range []struct {
+		name string
+		s    string
+		dst  *time.Duration
+	}{
+		{"latency", j.Latency, &out.Latency},
+		{"latency_jitter", j.LatencyJitter, &out.LatencyJitter},
+		{"retry_after", j.RetryAfter, &out.RetryAfter},
+		{"hang_for", j.HangFor, &out.HangFor},
+	} {
+		if d.s == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", d.name, err))
+			continue
+		}
+		*d.dst = v
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("gateway simulator config: %w", err)
+	}
+	*c = out
+	return nil
 }

@@ -322,3 +322,104 @@ func counters(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 	}
 	return out
 }
+
+// do sends a request with body to the handler and returns the recorder.
+func do(t *testing.T, s http.Handler, method, path, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequestWithContext(t.Context(), method, path, strings.NewReader(body))
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, r)
+	return w
+}
+
+func TestConfigEndpoint(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, sim.Config{Seed: 3, MaxKeys: 7, DeclineRate: 0.25})
+
+	w := do(t, s, http.MethodGet, "/v1/config", "")
+	require.Equal(t, http.StatusOK, w.Code)
+	require.JSONEq(t, `{"latency":"0s","latency_jitter":"0s","decline_rate":0.25,"error_rate":0,
+		"rate_limit_rate":0,"timeout_rate":0,"lost_response_rate":0,"retry_after":"1s","hang_for":"1m0s",
+		"seed":3,"max_keys":7}`, w.Body.String())
+
+	// PUT replaces the whole configuration; seed and max_keys stay.
+	w = do(t, s, http.MethodPut, "/v1/config", `{"error_rate":1,"latency":"150ms","retry_after":"2s","seed":99}`)
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	want := sim.Config{ErrorRate: 1, Latency: 150 * time.Millisecond, RetryAfter: 2 * time.Second,
+		HangFor: sim.DefaultHangFor, Seed: 3, MaxKeys: 7}
+	require.Equal(t, want, s.Config())
+	var echoed sim.Config
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &echoed))
+	require.Equal(t, want, echoed)
+
+	// The new configuration applies to the next request: an outage.
+	require.Equal(t, http.StatusServiceUnavailable, post(t, t.Context(), s, "k1", okBody).Status)
+
+	for name, body := range map[string]string{
+		"invalid rate":     `{"error_rate":2}`,
+		"bad duration":     `{"latency":"fast"}`,
+		"unknown field":    `{"error_rat":1}`,
+		"negative latency": `{"latency":"-1s"}`,
+		"not json":         `{`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := do(t, s, http.MethodPut, "/v1/config", body)
+			require.Equal(t, http.StatusBadRequest, w.Code)
+			require.Equal(t, want, s.Config(), "a refused configuration changes nothing")
+		})
+	}
+
+	// Round trip through JSON.
+	c := sim.Config{Latency: time.Second, LatencyJitter: 5 * time.Millisecond, DeclineRate: 0.1, ErrorRate: 0.2,
+		RateLimitRate: 0.3, TimeoutRate: 0.4, LostResponseRate: 0.5, RetryAfter: 3 * time.Second, HangFor: time.Hour, Seed: 1, MaxKeys: -1}
+	b, err := json.Marshal(c)
+	require.NoError(t, err)
+	var back sim.Config
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Equal(t, c, back)
+}
+
+func TestLookupEndpoint(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, sim.Config{})
+	charged := post(t, t.Context(), s, "paid", okBody)
+	require.Equal(t, http.StatusCreated, charged.Status)
+	require.Equal(t, http.StatusPaymentRequired, post(t, t.Context(), s, "declined", strings.Replace(okBody, "1000", "1013", 1)).Status)
+	s.SetConfig(sim.Config{ErrorRate: 1})
+	require.Equal(t, http.StatusServiceUnavailable, post(t, t.Context(), s, "failed", okBody).Status)
+
+	w := do(t, s, http.MethodPost, "/v1/charges/lookup", `{"keys":["paid","declined","failed","never"]}`)
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	var ans struct {
+		Keys []sim.KeyState `json:"keys"`
+	}
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &ans))
+	require.Equal(t, []sim.KeyState{
+		{Key: "paid", State: sim.KeyDone, Charged: true, ChargeID: charged.ID},
+		{Key: "declined", State: sim.KeyDone, DeclineCode: "card_declined"},
+		{Key: "failed", State: sim.KeyUnknown},
+		{Key: "never", State: sim.KeyUnknown},
+	}, ans.Keys)
+	require.Equal(t, ans.Keys[0], s.Lookup("paid"))
+
+	require.Equal(t, http.StatusBadRequest, do(t, s, http.MethodPost, "/v1/charges/lookup", `{"keys":"paid"}`).Code)
+	// The charge endpoint is unaffected by the lookup route.
+	require.Equal(t, http.StatusCreated, post(t, t.Context(), s, "paid", okBody).Status)
+}
+
+func TestLookupInFlight(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, sim.Config{TimeoutRate: 1, HangFor: time.Hour})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/charges", strings.NewReader(okBody))
+		r.Header.Set("Idempotency-Key", "hang")
+		s.ServeHTTP(httptest.NewRecorder(), r)
+	}()
+	require.Eventually(t, func() bool { return s.Lookup("hang").State == sim.KeyInFlight }, 5*time.Second, 5*time.Millisecond)
+	cancel()
+	<-done
+	require.Equal(t, sim.KeyUnknown, s.Lookup("hang").State)
+}

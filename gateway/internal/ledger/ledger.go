@@ -337,6 +337,36 @@ func (l *Ledger) ChargesFor(key string) int {
 	return 0
 }
 
+// State is what a ledger knows of a key (Lookup).
+type State uint8
+
+// The states of a key.
+const (
+	// Unknown: never seen, aborted, or forgotten.
+	Unknown State = iota
+	// Running: the key's first request is in flight.
+	Running
+	// Done: the key has a recorded result.
+	Done
+)
+
+// Lookup returns what the ledger holds for key, and its recorded result when
+// the state is Done. It changes nothing.
+func (l *Ledger) Lookup(key string) (State, Result) {
+	k := hashKey(key)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.entries[k]
+	switch {
+	case !ok:
+		return Unknown, Result{}
+	case e.state == stateInFlight:
+		return Running, Result{}
+	default:
+		return Done, l.result(e)
+	}
+}
+
 // Stats returns a snapshot of the counters.
 func (l *Ledger) Stats() Stats {
 	l.mu.Lock()

@@ -60,6 +60,35 @@ func TestAbortForgetsKey(t *testing.T) {
 	l.Abort("unknown")
 }
 
+func TestLookup(t *testing.T) {
+	t.Parallel()
+	l := New(Config{ChargePrefix: "x_"})
+	state, res := l.Lookup("k")
+	require.Equal(t, Unknown, state)
+	require.Zero(t, res)
+
+	l.Begin("k", 1)
+	state, _ = l.Lookup("k")
+	require.Equal(t, Running, state)
+	charged := l.Charge("k", "p")
+	state, res = l.Lookup("k")
+	require.Equal(t, Done, state)
+	require.Equal(t, charged, res)
+	require.Equal(t, "ch_x_1", res.ChargeID)
+
+	l.Begin("d", 1)
+	l.Decline("d", "card_declined")
+	state, res = l.Lookup("d")
+	require.Equal(t, Done, state)
+	require.Equal(t, Result{DeclineCode: "card_declined"}, res)
+
+	l.Begin("a", 1)
+	l.Abort("a")
+	state, _ = l.Lookup("a")
+	require.Equal(t, Unknown, state)
+	require.Equal(t, Stats{Charges: 1, Keys: 2, DoubleCharged: []string{}}, l.Stats(), "Lookup changes nothing")
+}
+
 func TestCompleteWithoutBeginPanics(t *testing.T) {
 	t.Parallel()
 	l := New(Config{})

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRunArguments(t *testing.T) {
+	t.Parallel()
+	getenv := func(string) string { return "" }
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"--nope"}, "flag provided but not defined"},
+		{"extra argument", []string{"now"}, "unexpected arguments"},
+		{"bad count", []string{"--count", "many"}, "invalid value"},
+		{"missing binaries", []string{"--bin", "/nonexistent"}, "make build nats-server"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := run(t.Context(), tc.args, getenv, io.Discard, io.Discard)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	require.ErrorIs(t, run(t.Context(), []string{"-h"}, getenv, io.Discard, io.Discard), flag.ErrHelp)
+}

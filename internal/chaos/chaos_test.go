@@ -1,0 +1,104 @@
+package chaos_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/paystream/paystream/internal/chaos"
+	"github.com/paystream/paystream/internal/localstack"
+	"github.com/paystream/paystream/internal/pgcluster"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// syncBuffer is a bytes.Buffer safe for the run's concurrent writers.
+type syncBuffer struct {
+	mu  chan struct{}
+	buf bytes.Buffer
+}
+
+func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu <- struct{}{}
+	defer func() { <-b.mu }()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu <- struct{}{}
+	defer func() { <-b.mu }()
+	return b.buf.String()
+}
+
+// TestChaosSmall is the CI-sized run of the chaos suite: real processes, a
+// small load, every fault once and three kills.
+func TestChaosSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs real processes for about a minute")
+	}
+	if _, err := pgcluster.FindBinDir(); errors.Is(err, pgcluster.ErrNoBinaries) {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	bin := t.TempDir()
+	require.NoError(t, localstack.Build(ctx, bin))
+
+	out := newSyncBuffer()
+	f := chaos.AllFaults
+	f.Flood = 100
+	res, err := chaos.Run(ctx, chaos.Config{
+		BinDir:        bin,
+		Payments:      1500,
+		LoadDuration:  15 * time.Second,
+		MinKills:      3,
+		MaxKills:      3,
+		Faults:        f,
+		SettleTimeout: time.Minute,
+		Seed:          42,
+		Out:           out,
+	})
+	t.Log("\n" + out.String())
+	require.NoError(t, err)
+	t.Log(res.FigureLine())
+	require.Empty(t, res.Problems, "kept in %s", res.Dir)
+	require.True(t, res.OK())
+
+	require.Equal(t, 3, res.Kills)
+	require.Equal(t, 2, res.Restarts, "NATS and Postgres")
+	require.GreaterOrEqual(t, res.WorkerRestarts, 4, "after each kill and the SIGTERM")
+	require.Equal(t, 1501, res.Payments, "the load and the flood")
+	require.NotNil(t, res.Report)
+	require.Equal(t, res.Payments, res.Report.ValidKeys)
+	require.Positive(t, res.Report.ConflictMessages)
+	require.Positive(t, res.Report.InvalidMessages)
+	require.GreaterOrEqual(t, res.Report.DuplicateMessages, 99, "the flood's copies at least")
+	require.Equal(t, res.Report.ConflictMessages, res.Report.DeadLetters["conflict"])
+	require.Equal(t, res.Report.InvalidMessages, res.Report.DeadLetters["invalid"])
+	require.Equal(t, int64(res.Report.Succeeded()), res.Report.RealCharges)
+	for _, want := range []string{"flood:", "429 burst", "NATS restart", "gateway outage", "slow gateway",
+		"Postgres restart", "SIGTERM", "exited 0", "kill -9"} {
+		require.True(t, containsEvent(res.Events, want), "event %q in %v", want, res.Events)
+	}
+	require.Contains(t, res.FigureLine(), "lost=0 double_charged=0 stuck=0 wrong_dead_letters=0")
+	require.Empty(t, res.Dir, "the working directory is removed after a passing run")
+}
+
+func containsEvent(events []string, s string) bool {
+	for _, e := range events {
+		if strings.Contains(e, s) {
+			return true
+		}
+	}
+	return false
+}
