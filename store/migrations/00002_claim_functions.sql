@@ -46,6 +46,9 @@ CREATE FUNCTION paystream_claim(
     o_completed_at      timestamptz
 )
 LANGUAGE plpgsql VOLATILE
+-- The set-based statements inside are planned for each call: a cached
+-- generic plan for arrays of unknown size can pick a scan of the whole table.
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     n       integer := coalesce(cardinality(p_keys), 0);
@@ -265,6 +268,9 @@ CREATE FUNCTION paystream_complete(
     o_completed_at      timestamptz
 )
 LANGUAGE plpgsql VOLATILE
+-- The set-based statements inside are planned for each call: a cached
+-- generic plan for arrays of unknown size can pick a scan of the whole table.
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     n   integer := coalesce(cardinality(p_keys), 0);
