@@ -288,7 +288,8 @@ func (b *bench) baseline(ctx context.Context) (float64, error) {
 	start := time.Now()
 	got := 0
 	for got < b.o.n {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		// Pull batches as large as the worker's largest (consumer.Config.MaxFetch).
+		batch, err := cons.Fetch(b.ccfg.MaxFetch, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return 0, err
 		}
