@@ -187,7 +187,10 @@ type Config struct {
 	SweepInterval time.Duration
 	// SweepGrace is how long a lease must have been expired before the
 	// sweeper rescues its row (PAYSTREAM_SWEEP_GRACE, --sweep-grace), ≥ 0.
-	// Default 1m.
+	// A released lease (a retry waiting for its redelivery) counts as
+	// expired, so keep the grace above the longest retry delay
+	// (RETRY_BACKOFF_MAX, BREAKER_OPEN_TIMEOUT, a gateway's Retry-After) or
+	// waiting payments are re-published as duplicates. Default 5m.
 	SweepGrace time.Duration
 	// Retention is how long final rows are kept (PAYSTREAM_RETENTION,
 	// --retention): at least 48h and longer than StreamMaxAge, so that a

@@ -110,7 +110,7 @@ func TestDefault(t *testing.T) {
 		StreamMaxAge:       168 * time.Hour,
 		DuplicateWindow:    2 * time.Minute,
 		SweepInterval:      30 * time.Second,
-		SweepGrace:         time.Minute,
+		SweepGrace:         5 * time.Minute,
 		Retention:          2160 * time.Hour,
 		BatchSize:          128,
 		BatchWait:          500 * time.Microsecond,

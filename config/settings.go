@@ -349,7 +349,7 @@ func (c *Config) settings() []setting {
 		{
 			name:  "SWEEP_GRACE",
 			usage: "how long a lease must have expired before its row is swept",
-			value: newDuration(&c.SweepGrace, time.Minute),
+			value: newDuration(&c.SweepGrace, 5*time.Minute),
 			rules: []rule{{fn: atLeast(&c.SweepGrace, 0)}},
 		},
 		{

@@ -66,6 +66,7 @@ type Consumer struct {
 	cons jetstream.Consumer
 
 	lastPull atomic.Int64 // UnixNano of the last pull that ended without error
+	idle     atomic.Bool  // the loop waits, by design, for a free slot or for Admit
 	failing  atomic.Bool  // pulls are failing; logged once per change
 }
 
@@ -86,6 +87,11 @@ func (c *Consumer) Ready() error {
 	last := c.lastPull.Load()
 	if last == 0 {
 		return errors.New("consumer not bound yet")
+	}
+	if c.idle.Load() {
+		// Every slot busy, or the breaker open: nothing to pull, and that
+		// is no stall.
+		return nil
 	}
 	if age := time.Since(time.Unix(0, last)); age > 3*c.cfg.FetchMaxWait+5*time.Second {
 		return fmt.Errorf("no successful pull for %s", age.Round(time.Second))
@@ -145,10 +151,19 @@ func (c *Consumer) pullLoop(ctx, workCtx context.Context, slots chan struct{}, w
 	for {
 		// Pull only into free slots, so no message waits in a local buffer
 		// while its ack timer runs (DESIGN.md §11.1).
+		if ctx.Err() != nil {
+			return
+		}
 		select {
 		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return
+		default:
+			c.idle.Store(true)
+			select {
+			case slots <- struct{}{}:
+				c.idle.Store(false)
+			case <-ctx.Done():
+				return
+			}
 		}
 		n := 1
 	more:
@@ -172,7 +187,10 @@ func (c *Consumer) pullLoop(ctx, workCtx context.Context, slots chan struct{}, w
 		}
 		if limit == 0 {
 			release(n)
-			if !sleep(ctx, wait) {
+			c.idle.Store(true)
+			ok := sleep(ctx, wait)
+			c.idle.Store(false)
+			if !ok {
 				return
 			}
 			continue
@@ -321,8 +339,9 @@ func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 		c.m.DeadLetters.WithLabelValues(string(d.DeadLetter.Reason)).Inc()
 		if d.Outcome != nil {
 			if err := c.publishOutcome(ctx, *d.Outcome, last); err != nil {
-				// The dead letter is out; the row is final; the outcome
-				// event is re-announced by the redelivery's duplicate check.
+				// The dead letter is out and the row final: the redelivery's
+				// claim finds it a duplicate (same message) and publishes
+				// both again under the same message ids.
 				log.Warn().Err(err).Msg("publish outcome failed: nak")
 				c.nak(msg, md)
 				return "publish_failed"
@@ -370,13 +389,15 @@ func (c *Consumer) publishOutcome(ctx context.Context, o payment.Outcome, last b
 func (c *Consumer) publishDeadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, dl processing.DeadLetter, last bool) error {
 	body := msg.Data()
 	m := nats.NewMsg(c.cfg.DLQSubject(string(dl.Reason)))
-	if len(body) > payment.MaxBodyBytes {
-		body = body[:deadLetterKeep]
-		m.Header.Set(HeaderTruncated, "true")
-	}
+	// Mask before cutting: a card number split by the cut would no longer
+	// look like one.
 	if masked, changed := payment.MaskCardNumbers(body); changed {
 		body = masked
 		m.Header.Set(HeaderRedacted, "true")
+	}
+	if len(body) > payment.MaxBodyBytes {
+		body = body[:deadLetterKeep]
+		m.Header.Set(HeaderTruncated, "true")
 	}
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+c.cfg.Stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))

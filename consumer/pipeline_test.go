@@ -186,6 +186,7 @@ func TestInvalidMessagesAreDeadLetteredOnce(t *testing.T) {
 		"non-string metadata": valid(func(m map[string]any) { m["metadata"] = map[string]any{"k": 1} }),
 		"bad created_at":      valid(func(m map[string]any) { m["created_at"] = "yesterday" }),
 		"too large":           valid(func(m map[string]any) { m["description"] = strings.Repeat("d", 66000) }),
+		"card across the cut": cardAcrossCut(),
 	}
 	for name, body := range cases {
 		s.publish("payments.requests.m001", body, "invalid-"+name)
@@ -202,6 +203,7 @@ func TestInvalidMessagesAreDeadLetteredOnce(t *testing.T) {
 		require.Equal(t, "1", dl.Header.Get(consumer.HeaderDeliveries), "never redelivered")
 		require.Equal(t, "payments.requests.m001", dl.Header.Get(consumer.HeaderOriginalSubject))
 		require.NotEmpty(t, dl.Header.Get(consumer.HeaderStreamSeq))
+		require.NotContains(t, string(dl.Data), "411111", "a card cut by the truncation is masked too")
 		for _, card := range []string{"4242424242424242", "4111-1111-1111-1111", "5555 5555 5555 4444"} {
 			require.NotContains(t, string(dl.Data), card, "card number in a dead letter body")
 			require.NotContains(t, dl.Header.Get(consumer.HeaderDLQError), card)
@@ -429,4 +431,13 @@ func gaugeValue(t *testing.T, w *worker, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// cardAcrossCut is an oversize body whose card number straddles byte 4096,
+// where a dead letter cuts an oversize body.
+func cardAcrossCut() []byte {
+	prefix := `{"payment_id":"p1","merchant_id":"m001","amount_minor":100,"currency":"USD",` +
+		`"payment_method":"pm_card_visa","description":"`
+	body := prefix + strings.Repeat("d", 4090-len(prefix)) + "4111111111111111" + strings.Repeat("d", 61500) + `"}`
+	return []byte(body)
 }

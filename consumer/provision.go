@@ -27,7 +27,9 @@ type Config struct {
 	Replicas int
 	// Concurrency is the number of payments in flight; default 64.
 	Concurrency int
-	// MaxDeliver is the consumer's MaxDeliver; default 10.
+	// MaxDeliver is the number of deliveries processing allows a message
+	// (PAYSTREAM_MAX_DELIVER); the consumer is provisioned with one more, as
+	// a safety net for a nak on the last one. Default 10.
 	MaxDeliver int
 	// AckWait is the consumer's AckWait; default 30s. InProgress is sent
 	// every AckWait/3 while a payment runs.
@@ -155,7 +157,12 @@ func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
-		MaxDeliver:    c.MaxDeliver,
+		// One delivery more than processing counts: a nak on what
+		// processing sees as the last delivery (a lost answer to a
+		// committed write, a publish that failed at shutdown) gets one more
+		// delivery, whose claim re-announces the recorded outcome rather
+		// than leave it unannounced or the message unprocessed.
+		MaxDeliver:    c.MaxDeliver + 1,
 		MaxAckPending: c.MaxAckPending,
 		FilterSubject: c.RequestsSubject(),
 		Replicas:      c.Replicas,

@@ -105,8 +105,10 @@ const (
 	// ClaimTakeover: the row was processing with an expired lease, or failed;
 	// attempts was incremented and the caller now holds a new lease.
 	ClaimTakeover
-	// ClaimDuplicate: the row is succeeded or declined; ClaimResult.Record
-	// holds the stored outcome to re-announce.
+	// ClaimDuplicate: the row is succeeded or declined — or failed, and the
+	// claim comes from the very stream message that ended it (a replay, a
+	// new message, takes a failed row over). ClaimResult.Record holds the
+	// stored outcome to re-announce.
 	ClaimDuplicate
 	// ClaimInFlight: a live lease is held for a different stream message,
 	// which will carry the payment to its end.

@@ -70,16 +70,17 @@ func TestBreakerOpensOnTroubleAndRecovers(t *testing.T) {
 	require.InDelta(t, 2, gaugeValue(t, b.m.BreakerState), 0)
 
 	// While open, a delivery already pulled is retried without a gateway
-	// call, and its lease is given back.
+	// call and without a claim.
 	d := b.proc.Process(t.Context(), delivery(2))
 	require.Equal(t, processing.ActionRetry, d.Action)
 	require.Equal(t, "retry", d.Label)
 	require.ErrorIs(t, d.Err, gobreaker.ErrOpenState)
 	requireDelay(t, d.Delay, 100*time.Millisecond, 200*time.Millisecond+openFor)
 	require.Len(t, gw.calls(), 3, "no gateway call while open")
-	_, completes, releases := b.claims.calls()
+	claims, completes, releases := b.claims.calls()
+	require.Len(t, claims, 3, "no claim while open")
 	require.Empty(t, completes)
-	require.Len(t, releases, 4)
+	require.Len(t, releases, 3)
 
 	waitHalfOpen(t, b.proc)
 	require.InDelta(t, 1, gaugeValue(t, b.m.BreakerState), 0)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -278,7 +279,18 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	}
 	p.m.LimiterWait.Observe(time.Since(waitStart).Seconds())
 
-	claim, err := p.claims.Claim(ctx, payment.Claim{
+	if p.breaker.State() == gobreaker.StateOpen && !p.lastDelivery(msg) {
+		// Claiming now would only cost an attempt: the call cannot be made.
+		// (On the last delivery the claim goes ahead, so that the row is
+		// recorded failed rather than left to the sweeper.)
+		_, wait := p.Admit()
+		return p.decide(msg, req, 0, &RetryableError{After: wait, Err: fmt.Errorf("gateway breaker: %w", gobreaker.ErrOpenState)})
+	}
+
+	// A claim is one short transaction; bound it so that an unreachable
+	// database fails the delivery (to be retried) instead of holding it.
+	cctx, cancelClaim := context.WithTimeout(ctx, p.cfg.Lease/2)
+	claim, err := p.claims.Claim(cctx, payment.Claim{
 		Key:         key,
 		Fingerprint: req.Fingerprint(),
 		PaymentID:   req.PaymentID,
@@ -292,6 +304,7 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		Owner:       p.cfg.Owner,
 		Lease:       p.cfg.Lease,
 	})
+	cancelClaim()
 	if err != nil {
 		return p.decide(msg, req, 0, p.stopped(ctx, fmt.Errorf("claim %s: %w", key, err)))
 	}
@@ -302,7 +315,21 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 				ErrConflict, key, claim.Record.PaymentID)})
 	case payment.ClaimDuplicate:
 		o := claim.Record.Outcome()
-		return Decision{Action: ActionAck, Outcome: &o, Label: "duplicate", PaymentID: req.PaymentID, Key: key}
+		d := Decision{Action: ActionAck, Outcome: &o, Label: "duplicate", PaymentID: req.PaymentID, Key: key}
+		if claim.Record.Status == payment.StatusFailed {
+			// This message already ended the row failed (its term was lost,
+			// or a publish failed): dead-letter and announce it again; the
+			// message ids make both idempotent.
+			reason, cause := payment.ReasonGatewayRejected, errors.New("gateway rejected the payment")
+			if claim.Record.ErrorCode == payment.ErrorCodeExhausted {
+				reason, cause = payment.ReasonExhausted, ErrExhausted
+			}
+			d.Action = ActionTerm
+			d.Err = &PermanentError{Reason: reason, Err: fmt.Errorf("%w: payment recorded failed (%s) after %d attempts",
+				cause, claim.Record.ErrorCode, claim.Record.Attempts)}
+			d.DeadLetter = &DeadLetter{Reason: reason, Error: safeText(req, d.Err.(*PermanentError).Err.Error())}
+		}
+		return d
 	case payment.ClaimInFlight:
 		return Decision{Action: ActionAck, Label: "in_flight", PaymentID: req.PaymentID, Key: key}
 	case payment.ClaimBusy:
@@ -471,10 +498,10 @@ func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Requ
 	rec, err := p.claims.Complete(wctx, c)
 	cancel()
 	if errors.Is(err, payment.ErrFenced) {
-		// Another delivery took the key over: it carries the payment now.
-		if p.lastDelivery(msg) {
-			return Decision{Action: ActionAck, Label: "fenced", Err: err, PaymentID: req.PaymentID, Key: key}
-		}
+		// Another delivery took the key over, or the row is already final
+		// (a committed write whose answer was lost). The redelivery's claim
+		// tells which; even after the last delivery the consumer gets one
+		// more (consumer.Config.ConsumerConfig), for this.
 		d := p.decide(msg, req, attempt, &RetryableError{Err: fmt.Errorf("record %s: %w", key, err)})
 		d.Label = "fenced"
 		return d
@@ -489,7 +516,7 @@ func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Requ
 	d := Decision{Action: ActionAck, Outcome: &o, Label: string(rec.Status), PaymentID: req.PaymentID, Key: key}
 	if cause != nil {
 		d.Action = ActionTerm
-		d.DeadLetter = &DeadLetter{Reason: cause.Reason, Error: cause.Err.Error()}
+		d.DeadLetter = &DeadLetter{Reason: cause.Reason, Error: safeText(req, cause.Err.Error())}
 		d.Label = string(cause.Reason)
 		d.Err = cause
 	}
@@ -525,7 +552,7 @@ func (p *Processor) decide(msg Message, req *payment.Request, attempt int, err e
 	var perm *PermanentError
 	if errors.As(err, &perm) {
 		d.Action = ActionTerm
-		d.DeadLetter = &DeadLetter{Reason: perm.Reason, Error: perm.Err.Error()}
+		d.DeadLetter = &DeadLetter{Reason: perm.Reason, Error: safeText(req, perm.Err.Error())}
 		d.Label = string(perm.Reason)
 		return d
 	}
@@ -550,7 +577,7 @@ func (p *Processor) decide(msg Message, req *payment.Request, attempt int, err e
 		cause := fmt.Errorf("%w after %d deliveries: %w", ErrExhausted, msg.NumDelivered, err)
 		d.Action, d.Delay = ActionTerm, 0
 		d.Label = string(payment.ReasonExhausted)
-		d.DeadLetter = &DeadLetter{Reason: payment.ReasonExhausted, Error: cause.Error()}
+		d.DeadLetter = &DeadLetter{Reason: payment.ReasonExhausted, Error: safeText(req, cause.Error())}
 		d.Err = &PermanentError{Reason: payment.ReasonExhausted, Err: cause}
 	}
 	return d
@@ -588,4 +615,17 @@ func jitter(d time.Duration) time.Duration {
 		return 0
 	}
 	return rand.N(d + 1)
+}
+
+// safeText returns s fit for a dead-letter header: the request's payment
+// method and every raw card number are masked, whatever echoed them (a
+// gateway's error message, say).
+func safeText(req *payment.Request, s string) string {
+	if req != nil && len(req.PaymentMethod) >= 4 {
+		s = strings.ReplaceAll(s, req.PaymentMethod, "[payment_method]")
+	}
+	if masked, changed := payment.MaskCardNumbers([]byte(s)); changed {
+		s = string(masked)
+	}
+	return s
 }

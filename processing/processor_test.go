@@ -78,6 +78,15 @@ func TestProcess(t *testing.T) {
 			CreatedAt: completedAt.Add(-time.Hour), UpdatedAt: completedAt, CompletedAt: completedAt,
 		}
 		storedOutcome = stored.Outcome()
+		failedRow     = payment.Record{
+			IdempotencyKey: testKey, PaymentID: testPayment, MerchantID: "m_1", AmountMinor: 1250,
+			Currency: "EUR", Status: payment.StatusFailed, Attempts: 5, Gateway: "othergw",
+			ErrorCode: payment.ErrorCodeExhausted, CreatedAt: completedAt.Add(-time.Hour),
+			UpdatedAt: completedAt, CompletedAt: completedAt,
+		}
+		failedOutcome = failedRow.Outcome()
+		echoErr       = &gateway.Error{Class: gateway.ClassRejected, StatusCode: 400, Code: "invalid_request",
+			Message: "bad pm_card_visa 4242 4242 4242 4242"}
 
 		rejected     = gwErr(gateway.ClassRejected, 400, "invalid_request", 0)
 		rejectedBare = gwErr(gateway.ClassRejected, 422, "", 0)
@@ -146,6 +155,26 @@ func TestProcess(t *testing.T) {
 			claims:     []claimStep{{res: payment.ClaimResult{Kind: payment.ClaimDuplicate, Record: stored}}},
 			want:       withOutcome(decision(processing.ActionAck, "duplicate"), &storedOutcome),
 			wantClaims: 1,
+		},
+		{
+			name:   "duplicate of a row this message ended failed dead-letters and announces it again",
+			msg:    delivery(5),
+			claims: []claimStep{{res: payment.ClaimResult{Kind: payment.ClaimDuplicate, Record: failedRow}}},
+			want: withDeadLetter(withOutcome(decision(processing.ActionTerm, "duplicate"), &failedOutcome),
+				payment.ReasonExhausted),
+			dlError:    "recorded failed",
+			errIs:      []error{processing.ErrExhausted},
+			wantClaims: 1,
+		},
+		{
+			name:       "a gateway message echoing the payment method or a card number is masked in the dead letter",
+			msg:        delivery(1),
+			gw:         []gwStep{{err: echoErr}},
+			want:       withDeadLetter(withOutcome(decision(processing.ActionTerm, "gateway_rejected"), outcome(payment.StatusFailed, "", "invalid_request", 1)), payment.ReasonGatewayRejected),
+			dlError:    "[payment_method] **** **** **** 4242",
+			errIs:      []error{echoErr},
+			wantClaims: 1, wantCharges: 1,
+			wantCompletes: []payment.Completion{completion(1, payment.StatusFailed, "", "invalid_request")},
 		},
 		{
 			name:       "in flight for another message is acked without an outcome",
@@ -332,22 +361,24 @@ func TestProcess(t *testing.T) {
 			wantCompletes: []payment.Completion{completion(1, payment.StatusSucceeded, "ch_9", "")},
 		},
 		{
-			name:          "fenced record on the last delivery is acked without an outcome",
+			name:          "fenced record on the last delivery is retried: the server allows one more delivery",
 			msg:           delivery(5),
 			gw:            []gwStep{succeeded("ch_9")},
 			completeErrs:  []error{payment.ErrFenced},
-			want:          decision(processing.ActionAck, "fenced"),
+			want:          decision(processing.ActionRetry, "fenced"),
+			delay:         backoff5,
 			errIs:         []error{payment.ErrFenced},
 			wantClaims:    1,
 			wantCharges:   1,
 			wantCompletes: []payment.Completion{completion(1, payment.StatusSucceeded, "ch_9", "")},
 		},
 		{
-			name:          "fenced exhaustion on the last delivery is acked",
+			name:          "fenced exhaustion on the last delivery is retried",
 			msg:           delivery(5),
 			gw:            []gwStep{down},
 			completeErrs:  []error{payment.ErrFenced},
-			want:          decision(processing.ActionAck, "fenced"),
+			want:          decision(processing.ActionRetry, "fenced"),
+			delay:         backoff5,
 			errIs:         []error{payment.ErrFenced},
 			wantClaims:    1,
 			wantCharges:   1,

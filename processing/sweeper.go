@@ -29,7 +29,7 @@ type SweeperConfig struct {
 	// Interval between sweeps; default 30s.
 	Interval time.Duration
 	// Grace is how long past its lease's end a row must be to count as stuck;
-	// default 1m.
+	// default 5m.
 	Grace time.Duration
 	// Limit is the most rows re-published per sweep; default 500.
 	Limit int
@@ -68,7 +68,7 @@ func NewSweeper(cfg SweeperConfig, find func(context.Context, time.Duration, int
 		cfg.Interval = 30 * time.Second
 	}
 	if cfg.Grace <= 0 {
-		cfg.Grace = time.Minute
+		cfg.Grace = 5 * time.Minute
 	}
 	if cfg.Limit <= 0 {
 		cfg.Limit = 500

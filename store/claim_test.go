@@ -106,6 +106,20 @@ func TestClaimSemantics(t *testing.T) {
 			},
 		},
 		{
+			name: "the message that ended a payment failed finds a duplicate, not a take-over",
+			arrange: func(t *testing.T, b *testBundle, key string) {
+				res := b.claimNew(t, newClaim(key, 1))
+				_, err := b.store.Complete(b.ctx, completion(key, res.Attempt, ownerA, payment.StatusFailed))
+				require.NoError(t, err)
+			},
+			claim: func(key string) payment.Claim { return newClaim(key, 1) },
+			want:  payment.ClaimDuplicate,
+			check: func(t *testing.T, _ *testBundle, _ string, res payment.ClaimResult) {
+				require.Equal(t, payment.StatusFailed, res.Record.Status)
+				require.Equal(t, 1, res.Record.Attempts)
+			},
+		},
+		{
 			name: "duplicate of a succeeded payment",
 			arrange: func(t *testing.T, b *testBundle, key string) {
 				res := b.claimNew(t, newClaim(key, 1))

@@ -190,7 +190,10 @@ BEGIN
                 END IF;
             ELSIF cur.fingerprint <> r.fingerprint THEN
                 o_kind := 'conflict';
-            ELSIF cur.status IN ('succeeded', 'declined') THEN
+            ELSIF cur.status IN ('succeeded', 'declined')
+                OR (cur.status = 'failed' AND cur.lease_stream_seq = r.seq) THEN
+                -- A failed row is taken over by a replay (a new message),
+                -- not by another delivery of the message that ended it.
                 o_kind := 'duplicate';
             ELSIF cur.status = 'processing' AND cur.lease_until > ts THEN
                 IF cur.lease_stream_seq = r.seq THEN
