@@ -126,7 +126,7 @@ func TestSweepOnce(t *testing.T) {
 			store:    &fakeSweepStore{rows: stuckRows, ok: true},
 			wantN:    3,
 			wantPub:  all,
-			wantFind: findCall{time.Minute, 500},
+			wantFind: findCall{5 * time.Minute, 500},
 		},
 		{
 			name:     "passes grace and limit",
@@ -139,19 +139,19 @@ func TestSweepOnce(t *testing.T) {
 		{
 			name:     "nothing stuck",
 			store:    &fakeSweepStore{ok: true},
-			wantFind: findCall{time.Minute, 500},
+			wantFind: findCall{5 * time.Minute, 500},
 		},
 		{
 			name:     "another worker holds the sweep lock",
 			store:    &fakeSweepStore{rows: stuckRows, ok: false},
-			wantFind: findCall{time.Minute, 500},
+			wantFind: findCall{5 * time.Minute, 500},
 		},
 		{
 			name:      "find error",
 			store:     &fakeSweepStore{rows: stuckRows, ok: true, findErr: errFind},
 			wantErrs:  []error{errFind},
 			wantInErr: []string{"find stuck payments"},
-			wantFind:  findCall{time.Minute, 500},
+			wantFind:  findCall{5 * time.Minute, 500},
 		},
 		{
 			name: "failed republishes are joined and the rest still go out",
@@ -161,7 +161,7 @@ func TestSweepOnce(t *testing.T) {
 			wantErrs:  []error{errPub, errPub2},
 			wantInErr: []string{"republish k-a", "republish k-c"},
 			wantPub:   all[1:2],
-			wantFind:  findCall{time.Minute, 500},
+			wantFind:  findCall{5 * time.Minute, 500},
 		},
 		{
 			name: "rows without a stored request are reported, not republished",
@@ -173,7 +173,7 @@ func TestSweepOnce(t *testing.T) {
 			wantN:     1,
 			wantInErr: []string{"republish k-x: no stored request", "republish k-y: no stored request"},
 			wantPub:   all[1:2],
-			wantFind:  findCall{time.Minute, 500},
+			wantFind:  findCall{5 * time.Minute, 500},
 		},
 	}
 	for _, tt := range tests {
