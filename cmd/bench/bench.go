@@ -194,7 +194,7 @@ type scenario struct {
 }
 
 func (b *bench) workerEnv(s *scenario, i int) map[string]string {
-	return map[string]string{
+	env := map[string]string{
 		"PAYSTREAM_GATEWAY_URL":  "fake",
 		"PAYSTREAM_FAKE_LATENCY": s.latency.String(),
 		"PAYSTREAM_CONCURRENCY":  fmt.Sprint(s.concurrency),
@@ -202,6 +202,10 @@ func (b *bench) workerEnv(s *scenario, i int) map[string]string {
 		"PAYSTREAM_WORKER_ID":    fmt.Sprintf("bench-%d", i),
 		"PAYSTREAM_PPROF":        fmt.Sprint(b.o.profile != ""),
 	}
+	if b.o.batchSize > 0 {
+		env["PAYSTREAM_BATCH_SIZE"] = fmt.Sprint(b.o.batchSize)
+	}
+	return env
 }
 
 // throughput publishes N payments, starts the workers and times them from
@@ -225,7 +229,7 @@ func (b *bench) throughput(ctx context.Context, s *scenario) error {
 	}
 	defer stopAll(procs)
 	var profiling sync.WaitGroup
-	if b.o.profile != "" && len(b.o.profile) > 0 && b.round == 1 {
+	if b.o.profile != "" && b.round == 1 {
 		profiling.Go(func() {
 			if err := saveProfile(ctx, procs[0].HTTPAddr(), b.o.profile); err != nil {
 				b.logf("profile: %v", err)

@@ -51,6 +51,7 @@ type options struct {
 	concurrency2 int // with the 20 ms gateway
 	skipTwo      bool
 	profile      string
+	batchSize    int
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -72,6 +73,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.concurrency, "concurrency", 512, "PAYSTREAM_CONCURRENCY of the workers with the 0 ms gateway")
 	fs.IntVar(&o.concurrency2, "concurrency-slow", 2048, "PAYSTREAM_CONCURRENCY of the workers with the 20 ms gateway")
 	fs.BoolVar(&o.skipTwo, "skip-two", false, "skip the two-worker scenarios")
+	fs.IntVar(&o.batchSize, "batch-size", 0, "PAYSTREAM_BATCH_SIZE of the workers (0: the worker's default)")
 	fs.StringVar(&o.profile, "profile", "", "write a 2s CPU profile of the first worker of the first scenario to this file")
 	if err := fs.Parse(args); err != nil {
 		return o, err
