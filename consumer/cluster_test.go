@@ -4,26 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
-	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/internal/pgtest"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
-	"github.com/paystream/paystream/store"
 )
 
 // newClusterStack is newStack on a NATS cluster: its client and every
@@ -78,36 +73,7 @@ func newClusterStack(t *testing.T, urls []string, o stackOptions) *stack {
 // cluster, as a worker given PAYSTREAM_NATS_URL=url1,url2,url3 has.
 func (s *stack) startClusterWorker(name string, urls []string) *worker {
 	s.t.Helper()
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	require.NoError(s.t, err)
-	js, err := jetstream.New(nc)
-	require.NoError(s.t, err)
-	reg := prometheus.NewRegistry()
-	w := &worker{name: name, done: make(chan error, 1), reg: reg, m: metrics.New(reg)}
-	st := store.New(s.pool)
-	b := store.NewBatcher(st, store.BatcherConfig{})
-	pcfg := s.pcfg
-	pcfg.Owner = name
-	proc := processing.New(pcfg, b, s.gw, zerolog.Nop(), w.m)
-	cons := consumer.New(js, s.ccfg, proc, zerolog.Nop(), w.m)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	w.cancel = cancel
-	bctx, bcancel := context.WithCancel(context.Background())
-	var bwg sync.WaitGroup
-	bwg.Go(func() { _ = b.Run(bctx) })
-	go func() {
-		err := cons.Run(ctx)
-		bcancel()
-		bwg.Wait()
-		_ = nc.Drain()
-		for !nc.IsClosed() {
-			time.Sleep(5 * time.Millisecond)
-		}
-		w.done <- err
-	}()
-	s.t.Cleanup(func() { w.stop(s.t) })
-	return w
+	return s.startWorkerAt(name, strings.Join(urls, ","))
 }
 
 // publishRetrying publishes a request with its payment id as message id,

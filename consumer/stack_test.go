@@ -107,7 +107,13 @@ type worker struct {
 // processor; it is stopped (drained) at the end of the test.
 func (s *stack) startWorker(name string) *worker {
 	s.t.Helper()
-	nc, err := nats.Connect(s.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	return s.startWorkerAt(name, s.nats.URL())
+}
+
+// startWorkerAt starts a worker connected to the NATS URLs (comma-separated).
+func (s *stack) startWorkerAt(name, urls string) *worker {
+	s.t.Helper()
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	require.NoError(s.t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(s.t, err)
