@@ -170,3 +170,21 @@ func TestMigrateCommand(t *testing.T) {
 	require.Zero(t, n)
 	require.True(t, strings.HasPrefix(url, "postgres"))
 }
+
+// TestDatabaseSSLModeIsHonoured asks for TLS from the test cluster, which has
+// none: the worker must refuse to start rather than fall back to plain text.
+func TestDatabaseSSLModeIsHonoured(t *testing.T) {
+	url := strings.Replace(pgtest.NewDatabase(t), "sslmode=disable", "sslmode=require", 1)
+	require.Contains(t, url, "sslmode=require")
+	ns := natstest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"--http-addr="}, envFrom(map[string]string{
+		"PAYSTREAM_NATS_URL":     ns.URL(),
+		"PAYSTREAM_DATABASE_URL": url,
+		"PAYSTREAM_GATEWAY_URL":  "fake",
+	}), io.Discard, io.Discard)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "connect to the database")
+	require.Contains(t, strings.ToLower(err.Error()), "tls", "the refusal says TLS was asked for")
+}

@@ -139,6 +139,9 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 	if w.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)
 	}
+	if err := retryUntil(ctx, log, "connect to the database", w.pool.Ping); err != nil {
+		return nil, err
+	}
 
 	w.ncClosed = make(chan struct{})
 	if w.nc, err = connectNATS(cfg, log, w.ncClosed); err != nil {
@@ -223,22 +226,28 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 // provision creates the streams and consumer, waiting for NATS if it is not
 // reachable yet.
 func provision(ctx context.Context, js jetstream.JetStream, ccfg consumer.Config, log zerolog.Logger) error {
+	return retryUntil(ctx, log, "provision streams and consumer", func(ctx context.Context) error {
+		return consumer.Provision(ctx, js, ccfg)
+	})
+}
+
+// retryUntil runs op (10s at most each time) until it succeeds, logging each
+// failure, with backoff; when ctx ends it returns the last error. Start-up
+// waits this way for a dependency that is still coming up.
+func retryUntil(ctx context.Context, log zerolog.Logger, what string, op func(context.Context) error) error {
 	for i := uint64(1); ; i++ {
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := consumer.Provision(pctx, js, ccfg)
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := op(octx)
 		cancel()
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("provision streams: %w", err)
-		}
-		log.Warn().Err(err).Msg("provision streams and consumer: retrying")
+		log.Warn().Err(err).Msg(what + ": retrying")
 		t := time.NewTimer(processing.Backoff(200*time.Millisecond, 5*time.Second, min(i, 30)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("provision streams: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		case <-t.C:
 		}
 	}
