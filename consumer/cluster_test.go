@@ -8,15 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/internal/natstest"
-	"github.com/paystream/paystream/internal/pgtest"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 )
@@ -27,46 +24,7 @@ import (
 // field stays nil: use the cluster to stop nodes.
 func newClusterStack(t *testing.T, urls []string, o stackOptions) *stack {
 	t.Helper()
-	if o.gw == nil {
-		o.gw = gateway.NewFake(gateway.FakeConfig{Seed: 1})
-	}
-	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw}
-	s.ccfg = consumer.Config{
-		Replicas:        3,
-		Concurrency:     o.concurrency,
-		MaxDeliver:      o.maxDeliver,
-		AckWait:         o.ackWait,
-		ShutdownTimeout: o.shutdown,
-		FetchMaxWait:    250 * time.Millisecond,
-	}.WithDefaults()
-	s.pcfg = processing.Config{
-		Lease:              o.lease,
-		MaxDeliver:         s.ccfg.MaxDeliver,
-		RetryBackoff:       o.backoff,
-		RetryBackoffMax:    o.backoffMax,
-		BreakerFailures:    o.failures,
-		BreakerOpenTimeout: o.openTimeout,
-	}
-	if s.pcfg.RetryBackoff == 0 {
-		s.pcfg.RetryBackoff = 20 * time.Millisecond
-	}
-	if s.pcfg.RetryBackoffMax == 0 {
-		s.pcfg.RetryBackoffMax = 200 * time.Millisecond
-	}
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	s.nc = nc
-	s.js, err = jetstream.New(nc)
-	require.NoError(t, err)
-	// A freshly formed cluster on a busy machine may take a moment to
-	// answer; the worker's own provisioning retries the same way.
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		require.NoError(c, consumer.Provision(ctx, s.js, s.ccfg))
-	}, 30*time.Second, 100*time.Millisecond, "provision at replicas 3")
-	return s
+	return newStackAt(t, o, strings.Join(urls, ","), 3)
 }
 
 // startClusterWorker is startWorker with a connection to every URL of the

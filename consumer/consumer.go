@@ -418,37 +418,27 @@ func (c *Consumer) Republish(ctx context.Context, subject string, body []byte, m
 	return c.publish(ctx, m, false)
 }
 
-// publish publishes m and waits for the server's ack, retrying transient
-// failures for a while; on a message's last delivery it keeps trying until
-// the worker is stopped hard, since a nak would not bring the message back.
+// publish publishes m and waits for the server's ack, retrying failures
+// for up to AckWait/2 (the heartbeat keeps the message meanwhile). On a
+// message's last delivery it keeps trying while the worker runs, since a nak
+// would cost the safety delivery.
 //
-// The publish outlives a hard stop for a short while: the decision it
-// announces is already recorded, and a nak instead would cost a redelivery —
-// or, on the last delivery, the message.
+// It outlives a hard stop for that while too: the decision it announces is
+// already recorded, and a nak instead would cost a redelivery.
 func (c *Consumer) publish(ctx context.Context, m *nats.Msg, persist bool) error {
-	budget := time.Now().Add(c.cfg.AckWait / 2)
+	deadline := time.Now().Add(c.cfg.AckWait / 2)
 	pubCtx := context.WithoutCancel(ctx)
-	var err error
 	for i := uint64(1); ; i++ {
 		pctx, cancel := context.WithTimeout(pubCtx, 5*time.Second)
-		_, err = c.js.PublishMsg(pctx, m)
+		_, err := c.js.PublishMsg(pctx, m)
 		cancel()
 		if err == nil {
 			return nil
 		}
-		stopping := ctx.Err() != nil
-		if time.Now().After(budget) && (!persist || stopping) {
+		if time.Now().After(deadline) && (!persist || ctx.Err() != nil) {
 			return fmt.Errorf("publish to %s: %w", m.Subject, err)
 		}
-		if stopping {
-			if !sleep(pubCtx, processing.Backoff(50*time.Millisecond, 2*time.Second, i)) {
-				return fmt.Errorf("publish to %s: %w", m.Subject, err)
-			}
-			continue
-		}
-		if !sleep(ctx, processing.Backoff(50*time.Millisecond, 2*time.Second, i)) {
-			continue // stopping now: retry within the budget
-		}
+		sleep(pubCtx, processing.Backoff(50*time.Millisecond, 2*time.Second, i)) // at most 2s
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/consumer"
@@ -58,11 +59,22 @@ type stackOptions struct {
 
 func newStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
+	ns := natstest.New(t)
+	s := newStackAt(t, o, ns.URL(), 1)
+	s.nats = ns
+	return s
+}
+
+// newStackAt builds a stack on the NATS server(s) at urls (comma-separated)
+// with streams and consumer at the given replicas, and provisions them.
+func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack {
+	t.Helper()
 	if o.gw == nil {
 		o.gw = gateway.NewFake(gateway.FakeConfig{Seed: 1})
 	}
-	s := &stack{t: t, nats: natstest.New(t), pool: pgtest.NewPool(t), gw: o.gw}
+	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw}
 	s.ccfg = consumer.Config{
+		Replicas:        replicas,
 		Concurrency:     o.concurrency,
 		MaxDeliver:      o.maxDeliver,
 		AckWait:         o.ackWait,
@@ -83,13 +95,19 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if s.pcfg.RetryBackoffMax == 0 {
 		s.pcfg.RetryBackoffMax = 200 * time.Millisecond
 	}
-	nc, err := nats.Connect(s.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	s.nc = nc
 	s.js, err = jetstream.New(nc)
 	require.NoError(t, err)
-	require.NoError(t, consumer.Provision(context.Background(), s.js, s.ccfg))
+	// A freshly formed cluster on a busy machine may take a moment to
+	// answer; the worker's own provisioning retries the same way.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(c, consumer.Provision(ctx, s.js, s.ccfg))
+	}, 30*time.Second, 100*time.Millisecond, "provision streams and consumer")
 	return s
 }
 
@@ -113,7 +131,9 @@ func (s *stack) startWorker(name string) *worker {
 // startWorkerAt starts a worker connected to the NATS URLs (comma-separated).
 func (s *stack) startWorkerAt(name, urls string) *worker {
 	s.t.Helper()
-	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	closed := make(chan struct{})
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	require.NoError(s.t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(s.t, err)
@@ -135,10 +155,10 @@ func (s *stack) startWorkerAt(name, urls string) *worker {
 		err := cons.Run(ctx)
 		bcancel()
 		bwg.Wait()
-		_ = nc.Drain()
-		for !nc.IsClosed() {
-			time.Sleep(5 * time.Millisecond)
+		if nc.Drain() != nil {
+			nc.Close()
 		}
+		<-closed
 		w.done <- err
 	}()
 	s.t.Cleanup(func() { w.stop(s.t) })
