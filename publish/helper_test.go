@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/internal/natstest"
 )
 
@@ -44,17 +45,12 @@ func setup(t *testing.T, opts ...setupOpts) *testBundle {
 	if o.noStream {
 		return b
 	}
-	subjects := o.subjects
-	if subjects == nil {
-		subjects = []string{"payments.requests.>"}
+	// The stream as the worker provisions it.
+	sc := consumer.Config{}.StreamConfigs()[0]
+	if o.subjects != nil {
+		sc.Subjects = o.subjects
 	}
-	b.stream, err = js.CreateStream(testContext(t), jetstream.StreamConfig{
-		Name:       "PAYMENTS",
-		Subjects:   subjects,
-		Storage:    jetstream.FileStorage,
-		MaxMsgSize: 64 << 10,
-		Duplicates: 2 * time.Minute,
-	})
+	b.stream, err = js.CreateStream(testContext(t), sc)
 	require.NoError(t, err)
 	return b
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/internal/natstest"
 	"github.com/paystream/paystream/publish"
 )
@@ -46,13 +47,7 @@ func setup(t *testing.T, name, prefix string) *testBundle {
 	if name == "" {
 		return b
 	}
-	b.stream, err = js.CreateStream(testContext(t), jetstream.StreamConfig{
-		Name:       name,
-		Subjects:   []string{prefix + ".requests.>"},
-		Storage:    jetstream.FileStorage,
-		MaxMsgSize: 64 << 10,
-		Duplicates: 2 * time.Minute,
-	})
+	b.stream, err = js.CreateStream(testContext(t), consumer.Config{Stream: name, SubjectPrefix: prefix}.StreamConfigs()[0])
 	require.NoError(t, err)
 	return b
 }
