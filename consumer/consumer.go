@@ -367,7 +367,7 @@ func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 }
 
 func (c *Consumer) nak(msg jetstream.Msg, md *jetstream.MsgMetadata) {
-	_ = msg.NakWithDelay(processing.Backoff(500*time.Millisecond, 30*time.Second, md.NumDelivered))
+	_ = msg.NakWithDelay(processing.Backoff(c.cfg.RetryBackoff, c.cfg.RetryBackoffMax, md.NumDelivered))
 }
 
 // publishOutcome announces a final row on <prefix>.results.<status>.

@@ -45,6 +45,10 @@ type Config struct {
 	// ShutdownTimeout is how long Run waits for in-flight work after its
 	// context ends before cancelling it; default 30s.
 	ShutdownTimeout time.Duration
+	// RetryBackoff and RetryBackoffMax bound the delay of a nak after a
+	// failed publish (PAYSTREAM_RETRY_BACKOFF, _MAX); defaults 500ms and 30s.
+	RetryBackoff    time.Duration
+	RetryBackoffMax time.Duration
 	// FetchMaxWait is the longest a pull request waits for messages;
 	// default 1s.
 	FetchMaxWait time.Duration
@@ -92,6 +96,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 500 * time.Millisecond
+	}
+	if c.RetryBackoffMax < c.RetryBackoff {
+		c.RetryBackoffMax = max(c.RetryBackoff, 30*time.Second)
 	}
 	if c.FetchMaxWait <= 0 {
 		c.FetchMaxWait = time.Second

@@ -190,9 +190,6 @@ func (g *HTTP) Charge(ctx context.Context, c Charge) (Result, error) {
 				Message: fmt.Sprintf("response body over %d bytes", MaxResponseBytes)}
 		}
 		data = data[:MaxResponseBytes]
-	} else {
-		// Drain what is left (nothing, normally) so that the connection is reused.
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	}
 	return Classify(resp.StatusCode, resp.Header, data, time.Now())
 }

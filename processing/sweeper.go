@@ -40,17 +40,16 @@ type SweeperConfig struct {
 // Sweeper rescues payments stuck in processing (DESIGN.md §6.7) — a holder
 // that died on its message's last delivery, say — by re-publishing their
 // requests, and deletes final rows older than the retention. One worker of
-// the fleet sweeps at a time: FindFunc reports ok=false when another holds
+// the fleet sweeps at a time: find reports ok=false when another holds
 // the sweep lock.
 type Sweeper struct {
 	cfg SweeperConfig
-	// FindFunc returns stuck rows and marks them swept.
-	FindFunc func(ctx context.Context, grace time.Duration, limit int) (rows []StuckPayment, ok bool, err error)
-	// RepublishFunc publishes body on subject with the given message id.
-	RepublishFunc func(ctx context.Context, subject string, body []byte, msgID string) error
-	// DeleteFunc deletes up to limit final rows completed before the time;
-	// nil disables retention.
-	DeleteFunc func(ctx context.Context, before time.Time, limit int) (int64, error)
+	// find returns stuck rows and marks them swept; republish publishes a
+	// body on a subject with a message id; del deletes up to limit final
+	// rows completed before a time (nil disables retention).
+	find      func(ctx context.Context, grace time.Duration, limit int) (rows []StuckPayment, ok bool, err error)
+	republish func(ctx context.Context, subject string, body []byte, msgID string) error
+	del       func(ctx context.Context, before time.Time, limit int) (int64, error)
 
 	log zerolog.Logger
 	m   *metrics.Metrics
@@ -73,7 +72,7 @@ func NewSweeper(cfg SweeperConfig, find func(context.Context, time.Duration, int
 	if cfg.Limit <= 0 {
 		cfg.Limit = 500
 	}
-	return &Sweeper{cfg: cfg, FindFunc: find, RepublishFunc: republish, DeleteFunc: del,
+	return &Sweeper{cfg: cfg, find: find, republish: republish, del: del,
 		log: logger.With().Str("component", "sweeper").Logger(), m: m}
 }
 
@@ -101,7 +100,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 // re-publish (and rows without a stored request) are joined into the error;
 // the other rows still go out.
 func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
-	rows, ok, err := s.FindFunc(ctx, s.cfg.Grace, s.cfg.Limit)
+	rows, ok, err := s.find(ctx, s.cfg.Grace, s.cfg.Limit)
 	if err != nil {
 		return 0, fmt.Errorf("find stuck payments: %w", err)
 	}
@@ -119,7 +118,7 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 			continue
 		}
 		id := fmt.Sprintf("sweep-%s-%d", r.Key, r.Attempts)
-		if err := s.RepublishFunc(ctx, r.Subject, r.Body, id); err != nil {
+		if err := s.republish(ctx, r.Subject, r.Body, id); err != nil {
 			errs = append(errs, fmt.Errorf("republish %s: %w", r.Key, err))
 			continue
 		}
@@ -132,10 +131,10 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 }
 
 func (s *Sweeper) deleteExpired(ctx context.Context) error {
-	if s.DeleteFunc == nil || s.cfg.Retention <= 0 {
+	if s.del == nil || s.cfg.Retention <= 0 {
 		return nil
 	}
-	n, err := s.DeleteFunc(ctx, time.Now().Add(-s.cfg.Retention), 10_000)
+	n, err := s.del(ctx, time.Now().Add(-s.cfg.Retention), 10_000)
 	if err != nil {
 		return fmt.Errorf("delete final rows older than %s: %w", s.cfg.Retention, err)
 	}

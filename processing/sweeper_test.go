@@ -15,14 +15,14 @@ import (
 	"github.com/paystream/paystream/processing"
 )
 
-// published is one RepublishFunc call.
+// published is one republish call.
 type published struct {
 	Subject string
 	Body    string
 	MsgID   string
 }
 
-// fakeSweepStore scripts FindFunc and records RepublishFunc and DeleteFunc.
+// fakeSweepStore scripts find and records republish and delete calls.
 type fakeSweepStore struct {
 	mu         sync.Mutex
 	rows       []processing.StuckPayment
@@ -33,7 +33,7 @@ type fakeSweepStore struct {
 	finds    []findCall
 	publish  []published
 	deletes  []deleteCall
-	findSeen chan struct{} // one value per FindFunc call, when there is room
+	findSeen chan struct{} // one value per find call, when there is room
 }
 
 type findCall struct {

@@ -193,6 +193,8 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 		StreamMaxAge:    cfg.StreamMaxAge,
 		DuplicateWindow: cfg.DuplicateWindow,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		RetryBackoff:    cfg.RetryBackoff,
+		RetryBackoffMax: cfg.RetryBackoffMax,
 	}
 	if cfg.Provision {
 		if err := provision(ctx, js, ccfg, log); err != nil {
