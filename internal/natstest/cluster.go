@@ -144,7 +144,7 @@ func (c *Cluster) startLocked(nd *node) error {
 	if err != nil {
 		return fmt.Errorf("node %s: new server: %w", nd.name, err)
 	}
-	go srv.Start() // Start returns once the server runs; Shutdown stops it.
+	srv.Start() // returns once the listeners run; Shutdown stops them
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		srv.WaitForShutdown()

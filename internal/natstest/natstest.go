@@ -68,7 +68,7 @@ func (s *Server) startLocked() error {
 	if err != nil {
 		return fmt.Errorf("new server: %w", err)
 	}
-	go srv.Start() // Start returns once the server runs; Shutdown stops it.
+	srv.Start() // returns once the listeners run; Shutdown stops them
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
