@@ -52,7 +52,7 @@ fuzz: ## run each fuzz target for $(FUZZTIME) (make fuzz FUZZTIME=1m)
 	if [ "$$n" -eq 0 ]; then echo "no fuzz targets found"; exit 1; fi; \
 	echo "$$n fuzz targets passed"
 
-# The local system as real processes (internal/localstack): NATS from the
+# The local system as real processes (internal/testenv/localstack): NATS from the
 # nats-server version pinned in go.mod, a throwaway Postgres (or
 # PAYSTREAM_DATABASE_URL), the gateway simulator and three workers.
 .PHONY: nats-server chaos

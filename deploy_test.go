@@ -997,7 +997,7 @@ func TestComposeNATS(t *testing.T) {
 
 	require.True(t, nc.opts.JetStream, "nats: the configuration does not enable JetStream")
 	require.True(t, nc.opts.SyncAlways,
-		"nats: a single node must fsync every write (jetstream { sync_interval: always }): DESIGN.md §11.13")
+		"nats: a single node must fsync every write (jetstream { sync_interval: always }): docs/contract.md §11.13")
 	require.NotEmpty(t, nc.opts.StoreDir, "nats: JetStream has no store_dir")
 	onVolume := false
 	for _, v := range nc.svc.Volumes {

@@ -18,7 +18,7 @@ import (
 const EnvPrefix = "PAYSTREAM"
 
 // Config is the configuration of a paystream worker process: one field per
-// setting of DESIGN.md §8 and the extras the design needs. Each field's
+// setting of docs/contract.md §8 and the extras the design needs. Each field's
 // comment names its environment variable and flag, unit, default and special
 // values. Default returns the defaults, Parse reads a Config from flags and
 // environment, and Validate checks one.
@@ -178,7 +178,7 @@ type Config struct {
 	StreamMaxAge time.Duration
 	// DuplicateWindow is the Nats-Msg-Id de-duplication window of the
 	// request and results streams (PAYSTREAM_DUPLICATE_WINDOW,
-	// --duplicate-window): at least 2m (DESIGN.md §3) and at most
+	// --duplicate-window): at least 2m (docs/contract.md §3) and at most
 	// StreamMaxAge. Default 2m.
 	DuplicateWindow time.Duration
 	// SweepInterval is how often a worker tries to run the sweeper that
@@ -194,7 +194,7 @@ type Config struct {
 	SweepGrace time.Duration
 	// Retention is how long final rows are kept (PAYSTREAM_RETENTION,
 	// --retention): at least 48h and longer than StreamMaxAge, so that a
-	// redelivery or replay still finds its row (DESIGN.md §11.5). Default
+	// redelivery or replay still finds its row (docs/contract.md §11.5). Default
 	// 2160h (90 days).
 	Retention time.Duration
 	// FakeLatency is the fake gateway's delay per call

@@ -1,5 +1,5 @@
 // Package config reads the configuration of a paystream worker from
-// command-line flags and PAYSTREAM_* environment variables (DESIGN.md §8).
+// command-line flags and PAYSTREAM_* environment variables (docs/contract.md §8).
 //
 // Every setting is declared once, in one table: its name, the Config field it
 // fills, its default, its usage and its rules. Defaults (Default), flags and

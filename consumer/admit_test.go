@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/consumer"
-	"github.com/paystream/paystream/internal/metrics"
-	"github.com/paystream/paystream/internal/natstest"
+	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/processing"
+	"github.com/paystream/paystream/telemetry"
 )
 
 // probeProcessor admits one message at a time, like a half-open breaker,
@@ -67,7 +67,7 @@ func TestAdmitLimitCountsMessagesInFlight(t *testing.T) {
 	}
 
 	proc := &probeProcessor{release: make(chan struct{})}
-	cons := consumer.New(js, ccfg, proc, zerolog.Nop(), metrics.New(prometheus.NewRegistry()))
+	cons := consumer.New(js, ccfg, proc, zerolog.Nop(), telemetry.New(prometheus.NewRegistry()))
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = cons.Run(ctx) })

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/gateway"
-	"github.com/paystream/paystream/internal/natstest"
+	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 )

@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
+	"github.com/paystream/paystream/telemetry"
 )
 
 // Processor is the payment logic the consumer drives.
@@ -30,7 +30,7 @@ type Processor interface {
 	Admit() (limit int, wait time.Duration)
 }
 
-// Dead-letter headers (DESIGN.md §4).
+// Dead-letter headers (docs/contract.md §4).
 const (
 	HeaderDLQReason       = "Paystream-Dlq-Reason"
 	HeaderDLQError        = "Paystream-Error"
@@ -60,7 +60,7 @@ type Consumer struct {
 	js   jetstream.JetStream
 	proc Processor
 	log  zerolog.Logger
-	m    *metrics.Metrics
+	m    *telemetry.Metrics
 
 	mu   sync.Mutex
 	cons jetstream.Consumer
@@ -71,7 +71,7 @@ type Consumer struct {
 }
 
 // New returns a Consumer; call Run to start it.
-func New(js jetstream.JetStream, cfg Config, proc Processor, logger zerolog.Logger, m *metrics.Metrics) *Consumer {
+func New(js jetstream.JetStream, cfg Config, proc Processor, logger zerolog.Logger, m *telemetry.Metrics) *Consumer {
 	if js == nil || proc == nil || m == nil {
 		panic("consumer.New: jetstream, processor and metrics are required")
 	}
@@ -150,7 +150,7 @@ func (c *Consumer) pullLoop(ctx, workCtx context.Context, slots chan struct{}, w
 	var pullErrs int
 	for {
 		// Pull only into free slots, so no message waits in a local buffer
-		// while its ack timer runs (DESIGN.md §11.1).
+		// while its ack timer runs (docs/contract.md §11.1).
 		if ctx.Err() != nil {
 			return
 		}
@@ -469,7 +469,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // heartbeat sends InProgress every interval until stopped, so a payment that
-// runs long keeps its message (DESIGN.md §6 step 4).
+// runs long keeps its message (docs/contract.md §6 step 4).
 type heartbeat struct {
 	mu       sync.Mutex
 	stopped  bool

@@ -19,7 +19,7 @@ import (
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/gateway/sim"
-	"github.com/paystream/paystream/internal/pgtest"
+	"github.com/paystream/paystream/internal/testenv/pgtest"
 	"github.com/paystream/paystream/payment"
 )
 

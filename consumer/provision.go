@@ -9,7 +9,7 @@ import (
 )
 
 // Config configures the JetStream side of a worker. Zero fields take their
-// defaults (DESIGN.md §3).
+// defaults (docs/contract.md §3).
 type Config struct {
 	// Stream is the requests stream; default "PAYMENTS".
 	Stream string
@@ -121,7 +121,7 @@ func (c Config) ResultSubject(status string) string { return c.SubjectPrefix + "
 // DLQSubject is where dead letters of a reason go.
 func (c Config) DLQSubject(reason string) string { return c.SubjectPrefix + ".dlq." + reason }
 
-// StreamConfigs returns the three streams of DESIGN.md §3.
+// StreamConfigs returns the three streams of docs/contract.md §3.
 func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	c = c.WithDefaults()
 	return []jetstream.StreamConfig{
@@ -158,7 +158,7 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	}
 }
 
-// ConsumerConfig returns the durable pull consumer of DESIGN.md §3.
+// ConsumerConfig returns the durable pull consumer of docs/contract.md §3.
 func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 	c = c.WithDefaults()
 	return jetstream.ConsumerConfig{

@@ -19,12 +19,12 @@ import (
 
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
-	"github.com/paystream/paystream/internal/metrics"
-	"github.com/paystream/paystream/internal/natstest"
-	"github.com/paystream/paystream/internal/pgtest"
+	"github.com/paystream/paystream/internal/testenv/natstest"
+	"github.com/paystream/paystream/internal/testenv/pgtest"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/store"
+	"github.com/paystream/paystream/telemetry"
 )
 
 func TestMain(m *testing.M) {
@@ -116,7 +116,7 @@ type worker struct {
 	name   string
 	cancel context.CancelFunc
 	done   chan error
-	m      *metrics.Metrics
+	m      *telemetry.Metrics
 	reg    *prometheus.Registry
 	once   sync.Once
 }
@@ -138,7 +138,7 @@ func (s *stack) startWorkerAt(name, urls string) *worker {
 	js, err := jetstream.New(nc)
 	require.NoError(s.t, err)
 	reg := prometheus.NewRegistry()
-	w := &worker{name: name, done: make(chan error, 1), reg: reg, m: metrics.New(reg)}
+	w := &worker{name: name, done: make(chan error, 1), reg: reg, m: telemetry.New(reg)}
 	st := store.New(s.pool)
 	b := store.NewBatcher(st, store.BatcherConfig{})
 	pcfg := s.pcfg

@@ -44,7 +44,7 @@ type wireError struct {
 var errMalformed = errors.New("malformed charge result")
 
 // Classify maps one HTTP answer of the gateway to a Result or an *Error,
-// following the table of DESIGN.md §5. It is a pure function of its
+// following the table of docs/contract.md §5. It is a pure function of its
 // arguments; now is used only to turn a Retry-After HTTP date into a delay.
 // Exactly one of the two return values is set: either err is nil and the
 // Result's Status is succeeded or declined, or err is a non-nil *Error and

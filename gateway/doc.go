@@ -1,5 +1,5 @@
 // Package gateway charges payments at a payment gateway speaking the HTTP API
-// of DESIGN.md §5, and maps each answer to a result or a classified error.
+// of docs/contract.md §5, and maps each answer to a result or a classified error.
 //
 // Two implementations share one method set, Name and Charge:
 //

@@ -14,7 +14,7 @@ import (
 // attempt for a payment: it is what keeps a retry from charging twice.
 type Charge struct {
 	// IdempotencyKey is the effective key of the payment: 1–255 bytes of
-	// printable ASCII without space (DESIGN.md §2).
+	// printable ASCII without space (docs/contract.md §2).
 	IdempotencyKey string
 	PaymentID      string
 	MerchantID     string
@@ -43,7 +43,7 @@ type Result struct {
 // Class says what a caller does with a failed charge attempt.
 type Class uint8
 
-// The classes of *Error (DESIGN.md §5).
+// The classes of *Error (docs/contract.md §5).
 const (
 	// ClassRejected: the gateway refuses the request (400, 422 including
 	// idempotency_key_reused, other 4xx): record failed and dead-letter with

@@ -45,7 +45,7 @@ type HTTPConfig struct {
 	Client *http.Client
 }
 
-// HTTP is a gateway client speaking DESIGN.md §5 over HTTP. It is safe for
+// HTTP is a gateway client speaking docs/contract.md §5 over HTTP. It is safe for
 // concurrent use. Close it to release idle connections.
 type HTTP struct {
 	name     string
@@ -130,7 +130,7 @@ func (g *HTTP) Name() string { return g.name }
 // afterwards; they open new connections. Close is idempotent.
 func (g *HTTP) Close() { g.client.CloseIdleConnections() }
 
-// chargeBody is the request body of POST /v1/charges (DESIGN.md §5).
+// chargeBody is the request body of POST /v1/charges (docs/contract.md §5).
 type chargeBody struct {
 	PaymentID     string `json:"payment_id"`
 	MerchantID    string `json:"merchant_id"`
@@ -212,7 +212,7 @@ func (g *HTTP) callError(ctx, callCtx context.Context, err error) error {
 }
 
 // validKey reports whether k is 1–255 bytes of printable ASCII without
-// space (0x21–0x7E), as DESIGN.md §2 requires of idempotency keys.
+// space (0x21–0x7E), as docs/contract.md §2 requires of idempotency keys.
 func validKey(k string) bool {
 	if len(k) == 0 || len(k) > 255 {
 		return false

@@ -6,7 +6,7 @@ package payment
 // can be made in.
 //
 // The code must be exactly three upper-case ASCII letters: "usd" is unknown.
-// Every code beginning with X is refused, as the contract (DESIGN.md §2)
+// Every code beginning with X is refused, as the contract (docs/contract.md §2)
 // refuses the X codes: precious metals (XAU, XAG, XPD, XPT), units of account
 // (XDR, XBA–XBD, XSU, XUA), XTS and XXX. Note that this also refuses four
 // real supranational currencies, XAF, XOF, XPF (exponent 0) and XCD, XCG

@@ -41,7 +41,7 @@ const (
 	fieldCreatedAt      = "created_at"
 )
 
-// Decode decodes and validates a payment request event v1 (DESIGN.md §2)
+// Decode decodes and validates a payment request event v1 (docs/contract.md §2)
 // received on subject, and returns it. Every error it returns is a
 // *ValidationError matching ErrInvalid: the message can never become valid
 // and must be dead-lettered.

@@ -1,5 +1,5 @@
 // Package payment is the event schema shared by the paystream publisher and
-// workers: the payment request event v1 (DESIGN.md §2) with its decoding,
+// workers: the payment request event v1 (docs/contract.md §2) with its decoding,
 // validation and fingerprint, the outcome event and dead-letter vocabulary
 // (§4), and the rows and claims of the payments table (§6, §7).
 //

@@ -3,7 +3,7 @@ package payment
 import "errors"
 
 // ErrInvalid is matched (with errors.Is) by every error that Decode and
-// Request.Validate return: the request breaks the contract of DESIGN.md §2
+// Request.Validate return: the request breaks the contract of docs/contract.md §2
 // and must be dead-lettered with reason "invalid", never retried.
 var ErrInvalid = errors.New("invalid payment request")
 

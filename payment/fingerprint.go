@@ -11,7 +11,7 @@ import (
 // of the encoding can never collide with fingerprints stored today.
 const fingerprintVersion = "paystream.request.v1\x00"
 
-// Fingerprint returns the request fingerprint (DESIGN.md §2): the lower-case
+// Fingerprint returns the request fingerprint (docs/contract.md §2): the lower-case
 // hex SHA-256 of payment_id, merchant_id, customer_id, amount_minor, currency
 // and payment_method. Two requests with the same effective key are
 // duplicates when their fingerprints are equal and a conflict otherwise.

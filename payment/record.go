@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Status is the state of a payment row (DESIGN.md §7).
+// Status is the state of a payment row (docs/contract.md §7).
 type Status string
 
 // The statuses of a payment row. Only StatusProcessing is not final.
@@ -22,7 +22,7 @@ func (s Status) Final() bool {
 }
 
 // DeadLetterReason says why a message was dead-lettered; it is the last token
-// of the dead-letter subject payments.dlq.<reason> (DESIGN.md §4).
+// of the dead-letter subject payments.dlq.<reason> (docs/contract.md §4).
 type DeadLetterReason string
 
 // The dead-letter reasons of the contract.
@@ -58,7 +58,7 @@ type Record struct {
 }
 
 // Outcome is the outcome event v1, published on payments.results.<status>
-// (DESIGN.md §4). String fields with no value are omitted from the JSON.
+// (docs/contract.md §4). String fields with no value are omitted from the JSON.
 type Outcome struct {
 	PaymentID       string    `json:"payment_id"`
 	IdempotencyKey  string    `json:"idempotency_key"`
@@ -94,7 +94,7 @@ func (o Outcome) MsgID() string {
 	return "result-" + o.IdempotencyKey + "-" + string(o.Status)
 }
 
-// ClaimKind is what a claim on an effective key found (DESIGN.md §6 step 3).
+// ClaimKind is what a claim on an effective key found (docs/contract.md §6 step 3).
 type ClaimKind uint8
 
 // The results of a claim.

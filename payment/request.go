@@ -2,13 +2,13 @@ package payment
 
 import "time"
 
-// MaxBodyBytes is the largest accepted request body (DESIGN.md §2).
+// MaxBodyBytes is the largest accepted request body (docs/contract.md §2).
 const MaxBodyBytes = 65536
 
 // DefaultMaxAmountMinor is the default of PAYSTREAM_MAX_AMOUNT_MINOR.
 const DefaultMaxAmountMinor int64 = 100_000_000
 
-// Request is the payment request event v1 (DESIGN.md §2).
+// Request is the payment request event v1 (docs/contract.md §2).
 type Request struct {
 	PaymentID string `json:"payment_id"`
 	// IdempotencyKey is optional; EffectiveKey falls back to PaymentID.

@@ -5,7 +5,7 @@ import (
 	"unicode/utf8"
 )
 
-// Byte-length bounds of the request fields (DESIGN.md §2).
+// Byte-length bounds of the request fields (docs/contract.md §2).
 const (
 	maxIDBytes             = 64
 	maxIdempotencyKeyBytes = 255
@@ -17,7 +17,7 @@ const (
 )
 
 // Validate checks r against the field rules of the payment request event v1
-// (DESIGN.md §2) and lim, and returns the first rule broken as a
+// (docs/contract.md §2) and lim, and returns the first rule broken as a
 // *ValidationError matching ErrInvalid, or nil. Decode calls it; publishers
 // that build a Request in Go call it before Marshal. It does not check the
 // subject, nor JSON types, which a Request cannot get wrong.

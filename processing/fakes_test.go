@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/gateway"
-	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
+	"github.com/paystream/paystream/telemetry"
 )
 
 // Fixed values of the test requests and fakes.
@@ -219,7 +219,7 @@ type bundle struct {
 	proc   *processing.Processor
 	claims *fakeClaims
 	gw     *fakeGateway
-	m      *metrics.Metrics
+	m      *telemetry.Metrics
 }
 
 func setup(t *testing.T, cfg processing.Config, claims *fakeClaims, gw *fakeGateway) *bundle {
@@ -230,7 +230,7 @@ func setup(t *testing.T, cfg processing.Config, claims *fakeClaims, gw *fakeGate
 	if gw == nil {
 		gw = newFakeGateway()
 	}
-	m := metrics.New(prometheus.NewRegistry())
+	m := telemetry.New(prometheus.NewRegistry())
 	return &bundle{proc: processing.New(cfg, claims, gw, zerolog.Nop(), m), claims: claims, gw: gw, m: m}
 }
 

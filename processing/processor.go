@@ -15,14 +15,14 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/paystream/paystream/gateway"
-	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/telemetry"
 )
 
 // Claims is the idempotency store as processing needs it. Each call is one
 // short transaction; implementations may batch calls from many goroutines.
 type Claims interface {
-	// Claim claims the effective key of c (DESIGN.md §6 step 3).
+	// Claim claims the effective key of c (docs/contract.md §6 step 3).
 	Claim(ctx context.Context, c payment.Claim) (payment.ClaimResult, error)
 	// Complete records a final outcome, fenced by the lease; payment.ErrFenced
 	// when the lease is no longer the caller's.
@@ -37,7 +37,7 @@ type Gateway interface {
 	// Name is the gateway's name, recorded in each row and outcome.
 	Name() string
 	// Charge charges c. It returns a Result whose Status is succeeded or
-	// declined, or an error: a *gateway.Error classified as in DESIGN.md §5,
+	// declined, or an error: a *gateway.Error classified as in docs/contract.md §5,
 	// or the context's error when ctx ends first.
 	Charge(ctx context.Context, c gateway.Charge) (gateway.Result, error)
 }
@@ -149,7 +149,7 @@ type Decision struct {
 	Key       string
 }
 
-// Processor runs the payment flow of DESIGN.md §6 on one delivery at a time
+// Processor runs the payment flow of docs/contract.md §6 on one delivery at a time
 // per goroutine; it is safe for concurrent use.
 type Processor struct {
 	cfg     Config
@@ -158,7 +158,7 @@ type Processor struct {
 	limiter *rate.Limiter
 	breaker *gobreaker.CircuitBreaker[gateway.Result]
 	log     zerolog.Logger
-	m       *metrics.Metrics
+	m       *telemetry.Metrics
 
 	// openUntil is the UnixNano time at which an open breaker half-opens.
 	openUntil atomic.Int64
@@ -172,7 +172,7 @@ type Processor struct {
 const halfOpenPoll = 20 * time.Millisecond
 
 // New returns a Processor. It panics on a missing dependency (a wiring bug).
-func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *metrics.Metrics) *Processor {
+func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *telemetry.Metrics) *Processor {
 	if claims == nil || gw == nil || m == nil || cfg.Owner == "" {
 		panic("processing.New: claims, gateway, metrics and Owner are required")
 	}
@@ -223,7 +223,7 @@ func (p *Processor) onBreakerState(_ string, from, to gobreaker.State) {
 // while it is half-open and nothing is in flight (the probe), and 0 with a
 // short wait while the probe or any other message is still in flight.
 // Pulling nothing while open, and one message at a time while half-open,
-// keeps the backlog from burning its deliveries (DESIGN.md §6.6): a second
+// keeps the backlog from burning its deliveries (docs/contract.md §6.6): a second
 // message pulled during the probe would fail with ErrTooManyRequests and be
 // nak'ed, costing it a delivery.
 func (p *Processor) Admit() (limit int, wait time.Duration) {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/paystream/paystream/internal/metrics"
+	"github.com/paystream/paystream/telemetry"
 )
 
 // errNoRequest: a stuck row without the stored request to re-publish.
@@ -37,7 +37,7 @@ type SweeperConfig struct {
 	Retention time.Duration
 }
 
-// Sweeper rescues payments stuck in processing (DESIGN.md §6.7) — a holder
+// Sweeper rescues payments stuck in processing (docs/contract.md §6.7) — a holder
 // that died on its message's last delivery, say — by re-publishing their
 // requests, and deletes final rows older than the retention. One worker of
 // the fleet sweeps at a time: find reports ok=false when another holds
@@ -52,14 +52,14 @@ type Sweeper struct {
 	del       func(ctx context.Context, before time.Time, limit int) (int64, error)
 
 	log zerolog.Logger
-	m   *metrics.Metrics
+	m   *telemetry.Metrics
 }
 
 // NewSweeper returns a Sweeper; find and republish are required.
 func NewSweeper(cfg SweeperConfig, find func(context.Context, time.Duration, int) ([]StuckPayment, bool, error),
 	republish func(context.Context, string, []byte, string) error,
 	del func(context.Context, time.Time, int) (int64, error),
-	logger zerolog.Logger, m *metrics.Metrics) *Sweeper {
+	logger zerolog.Logger, m *telemetry.Metrics) *Sweeper {
 	if find == nil || republish == nil || m == nil {
 		panic("processing.NewSweeper: find, republish and metrics are required")
 	}

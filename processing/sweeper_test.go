@@ -11,8 +11,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/processing"
+	"github.com/paystream/paystream/telemetry"
 )
 
 // published is one republish call.
@@ -94,8 +94,8 @@ var stuckRows = []processing.StuckPayment{
 	{Key: "k-c", PaymentID: "pay_c", Attempts: 7, Subject: "payments.requests.m_1", Body: []byte(`{"c":3}`)},
 }
 
-func newTestSweeper(cfg processing.SweeperConfig, s *fakeSweepStore, withDelete bool) (*processing.Sweeper, *metrics.Metrics) {
-	m := metrics.New(prometheus.NewRegistry())
+func newTestSweeper(cfg processing.SweeperConfig, s *fakeSweepStore, withDelete bool) (*processing.Sweeper, *telemetry.Metrics) {
+	m := telemetry.New(prometheus.NewRegistry())
 	var del func(context.Context, time.Time, int) (int64, error)
 	if withDelete {
 		del = s.delete
@@ -277,7 +277,7 @@ func TestSweeperRun(t *testing.T) {
 
 func TestConstructorsRequireDependencies(t *testing.T) {
 	t.Parallel()
-	m := metrics.New(prometheus.NewRegistry())
+	m := telemetry.New(prometheus.NewRegistry())
 	store := &fakeSweepStore{}
 	require.Panics(t, func() { processing.NewSweeper(processing.SweeperConfig{}, nil, store.republish, nil, zerolog.Nop(), m) })
 	require.Panics(t, func() { processing.NewSweeper(processing.SweeperConfig{}, store.find, nil, nil, zerolog.Nop(), m) })

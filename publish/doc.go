@@ -1,5 +1,5 @@
 // Package publish is what upstream Go services use to publish payment
-// requests (DESIGN.md §2) to the PAYMENTS JetStream stream, and what the
+// requests (docs/contract.md §2) to the PAYMENTS JetStream stream, and what the
 // publisher command uses for generated load and JSON lines.
 //
 // A Publisher wraps a jetstream.JetStream that the caller creates and owns

@@ -126,7 +126,7 @@ type Item struct {
 }
 
 // Declined reports whether the fake gateway declines the item's payment:
-// a valid or duplicate item whose amount_minor ends in 13 (DESIGN.md §8).
+// a valid or duplicate item whose amount_minor ends in 13 (docs/contract.md §8).
 func (it Item) Declined() bool {
 	return it.Request != nil && it.Request.AmountMinor%100 == 13
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/consumer"
-	"github.com/paystream/paystream/internal/natstest"
+	"github.com/paystream/paystream/internal/testenv/natstest"
 )
 
 // testBundle is what an integration test works with: a JetStream server of

@@ -43,7 +43,7 @@ var claimKinds = map[string]payment.ClaimKind{
 }
 
 // Claim claims c.Key for a gateway call, in one short transaction guarded by
-// the key's advisory lock (DESIGN.md §6 step 3); see payment.ClaimKind for
+// the key's advisory lock (docs/contract.md §6 step 3); see payment.ClaimKind for
 // the possible results. All lease times use the database clock. Errors are
 // database failures (possibly wrapping ErrRetryable) or ErrInvalidArgument;
 // every business outcome, busy included, is a ClaimResult.

@@ -5,7 +5,7 @@
 //
 // # Claims and leases
 //
-// Claim implements DESIGN.md §6 step 3 in one statement (one round trip, one
+// Claim implements docs/contract.md §6 step 3 in one statement (one round trip, one
 // transaction): a PL/pgSQL function, created by the migrations, takes the
 // claims as parallel arrays and, key by key in byte order, tries the key's
 // transaction-scoped advisory lock pg_try_advisory_xact_lock(

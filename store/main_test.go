@@ -3,7 +3,7 @@ package store_test
 import (
 	"testing"
 
-	"github.com/paystream/paystream/internal/pgtest"
+	"github.com/paystream/paystream/internal/testenv/pgtest"
 )
 
 func TestMain(m *testing.M) {

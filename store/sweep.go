@@ -16,7 +16,7 @@ import (
 const sweeperLockID int64 = 0x7061797377656570
 
 // Stuck is a payment left in processing whose lease expired long ago
-// (DESIGN.md §6.7), with what is needed to re-publish its request.
+// (docs/contract.md §6.7), with what is needed to re-publish its request.
 type Stuck struct {
 	Key       string
 	PaymentID string

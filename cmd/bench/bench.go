@@ -20,7 +20,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/paystream/paystream/consumer"
-	"github.com/paystream/paystream/internal/localstack"
+	"github.com/paystream/paystream/internal/testenv/localstack"
 	"github.com/paystream/paystream/payment"
 )
 

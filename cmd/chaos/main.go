@@ -22,7 +22,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/paystream/paystream/internal/chaos"
+	"github.com/paystream/paystream/internal/testenv/chaos"
 )
 
 func main() {

@@ -24,7 +24,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/paystream/paystream/internal/demo"
+	"github.com/paystream/paystream/internal/testenv/demo"
 )
 
 func main() {

@@ -1,5 +1,5 @@
 // Command gatewaysim runs the payment gateway simulator (package
-// gateway/sim): an HTTP server speaking DESIGN.md §5 that honours
+// gateway/sim): an HTTP server speaking docs/contract.md §5 that honours
 // Idempotency-Key, with configurable latency, declines, errors, rate
 // limiting, hangs and lost responses, and a count of real charges for tests.
 //

@@ -47,7 +47,7 @@ type options struct {
 }
 
 // sharedEnv maps the flags shared with the worker to their environment
-// variables (DESIGN.md §8).
+// variables (docs/contract.md §8).
 var sharedEnv = [...]struct{ flag, env string }{
 	{"nats-url", "PAYSTREAM_NATS_URL"},
 	{"nats-creds", "PAYSTREAM_NATS_CREDS"},

@@ -19,7 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/paystream/paystream/consumer"
-	"github.com/paystream/paystream/internal/natstest"
+	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/publish"
 )
 

@@ -18,8 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/paystream/paystream/internal/natstest"
-	"github.com/paystream/paystream/internal/pgtest"
+	"github.com/paystream/paystream/internal/testenv/natstest"
+	"github.com/paystream/paystream/internal/testenv/pgtest"
 	"github.com/paystream/paystream/payment"
 )
 

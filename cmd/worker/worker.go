@@ -26,10 +26,10 @@ import (
 	"github.com/paystream/paystream/config"
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
-	"github.com/paystream/paystream/internal/metrics"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/store"
+	"github.com/paystream/paystream/telemetry"
 )
 
 // worker is one wired worker process.
@@ -154,7 +154,7 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg)
+	m := telemetry.New(reg)
 
 	gw, err := newGateway(cfg)
 	if err != nil {

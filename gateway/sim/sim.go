@@ -1,5 +1,5 @@
 // Package sim is an HTTP payment gateway simulator speaking the API of
-// DESIGN.md §5, for local runs (cmd/gatewaysim) and integration tests
+// docs/contract.md §5, for local runs (cmd/gatewaysim) and integration tests
 // (mounted on an httptest.Server).
 //
 // It honours Idempotency-Key like a real gateway, with the same ledger as
@@ -12,7 +12,7 @@
 //
 // Endpoints:
 //
-//	POST /v1/charges         charge (DESIGN.md §5)
+//	POST /v1/charges         charge (docs/contract.md §5)
 //	GET  /v1/stats           {"real_charges":…,"distinct_keys":…,"in_flight":…,"double_charged_payment_ids":[…]}
 //	GET  /v1/config          the current Config as JSON (durations as Go duration strings)
 //	PUT  /v1/config          replace the Config (fields left out become zero; seed and

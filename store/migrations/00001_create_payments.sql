@@ -1,5 +1,5 @@
 -- +goose Up
--- payments holds one row per effective idempotency key (DESIGN.md §7).
+-- payments holds one row per effective idempotency key (docs/contract.md §7).
 -- Absent optional values (customer_id, gateway, gateway_charge_id, error_code)
 -- are NULL, never ''.
 CREATE TABLE payments (

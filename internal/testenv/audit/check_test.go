@@ -11,7 +11,7 @@ import (
 
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway/sim"
-	"github.com/paystream/paystream/internal/audit"
+	"github.com/paystream/paystream/internal/testenv/audit"
 	"github.com/paystream/paystream/payment"
 )
 

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/paystream/paystream/internal/natstest"
+	"github.com/paystream/paystream/internal/testenv/natstest"
 )
 
 func TestMain(m *testing.M) {

@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/paystream/paystream/internal/localstack"
-	"github.com/paystream/paystream/internal/pgcluster"
+	"github.com/paystream/paystream/internal/testenv/localstack"
+	"github.com/paystream/paystream/internal/testenv/pgcluster"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/publish"
 )

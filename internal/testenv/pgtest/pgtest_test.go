@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/paystream/paystream/internal/pgtest"
+	"github.com/paystream/paystream/internal/testenv/pgtest"
 )
 
 func TestMain(m *testing.M) {

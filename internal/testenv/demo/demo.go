@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/paystream/paystream/internal/audit"
-	"github.com/paystream/paystream/internal/localstack"
+	"github.com/paystream/paystream/internal/testenv/audit"
+	"github.com/paystream/paystream/internal/testenv/localstack"
 	"github.com/paystream/paystream/publish"
 )
 

@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/paystream/paystream/internal/chaos"
-	"github.com/paystream/paystream/internal/localstack"
-	"github.com/paystream/paystream/internal/pgcluster"
+	"github.com/paystream/paystream/internal/testenv/chaos"
+	"github.com/paystream/paystream/internal/testenv/localstack"
+	"github.com/paystream/paystream/internal/testenv/pgcluster"
 )
 
 func TestMain(m *testing.M) {

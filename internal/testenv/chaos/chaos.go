@@ -28,8 +28,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/gateway/sim"
-	"github.com/paystream/paystream/internal/audit"
-	"github.com/paystream/paystream/internal/localstack"
+	"github.com/paystream/paystream/internal/testenv/audit"
+	"github.com/paystream/paystream/internal/testenv/localstack"
 	"github.com/paystream/paystream/publish"
 )
 

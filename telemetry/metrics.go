@@ -1,7 +1,7 @@
-// Package metrics holds the Prometheus collectors of a worker process. One
+// Package telemetry holds the Prometheus collectors of a worker process. One
 // Metrics value is created per process (or per test) with the registerer it
 // should register on; there is no global registry.
-package metrics
+package telemetry
 
 import (
 	"github.com/prometheus/client_golang/prometheus"

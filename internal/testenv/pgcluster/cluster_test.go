@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/paystream/paystream/internal/pgcluster"
+	"github.com/paystream/paystream/internal/testenv/pgcluster"
 )
 
 func TestMain(m *testing.M) {

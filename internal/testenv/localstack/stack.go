@@ -26,7 +26,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/paystream/paystream/internal/pgcluster"
+	"github.com/paystream/paystream/internal/testenv/pgcluster"
 )
 
 // Defaults of Config.

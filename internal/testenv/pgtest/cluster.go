@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/paystream/paystream/internal/pgcluster"
+	"github.com/paystream/paystream/internal/testenv/pgcluster"
 )
 
 // dirPrefix starts the name of every test cluster's temporary directory.

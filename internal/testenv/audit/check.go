@@ -229,7 +229,7 @@ func Check(snap *Snapshot, exp Expect) *Report {
 			continue
 		case !ok && exhausted[k]:
 			// Every delivery failed before a row was written (the database
-			// was down, say): the dead letter is the record (DESIGN.md §6).
+			// was down, say): the dead letter is the record (docs/contract.md §6).
 			r.DeadLetteredOnly = append(r.DeadLetteredOnly, k)
 			continue
 		case !ok:

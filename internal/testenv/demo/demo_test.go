@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/paystream/paystream/internal/demo"
-	"github.com/paystream/paystream/internal/localstack"
-	"github.com/paystream/paystream/internal/pgcluster"
+	"github.com/paystream/paystream/internal/testenv/demo"
+	"github.com/paystream/paystream/internal/testenv/localstack"
+	"github.com/paystream/paystream/internal/testenv/pgcluster"
 )
 
 func TestMain(m *testing.M) {

@@ -366,7 +366,7 @@ func MainWithConfig(m *testing.M, cfg MainConfig) {
 // health check, connection closers), for tests that call goleak themselves.
 func LeakOptions() []goleak.Option {
 	return []goleak.Option{
-		goleak.IgnoreAnyFunction("github.com/paystream/paystream/internal/pgcluster.(*Cluster).Launch.func1"),
+		goleak.IgnoreAnyFunction("github.com/paystream/paystream/internal/testenv/pgcluster.(*Cluster).Launch.func1"),
 		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
 		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).createIdleResources"),
 		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgconn.(*PgConn).asyncClose.func1"),
