@@ -15,6 +15,7 @@ import (
 
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/internal/testenv/natstest"
+	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/telemetry"
 )
@@ -42,7 +43,7 @@ func (p *probeProcessor) Process(ctx context.Context, _ processing.Message) proc
 	case <-ctx.Done():
 	}
 	p.done.Add(1)
-	return processing.Decision{Action: processing.ActionAck, Label: "probe"}
+	return processing.Decision{Action: processing.ActionAck, Verdict: payment.VerdictInFlight}
 }
 
 // TestAdmitLimitCountsMessagesInFlight is a regression test found by the

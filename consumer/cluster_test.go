@@ -59,7 +59,7 @@ type gatedGateway struct {
 	waiting atomic.Int64
 }
 
-func (g *gatedGateway) Charge(ctx context.Context, c gateway.Charge) (gateway.Result, error) {
+func (g *gatedGateway) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error) {
 	if g.calls.Add(1) > g.free {
 		g.waiting.Add(1)
 		select {
@@ -67,7 +67,7 @@ func (g *gatedGateway) Charge(ctx context.Context, c gateway.Charge) (gateway.Re
 			g.waiting.Add(-1)
 		case <-ctx.Done():
 			g.waiting.Add(-1)
-			return gateway.Result{}, ctx.Err()
+			return payment.ChargeResult{}, ctx.Err()
 		}
 	}
 	return g.Gateway.Charge(ctx, c)

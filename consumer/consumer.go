@@ -294,15 +294,16 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 		StreamSeq:    md.Sequence.Stream,
 		NumDelivered: md.NumDelivered,
 	})
-	label := c.act(ctx, msg, md, d)
-	c.m.Messages.WithLabelValues(label).Inc()
-	c.m.Duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
+	v := c.act(ctx, msg, md, d)
+	c.m.Messages.WithLabelValues(v.String()).Inc()
+	c.m.Duration.WithLabelValues(v.String()).Observe(time.Since(start).Seconds())
 }
 
 // act carries out a decision: outcome events and dead letters are published
 // before the message is acked or terminated; if a publish fails the message
-// is nak'ed, never dropped. It returns the label to count.
-func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, d processing.Decision) string {
+// is nak'ed, never dropped. It returns the verdict to count: the decision's,
+// or VerdictPublishFailed.
+func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, d processing.Decision) payment.Verdict {
 	log := c.log.With().Str("payment_id", d.PaymentID).Str("idempotency_key", d.Key).
 		Uint64("stream_seq", md.Sequence.Stream).Uint64("deliveries", md.NumDelivered).Logger()
 	last := md.NumDelivered >= uint64(c.cfg.MaxDeliver)
@@ -313,28 +314,24 @@ func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 			if err := c.publishOutcome(ctx, *d.Outcome, last); err != nil {
 				log.Warn().Err(err).Msg("publish outcome failed: nak")
 				c.nak(msg, md)
-				return "publish_failed"
+				return payment.VerdictPublishFailed
 			}
 		}
 		ackErr = msg.Ack()
-		log.Debug().Str("outcome", d.Label).Msg("acked")
+		log.Debug().Stringer("outcome", d.Verdict).Msg("acked")
 	case processing.ActionRetry:
 		ackErr = msg.NakWithDelay(d.Delay)
-		ev := log.Warn()
-		if d.Label == "shutdown" || d.Label == "busy" {
-			ev = log.Debug()
-		}
-		ev.Err(d.Err).Str("outcome", d.Label).Dur("delay", d.Delay).Msg("retry later")
+		logAt(log, d.Verdict.Severity()).Err(d.Err).Stringer("outcome", d.Verdict).Dur("delay", d.Delay).Msg("retry later")
 	case processing.ActionTerm:
 		if d.DeadLetter == nil {
 			log.Error().Msg("term without a dead letter: nak instead")
 			c.nak(msg, md)
-			return "publish_failed"
+			return payment.VerdictPublishFailed
 		}
 		if err := c.publishDeadLetter(ctx, msg, md, *d.DeadLetter, last); err != nil {
 			log.Error().Err(err).Msg("publish dead letter failed: nak")
 			c.nak(msg, md)
-			return "publish_failed"
+			return payment.VerdictPublishFailed
 		}
 		c.m.DeadLetters.WithLabelValues(string(d.DeadLetter.Reason)).Inc()
 		if d.Outcome != nil {
@@ -344,26 +341,35 @@ func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				// both again under the same message ids.
 				log.Warn().Err(err).Msg("publish outcome failed: nak")
 				c.nak(msg, md)
-				return "publish_failed"
+				return payment.VerdictPublishFailed
 			}
 		}
 		ackErr = msg.TermWithReason(string(d.DeadLetter.Reason))
-		ev := log.Warn()
-		if d.DeadLetter.Reason == payment.ReasonExhausted || d.DeadLetter.Reason == payment.ReasonGatewayRejected {
-			ev = log.Error()
-		}
-		ev.Str("reason", string(d.DeadLetter.Reason)).Str("error", d.DeadLetter.Error).Msg("dead-lettered")
+		logAt(log, d.DeadLetter.Reason.Severity()).
+			Str("reason", string(d.DeadLetter.Reason)).Str("error", d.DeadLetter.Error).Msg("dead-lettered")
 	default:
 		log.Error().Int("action", int(d.Action)).Msg("unknown action: nak")
 		c.nak(msg, md)
-		return "publish_failed"
+		return payment.VerdictPublishFailed
 	}
 	if ackErr != nil {
 		// Ack and nak are fire-and-forget; a lost one is a redelivery that
 		// the idempotency table absorbs.
-		log.Warn().Err(ackErr).Str("outcome", d.Label).Msg("acknowledge")
+		log.Warn().Err(ackErr).Stringer("outcome", d.Verdict).Msg("acknowledge")
 	}
-	return d.Label
+	return d.Verdict
+}
+
+// logAt starts a log event at the level of a verdict's severity.
+func logAt(log zerolog.Logger, s payment.Severity) *zerolog.Event {
+	switch s {
+	case payment.SeverityAlert:
+		return log.Error()
+	case payment.SeverityNotice:
+		return log.Warn()
+	default:
+		return log.Debug()
+	}
 }
 
 func (c *Consumer) nak(msg jetstream.Msg, md *jetstream.MsgMetadata) {

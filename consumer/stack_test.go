@@ -311,7 +311,7 @@ type countingGateway struct {
 	calls atomic.Int64
 }
 
-func (g *countingGateway) Charge(ctx context.Context, c gateway.Charge) (gateway.Result, error) {
+func (g *countingGateway) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error) {
 	g.calls.Add(1)
 	return g.Gateway.Charge(ctx, c)
 }

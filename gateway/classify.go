@@ -43,26 +43,26 @@ type wireError struct {
 
 var errMalformed = errors.New("malformed charge result")
 
-// Classify maps one HTTP answer of the gateway to a Result or an *Error,
+// Classify maps one HTTP answer of the gateway to a Result or an *payment.GatewayError,
 // following the table of docs/contract.md §5. It is a pure function of its
 // arguments; now is used only to turn a Retry-After HTTP date into a delay.
 // Exactly one of the two return values is set: either err is nil and the
-// Result's Status is succeeded or declined, or err is a non-nil *Error and
+// Result's Status is succeeded or declined, or err is a non-nil *payment.GatewayError and
 // the Result is zero.
 //
 //   - 2xx with {"id":…,"status":"succeeded"}: succeeded. With status
 //     "declined": declined (code from decline_code or error.code). Any other
-//     2xx body is malformed: ClassTrouble.
+//     2xx body is malformed: payment.ClassTrouble.
 //   - 402: declined, code from error.code (or error.decline_code; "declined"
 //     when the body has none).
-//   - 409, 429: ClassRetry.
-//   - 408 (the gateway timed out reading the request): ClassTrouble.
-//   - 400, 422 and every other 4xx: ClassRejected.
-//   - 5xx and anything outside 200–599 but 2xx/4xx: ClassTrouble.
+//   - 409, 429: payment.ClassRetry.
+//   - 408 (the gateway timed out reading the request): payment.ClassTrouble.
+//   - 400, 422 and every other 4xx: payment.ClassRejected.
+//   - 5xx and anything outside 200–599 but 2xx/4xx: payment.ClassTrouble.
 //
 // A Retry-After header, in seconds or as an HTTP date, sets Error.RetryAfter
 // whatever the status.
-func Classify(statusCode int, header http.Header, body []byte, now time.Time) (Result, error) {
+func Classify(statusCode int, header http.Header, body []byte, now time.Time) (payment.ChargeResult, error) {
 	var ans wireAnswer
 	jsonErr := json.Unmarshal(body, &ans)
 
@@ -72,14 +72,14 @@ func Classify(statusCode int, header http.Header, body []byte, now time.Time) (R
 			switch ans.Status {
 			case "succeeded":
 				if validChargeID(ans.ID) {
-					return Result{Status: payment.StatusSucceeded, ChargeID: ans.ID}, nil
+					return payment.ChargeResult{Status: payment.StatusSucceeded, ChargeID: ans.ID}, nil
 				}
 			case "declined":
 				code := ans.DeclineCode
 				if code == "" && ans.Error != nil {
 					code = firstNonEmpty(ans.Error.Code, ans.Error.DeclineCode)
 				}
-				res := Result{Status: payment.StatusDeclined, DeclineCode: declineCode(code)}
+				res := payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: declineCode(code)}
 				if validChargeID(ans.ID) {
 					res.ChargeID = ans.ID
 				}
@@ -90,11 +90,11 @@ func Classify(statusCode int, header http.Header, body []byte, now time.Time) (R
 		if cause == nil {
 			cause = errMalformed
 		}
-		return Result{}, newError(ClassTrouble, statusCode, header, now, CodeMalformedResponse,
+		return payment.ChargeResult{}, newError(payment.ClassTrouble, statusCode, header, now, payment.CodeMalformedResponse,
 			"2xx answer is not a succeeded or declined charge", cause)
 
 	case statusCode == http.StatusPaymentRequired:
-		res := Result{Status: payment.StatusDeclined}
+		res := payment.ChargeResult{Status: payment.StatusDeclined}
 		if jsonErr == nil && ans.Error != nil {
 			res.DeclineCode = declineCode(firstNonEmpty(ans.Error.Code, ans.Error.DeclineCode))
 			if validChargeID(ans.Error.Charge) {
@@ -106,16 +106,16 @@ func Classify(statusCode int, header http.Header, body []byte, now time.Time) (R
 		return res, nil
 	}
 
-	var class Class
+	var class payment.FailureClass
 	switch {
 	case statusCode == http.StatusConflict, statusCode == http.StatusTooManyRequests:
-		class = ClassRetry
+		class = payment.ClassRetry
 	case statusCode == http.StatusRequestTimeout:
-		class = ClassTrouble
+		class = payment.ClassTrouble
 	case statusCode >= 400 && statusCode <= 499:
-		class = ClassRejected
+		class = payment.ClassRejected
 	default: // 5xx, and statuses outside the table (1xx, 3xx, nonsense)
-		class = ClassTrouble
+		class = payment.ClassTrouble
 	}
 
 	code, msg := "", ""
@@ -125,16 +125,16 @@ func Classify(statusCode int, header http.Header, body []byte, now time.Time) (R
 		msg = string(body) // not JSON: an HTML error page from a proxy, say
 	}
 	if code == "" && (statusCode < 400 || statusCode > 599) {
-		code = CodeUnexpectedStatus
+		code = payment.CodeUnexpectedStatus
 	}
 	if strings.TrimSpace(msg) == "" {
 		msg = http.StatusText(statusCode)
 	}
-	return Result{}, newError(class, statusCode, header, now, code, msg, nil)
+	return payment.ChargeResult{}, newError(class, statusCode, header, now, code, msg, nil)
 }
 
-func newError(class Class, statusCode int, header http.Header, now time.Time, code, msg string, err error) *Error {
-	return &Error{
+func newError(class payment.FailureClass, statusCode int, header http.Header, now time.Time, code, msg string, err error) *payment.GatewayError {
+	return &payment.GatewayError{
 		Class:      class,
 		StatusCode: statusCode,
 		Code:       bound(code, MaxCodeBytes),

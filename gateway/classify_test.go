@@ -28,167 +28,167 @@ func TestClassify(t *testing.T) {
 		header http.Header
 		body   string
 		// want is the Result when wantErr is nil.
-		want    gateway.Result
-		wantErr *gateway.Error // Err is not compared, only whether it is set
+		want    payment.ChargeResult
+		wantErr *payment.GatewayError // Err is not compared, only whether it is set
 		errSet  bool
 	}{
 		{
 			name: "200 succeeded", status: 200, body: `{"id":"ch_1","status":"succeeded"}`,
-			want: gateway.Result{Status: payment.StatusSucceeded, ChargeID: "ch_1"},
+			want: payment.ChargeResult{Status: payment.StatusSucceeded, ChargeID: "ch_1"},
 		},
 		{
 			name: "201 succeeded with extra fields", status: 201,
 			body: `{"id":"ch_2","object":"charge","status":"succeeded","amount_minor":1000,"currency":"EUR"}`,
-			want: gateway.Result{Status: payment.StatusSucceeded, ChargeID: "ch_2"},
+			want: payment.ChargeResult{Status: payment.StatusSucceeded, ChargeID: "ch_2"},
 		},
 		{
 			name: "200 declined with decline_code", status: 200,
 			body: `{"id":"ch_3","status":"declined","decline_code":"do_not_honor"}`,
-			want: gateway.Result{Status: payment.StatusDeclined, ChargeID: "ch_3", DeclineCode: "do_not_honor"},
+			want: payment.ChargeResult{Status: payment.StatusDeclined, ChargeID: "ch_3", DeclineCode: "do_not_honor"},
 		},
 		{
 			name: "200 declined with error code", status: 200,
 			body: `{"status":"declined","error":{"code":"expired_card"}}`,
-			want: gateway.Result{Status: payment.StatusDeclined, DeclineCode: "expired_card"},
+			want: payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: "expired_card"},
 		},
 		{
 			name: "200 declined without code", status: 200, body: `{"status":"declined"}`,
-			want: gateway.Result{Status: payment.StatusDeclined, DeclineCode: "declined"},
+			want: payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: "declined"},
 		},
 		{
 			name: "200 malformed: not json", status: 200, body: `<html>ok</html>`,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 200, Code: gateway.CodeMalformedResponse,
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 200, Code: payment.CodeMalformedResponse,
 				Message: "2xx answer is not a succeeded or declined charge"}, errSet: true,
 		},
 		{
 			name: "200 malformed: empty body", status: 200, body: ``,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 200, Code: gateway.CodeMalformedResponse,
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 200, Code: payment.CodeMalformedResponse,
 				Message: "2xx answer is not a succeeded or declined charge"}, errSet: true,
 		},
 		{
 			name: "200 malformed: pending status", status: 200, body: `{"id":"ch_4","status":"pending"}`,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 200, Code: gateway.CodeMalformedResponse,
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 200, Code: payment.CodeMalformedResponse,
 				Message: "2xx answer is not a succeeded or declined charge"}, errSet: true,
 		},
 		{
 			name: "200 malformed: succeeded without id", status: 200, body: `{"status":"succeeded"}`,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 200, Code: gateway.CodeMalformedResponse,
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 200, Code: payment.CodeMalformedResponse,
 				Message: "2xx answer is not a succeeded or declined charge"}, errSet: true,
 		},
 		{
 			name: "200 malformed: id with control character", status: 200, body: `{"id":"ch_\n5","status":"succeeded"}`,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 200, Code: gateway.CodeMalformedResponse,
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 200, Code: payment.CodeMalformedResponse,
 				Message: "2xx answer is not a succeeded or declined charge"}, errSet: true,
 		},
 		{
 			name: "200 malformed: json array", status: 200, body: `[]`,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 200, Code: gateway.CodeMalformedResponse,
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 200, Code: payment.CodeMalformedResponse,
 				Message: "2xx answer is not a succeeded or declined charge"}, errSet: true,
 		},
 		{
 			name: "204 no content", status: 204, body: ``,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 204, Code: gateway.CodeMalformedResponse,
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 204, Code: payment.CodeMalformedResponse,
 				Message: "2xx answer is not a succeeded or declined charge"}, errSet: true,
 		},
 		{
 			name: "402 card_declined", status: 402,
 			body: `{"error":{"type":"card_error","code":"card_declined","message":"Your card was declined.","charge":"ch_9"}}`,
-			want: gateway.Result{Status: payment.StatusDeclined, ChargeID: "ch_9", DeclineCode: "card_declined"},
+			want: payment.ChargeResult{Status: payment.StatusDeclined, ChargeID: "ch_9", DeclineCode: "card_declined"},
 		},
 		{
 			name: "402 decline_code only", status: 402, body: `{"error":{"decline_code":"insufficient_funds"}}`,
-			want: gateway.Result{Status: payment.StatusDeclined, DeclineCode: "insufficient_funds"},
+			want: payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: "insufficient_funds"},
 		},
 		{
 			name: "402 without body", status: 402, body: ``,
-			want: gateway.Result{Status: payment.StatusDeclined, DeclineCode: "declined"},
+			want: payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: "declined"},
 		},
 		{
 			name: "400 invalid request", status: 400,
 			body:    `{"error":{"code":"parameter_missing","message":"currency is required"}}`,
-			wantErr: &gateway.Error{Class: gateway.ClassRejected, StatusCode: 400, Code: "parameter_missing", Message: "currency is required"},
+			wantErr: &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 400, Code: "parameter_missing", Message: "currency is required"},
 		},
 		{
 			name: "422 idempotency_key_reused", status: 422,
 			body:    `{"error":{"code":"idempotency_key_reused","message":"Keys can only be reused with the same parameters."}}`,
-			wantErr: &gateway.Error{Class: gateway.ClassRejected, StatusCode: 422, Code: "idempotency_key_reused", Message: "Keys can only be reused with the same parameters."},
+			wantErr: &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 422, Code: "idempotency_key_reused", Message: "Keys can only be reused with the same parameters."},
 		},
 		{
 			name: "409 in flight", status: 409,
 			body:    `{"error":{"code":"idempotency_key_in_use","message":"in progress"}}`,
-			wantErr: &gateway.Error{Class: gateway.ClassRetry, StatusCode: 409, Code: "idempotency_key_in_use", Message: "in progress"},
+			wantErr: &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 409, Code: "idempotency_key_in_use", Message: "in progress"},
 		},
 		{
 			name: "429 Retry-After seconds", status: 429, header: retryAfter("7"), body: `{"error":{"code":"rate_limited","message":"slow down"}}`,
-			wantErr: &gateway.Error{Class: gateway.ClassRetry, StatusCode: 429, Code: "rate_limited", Message: "slow down", RetryAfter: 7 * time.Second},
+			wantErr: &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 429, Code: "rate_limited", Message: "slow down", RetryAfter: 7 * time.Second},
 		},
 		{
 			name: "429 Retry-After HTTP date", status: 429, header: retryAfter(now.Add(90 * time.Second).Format(http.TimeFormat)),
-			wantErr: &gateway.Error{Class: gateway.ClassRetry, StatusCode: 429, Message: "Too Many Requests", RetryAfter: 90 * time.Second},
+			wantErr: &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 429, Message: "Too Many Requests", RetryAfter: 90 * time.Second},
 		},
 		{
 			name: "429 Retry-After date in the past", status: 429, header: retryAfter(now.Add(-time.Hour).Format(http.TimeFormat)),
-			wantErr: &gateway.Error{Class: gateway.ClassRetry, StatusCode: 429, Message: "Too Many Requests"},
+			wantErr: &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 429, Message: "Too Many Requests"},
 		},
 		{
 			name: "429 Retry-After garbage", status: 429, header: retryAfter("soon"),
-			wantErr: &gateway.Error{Class: gateway.ClassRetry, StatusCode: 429, Message: "Too Many Requests"},
+			wantErr: &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 429, Message: "Too Many Requests"},
 		},
 		{
 			name: "429 Retry-After negative", status: 429, header: retryAfter("-5"),
-			wantErr: &gateway.Error{Class: gateway.ClassRetry, StatusCode: 429, Message: "Too Many Requests"},
+			wantErr: &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 429, Message: "Too Many Requests"},
 		},
 		{
 			name: "429 Retry-After huge is capped", status: 429, header: retryAfter("99999999999999999"),
-			wantErr: &gateway.Error{Class: gateway.ClassRetry, StatusCode: 429, Message: "Too Many Requests", RetryAfter: gateway.MaxRetryAfter},
+			wantErr: &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 429, Message: "Too Many Requests", RetryAfter: gateway.MaxRetryAfter},
 		},
 		{
 			name: "401 other 4xx", status: 401, body: `{"error":{"code":"unauthorized","message":"bad api key"}}`,
-			wantErr: &gateway.Error{Class: gateway.ClassRejected, StatusCode: 401, Code: "unauthorized", Message: "bad api key"},
+			wantErr: &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 401, Code: "unauthorized", Message: "bad api key"},
 		},
 		{
 			name: "404 other 4xx with text body", status: 404, body: "404 page not found\n",
-			wantErr: &gateway.Error{Class: gateway.ClassRejected, StatusCode: 404, Message: "404 page not found"},
+			wantErr: &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 404, Message: "404 page not found"},
 		},
 		{
 			name: "405 other 4xx without body", status: 405,
-			wantErr: &gateway.Error{Class: gateway.ClassRejected, StatusCode: 405, Message: "Method Not Allowed"},
+			wantErr: &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 405, Message: "Method Not Allowed"},
 		},
 		{
 			name: "408 request timeout is trouble", status: 408,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 408, Message: "Request Timeout"},
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 408, Message: "Request Timeout"},
 		},
 		{
 			name: "500", status: 500, body: `{"error":{"code":"internal_error","message":"boom"}}`,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 500, Code: "internal_error", Message: "boom"},
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 500, Code: "internal_error", Message: "boom"},
 		},
 		{
 			name: "502 html from a proxy", status: 502, body: "<html>\r\n<b>Bad\tGateway</b></html>",
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 502, Message: "<html>  <b>Bad Gateway</b></html>"},
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 502, Message: "<html>  <b>Bad Gateway</b></html>"},
 		},
 		{
 			name: "503 with Retry-After", status: 503, header: retryAfter("120"), body: `{"error":{"code":"service_unavailable"}}`,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 503, Code: "service_unavailable", Message: "Service Unavailable", RetryAfter: 2 * time.Minute},
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 503, Code: "service_unavailable", Message: "Service Unavailable", RetryAfter: 2 * time.Minute},
 		},
 		{
 			name: "504", status: 504,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 504, Message: "Gateway Timeout"},
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 504, Message: "Gateway Timeout"},
 		},
 		{
 			name: "long message is truncated", status: 500, body: `{"error":{"message":"` + longMsg + `"}}`,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 500, Message: strings.Repeat("é", 98) + "…"},
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 500, Message: strings.Repeat("é", 98) + "…"},
 		},
 		{
 			name: "302 redirect is unexpected", status: 302, body: ``,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 302, Code: gateway.CodeUnexpectedStatus, Message: "Found"},
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 302, Code: payment.CodeUnexpectedStatus, Message: "Found"},
 		},
 		{
 			name: "status 0 is unexpected", status: 0,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 0, Code: gateway.CodeUnexpectedStatus},
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 0, Code: payment.CodeUnexpectedStatus},
 		},
 		{
 			name: "status 600 is unexpected", status: 600, body: `{"error":{"message":"what"}}`,
-			wantErr: &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 600, Code: gateway.CodeUnexpectedStatus, Message: "what"},
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 600, Code: payment.CodeUnexpectedStatus, Message: "what"},
 		},
 	}
 	for _, tt := range tests {
@@ -205,8 +205,8 @@ func TestClassify(t *testing.T) {
 				return
 			}
 			require.Zero(t, res)
-			ge, ok := errors.AsType[*gateway.Error](err)
-			require.True(t, ok, "want *gateway.Error, got %T %v", err, err)
+			ge, ok := errors.AsType[*payment.GatewayError](err)
+			require.True(t, ok, "want *payment.GatewayError, got %T %v", err, err)
 			require.Equal(t, tt.errSet, ge.Err != nil, "Err set")
 			got := *ge
 			got.Err = nil
@@ -224,11 +224,11 @@ func TestIsBreakerFailure(t *testing.T) {
 		want bool
 	}{
 		{"nil", nil, false},
-		{"trouble", &gateway.Error{Class: gateway.ClassTrouble, StatusCode: 503}, true},
-		{"wrapped trouble", fmt.Errorf("charge: %w", &gateway.Error{Class: gateway.ClassTrouble}), true},
-		{"retry", &gateway.Error{Class: gateway.ClassRetry, StatusCode: 429}, false},
-		{"rejected", &gateway.Error{Class: gateway.ClassRejected, StatusCode: 422}, false},
-		{"rejected wrapping a deadline", &gateway.Error{Class: gateway.ClassRejected, Err: context.DeadlineExceeded}, false},
+		{"trouble", &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 503}, true},
+		{"wrapped trouble", fmt.Errorf("charge: %w", &payment.GatewayError{Class: payment.ClassTrouble}), true},
+		{"retry", &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 429}, false},
+		{"rejected", &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 422}, false},
+		{"rejected wrapping a deadline", &payment.GatewayError{Class: payment.ClassRejected, Err: context.DeadlineExceeded}, false},
 		{"caller canceled", fmt.Errorf("charge: %w", context.Canceled), false},
 		{"deadline during the call", fmt.Errorf("charge: %w", context.DeadlineExceeded), true},
 		{"other error", errors.New("something"), false},
@@ -236,26 +236,26 @@ func TestIsBreakerFailure(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			require.Equal(t, tt.want, gateway.IsBreakerFailure(tt.err))
+			require.Equal(t, tt.want, payment.IsBreakerFailure(tt.err))
 		})
 	}
 }
 
 func TestClassString(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, "rejected", gateway.ClassRejected.String())
-	require.Equal(t, "retry", gateway.ClassRetry.String())
-	require.Equal(t, "trouble", gateway.ClassTrouble.String())
-	require.Equal(t, "unknown", gateway.Class(0).String())
-	require.Equal(t, "unknown", gateway.Class(200).String())
+	require.Equal(t, "rejected", payment.ClassRejected.String())
+	require.Equal(t, "retry", payment.ClassRetry.String())
+	require.Equal(t, "trouble", payment.ClassTrouble.String())
+	require.Equal(t, "unknown", payment.FailureClass(0).String())
+	require.Equal(t, "unknown", payment.FailureClass(200).String())
 }
 
 func TestErrorString(t *testing.T) {
 	t.Parallel()
-	err := &gateway.Error{Class: gateway.ClassRetry, StatusCode: 429, Code: "rate_limited", Message: "slow down", RetryAfter: 2 * time.Second}
+	err := &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 429, Code: "rate_limited", Message: "slow down", RetryAfter: 2 * time.Second}
 	require.Equal(t, "gateway retry: status 429: rate_limited: slow down (retry after 2s)", err.Error())
 	cause := errors.New("dial tcp: refused")
-	err = &gateway.Error{Class: gateway.ClassTrouble, Code: gateway.CodeConnection, Message: "request failed", Err: cause}
+	err = &payment.GatewayError{Class: payment.ClassTrouble, Code: payment.CodeConnection, Message: "request failed", Err: cause}
 	require.Equal(t, "gateway trouble: connection_error: request failed: dial tcp: refused", err.Error())
 	require.ErrorIs(t, err, cause)
 }
@@ -292,14 +292,14 @@ func FuzzClassify(f *testing.F) {
 			}
 			return
 		}
-		if res != (gateway.Result{}) {
+		if res != (payment.ChargeResult{}) {
 			t.Fatalf("both a result %+v and an error %v", res, err)
 		}
-		ge, ok := errors.AsType[*gateway.Error](err)
+		ge, ok := errors.AsType[*payment.GatewayError](err)
 		if !ok {
-			t.Fatalf("error is %T, not *gateway.Error", err)
+			t.Fatalf("error is %T, not *payment.GatewayError", err)
 		}
-		if ge.Class < gateway.ClassRejected || ge.Class > gateway.ClassTrouble {
+		if ge.Class < payment.ClassRejected || ge.Class > payment.ClassTrouble {
 			t.Fatalf("bad class %d", ge.Class)
 		}
 		if ge.StatusCode != status {

@@ -15,7 +15,7 @@ import (
 // charger is what the worker needs of a gateway.
 type charger interface {
 	Name() string
-	Charge(ctx context.Context, c gateway.Charge) (gateway.Result, error)
+	Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error)
 }
 
 var (
@@ -50,20 +50,20 @@ func TestConformance(t *testing.T) {
 
 			declined, err := g.Charge(ctx, testCharge("no", 2513))
 			require.NoError(t, err)
-			require.Equal(t, gateway.Result{Status: payment.StatusDeclined, DeclineCode: "card_declined"}, declined)
+			require.Equal(t, payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: "card_declined"}, declined)
 
 			for _, tt := range []struct {
 				name   string
-				charge gateway.Charge
-				class  gateway.Class
+				charge payment.Charge
+				class  payment.FailureClass
 				status int
 				code   string
 			}{
-				{"reused key", testCharge("ok", 2501), gateway.ClassRejected, 422, "idempotency_key_reused"},
-				{"invalid", gateway.Charge{IdempotencyKey: "bad", PaymentID: "p", AmountMinor: 1}, gateway.ClassRejected, 400, "invalid_request"},
+				{"reused key", testCharge("ok", 2501), payment.ClassRejected, 422, "idempotency_key_reused"},
+				{"invalid", payment.Charge{IdempotencyKey: "bad", PaymentID: "p", AmountMinor: 1}, payment.ClassRejected, 400, "invalid_request"},
 			} {
 				_, err := g.Charge(ctx, tt.charge)
-				ge, ok := errors.AsType[*gateway.Error](err)
+				ge, ok := errors.AsType[*payment.GatewayError](err)
 				require.True(t, ok, "%s: %v", tt.name, err)
 				require.Equal(t, tt.class, ge.Class, tt.name)
 				require.Equal(t, tt.status, ge.StatusCode, tt.name)

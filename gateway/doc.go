@@ -11,19 +11,23 @@
 //
 // # Results and errors
 //
-// Charge returns a Result when the gateway decided the payment: succeeded
-// (with the gateway's charge id) or declined (with a decline code; a decline
-// is final and is not an error). Every other answer is an *Error whose Class
-// says what the caller does next:
+// Both speak the gateway port of package payment: Charge takes a
+// payment.Charge and returns a payment.ChargeResult when the gateway decided
+// the payment: succeeded (with the gateway's charge id) or declined (with a
+// decline code; a decline is final and is not an error). Every other answer
+// is a *payment.GatewayError whose FailureClass says what the caller does
+// next; Classify is the one place that maps an HTTP answer to a class
+// (docs/contract.md §5):
 //
-//   - ClassRejected: the gateway refuses the request (400, 422 including
-//     idempotency_key_reused, other 4xx). Record failed and dead-letter with
-//     reason gateway_rejected. Not a circuit-breaker failure.
-//   - ClassRetry: 409 (the same key is still in flight at the gateway) or 429
-//     (too fast). Retry later, no sooner than Error.RetryAfter. Not a
-//     circuit-breaker failure.
-//   - ClassTrouble: 5xx, timeout, connection error, malformed 2xx body.
-//     Retry later; a circuit-breaker failure (see IsBreakerFailure).
+//   - payment.ClassRejected: the gateway refuses the request (400, 422
+//     including idempotency_key_reused, other 4xx). Record failed and
+//     dead-letter with reason gateway_rejected. Not a circuit-breaker failure.
+//   - payment.ClassRetry: 409 (the same key is still in flight at the
+//     gateway) or 429 (too fast). Retry later, no sooner than RetryAfter.
+//     Not a circuit-breaker failure.
+//   - payment.ClassTrouble: 5xx, 408, other statuses outside the table,
+//     timeout, connection error, malformed 2xx body. Retry later; a
+//     circuit-breaker failure (see payment.IsBreakerFailure).
 //
 // When the caller's own context ends first, Charge returns the context's
 // error wrapped (errors.Is(err, context.Canceled) holds), not an *Error: the

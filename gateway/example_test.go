@@ -12,6 +12,7 @@ import (
 
 	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/gateway/sim"
+	"github.com/paystream/paystream/payment"
 )
 
 // A charge through the HTTP client, against the simulator. Retrying with
@@ -27,7 +28,7 @@ func ExampleHTTP_Charge() {
 	}
 	defer g.Close()
 
-	c := gateway.Charge{
+	c := payment.Charge{
 		IdempotencyKey: "order-1001", PaymentID: "order-1001", MerchantID: "shop-7",
 		Currency: "EUR", PaymentMethod: "pm_card_visa", AmountMinor: 2599,
 	}
@@ -46,7 +47,7 @@ func ExampleHTTP_Charge() {
 // The fake declines every amount ending in 13.
 func ExampleFake() {
 	f := gateway.NewFake(gateway.FakeConfig{})
-	res, err := f.Charge(context.Background(), gateway.Charge{
+	res, err := f.Charge(context.Background(), payment.Charge{
 		IdempotencyKey: "order-1013", PaymentID: "order-1013", MerchantID: "shop-7",
 		Currency: "EUR", PaymentMethod: "pm_card_visa", AmountMinor: 1013,
 	})
@@ -59,9 +60,9 @@ func ExampleFake() {
 func ExampleClassify() {
 	_, err := gateway.Classify(http.StatusTooManyRequests, http.Header{"Retry-After": {"3"}},
 		[]byte(`{"error":{"code":"rate_limited","message":"slow down"}}`), time.Now())
-	var ge *gateway.Error
+	var ge *payment.GatewayError
 	if errors.As(err, &ge) {
-		fmt.Println(ge.Class, ge.Code, ge.RetryAfter, gateway.IsBreakerFailure(err))
+		fmt.Println(ge.Class, ge.Code, ge.RetryAfter, payment.IsBreakerFailure(err))
 	}
 	// Output: retry rate_limited 3s false
 }

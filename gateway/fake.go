@@ -25,7 +25,7 @@ type FakeConfig struct {
 	// at once). Zero means none.
 	Latency time.Duration
 	// FailureRate is the fraction, 0 to 1, of new charges answered as a 503
-	// (ClassTrouble) without charging.
+	// (payment.ClassTrouble) without charging.
 	FailureRate float64
 	// DeclineRate is the fraction, 0 to 1, of new charges declined with code
 	// insufficient_funds on top of the amount-13 rule.
@@ -42,8 +42,8 @@ type FakeConfig struct {
 // Fake is an in-process gateway (PAYSTREAM_GATEWAY_URL=fake). It honours
 // idempotency keys like a real gateway: the same key with the same charge
 // returns the first result and never charges twice, a second call for a key
-// whose first call is still running gets a ClassRetry *Error (409), and the
-// same key with a different charge gets a ClassRejected *Error (422,
+// whose first call is still running gets a payment.ClassRetry *payment.GatewayError (409), and the
+// same key with a different charge gets a payment.ClassRejected *payment.GatewayError (422,
 // idempotency_key_reused). Failures (FailureRate) and cancelled calls leave
 // no result, so a retry charges anew.
 //
@@ -94,12 +94,12 @@ func clampRate(r float64) float64 {
 func (f *Fake) Name() string { return FakeName }
 
 // Charge charges c, with the results and errors of HTTP.Charge: a Result
-// when succeeded or declined, a *Error for a refused charge (400), a reused
+// when succeeded or declined, a *payment.GatewayError for a refused charge (400), a reused
 // key (422), a key in flight (409) or a simulated failure (503), and ctx's
 // error wrapped when ctx ends during the simulated latency.
-func (f *Fake) Charge(ctx context.Context, c Charge) (Result, error) {
+func (f *Fake) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error) {
 	if err := ctx.Err(); err != nil {
-		return Result{}, fmt.Errorf("gateway %s: charge: %w", FakeName, err)
+		return payment.ChargeResult{}, fmt.Errorf("gateway %s: charge: %w", FakeName, err)
 	}
 	fields := ledger.ChargeFields{
 		Key:           c.IdempotencyKey,
@@ -111,17 +111,17 @@ func (f *Fake) Charge(ctx context.Context, c Charge) (Result, error) {
 		AmountMinor:   c.AmountMinor,
 	}
 	if problem := fields.Validate(); problem != "" {
-		return Result{}, &Error{Class: ClassRejected, StatusCode: http.StatusBadRequest,
+		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassRejected, StatusCode: http.StatusBadRequest,
 			Code: ledger.CodeInvalidRequest, Message: problem}
 	}
 
 	verdict, stored := f.ledger.Begin(c.IdempotencyKey, fields.Fingerprint())
 	switch verdict {
 	case ledger.Mismatch:
-		return Result{}, &Error{Class: ClassRejected, StatusCode: http.StatusUnprocessableEntity,
+		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassRejected, StatusCode: http.StatusUnprocessableEntity,
 			Code: ledger.CodeIdempotencyKeyReused, Message: "idempotency key reused with a different request"}
 	case ledger.InFlight:
-		return Result{}, &Error{Class: ClassRetry, StatusCode: http.StatusConflict,
+		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassRetry, StatusCode: http.StatusConflict,
 			Code: ledger.CodeIdempotencyKeyInUse, Message: "a request with this idempotency key is in progress"}
 	case ledger.Replay:
 		return toResult(stored), nil
@@ -134,7 +134,7 @@ func (f *Fake) Charge(ctx context.Context, c Charge) (Result, error) {
 		case <-ctx.Done():
 			t.Stop()
 			f.ledger.Abort(c.IdempotencyKey)
-			return Result{}, fmt.Errorf("gateway %s: charge: %w", FakeName, ctx.Err())
+			return payment.ChargeResult{}, fmt.Errorf("gateway %s: charge: %w", FakeName, ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -142,7 +142,7 @@ func (f *Fake) Charge(ctx context.Context, c Charge) (Result, error) {
 	switch {
 	case fail:
 		f.ledger.Abort(c.IdempotencyKey)
-		return Result{}, &Error{Class: ClassTrouble, StatusCode: http.StatusServiceUnavailable,
+		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: http.StatusServiceUnavailable,
 			Code: ledger.CodeUnavailable, Message: "simulated gateway failure"}
 	case ledger.DeclinesAmount(c.AmountMinor):
 		return toResult(f.ledger.Decline(c.IdempotencyKey, ledger.CodeCardDeclined)), nil
@@ -163,18 +163,17 @@ func (f *Fake) roll() (fail, decline bool) {
 	return f.rng.Float64() < f.failureRate, f.rng.Float64() < f.declineRate
 }
 
-func toResult(r ledger.Result) Result {
+func toResult(r ledger.Result) payment.ChargeResult {
 	if r.Charged {
-		return Result{Status: payment.StatusSucceeded, ChargeID: r.ChargeID}
+		return payment.ChargeResult{Status: payment.StatusSucceeded, ChargeID: r.ChargeID}
 	}
-	return Result{Status: payment.StatusDeclined, DeclineCode: r.DeclineCode}
+	return payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: r.DeclineCode}
 }
 
-// Stats returns a snapshot of the fake's counters.
-func (f *Fake) Stats() Stats {
-	s := f.ledger.Stats()
-	return Stats{Charges: s.Charges, Keys: s.Keys, InFlight: s.InFlight, DoubleCharged: s.DoubleCharged}
-}
+// Stats returns a snapshot of the fake's ledger counters (real charges,
+// keys, keys in flight, payment ids charged under more than one key), for
+// tests.
+func (f *Fake) Stats() ledger.Stats { return f.ledger.Stats() }
 
 // ChargesFor returns the number of real charges made for key: 0 or 1.
 func (f *Fake) ChargesFor(key string) int { return f.ledger.ChargesFor(key) }

@@ -32,7 +32,7 @@ func TestFakeDeclinesAmountsEndingIn13(t *testing.T) {
 			res, err := f.Charge(t.Context(), testCharge(fmt.Sprintf("amount-%d", tt.amount), tt.amount))
 			require.NoError(t, err)
 			if tt.declined {
-				require.Equal(t, gateway.Result{Status: payment.StatusDeclined, DeclineCode: "card_declined"}, res)
+				require.Equal(t, payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: "card_declined"}, res)
 				return
 			}
 			require.Equal(t, payment.StatusSucceeded, res.Status)
@@ -75,7 +75,7 @@ func TestFakeIdempotency(t *testing.T) {
 	changed := testCharge("k1", 1000)
 	changed.Description = "changed"
 	_, err = f.Charge(ctx, changed)
-	ge := requireGatewayError(t, err, gateway.ClassRejected, http.StatusUnprocessableEntity)
+	ge := requireGatewayError(t, err, payment.ClassRejected, http.StatusUnprocessableEntity)
 	require.Equal(t, "idempotency_key_reused", ge.Code)
 
 	// The same payment under a second key is a double charge, and reported.
@@ -93,24 +93,24 @@ func TestFakeRefusesInvalidCharge(t *testing.T) {
 	f := gateway.NewFake(gateway.FakeConfig{})
 	for _, tt := range []struct {
 		name   string
-		mutate func(*gateway.Charge)
+		mutate func(*payment.Charge)
 	}{
-		{"no key", func(c *gateway.Charge) { c.IdempotencyKey = "" }},
-		{"key with space", func(c *gateway.Charge) { c.IdempotencyKey = "a b" }},
-		{"long key", func(c *gateway.Charge) { c.IdempotencyKey = strings.Repeat("k", 256) }},
-		{"no payment id", func(c *gateway.Charge) { c.PaymentID = "" }},
-		{"no merchant", func(c *gateway.Charge) { c.MerchantID = "" }},
-		{"no currency", func(c *gateway.Charge) { c.Currency = "" }},
-		{"no payment method", func(c *gateway.Charge) { c.PaymentMethod = "" }},
-		{"zero amount", func(c *gateway.Charge) { c.AmountMinor = 0 }},
-		{"negative amount", func(c *gateway.Charge) { c.AmountMinor = -13 }},
+		{"no key", func(c *payment.Charge) { c.IdempotencyKey = "" }},
+		{"key with space", func(c *payment.Charge) { c.IdempotencyKey = "a b" }},
+		{"long key", func(c *payment.Charge) { c.IdempotencyKey = strings.Repeat("k", 256) }},
+		{"no payment id", func(c *payment.Charge) { c.PaymentID = "" }},
+		{"no merchant", func(c *payment.Charge) { c.MerchantID = "" }},
+		{"no currency", func(c *payment.Charge) { c.Currency = "" }},
+		{"no payment method", func(c *payment.Charge) { c.PaymentMethod = "" }},
+		{"zero amount", func(c *payment.Charge) { c.AmountMinor = 0 }},
+		{"negative amount", func(c *payment.Charge) { c.AmountMinor = -13 }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c := testCharge("k-"+strings.ReplaceAll(tt.name, " ", "-"), 1000)
 			tt.mutate(&c)
 			_, err := f.Charge(t.Context(), c)
-			ge := requireGatewayError(t, err, gateway.ClassRejected, http.StatusBadRequest)
+			ge := requireGatewayError(t, err, payment.ClassRejected, http.StatusBadRequest)
 			require.Equal(t, "invalid_request", ge.Code)
 		})
 	}
@@ -132,14 +132,14 @@ func TestFakeSameKeyInFlight(t *testing.T) {
 	require.Eventually(t, func() bool { return f.Stats().InFlight == 1 }, 5*time.Second, time.Millisecond)
 
 	_, err := f.Charge(t.Context(), c)
-	ge := requireGatewayError(t, err, gateway.ClassRetry, http.StatusConflict)
+	ge := requireGatewayError(t, err, payment.ClassRetry, http.StatusConflict)
 	require.Equal(t, "idempotency_key_in_use", ge.Code)
-	require.False(t, gateway.IsBreakerFailure(err))
+	require.False(t, payment.IsBreakerFailure(err))
 
 	cancelFirst()
 	err = <-firstErr
 	require.ErrorIs(t, err, context.Canceled)
-	require.False(t, gateway.IsBreakerFailure(err))
+	require.False(t, payment.IsBreakerFailure(err))
 	st := f.Stats()
 	require.Zero(t, st.InFlight)
 	require.Zero(t, st.Keys)
@@ -150,7 +150,7 @@ func TestFakeConcurrentSameKeyChargesOnce(t *testing.T) {
 	t.Parallel()
 	f := gateway.NewFake(gateway.FakeConfig{FailureRate: 0.3, Seed: 3})
 	const callers = 16
-	results := make([]gateway.Result, callers)
+	results := make([]payment.ChargeResult, callers)
 	var wg sync.WaitGroup
 	for i := range callers {
 		wg.Go(func() {
@@ -160,7 +160,7 @@ func TestFakeConcurrentSameKeyChargesOnce(t *testing.T) {
 					results[i] = res
 					return
 				}
-				if ge, ok := errors.AsType[*gateway.Error](err); !ok || ge.Class == gateway.ClassRejected {
+				if ge, ok := errors.AsType[*payment.GatewayError](err); !ok || ge.Class == payment.ClassRejected {
 					t.Errorf("caller %d: %v", i, err)
 					return
 				}
@@ -179,9 +179,9 @@ func TestFakeFailureRate(t *testing.T) {
 	t.Parallel()
 	f := gateway.NewFake(gateway.FakeConfig{FailureRate: 1})
 	_, err := f.Charge(t.Context(), testCharge("k", 1000))
-	ge := requireGatewayError(t, err, gateway.ClassTrouble, http.StatusServiceUnavailable)
+	ge := requireGatewayError(t, err, payment.ClassTrouble, http.StatusServiceUnavailable)
 	require.Equal(t, "service_unavailable", ge.Code)
-	require.True(t, gateway.IsBreakerFailure(err))
+	require.True(t, payment.IsBreakerFailure(err))
 	st := f.Stats()
 	require.Zero(t, st.Charges)
 	require.Zero(t, st.Keys, "a failure leaves no result for the key")
@@ -193,7 +193,7 @@ func TestFakeDeclineRate(t *testing.T) {
 	f := gateway.NewFake(gateway.FakeConfig{DeclineRate: 1})
 	res, err := f.Charge(t.Context(), testCharge("k", 1000))
 	require.NoError(t, err)
-	require.Equal(t, gateway.Result{Status: payment.StatusDeclined, DeclineCode: "insufficient_funds"}, res)
+	require.Equal(t, payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: "insufficient_funds"}, res)
 	require.Zero(t, f.Stats().Charges)
 }
 
@@ -237,7 +237,7 @@ func TestFakeLatencyRespectsContext(t *testing.T) {
 		cancel()
 		_, err := f.Charge(ctx, testCharge("canceled", 1000))
 		require.ErrorIs(t, err, context.Canceled)
-		require.False(t, gateway.IsBreakerFailure(err))
+		require.False(t, payment.IsBreakerFailure(err))
 	})
 }
 

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/paystream/paystream/payment"
 )
 
 // DefaultTimeout is the default of HTTPConfig.Timeout.
@@ -33,8 +35,8 @@ type HTTPConfig struct {
 	// Required. It may carry a path prefix; user info is refused.
 	BaseURL string
 	// Timeout bounds one Charge call (connect, send, wait, read). Default
-	// DefaultTimeout (10s). A call that runs out of it is a ClassTrouble
-	// *Error with Code CodeTimeout.
+	// DefaultTimeout (10s). A call that runs out of it is a payment.ClassTrouble
+	// *payment.GatewayError with Code payment.CodeTimeout.
 	Timeout time.Duration
 	// Name identifies the gateway in outcomes and logs. Default: the host
 	// (and port) of BaseURL.
@@ -142,15 +144,15 @@ type chargeBody struct {
 
 // Charge asks the gateway to charge c, sending c.IdempotencyKey as the
 // Idempotency-Key header. It returns a Result when the gateway decided
-// (succeeded or declined) and otherwise a *Error (see Classify); a call that
-// runs out of HTTPConfig.Timeout is a ClassTrouble *Error with Code
-// CodeTimeout. When ctx ends first, Charge returns ctx's error wrapped, not
-// an *Error. An idempotency key that is not 1–255 bytes of printable ASCII
-// without space is refused before sending, as ClassRejected with Code
-// CodeInvalidCharge.
-func (g *HTTP) Charge(ctx context.Context, c Charge) (Result, error) {
+// (succeeded or declined) and otherwise a *payment.GatewayError (see Classify); a call that
+// runs out of HTTPConfig.Timeout is a payment.ClassTrouble *payment.GatewayError with Code
+// payment.CodeTimeout. When ctx ends first, Charge returns ctx's error wrapped, not
+// an *payment.GatewayError. An idempotency key that is not 1–255 bytes of printable ASCII
+// without space is refused before sending, as payment.ClassRejected with Code
+// payment.CodeInvalidCharge.
+func (g *HTTP) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error) {
 	if !validKey(c.IdempotencyKey) {
-		return Result{}, &Error{Class: ClassRejected, Code: CodeInvalidCharge,
+		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassRejected, Code: payment.CodeInvalidCharge,
 			Message: "idempotency key must be 1-255 bytes of printable ASCII without space"}
 	}
 	body, err := json.Marshal(chargeBody{
@@ -162,14 +164,14 @@ func (g *HTTP) Charge(ctx context.Context, c Charge) (Result, error) {
 		Description:   c.Description,
 	})
 	if err != nil { // cannot happen with string and int64 fields
-		return Result{}, &Error{Class: ClassRejected, Code: CodeInvalidCharge, Message: "encode charge", Err: err}
+		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassRejected, Code: payment.CodeInvalidCharge, Message: "encode charge", Err: err}
 	}
 
 	callCtx, cancel := context.WithTimeoutCause(ctx, g.timeout, errCallTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, g.endpoint, bytes.NewReader(body))
 	if err != nil {
-		return Result{}, &Error{Class: ClassRejected, Code: CodeInvalidCharge, Message: "build request", Err: err}
+		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassRejected, Code: payment.CodeInvalidCharge, Message: "build request", Err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -177,16 +179,16 @@ func (g *HTTP) Charge(ctx context.Context, c Charge) (Result, error) {
 
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return Result{}, g.callError(ctx, callCtx, err)
+		return payment.ChargeResult{}, g.callError(ctx, callCtx, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
-		return Result{}, g.callError(ctx, callCtx, err)
+		return payment.ChargeResult{}, g.callError(ctx, callCtx, err)
 	}
 	if len(data) > MaxResponseBytes {
 		if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
-			return Result{}, &Error{Class: ClassTrouble, StatusCode: resp.StatusCode, Code: CodeMalformedResponse,
+			return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: resp.StatusCode, Code: payment.CodeMalformedResponse,
 				Message: fmt.Sprintf("response body over %d bytes", MaxResponseBytes)}
 		}
 		data = data[:MaxResponseBytes]
@@ -205,10 +207,10 @@ func (g *HTTP) callError(ctx, callCtx context.Context, err error) error {
 		return fmt.Errorf("gateway %s: charge: %w", g.name, ctxErr)
 	}
 	if context.Cause(callCtx) == errCallTimeout {
-		return &Error{Class: ClassTrouble, Code: CodeTimeout,
+		return &payment.GatewayError{Class: payment.ClassTrouble, Code: payment.CodeTimeout,
 			Message: fmt.Sprintf("no answer within %s", g.timeout), Err: context.DeadlineExceeded}
 	}
-	return &Error{Class: ClassTrouble, Code: CodeConnection, Message: "request failed", Err: err}
+	return &payment.GatewayError{Class: payment.ClassTrouble, Code: payment.CodeConnection, Message: "request failed", Err: err}
 }
 
 // validKey reports whether k is 1–255 bytes of printable ASCII without

@@ -51,8 +51,8 @@ func setup(t *testing.T, cfg sim.Config, timeout time.Duration, wrap func(http.H
 	return &testBundle{sim: s, server: ts, client: client}
 }
 
-func testCharge(key string, amount int64) gateway.Charge {
-	return gateway.Charge{
+func testCharge(key string, amount int64) payment.Charge {
+	return payment.Charge{
 		IdempotencyKey: key,
 		PaymentID:      "pay_" + key,
 		MerchantID:     "merchant_1",
@@ -62,11 +62,11 @@ func testCharge(key string, amount int64) gateway.Charge {
 	}
 }
 
-func requireGatewayError(t *testing.T, err error, class gateway.Class, status int) *gateway.Error {
+func requireGatewayError(t *testing.T, err error, class payment.FailureClass, status int) *payment.GatewayError {
 	t.Helper()
 	require.Error(t, err)
-	ge, ok := errors.AsType[*gateway.Error](err)
-	require.True(t, ok, "want *gateway.Error, got %T: %v", err, err)
+	ge, ok := errors.AsType[*payment.GatewayError](err)
+	require.True(t, ok, "want *payment.GatewayError, got %T: %v", err, err)
 	require.Equal(t, class, ge.Class, "class of %v", err)
 	require.Equal(t, status, ge.StatusCode, "status of %v", err)
 	return ge
@@ -140,14 +140,14 @@ func TestHTTPChargeDeclined(t *testing.T) {
 
 	res, err := b.client.Charge(t.Context(), testCharge("k13", 1013))
 	require.NoError(t, err)
-	require.Equal(t, gateway.Result{Status: payment.StatusDeclined, DeclineCode: "card_declined"}, res)
+	require.Equal(t, payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: "card_declined"}, res)
 	require.Zero(t, b.sim.Stats().Charges)
 	require.Zero(t, b.sim.ChargesFor("k13"))
 
 	b.sim.SetConfig(sim.Config{DeclineRate: 1})
 	res, err = b.client.Charge(t.Context(), testCharge("k2", 2000))
 	require.NoError(t, err)
-	require.Equal(t, gateway.Result{Status: payment.StatusDeclined, DeclineCode: "insufficient_funds"}, res)
+	require.Equal(t, payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: "insufficient_funds"}, res)
 	require.Zero(t, b.sim.Stats().Charges)
 }
 
@@ -158,9 +158,9 @@ func TestHTTPKeyReusedWithDifferentBody(t *testing.T) {
 	require.NoError(t, err)
 
 	_, err = b.client.Charge(t.Context(), testCharge("k1", 1001))
-	ge := requireGatewayError(t, err, gateway.ClassRejected, http.StatusUnprocessableEntity)
+	ge := requireGatewayError(t, err, payment.ClassRejected, http.StatusUnprocessableEntity)
 	require.Equal(t, "idempotency_key_reused", ge.Code)
-	require.False(t, gateway.IsBreakerFailure(err))
+	require.False(t, payment.IsBreakerFailure(err))
 	require.Equal(t, int64(1), b.sim.Stats().Charges)
 }
 
@@ -170,9 +170,9 @@ func TestHTTPLostResponseThenRetry(t *testing.T) {
 	c := testCharge("lost", 5000)
 
 	_, err := b.client.Charge(t.Context(), c)
-	ge := requireGatewayError(t, err, gateway.ClassTrouble, http.StatusInternalServerError)
+	ge := requireGatewayError(t, err, payment.ClassTrouble, http.StatusInternalServerError)
 	require.Equal(t, "internal_error", ge.Code)
-	require.True(t, gateway.IsBreakerFailure(err))
+	require.True(t, payment.IsBreakerFailure(err))
 	require.Equal(t, int64(1), b.sim.Stats().Charges, "the gateway charged although the answer was lost")
 
 	// The retry (LostResponseRate still 1) gets the stored answer.
@@ -204,18 +204,18 @@ func TestHTTPSameKeyInFlight(t *testing.T) {
 	require.Eventually(t, func() bool { return b.sim.Stats().InFlight == 1 }, 5*time.Second, 5*time.Millisecond)
 
 	_, err := b.client.Charge(t.Context(), c)
-	ge := requireGatewayError(t, err, gateway.ClassRetry, http.StatusConflict)
+	ge := requireGatewayError(t, err, payment.ClassRetry, http.StatusConflict)
 	require.Equal(t, "idempotency_key_in_use", ge.Code)
-	require.False(t, gateway.IsBreakerFailure(err))
+	require.False(t, payment.IsBreakerFailure(err))
 
 	// The caller of the first call gives up: its own cancellation, not a
 	// gateway failure, and the gateway keeps no result for the key.
 	cancelFirst()
 	err = <-firstErr
 	require.ErrorIs(t, err, context.Canceled)
-	_, isGatewayErr := errors.AsType[*gateway.Error](err)
+	_, isGatewayErr := errors.AsType[*payment.GatewayError](err)
 	require.False(t, isGatewayErr)
-	require.False(t, gateway.IsBreakerFailure(err))
+	require.False(t, payment.IsBreakerFailure(err))
 	require.Eventually(t, func() bool { return b.sim.Stats().InFlight == 0 }, 5*time.Second, 5*time.Millisecond)
 
 	b.sim.SetConfig(sim.Config{})
@@ -231,10 +231,10 @@ func TestHTTPTimeout(t *testing.T) {
 	c := testCharge("slow", 1000)
 
 	_, err := b.client.Charge(t.Context(), c)
-	ge := requireGatewayError(t, err, gateway.ClassTrouble, 0)
-	require.Equal(t, gateway.CodeTimeout, ge.Code)
+	ge := requireGatewayError(t, err, payment.ClassTrouble, 0)
+	require.Equal(t, payment.CodeTimeout, ge.Code)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.True(t, gateway.IsBreakerFailure(err))
+	require.True(t, payment.IsBreakerFailure(err))
 
 	// The simulator notices the client left and keeps no result.
 	require.Eventually(t, func() bool { return b.sim.Stats().InFlight == 0 }, 5*time.Second, 5*time.Millisecond)
@@ -254,9 +254,9 @@ func TestHTTPCallerDeadline(t *testing.T) {
 
 	_, err := b.client.Charge(ctx, testCharge("k", 1000))
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	_, isGatewayErr := errors.AsType[*gateway.Error](err)
+	_, isGatewayErr := errors.AsType[*payment.GatewayError](err)
 	require.False(t, isGatewayErr, "the caller's own deadline is returned as is: %v", err)
-	require.True(t, gateway.IsBreakerFailure(err), "a deadline during the call means the gateway was too slow")
+	require.True(t, payment.IsBreakerFailure(err), "a deadline during the call means the gateway was too slow")
 }
 
 func TestHTTPCallerCanceledBeforeCall(t *testing.T) {
@@ -269,7 +269,7 @@ func TestHTTPCallerCanceledBeforeCall(t *testing.T) {
 	_, err := b.client.Charge(ctx, testCharge("k", 1000))
 	require.ErrorIs(t, err, context.Canceled)
 	require.ErrorIs(t, err, shutdown)
-	require.False(t, gateway.IsBreakerFailure(err))
+	require.False(t, payment.IsBreakerFailure(err))
 	require.Zero(t, b.sim.Stats().Keys)
 }
 
@@ -277,9 +277,9 @@ func TestHTTPRateLimited(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sim.Config{RateLimitRate: 1, RetryAfter: 2500 * time.Millisecond}, 0, nil)
 	_, err := b.client.Charge(t.Context(), testCharge("k", 1000))
-	ge := requireGatewayError(t, err, gateway.ClassRetry, http.StatusTooManyRequests)
+	ge := requireGatewayError(t, err, payment.ClassRetry, http.StatusTooManyRequests)
 	require.Equal(t, 3*time.Second, ge.RetryAfter, "rounded up to whole seconds")
-	require.False(t, gateway.IsBreakerFailure(err))
+	require.False(t, payment.IsBreakerFailure(err))
 	require.Zero(t, b.sim.Stats().Keys)
 }
 
@@ -288,9 +288,9 @@ func TestHTTPServerError(t *testing.T) {
 	b := setup(t, sim.Config{ErrorRate: 1}, 0, nil)
 	c := testCharge("k", 1000)
 	_, err := b.client.Charge(t.Context(), c)
-	ge := requireGatewayError(t, err, gateway.ClassTrouble, http.StatusServiceUnavailable)
+	ge := requireGatewayError(t, err, payment.ClassTrouble, http.StatusServiceUnavailable)
 	require.Equal(t, "service_unavailable", ge.Code)
-	require.True(t, gateway.IsBreakerFailure(err))
+	require.True(t, payment.IsBreakerFailure(err))
 	require.Zero(t, b.sim.Stats().Keys, "a 5xx leaves no result for the key")
 
 	b.sim.SetConfig(sim.Config{})
@@ -333,8 +333,8 @@ func TestHTTPRequestShape(t *testing.T) {
 
 	c := testCharge("key-Ω", 1234) // refused: not printable ASCII
 	_, err := b.client.Charge(t.Context(), c)
-	ge := requireGatewayError(t, err, gateway.ClassRejected, 0)
-	require.Equal(t, gateway.CodeInvalidCharge, ge.Code)
+	ge := requireGatewayError(t, err, payment.ClassRejected, 0)
+	require.Equal(t, payment.CodeInvalidCharge, ge.Code)
 
 	c = testCharge("key_1/A~", 1234)
 	_, err = b.client.Charge(t.Context(), c)
@@ -400,8 +400,8 @@ func TestHTTPOversizedAnswer(t *testing.T) {
 		_, _ = fmt.Fprintf(w, `{"id":"ch_1","status":"succeeded","pad":"%s"}`, strings.Repeat("x", gateway.MaxResponseBytes))
 	})
 	_, err := g.Charge(t.Context(), testCharge("k", 1000))
-	ge := requireGatewayError(t, err, gateway.ClassTrouble, http.StatusOK)
-	require.Equal(t, gateway.CodeMalformedResponse, ge.Code)
+	ge := requireGatewayError(t, err, payment.ClassTrouble, http.StatusOK)
+	require.Equal(t, payment.CodeMalformedResponse, ge.Code)
 }
 
 func TestHTTPRedirectNotFollowed(t *testing.T) {
@@ -414,8 +414,8 @@ func TestHTTPRedirectNotFollowed(t *testing.T) {
 		http.Redirect(w, r, "/elsewhere", http.StatusTemporaryRedirect)
 	})
 	_, err := g.Charge(t.Context(), testCharge("k", 1000))
-	ge := requireGatewayError(t, err, gateway.ClassTrouble, http.StatusTemporaryRedirect)
-	require.Equal(t, gateway.CodeUnexpectedStatus, ge.Code)
+	ge := requireGatewayError(t, err, payment.ClassTrouble, http.StatusTemporaryRedirect)
+	require.Equal(t, payment.CodeUnexpectedStatus, ge.Code)
 	require.False(t, followed.Load())
 }
 
@@ -430,10 +430,10 @@ func TestHTTPConnectionRefused(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(g.Close)
 	_, err = g.Charge(t.Context(), testCharge("k", 1000))
-	ge := requireGatewayError(t, err, gateway.ClassTrouble, 0)
-	require.Equal(t, gateway.CodeConnection, ge.Code)
+	ge := requireGatewayError(t, err, payment.ClassTrouble, 0)
+	require.Equal(t, payment.CodeConnection, ge.Code)
 	require.NotNil(t, ge.Err)
-	require.True(t, gateway.IsBreakerFailure(err))
+	require.True(t, payment.IsBreakerFailure(err))
 }
 
 // TestHTTPRetriesChargeOnce hammers the simulator with concurrent callers
@@ -456,7 +456,7 @@ func TestHTTPRetriesChargeOnce(t *testing.T) {
 						ids[k][c] = string(res.Status) + ":" + res.ChargeID + res.DeclineCode
 						return
 					}
-					if ge, ok := errors.AsType[*gateway.Error](err); !ok || ge.Class == gateway.ClassRejected {
+					if ge, ok := errors.AsType[*payment.GatewayError](err); !ok || ge.Class == payment.ClassRejected {
 						t.Errorf("key %d: %v", k, err)
 						return
 					}

@@ -21,18 +21,6 @@ func (s Status) Final() bool {
 	return s == StatusSucceeded || s == StatusDeclined || s == StatusFailed
 }
 
-// DeadLetterReason says why a message was dead-lettered; it is the last token
-// of the dead-letter subject payments.dlq.<reason> (docs/contract.md §4).
-type DeadLetterReason string
-
-// The dead-letter reasons of the contract.
-const (
-	ReasonInvalid         DeadLetterReason = "invalid"
-	ReasonConflict        DeadLetterReason = "conflict"
-	ReasonExhausted       DeadLetterReason = "exhausted"
-	ReasonGatewayRejected DeadLetterReason = "gateway_rejected"
-)
-
 // Error codes recorded in a row's error_code when paystream, not the gateway,
 // decided the outcome.
 const (

@@ -10,7 +10,6 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"github.com/stretchr/testify/require"
 
-	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 )
@@ -60,7 +59,7 @@ func TestBreakerOpensOnTroubleAndRecovers(t *testing.T) {
 		requireAdmit(t, b.proc, -1)
 		d := b.proc.Process(t.Context(), delivery(1))
 		require.Equal(t, processing.ActionRetry, d.Action, "failure %d", i+1)
-		require.Equal(t, "retry", d.Label)
+		require.Equal(t, "retry", d.Verdict.String())
 	}
 	require.Len(t, gw.calls(), 3)
 
@@ -73,7 +72,7 @@ func TestBreakerOpensOnTroubleAndRecovers(t *testing.T) {
 	// call and without a claim.
 	d := b.proc.Process(t.Context(), delivery(2))
 	require.Equal(t, processing.ActionRetry, d.Action)
-	require.Equal(t, "retry", d.Label)
+	require.Equal(t, "retry", d.Verdict.String())
 	require.ErrorIs(t, d.Err, gobreaker.ErrOpenState)
 	requireDelay(t, d.Delay, 100*time.Millisecond, 200*time.Millisecond+openFor)
 	require.Len(t, gw.calls(), 3, "no gateway call while open")
@@ -85,7 +84,7 @@ func TestBreakerOpensOnTroubleAndRecovers(t *testing.T) {
 	waitHalfOpen(t, b.proc)
 	require.InDelta(t, 1, gaugeValue(t, b.m.BreakerState), 0)
 	d = b.proc.Process(t.Context(), delivery(3))
-	require.Equal(t, "succeeded", d.Label)
+	require.Equal(t, "succeeded", d.Verdict.String())
 	requireAdmit(t, b.proc, -1)
 	require.InDelta(t, 0, gaugeValue(t, b.m.BreakerState), 0)
 }
@@ -94,7 +93,7 @@ func TestBreakerOpenOnLastDeliveryIsExhausted(t *testing.T) {
 	t.Parallel()
 	gw := newFakeGateway(trouble())
 	b := setup(t, breakerConfig(1, time.Minute), nil, gw)
-	require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Label)
+	require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Verdict.String())
 	requireAdmit(t, b.proc, 0)
 
 	d := b.proc.Process(t.Context(), delivery(5))
@@ -114,13 +113,13 @@ func TestBreakerHalfOpen(t *testing.T) {
 		gw := newFakeGateway(trouble(), trouble(), succeeded("ch_ok"))
 		b := setup(t, breakerConfig(1, 50*time.Millisecond), nil, gw)
 
-		require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Label)
+		require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Verdict.String())
 		requireAdmit(t, b.proc, 0)
 		waitHalfOpen(t, b.proc)
-		require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(2)).Label)
+		require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(2)).Verdict.String())
 		requireAdmit(t, b.proc, 0)
 		waitHalfOpen(t, b.proc)
-		require.Equal(t, "succeeded", b.proc.Process(t.Context(), delivery(3)).Label)
+		require.Equal(t, "succeeded", b.proc.Process(t.Context(), delivery(3)).Verdict.String())
 		requireAdmit(t, b.proc, -1)
 		require.Len(t, gw.calls(), 3)
 	})
@@ -130,7 +129,7 @@ func TestBreakerHalfOpen(t *testing.T) {
 		gw := newFakeGateway(trouble(), gwStep{block: true}, succeeded("ch_ok"))
 		b := setup(t, breakerConfig(1, 50*time.Millisecond), nil, gw)
 
-		require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Label)
+		require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Verdict.String())
 		waitHalfOpen(t, b.proc)
 
 		ctx, cancel := context.WithCancel(t.Context())
@@ -144,9 +143,9 @@ func TestBreakerHalfOpen(t *testing.T) {
 		require.Len(t, gw.calls(), 2)
 
 		cancel()
-		require.Equal(t, "shutdown", (<-done).Label)
+		require.Equal(t, "shutdown", (<-done).Verdict.String())
 		requireAdmit(t, b.proc, 1)
-		require.Equal(t, "succeeded", b.proc.Process(t.Context(), delivery(3)).Label)
+		require.Equal(t, "succeeded", b.proc.Process(t.Context(), delivery(3)).Verdict.String())
 		requireAdmit(t, b.proc, -1)
 	})
 }
@@ -161,7 +160,7 @@ func TestBreakerHalfOpenAdmitsNothingWhileProbing(t *testing.T) {
 	gw := newFakeGateway(trouble(), gwStep{block: true}, succeeded("ch_ok"))
 	b := setup(t, breakerConfig(1, 50*time.Millisecond), nil, gw)
 
-	require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Label)
+	require.Equal(t, "retry", b.proc.Process(t.Context(), delivery(1)).Verdict.String())
 	waitHalfOpen(t, b.proc)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -174,7 +173,7 @@ func TestBreakerHalfOpenAdmitsNothingWhileProbing(t *testing.T) {
 	require.LessOrEqual(t, wait, 100*time.Millisecond, "and looks again soon")
 
 	cancel()
-	require.Equal(t, "shutdown", (<-done).Label)
+	require.Equal(t, "shutdown", (<-done).Verdict.String())
 	requireAdmit(t, b.proc, 1)
 }
 
@@ -182,10 +181,10 @@ func TestBreakerIgnoresBusinessAnswers(t *testing.T) {
 	t.Parallel()
 	steps := []gwStep{
 		declined("card_declined"),
-		gwErr(gateway.ClassRejected, 400, "invalid_request", 0),
-		gwErr(gateway.ClassRejected, 422, "idempotency_key_reused", 0),
-		gwErr(gateway.ClassRetry, 429, "", time.Second),
-		gwErr(gateway.ClassRetry, 409, "", 0),
+		gwErr(payment.ClassRejected, 400, "invalid_request", 0),
+		gwErr(payment.ClassRejected, 422, "idempotency_key_reused", 0),
+		gwErr(payment.ClassRetry, 429, "", time.Second),
+		gwErr(payment.ClassRetry, 409, "", 0),
 		declined("insufficient_funds"),
 		succeeded("ch_1"),
 	}

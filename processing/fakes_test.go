@@ -12,7 +12,6 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/telemetry"
@@ -139,7 +138,7 @@ func (f *fakeClaims) calls() (claims []payment.Claim, completes []payment.Comple
 
 // gwStep is one scripted answer of fakeGateway.Charge.
 type gwStep struct {
-	res   gateway.Result
+	res   payment.ChargeResult
 	err   error
 	panic any  // when set, Charge panics with it
 	block bool // when set, Charge waits for its ctx to end
@@ -151,7 +150,7 @@ type gwStep struct {
 type fakeGateway struct {
 	mu      sync.Mutex
 	steps   []gwStep
-	charges []gateway.Charge
+	charges []payment.Charge
 	started chan struct{}
 }
 
@@ -161,14 +160,14 @@ func newFakeGateway(steps ...gwStep) *fakeGateway {
 
 func (g *fakeGateway) Name() string { return testGateway }
 
-func (g *fakeGateway) Charge(ctx context.Context, c gateway.Charge) (gateway.Result, error) {
+func (g *fakeGateway) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error) {
 	g.mu.Lock()
 	n := len(g.charges)
 	g.charges = append(g.charges, c)
 	s, ok := step(g.steps, n)
 	g.mu.Unlock()
 	if !ok {
-		return gateway.Result{Status: payment.StatusSucceeded, ChargeID: fmt.Sprintf("ch_%d", n+1)}, nil
+		return payment.ChargeResult{Status: payment.StatusSucceeded, ChargeID: fmt.Sprintf("ch_%d", n+1)}, nil
 	}
 	if s.panic != nil {
 		panic(s.panic)
@@ -176,31 +175,31 @@ func (g *fakeGateway) Charge(ctx context.Context, c gateway.Charge) (gateway.Res
 	if s.block {
 		g.started <- struct{}{}
 		<-ctx.Done()
-		return gateway.Result{}, fmt.Errorf("charge %s: %w", c.IdempotencyKey, ctx.Err())
+		return payment.ChargeResult{}, fmt.Errorf("charge %s: %w", c.IdempotencyKey, ctx.Err())
 	}
 	return s.res, s.err
 }
 
-func (g *fakeGateway) calls() []gateway.Charge {
+func (g *fakeGateway) calls() []payment.Charge {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return append([]gateway.Charge(nil), g.charges...)
+	return append([]payment.Charge(nil), g.charges...)
 }
 
 // Scripted gateway answers.
 func succeeded(chargeID string) gwStep {
-	return gwStep{res: gateway.Result{Status: payment.StatusSucceeded, ChargeID: chargeID}}
+	return gwStep{res: payment.ChargeResult{Status: payment.StatusSucceeded, ChargeID: chargeID}}
 }
 
 func declined(code string) gwStep {
-	return gwStep{res: gateway.Result{Status: payment.StatusDeclined, DeclineCode: code}}
+	return gwStep{res: payment.ChargeResult{Status: payment.StatusDeclined, DeclineCode: code}}
 }
 
-func gwErr(class gateway.Class, status int, code string, retryAfter time.Duration) gwStep {
-	return gwStep{err: &gateway.Error{Class: class, StatusCode: status, Code: code, Message: "scripted", RetryAfter: retryAfter}}
+func gwErr(class payment.FailureClass, status int, code string, retryAfter time.Duration) gwStep {
+	return gwStep{err: &payment.GatewayError{Class: class, StatusCode: status, Code: code, Message: "scripted", RetryAfter: retryAfter}}
 }
 
-func trouble() gwStep { return gwErr(gateway.ClassTrouble, 503, "", 0) }
+func trouble() gwStep { return gwErr(payment.ClassTrouble, 503, "", 0) }
 
 // testConfig is the processor configuration of the tests: MaxDeliver 5,
 // backoff 100ms doubling up to 10s.

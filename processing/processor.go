@@ -14,7 +14,6 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/time/rate"
 
-	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/telemetry"
 )
@@ -36,10 +35,10 @@ type Claims interface {
 type Gateway interface {
 	// Name is the gateway's name, recorded in each row and outcome.
 	Name() string
-	// Charge charges c. It returns a Result whose Status is succeeded or
-	// declined, or an error: a *gateway.Error classified as in docs/contract.md §5,
-	// or the context's error when ctx ends first.
-	Charge(ctx context.Context, c gateway.Charge) (gateway.Result, error)
+	// Charge charges c. It returns a result whose Status is succeeded or
+	// declined, or an error: a *payment.GatewayError classified as in
+	// docs/contract.md §5, or the context's error when ctx ends first.
+	Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error)
 }
 
 // Config configures a Processor. The zero value of each field means its default.
@@ -140,8 +139,8 @@ type Decision struct {
 	Outcome *payment.Outcome
 	// DeadLetter is set with ActionTerm.
 	DeadLetter *DeadLetter
-	// Label names the outcome for logs and metrics.
-	Label string
+	// Verdict is what became of the delivery, for logs and metrics.
+	Verdict payment.Verdict
 	// Err is the cause of a retry or dead letter, for logging.
 	Err error
 	// PaymentID and Key identify the payment when the request decoded.
@@ -156,7 +155,7 @@ type Processor struct {
 	claims  Claims
 	gw      Gateway
 	limiter *rate.Limiter
-	breaker *gobreaker.CircuitBreaker[gateway.Result]
+	breaker *gobreaker.CircuitBreaker[payment.ChargeResult]
 	log     zerolog.Logger
 	m       *telemetry.Metrics
 
@@ -183,7 +182,7 @@ func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *teleme
 		limit = rate.Limit(cfg.RateLimit)
 	}
 	p.limiter = rate.NewLimiter(limit, cfg.RateBurst)
-	p.breaker = gobreaker.NewCircuitBreaker[gateway.Result](gobreaker.Settings{
+	p.breaker = gobreaker.NewCircuitBreaker[payment.ChargeResult](gobreaker.Settings{
 		Name:        "gateway",
 		MaxRequests: 1,
 		Timeout:     cfg.BreakerOpenTimeout,
@@ -192,7 +191,7 @@ func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *teleme
 		},
 		OnStateChange: p.onBreakerState,
 		IsSuccessful: func(err error) bool {
-			return !gateway.IsBreakerFailure(err)
+			return !payment.IsBreakerFailure(err)
 		},
 		IsExcluded: func(err error) bool {
 			// The caller's own cancellation says nothing of the gateway.
@@ -315,7 +314,7 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 				ErrConflict, key, claim.Record.PaymentID)})
 	case payment.ClaimDuplicate:
 		o := claim.Record.Outcome()
-		d := Decision{Action: ActionAck, Outcome: &o, Label: "duplicate", PaymentID: req.PaymentID, Key: key}
+		d := Decision{Action: ActionAck, Outcome: &o, Verdict: payment.VerdictDuplicate, PaymentID: req.PaymentID, Key: key}
 		if claim.Record.Status == payment.StatusFailed {
 			// This message already ended the row failed (its term was lost,
 			// or a publish failed): dead-letter and announce it again; the
@@ -331,10 +330,10 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		}
 		return d
 	case payment.ClaimInFlight:
-		return Decision{Action: ActionAck, Label: "in_flight", PaymentID: req.PaymentID, Key: key}
+		return Decision{Action: ActionAck, Verdict: payment.VerdictInFlight, PaymentID: req.PaymentID, Key: key}
 	case payment.ClaimBusy:
 		d := p.decide(msg, req, 0, &RetryableError{After: claim.RetryAfter, Err: ErrLeaseHeld})
-		d.Label = "busy"
+		d.Verdict = payment.VerdictBusy
 		return d
 	case payment.ClaimNew, payment.ClaimTakeover:
 	default:
@@ -380,7 +379,7 @@ func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Req
 			p.m.Panics.Inc()
 			p.log.Error().Interface("panic", r2).Bytes("stack", debug.Stack()).
 				Uint64("stream_seq", msg.StreamSeq).Msg("panic while cleaning up after a panic")
-			d = Decision{Action: ActionRetry, Delay: p.backoff(msg.NumDelivered), Label: "panic", Err: err}
+			d = Decision{Action: ActionRetry, Delay: p.backoff(msg.NumDelivered), Verdict: payment.VerdictPanic, Err: err}
 			if req != nil {
 				d.PaymentID, d.Key = req.PaymentID, req.EffectiveKey()
 			}
@@ -400,16 +399,16 @@ func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Req
 	}
 	d = p.decide(msg, req, attempt, err)
 	if d.Action == ActionRetry {
-		d.Label = "panic"
+		d.Verdict = payment.VerdictPanic
 	}
 	return d
 }
 
 // charge calls the gateway through the breaker.
-func (p *Processor) charge(ctx context.Context, req *payment.Request, key string) (gateway.Result, error) {
+func (p *Processor) charge(ctx context.Context, req *payment.Request, key string) (payment.ChargeResult, error) {
 	start := time.Now()
-	res, err := p.breaker.Execute(func() (gateway.Result, error) {
-		res, err := p.gw.Charge(ctx, gateway.Charge{
+	res, err := p.breaker.Execute(func() (payment.ChargeResult, error) {
+		res, err := p.gw.Charge(ctx, payment.Charge{
 			IdempotencyKey: key,
 			PaymentID:      req.PaymentID,
 			MerchantID:     req.MerchantID,
@@ -422,7 +421,7 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, key string
 			// Against the Gateway contract. Recording it would fail on
 			// every retry (the store takes final statuses only); treat it
 			// as a malformed answer, which the breaker counts.
-			return gateway.Result{}, &gateway.Error{Class: gateway.ClassTrouble, Code: gateway.CodeMalformedResponse,
+			return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassTrouble, Code: payment.CodeMalformedResponse,
 				Message: "result is neither succeeded nor declined"}
 		}
 		return res, err
@@ -433,11 +432,18 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, key string
 		_, wait := p.Admit()
 		return res, &RetryableError{After: wait, Err: fmt.Errorf("gateway breaker: %w", err)}
 	}
+	if ge, ok := errors.AsType[*payment.GatewayError](err); ok && !ge.Class.Final() && ge.RetryAfter > 0 {
+		// The gateway's Retry-After becomes the one earliest-retry time
+		// that decide reads.
+		return res, &RetryableError{After: ge.RetryAfter, Err: err}
+	}
 	return res, err
 }
 
-func callLabel(res gateway.Result, err error) string {
-	var gwErr *gateway.Error
+// callLabel names a gateway call's result for metrics: succeeded, declined,
+// the failure class of a *payment.GatewayError, breaker_open, canceled, or
+// trouble for any other error (a deadline, say).
+func callLabel(res payment.ChargeResult, err error) string {
 	switch {
 	case err == nil && res.Status == payment.StatusDeclined:
 		return "declined"
@@ -445,27 +451,26 @@ func callLabel(res gateway.Result, err error) string {
 		return "succeeded"
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
 		return "breaker_open"
-	case errors.As(err, &gwErr) && gwErr.Class == gateway.ClassRejected:
-		return "rejected"
-	case errors.As(err, &gwErr) && gwErr.Class == gateway.ClassRetry:
-		return "retry"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	default:
-		return "trouble"
 	}
+	if ge, ok := errors.AsType[*payment.GatewayError](err); ok {
+		return ge.Class.String()
+	}
+	if errors.Is(err, context.Canceled) {
+		return "canceled"
+	}
+	return payment.ClassTrouble.String()
 }
 
 // record turns the gateway's answer into a fenced write and a decision.
-func (p *Processor) record(ctx context.Context, msg Message, req *payment.Request, attempt int, res gateway.Result, err error) Decision {
+func (p *Processor) record(ctx context.Context, msg Message, req *payment.Request, attempt int, res payment.ChargeResult, err error) Decision {
 	key := req.EffectiveKey()
-	var gwErr *gateway.Error
+	gwErr, isGatewayErr := errors.AsType[*payment.GatewayError](err)
 	switch {
 	case err == nil:
 		return p.complete(ctx, msg, req, attempt, payment.Completion{
 			Status: res.Status, GatewayChargeID: res.ChargeID, ErrorCode: res.DeclineCode,
 		}, nil)
-	case errors.As(err, &gwErr) && gwErr.Class == gateway.ClassRejected:
+	case isGatewayErr && gwErr.Class.Final():
 		code := gwErr.Code
 		if code == "" {
 			code = fmt.Sprintf("http_%d", gwErr.StatusCode)
@@ -503,7 +508,7 @@ func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Requ
 		// tells which; even after the last delivery the consumer gets one
 		// more (consumer.Config.ConsumerConfig), for this.
 		d := p.decide(msg, req, attempt, &RetryableError{Err: fmt.Errorf("record %s: %w", key, err)})
-		d.Label = "fenced"
+		d.Verdict = payment.VerdictFenced
 		return d
 	}
 	if err != nil {
@@ -513,11 +518,11 @@ func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Requ
 		return p.decide(msg, req, attempt, fmt.Errorf("record %s: %w", key, err))
 	}
 	o := rec.Outcome()
-	d := Decision{Action: ActionAck, Outcome: &o, Label: string(rec.Status), PaymentID: req.PaymentID, Key: key}
+	d := Decision{Action: ActionAck, Outcome: &o, Verdict: payment.StatusVerdict(rec.Status), PaymentID: req.PaymentID, Key: key}
 	if cause != nil {
 		d.Action = ActionTerm
 		d.DeadLetter = &DeadLetter{Reason: cause.Reason, Error: safeText(req, cause.Err.Error())}
-		d.Label = string(cause.Reason)
+		d.Verdict = cause.Reason.Verdict()
 		d.Err = cause
 	}
 	return d
@@ -553,22 +558,18 @@ func (p *Processor) decide(msg Message, req *payment.Request, attempt int, err e
 	if errors.As(err, &perm) {
 		d.Action = ActionTerm
 		d.DeadLetter = &DeadLetter{Reason: perm.Reason, Error: safeText(req, perm.Err.Error())}
-		d.Label = string(perm.Reason)
+		d.Verdict = perm.Reason.Verdict()
 		return d
 	}
 	d.Action = ActionRetry
 	if errors.Is(err, ErrShutdown) {
-		d.Label = "shutdown"
+		d.Verdict = payment.VerdictShutdown
 		d.Delay = p.cfg.RetryBackoff
 	} else {
-		d.Label = "retry"
+		d.Verdict = payment.VerdictRetry
 		d.Delay = p.backoff(msg.NumDelivered)
-		var retry *RetryableError
-		var gwErr *gateway.Error
-		if errors.As(err, &retry) && retry.After > d.Delay {
+		if retry, ok := errors.AsType[*RetryableError](err); ok && retry.After > d.Delay {
 			d.Delay = retry.After + jitter(p.cfg.RetryBackoff)
-		} else if errors.As(err, &gwErr) && gwErr.RetryAfter > d.Delay {
-			d.Delay = gwErr.RetryAfter + jitter(p.cfg.RetryBackoff)
 		}
 	}
 	if p.lastDelivery(msg) && attempt == 0 && !errors.Is(err, ErrLeaseHeld) {
@@ -576,7 +577,7 @@ func (p *Processor) decide(msg Message, req *payment.Request, attempt int, err e
 		// letter rather than leave the message silently in the stream.
 		cause := fmt.Errorf("%w after %d deliveries: %w", ErrExhausted, msg.NumDelivered, err)
 		d.Action, d.Delay = ActionTerm, 0
-		d.Label = string(payment.ReasonExhausted)
+		d.Verdict = payment.VerdictExhausted
 		d.DeadLetter = &DeadLetter{Reason: payment.ReasonExhausted, Error: safeText(req, cause.Error())}
 		d.Err = &PermanentError{Reason: payment.ReasonExhausted, Err: cause}
 	}

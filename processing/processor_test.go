@@ -9,7 +9,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 )
@@ -45,7 +44,17 @@ func release(attempt int) payment.Release {
 
 // decision returns a decision about the test payment.
 func decision(action processing.Action, label string) processing.Decision {
-	return processing.Decision{Action: action, Label: label, PaymentID: testPayment, Key: testKey}
+	return processing.Decision{Action: action, Verdict: verdictNamed(label), PaymentID: testPayment, Key: testKey}
+}
+
+// verdictNamed returns the verdict whose metrics label is name.
+func verdictNamed(name string) payment.Verdict {
+	for _, v := range payment.Verdicts() {
+		if v.String() == name {
+			return v
+		}
+	}
+	panic("no verdict named " + name)
 }
 
 func withOutcome(d processing.Decision, o *payment.Outcome) processing.Decision {
@@ -85,13 +94,13 @@ func TestProcess(t *testing.T) {
 			UpdatedAt: completedAt, CompletedAt: completedAt,
 		}
 		failedOutcome = failedRow.Outcome()
-		echoErr       = &gateway.Error{Class: gateway.ClassRejected, StatusCode: 400, Code: "invalid_request",
+		echoErr       = &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 400, Code: "invalid_request",
 			Message: "bad pm_card_visa 4242 4242 4242 4242"}
 
-		rejected     = gwErr(gateway.ClassRejected, 400, "invalid_request", 0)
-		rejectedBare = gwErr(gateway.ClassRejected, 422, "", 0)
-		tooFast      = gwErr(gateway.ClassRetry, 429, "rate_limited", 5*time.Second)
-		inFlightGW   = gwErr(gateway.ClassRetry, 409, "", 0)
+		rejected     = gwErr(payment.ClassRejected, 400, "invalid_request", 0)
+		rejectedBare = gwErr(payment.ClassRejected, 422, "", 0)
+		tooFast      = gwErr(payment.ClassRetry, 429, "rate_limited", 5*time.Second)
+		inFlightGW   = gwErr(payment.ClassRetry, 409, "", 0)
 		down         = trouble()
 	)
 
@@ -118,14 +127,14 @@ func TestProcess(t *testing.T) {
 		{
 			name:    "invalid body is dead-lettered without a claim",
 			msg:     processing.Message{Subject: testSubject, Data: []byte(`{"payment_id":"pay_1"}`), StreamSeq: 7, NumDelivered: 1},
-			want:    withDeadLetter(processing.Decision{Action: processing.ActionTerm, Label: "invalid"}, payment.ReasonInvalid),
+			want:    withDeadLetter(processing.Decision{Action: processing.ActionTerm, Verdict: payment.VerdictInvalid}, payment.ReasonInvalid),
 			errIs:   []error{payment.ErrInvalid},
 			dlError: "invalid payment request",
 		},
 		{
 			name:    "body that is not JSON is dead-lettered without a claim",
 			msg:     processing.Message{Subject: testSubject, Data: []byte("not json"), StreamSeq: 7, NumDelivered: 3},
-			want:    withDeadLetter(processing.Decision{Action: processing.ActionTerm, Label: "invalid"}, payment.ReasonInvalid),
+			want:    withDeadLetter(processing.Decision{Action: processing.ActionTerm, Verdict: payment.VerdictInvalid}, payment.ReasonInvalid),
 			errIs:   []error{payment.ErrInvalid},
 			dlError: "invalid payment request",
 		},
@@ -413,7 +422,7 @@ func TestProcess(t *testing.T) {
 		{
 			name:         "result that is neither succeeded nor declined is gateway trouble",
 			msg:          delivery(1),
-			gw:           []gwStep{{res: gateway.Result{ChargeID: "ch_x"}}},
+			gw:           []gwStep{{res: payment.ChargeResult{ChargeID: "ch_x"}}},
 			want:         decision(processing.ActionRetry, "retry"),
 			delay:        backoff1,
 			wantClaims:   1,
@@ -433,7 +442,7 @@ func TestProcess(t *testing.T) {
 			if len(tt.errIs) == 0 && got.Action != processing.ActionRetry {
 				require.NoError(t, got.Err)
 			}
-			if got.Action != processing.ActionAck || got.Label == "fenced" {
+			if got.Action != processing.ActionAck || got.Verdict.String() == "fenced" {
 				require.Error(t, got.Err, "a retry or dead letter says why")
 			}
 			for _, want := range tt.errIs {
@@ -500,7 +509,7 @@ func TestProcessPassesTheRequest(t *testing.T) {
 		Owner:       testOwner,
 		Lease:       time.Minute,
 	}}, claims)
-	require.Equal(t, []gateway.Charge{{
+	require.Equal(t, []payment.Charge{{
 		IdempotencyKey: "pay_2",
 		PaymentID:      "pay_2",
 		MerchantID:     "m_1",
@@ -528,7 +537,7 @@ func TestProcessShutdownDuringGatewayCall(t *testing.T) {
 	got := <-done
 
 	require.Equal(t, processing.ActionRetry, got.Action)
-	require.Equal(t, "shutdown", got.Label)
+	require.Equal(t, "shutdown", got.Verdict.String())
 	require.Equal(t, 100*time.Millisecond, got.Delay, "a shutdown retries after the base delay")
 	require.ErrorIs(t, got.Err, processing.ErrShutdown)
 	require.ErrorIs(t, got.Err, context.Canceled)
@@ -542,7 +551,7 @@ func TestProcessShutdownDuringGatewayCall(t *testing.T) {
 	require.Equal(t, -1, limit, "the cancelled call is not a breaker failure")
 	require.Zero(t, wait)
 	got = b.proc.Process(t.Context(), delivery(3))
-	require.Equal(t, "succeeded", got.Label, "the breaker still lets calls through")
+	require.Equal(t, "succeeded", got.Verdict.String(), "the breaker still lets calls through")
 }
 
 func TestProcessShutdownWhileRateLimited(t *testing.T) {
@@ -565,7 +574,7 @@ func TestProcessShutdownWhileRateLimited(t *testing.T) {
 			b := setup(t, cfg, nil, nil)
 
 			first := b.proc.Process(t.Context(), delivery(1))
-			require.Equal(t, "succeeded", first.Label, "the burst lets the first call through")
+			require.Equal(t, "succeeded", first.Verdict.String(), "the burst lets the first call through")
 
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan processing.Decision, 1)
@@ -574,7 +583,7 @@ func TestProcessShutdownWhileRateLimited(t *testing.T) {
 			got := <-done
 
 			require.Equal(t, tt.action, got.Action)
-			require.Equal(t, tt.label, got.Label)
+			require.Equal(t, tt.label, got.Verdict.String())
 			require.ErrorIs(t, got.Err, processing.ErrShutdown)
 			require.Equal(t, testPayment, got.PaymentID)
 			require.Equal(t, testKey, got.Key)
@@ -613,7 +622,7 @@ func TestProcessClaimErrorDuringShutdown(t *testing.T) {
 
 			got := b.proc.Process(ctx, delivery(tt.n))
 			require.Equal(t, tt.action, got.Action)
-			require.Equal(t, tt.label, got.Label)
+			require.Equal(t, tt.label, got.Verdict.String())
 			require.ErrorIs(t, got.Err, processing.ErrShutdown)
 			require.ErrorIs(t, got.Err, context.Canceled)
 			require.Empty(t, b.gw.calls())
@@ -689,7 +698,7 @@ func TestProcessPanics(t *testing.T) {
 			require.NotPanics(t, func() { got = b.proc.Process(t.Context(), delivery(tt.n)) })
 
 			require.Equal(t, tt.action, got.Action)
-			require.Equal(t, tt.label, got.Label)
+			require.Equal(t, tt.label, got.Verdict.String())
 			require.ErrorContains(t, got.Err, "exploded")
 			require.Equal(t, testPayment, got.PaymentID)
 			require.Equal(t, testKey, got.Key)
@@ -716,7 +725,7 @@ func TestProcessPanicInDecodeIsNotPossibleForBadInput(t *testing.T) {
 	for _, data := range [][]byte{nil, {}, []byte("{"), []byte(`{"a":`), []byte(`[1,2]`), []byte(`"x"`)} {
 		got := b.proc.Process(t.Context(), processing.Message{Subject: testSubject, Data: data, NumDelivered: 1})
 		require.Equal(t, processing.ActionTerm, got.Action, "%q", data)
-		require.Equal(t, "invalid", got.Label, "%q", data)
+		require.Equal(t, "invalid", got.Verdict.String(), "%q", data)
 	}
 	require.Zero(t, counterValue(t, b.m.Panics))
 }

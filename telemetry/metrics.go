@@ -1,25 +1,33 @@
 // Package telemetry holds the Prometheus collectors of a worker process. One
 // Metrics value is created per process (or per test) with the registerer it
 // should register on; there is no global registry.
+//
+// Label values come from the vocabulary in package payment, never from a
+// list kept here: outcome is a payment.Verdict, reason a
+// payment.DeadLetterReason, and a gateway call's result is succeeded,
+// declined, a payment.FailureClass, breaker_open or canceled. New registers
+// every verdict and reason up front, so that a rate over a label that has not
+// happened yet reads 0 rather than nothing.
 package telemetry
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/paystream/paystream/payment"
 )
 
 // Metrics is the set of worker collectors. A nil *Metrics is not valid; use
 // New(prometheus.NewRegistry()) in tests that do not look at metrics.
 type Metrics struct {
-	// Messages counts processed deliveries by outcome (succeeded, declined,
-	// failed, duplicate, in_flight, busy, conflict, invalid, retry, exhausted,
-	// gateway_rejected, shutdown, publish_failed, panic).
+	// Messages counts processed deliveries by outcome: the name of a
+	// payment.Verdict.
 	Messages *prometheus.CounterVec
 	// Duration observes the time spent processing one delivery, by outcome.
 	Duration *prometheus.HistogramVec
 	// InFlight is the number of deliveries being processed.
 	InFlight prometheus.Gauge
-	// GatewayCalls counts gateway calls by result (succeeded, declined,
-	// rejected, retry, trouble, breaker_open, canceled).
+	// GatewayCalls counts gateway calls by result: succeeded, declined, the
+	// name of a payment.FailureClass, breaker_open or canceled.
 	GatewayCalls *prometheus.CounterVec
 	// GatewayDuration observes gateway call latency.
 	GatewayDuration prometheus.Histogram
@@ -27,7 +35,7 @@ type Metrics struct {
 	BreakerState prometheus.Gauge
 	// LimiterWait observes the time spent waiting on the rate limiter.
 	LimiterWait prometheus.Histogram
-	// DeadLetters counts dead letters published, by reason.
+	// DeadLetters counts dead letters published, by payment.DeadLetterReason.
 	DeadLetters *prometheus.CounterVec
 	// Redeliveries counts deliveries with a delivery count above one.
 	Redeliveries prometheus.Counter
@@ -82,6 +90,15 @@ func New(reg prometheus.Registerer) *Metrics {
 		Swept: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "paystream_swept_total", Help: "Stuck payments re-published by the sweeper.",
 		}),
+	}
+	for _, v := range payment.Verdicts() {
+		m.Messages.WithLabelValues(v.String())
+	}
+	for _, r := range payment.DeadLetterReasons() {
+		m.DeadLetters.WithLabelValues(string(r))
+	}
+	for _, c := range payment.FailureClasses() {
+		m.GatewayCalls.WithLabelValues(c.String())
 	}
 	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.GatewayCalls, m.GatewayDuration,
 		m.BreakerState, m.LimiterWait, m.DeadLetters, m.Redeliveries, m.Panics, m.Fetches, m.Swept)

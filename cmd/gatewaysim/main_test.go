@@ -88,7 +88,7 @@ func TestRun(t *testing.T) {
 
 	g, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: base})
 	require.NoError(t, err)
-	res, err := g.Charge(t.Context(), gateway.Charge{
+	res, err := g.Charge(t.Context(), payment.Charge{
 		IdempotencyKey: "k1", PaymentID: "p1", MerchantID: "m1", Currency: "EUR",
 		PaymentMethod: "pm_card_visa", AmountMinor: 1000,
 	})
@@ -111,9 +111,9 @@ func TestRun(t *testing.T) {
 
 	code, body := get("/v1/stats")
 	require.Equal(t, http.StatusOK, code)
-	var stats gateway.Stats
+	var stats sim.Stats
 	require.NoError(t, json.Unmarshal([]byte(body), &stats))
-	require.Equal(t, gateway.Stats{Charges: 1, Keys: 1, DoubleCharged: []string{}}, stats)
+	require.Equal(t, sim.Stats{Charges: 1, Keys: 1, DoubleCharged: []string{}}, stats)
 
 	code, body = get("/healthz")
 	require.Equal(t, http.StatusOK, code)

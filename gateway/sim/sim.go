@@ -46,7 +46,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/gateway/internal/ledger"
 )
 
@@ -240,10 +239,24 @@ func (s *Server) Config() Config {
 	return s.cfg
 }
 
+// Stats are the simulator's counters, served on GET /v1/stats, with which
+// tests and the audit check that no payment was charged twice.
+type Stats struct {
+	// Charges is the number of real charges: the first success per key.
+	Charges int64 `json:"real_charges"`
+	// Keys is the number of distinct idempotency keys that got a result.
+	Keys int `json:"distinct_keys"`
+	// InFlight is the number of keys whose first request is still running.
+	InFlight int `json:"in_flight"`
+	// DoubleCharged lists the payment ids charged under more than one key
+	// (at most 10,000 of them); empty when all is well.
+	DoubleCharged []string `json:"double_charged_payment_ids"`
+}
+
 // Stats returns a snapshot of the simulator's counters.
-func (s *Server) Stats() gateway.Stats {
+func (s *Server) Stats() Stats {
 	st := s.ledger.Stats()
-	return gateway.Stats{Charges: st.Charges, Keys: st.Keys, InFlight: st.InFlight, DoubleCharged: st.DoubleCharged}
+	return Stats{Charges: st.Charges, Keys: st.Keys, InFlight: st.InFlight, DoubleCharged: st.DoubleCharged}
 }
 
 // ChargesFor returns the number of real charges made for the idempotency

@@ -34,11 +34,13 @@ func TestImportDirection(t *testing.T) {
 		{pkg: "config", banned: []string{mod + "store", mod + "processing", mod + "consumer", "github.com/nats-io/nats.go"}},
 		{pkg: "gateway", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			"github.com/jackc/", "github.com/nats-io/"}},
-		{pkg: "processing", banned: []string{mod + "store", mod + "consumer", mod + "config",
-			"github.com/jackc/", "github.com/nats-io/"}},
+		{pkg: "processing", banned: []string{mod + "store", mod + "consumer", mod + "config", mod + "gateway",
+			mod + "internal/", "github.com/jackc/", "github.com/nats-io/"}},
 		{pkg: "store", banned: []string{mod + "processing", mod + "consumer", mod + "config", mod + "gateway",
 			"github.com/nats-io/"}},
 		{pkg: "consumer", banned: []string{mod + "store", mod + "config", "github.com/jackc/"}},
+		{pkg: "telemetry", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
+			mod + "gateway", mod + "internal/", "github.com/jackc/", "github.com/nats-io/"}},
 		{pkg: "publish", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			mod + "gateway", "github.com/jackc/"}},
 	}
@@ -57,4 +59,34 @@ func TestImportDirection(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProductApartFromTools keeps the test harness (internal/testenv) and the
+// gateway simulator out of everything that ships: the worker and publisher
+// binaries and every product package. Only the tool binaries (demo, chaos,
+// bench, gatewaysim) may use them.
+func TestProductApartFromTools(t *testing.T) {
+	t.Parallel()
+	out, err := exec.CommandContext(t.Context(), "go", "list", "-f",
+		"{{.ImportPath}}", mod+"...").Output()
+	require.NoError(t, err, "go list")
+	tools := map[string]bool{
+		mod + "cmd/demo": true, mod + "cmd/chaos": true, mod + "cmd/bench": true,
+		mod + "cmd/gatewaysim": true, mod + "gateway/sim": true,
+	}
+	var checked int
+	for _, pkg := range strings.Fields(string(out)) {
+		if tools[pkg] || strings.HasPrefix(pkg, mod+"internal/") {
+			continue
+		}
+		checked++
+		deps, err := exec.CommandContext(t.Context(), "go", "list", "-deps", "-f",
+			"{{if not .Standard}}{{.ImportPath}}{{end}}", pkg).Output()
+		require.NoError(t, err, "go list -deps %s", pkg)
+		for _, d := range strings.Fields(string(deps)) {
+			require.False(t, strings.HasPrefix(d, mod+"internal/testenv"), "%s depends on the test harness %s", pkg, d)
+			require.NotEqual(t, mod+"gateway/sim", d, "%s depends on the gateway simulator", pkg)
+		}
+	}
+	require.Greater(t, checked, 8, "too few product packages found: %s", out)
 }

@@ -26,7 +26,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/consumer"
-	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/gateway/sim"
 )
 
@@ -251,7 +250,7 @@ type Snapshot struct {
 	DeadLetters []Message
 	Rows        []Row
 	// Gateway is the simulator's GET /v1/stats.
-	Gateway gateway.Stats
+	Gateway sim.Stats
 	// Charges is what the simulator holds for the key of every row.
 	Charges map[string]sim.KeyState
 }
