@@ -22,6 +22,7 @@ import (
 
 	"github.com/paystream/paystream/internal/testenv/audit"
 	"github.com/paystream/paystream/internal/testenv/localstack"
+	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/publish"
 )
 
@@ -384,8 +385,8 @@ func printSummary(out io.Writer, r *audit.Report, rss []string, stopErr error) {
 		row(st, r.Rows[st], note)
 	}
 	section("dead letters (by reason)")
-	for _, reason := range []string{"invalid", "conflict", "exhausted", "gateway_rejected"} {
-		row(reason, r.DeadLetters[reason], "")
+	for _, reason := range payment.DeadLetterReasons() {
+		row(string(reason), r.DeadLetters[string(reason)], "")
 	}
 	section("gateway simulator")
 	row("real charges", r.RealCharges, fmt.Sprintf("succeeded rows: %d", r.Succeeded()))
