@@ -25,8 +25,8 @@ func TestVerdictTable(t *testing.T) {
 func TestDeadLetterReasonsHaveVerdicts(t *testing.T) {
 	t.Parallel()
 	reasons := payment.DeadLetterReasons()
-	require.ElementsMatch(t, []payment.DeadLetterReason{payment.ReasonInvalid, payment.ReasonConflict,
-		payment.ReasonExhausted, payment.ReasonGatewayRejected}, reasons)
+	require.Subset(t, reasons, []payment.DeadLetterReason{payment.ReasonInvalid, payment.ReasonConflict,
+		payment.ReasonExhausted, payment.ReasonGatewayRejected}, "the contract's reasons")
 	for _, r := range reasons {
 		v := r.Verdict()
 		require.Equal(t, string(r), v.String(), "the verdict of a dead letter is named after its reason")
