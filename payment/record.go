@@ -177,6 +177,18 @@ type Release struct {
 	Owner   string
 }
 
+// Stuck is a row left in processing whose lease expired long ago
+// (docs/contract.md §6.7), with the original request to re-publish.
+type Stuck struct {
+	Key       string
+	PaymentID string
+	// Attempts is the row's attempts (gateway calls claimed so far).
+	Attempts int
+	// Subject and Body are the original request message.
+	Subject string
+	Body    []byte
+}
+
 // ErrFenced is returned by Complete and Release when the caller's lease is no
 // longer the current one: it expired and another worker took the key over,
 // or the row is already final. Nothing was written.

@@ -8,21 +8,12 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/telemetry"
 )
 
 // errNoRequest: a stuck row without the stored request to re-publish.
 var errNoRequest = errors.New("no stored request to re-publish")
-
-// StuckPayment is a row left in processing whose lease expired long ago,
-// with the original request to re-publish.
-type StuckPayment struct {
-	Key       string
-	PaymentID string
-	Attempts  int
-	Subject   string
-	Body      []byte
-}
 
 // SweeperConfig configures a Sweeper. Zero fields take their defaults.
 type SweeperConfig struct {
@@ -47,7 +38,7 @@ type Sweeper struct {
 	// find returns stuck rows and marks them swept; republish publishes a
 	// body on a subject with a message id; del deletes up to limit final
 	// rows completed before a time (nil disables retention).
-	find      func(ctx context.Context, grace time.Duration, limit int) (rows []StuckPayment, ok bool, err error)
+	find      func(ctx context.Context, grace time.Duration, limit int) (rows []payment.Stuck, ok bool, err error)
 	republish func(ctx context.Context, subject string, body []byte, msgID string) error
 	del       func(ctx context.Context, before time.Time, limit int) (int64, error)
 
@@ -56,7 +47,7 @@ type Sweeper struct {
 }
 
 // NewSweeper returns a Sweeper; find and republish are required.
-func NewSweeper(cfg SweeperConfig, find func(context.Context, time.Duration, int) ([]StuckPayment, bool, error),
+func NewSweeper(cfg SweeperConfig, find func(context.Context, time.Duration, int) ([]payment.Stuck, bool, error),
 	republish func(context.Context, string, []byte, string) error,
 	del func(context.Context, time.Time, int) (int64, error),
 	logger zerolog.Logger, m *telemetry.Metrics) *Sweeper {

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/telemetry"
 )
@@ -25,7 +26,7 @@ type published struct {
 // fakeSweepStore scripts find and records republish and delete calls.
 type fakeSweepStore struct {
 	mu         sync.Mutex
-	rows       []processing.StuckPayment
+	rows       []payment.Stuck
 	ok         bool
 	findErr    error
 	publishErr map[string]error // by msg id
@@ -46,7 +47,7 @@ type deleteCall struct {
 	limit  int
 }
 
-func (s *fakeSweepStore) find(_ context.Context, grace time.Duration, limit int) ([]processing.StuckPayment, bool, error) {
+func (s *fakeSweepStore) find(_ context.Context, grace time.Duration, limit int) ([]payment.Stuck, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.finds = append(s.finds, findCall{grace, limit})
@@ -88,7 +89,7 @@ func (s *fakeSweepStore) snapshot() (finds []findCall, pubs []published, dels []
 	return append([]findCall(nil), s.finds...), append([]published(nil), s.publish...), append([]deleteCall(nil), s.deletes...)
 }
 
-var stuckRows = []processing.StuckPayment{
+var stuckRows = []payment.Stuck{
 	{Key: "k-a", PaymentID: "pay_a", Attempts: 1, Subject: "payments.requests.m_1", Body: []byte(`{"a":1}`)},
 	{Key: "k-b", PaymentID: "pay_b", Attempts: 2, Subject: "payments.requests.m_2", Body: []byte(`{"b":2}`)},
 	{Key: "k-c", PaymentID: "pay_c", Attempts: 7, Subject: "payments.requests.m_1", Body: []byte(`{"c":3}`)},
@@ -165,7 +166,7 @@ func TestSweepOnce(t *testing.T) {
 		},
 		{
 			name: "rows without a stored request are reported, not republished",
-			store: &fakeSweepStore{ok: true, rows: []processing.StuckPayment{
+			store: &fakeSweepStore{ok: true, rows: []payment.Stuck{
 				{Key: "k-x", PaymentID: "pay_x", Attempts: 1, Subject: "payments.requests.m_1"},
 				stuckRows[1],
 				{Key: "k-y", PaymentID: "pay_y", Attempts: 1, Body: []byte(`{}`)},

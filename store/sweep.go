@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/paystream/paystream/payment"
 )
 
 // sweeperLockID is the transaction-scoped advisory lock that lets one
@@ -14,18 +16,6 @@ import (
 // locks use hashtextextended(key, 0) in the same lock space; a collision
 // with this constant would only make one claim report busy once.
 const sweeperLockID int64 = 0x7061797377656570
-
-// Stuck is a payment left in processing whose lease expired long ago
-// (docs/contract.md §6.7), with what is needed to re-publish its request.
-type Stuck struct {
-	Key       string
-	PaymentID string
-	// Attempts is the row's attempts (gateway calls claimed so far).
-	Attempts int
-	// Subject and Body are the original request message.
-	Subject string
-	Body    []byte
-}
 
 // SweepStuck returns up to limit rows in processing whose lease expired
 // more than grace ago and that were not swept within the last grace, oldest
@@ -36,7 +26,7 @@ type Stuck struct {
 // rows nil) when another worker holds it. Rows locked by a concurrent claim
 // are skipped. If the caller fails to re-publish, the rows come back after
 // grace.
-func (s *Store) SweepStuck(ctx context.Context, grace time.Duration, limit int) (rows []Stuck, ok bool, err error) {
+func (s *Store) SweepStuck(ctx context.Context, grace time.Duration, limit int) (rows []payment.Stuck, ok bool, err error) {
 	if grace <= 0 || limit <= 0 {
 		return nil, false, fmt.Errorf("store: sweep: grace %s and limit %d must be positive: %w", grace, limit, ErrInvalidArgument)
 	}
@@ -67,7 +57,7 @@ func (s *Store) SweepStuck(ctx context.Context, grace time.Duration, limit int) 
 		}
 		defer res.Close()
 		type stuckAt struct {
-			Stuck
+			payment.Stuck
 			until time.Time
 		}
 		var found []stuckAt

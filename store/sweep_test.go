@@ -21,7 +21,7 @@ func (b *testBundle) setAgo(t *testing.T, key, column string, ago time.Duration)
 	require.EqualValues(t, 1, tag.RowsAffected())
 }
 
-func stuckKeys(rows []store.Stuck) []string {
+func stuckKeys(rows []payment.Stuck) []string {
 	keys := make([]string, len(rows))
 	for i, r := range rows {
 		keys[i] = r.Key
@@ -50,7 +50,7 @@ func TestSweepStuck(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, []string{"older"}, stuckKeys(rows), "oldest lease first, at most limit")
-	require.Equal(t, store.Stuck{
+	require.Equal(t, payment.Stuck{
 		Key: "older", PaymentID: "pay_older", Attempts: 1,
 		Subject: "payments.requests.merchant_1", Body: []byte(`{"payment_id":"pay_older"}`),
 	}, rows[0])

@@ -207,14 +207,7 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 		Interval:  cfg.SweepInterval,
 		Grace:     cfg.SweepGrace,
 		Retention: cfg.Retention,
-	}, func(ctx context.Context, grace time.Duration, limit int) ([]processing.StuckPayment, bool, error) {
-		rows, ok, err := st.SweepStuck(ctx, grace, limit)
-		out := make([]processing.StuckPayment, len(rows))
-		for i, r := range rows {
-			out[i] = processing.StuckPayment{Key: r.Key, PaymentID: r.PaymentID, Attempts: r.Attempts, Subject: r.Subject, Body: r.Body}
-		}
-		return out, ok, err
-	}, w.cons.Republish, st.DeleteCompletedBefore, log, m)
+	}, st.SweepStuck, w.cons.Republish, st.DeleteCompletedBefore, log, m)
 
 	if cfg.HTTPAddr != "" {
 		if w.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
