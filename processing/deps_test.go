@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestDependencies keeps the arrows of STYLE.md §1 true: processing knows
+// TestDependencies keeps the import arrows of the README's architecture true: processing knows
 // neither Postgres nor NATS, and nothing above it.
 func TestDependencies(t *testing.T) {
 	t.Parallel()

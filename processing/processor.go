@@ -357,7 +357,7 @@ func (p *Processor) stopped(ctx context.Context, err error) error {
 }
 
 // recovered turns a panic recovered by Process into a decision: a panic is a
-// retryable failure (STYLE.md §7). A held lease is released, or, on the last
+// retryable failure. A held lease is released, or, on the last
 // allowed delivery, recorded failed and dead-lettered exhausted like any
 // other retryable failure there; otherwise a payment that panics every time
 // would be released, re-published by the sweeper and retried for ever.
@@ -542,7 +542,7 @@ func (p *Processor) lastDelivery(msg Message) bool {
 	return msg.NumDelivered >= uint64(p.cfg.MaxDeliver)
 }
 
-// decide classifies err once into a decision (STYLE.md §5): permanent errors
+// decide classifies err once into a decision: permanent errors
 // dead-letter, everything else is retried with backoff, never before the
 // error's own earliest retry time; a shutdown is retried after the base delay
 // without counting as a failure. On the last allowed delivery a retryable

@@ -1,4 +1,4 @@
-// Package archtest keeps the import arrows of STYLE.md §1 true:
+// Package archtest keeps the import arrows of the README's architecture true:
 // cmd/* → consumer → processing → payment; cmd/* → store → payment;
 // cmd/* → config. It lists each package's non-test dependencies with
 // `go list -deps` and checks them against a table.
