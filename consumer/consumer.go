@@ -68,7 +68,14 @@ type Consumer struct {
 	lastPull atomic.Int64 // UnixNano of the last pull that ended without error
 	idle     atomic.Bool  // the loop waits, by design, for a free slot or for Admit
 	failing  atomic.Bool  // pulls are failing; logged once per change
+
+	pubErrs     atomic.Int64 // publish attempts failed since the last one that succeeded
+	pubRetrying atomic.Int64 // handlers retrying a publish right now
 }
+
+// publishFailingAfter is the number of publish attempts in a row that fail
+// before the worker reports itself not ready.
+const publishFailingAfter = 5
 
 // New returns a Consumer; call Run to start it.
 func New(js jetstream.JetStream, cfg Config, proc Processor, logger zerolog.Logger, m *telemetry.Metrics) *Consumer {
@@ -82,11 +89,19 @@ func New(js jetstream.JetStream, cfg Config, proc Processor, logger zerolog.Logg
 // Config returns the effective configuration.
 func (c *Consumer) Config() Config { return c.cfg }
 
-// Ready reports whether the consumer is bound and its pulls succeed.
+// Ready reports whether the consumer is bound, its pulls succeed, and its
+// outcome events and dead letters get published: a worker that cannot
+// announce what it records holds its messages (and slots) until it can.
 func (c *Consumer) Ready() error {
 	last := c.lastPull.Load()
 	if last == 0 {
 		return errors.New("consumer not bound yet")
+	}
+	if n := c.pubErrs.Load(); n >= publishFailingAfter {
+		return fmt.Errorf("publishing outcomes and dead letters is failing (%d attempts in a row)", n)
+	}
+	if n := c.pubRetrying.Load(); n >= int64(c.cfg.Concurrency) {
+		return fmt.Errorf("every slot (%d) is waiting to publish an outcome or dead letter", n)
 	}
 	if c.idle.Load() {
 		// Every slot busy, or the breaker open: nothing to pull, and that
@@ -393,8 +408,32 @@ func (c *Consumer) publishOutcome(ctx context.Context, o payment.Outcome, last b
 // publishDeadLetter publishes the original body, masked and truncated as the
 // contract says, with the dead-letter headers.
 func (c *Consumer) publishDeadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, dl processing.DeadLetter, last bool) error {
-	body := msg.Data()
-	m := nats.NewMsg(c.cfg.DLQSubject(string(dl.Reason)))
+	m := deadLetterMsg(c.cfg.DLQSubject(string(dl.Reason)), msg.Subject(), msg.Data(), dl)
+	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+c.cfg.Stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))
+	m.Header.Set(HeaderStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	m.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	return c.publish(ctx, m, last)
+}
+
+// PublishDeadLetter dead-letters a stored request that no delivery holds
+// (the sweeper's settling of a request that no longer validates), with
+// message id msgID; it has no stream sequence or delivery count headers.
+func (c *Consumer) PublishDeadLetter(ctx context.Context, subject string, body []byte, dl processing.DeadLetter, msgID string) error {
+	m := deadLetterMsg(c.cfg.DLQSubject(string(dl.Reason)), subject, body, dl)
+	m.Header.Set(jetstream.MsgIDHeader, msgID)
+	return c.publish(ctx, m, false)
+}
+
+// PublishOutcome announces a final row (the reconciler's and sweeper's
+// settlements) and returns once the server stored it.
+func (c *Consumer) PublishOutcome(ctx context.Context, o payment.Outcome) error {
+	return c.publishOutcome(ctx, o, false)
+}
+
+// deadLetterMsg builds a dead letter of body, first published on subject:
+// masked and truncated as the contract says, with the reason headers.
+func deadLetterMsg(dlqSubject, subject string, body []byte, dl processing.DeadLetter) *nats.Msg {
+	m := nats.NewMsg(dlqSubject)
 	// Mask before cutting: a card number split by the cut would no longer
 	// look like one.
 	if masked, changed := payment.MaskCardNumbers(body); changed {
@@ -406,16 +445,14 @@ func (c *Consumer) publishDeadLetter(ctx context.Context, msg jetstream.Msg, md 
 		m.Header.Set(HeaderTruncated, "true")
 	}
 	m.Data = body
-	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+c.cfg.Stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))
 	m.Header.Set(HeaderDLQReason, string(dl.Reason))
 	m.Header.Set(HeaderDLQError, headerSafe(dl.Error))
-	m.Header.Set(HeaderOriginalSubject, msg.Subject())
-	m.Header.Set(HeaderStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
-	m.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
-	return c.publish(ctx, m, last)
+	m.Header.Set(HeaderOriginalSubject, subject)
+	return m
 }
 
-// Republish publishes a stored request again (the sweeper's rescue).
+// Republish publishes a stored request again (the sweeper's rescue). It
+// gives up when ctx ends.
 func (c *Consumer) Republish(ctx context.Context, subject string, body []byte, msgID string) error {
 	m := nats.NewMsg(subject)
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
@@ -429,22 +466,32 @@ func (c *Consumer) Republish(ctx context.Context, subject string, body []byte, m
 // message's last delivery it keeps trying while the worker runs, since a nak
 // would cost the safety delivery.
 //
-// It outlives a hard stop for that while too: the decision it announces is
-// already recorded, and a nak instead would cost a redelivery.
+// Once ctx has ended (the hard stop, or a stopping sweeper) it makes one
+// more attempt at most, so that every stop is bounded: the attempt under
+// way when the stop came may still land, and a nak (or the next sweep)
+// covers the rest.
 func (c *Consumer) publish(ctx context.Context, m *nats.Msg, persist bool) error {
 	deadline := time.Now().Add(c.cfg.AckWait / 2)
 	pubCtx := context.WithoutCancel(ctx)
 	for i := uint64(1); ; i++ {
+		stopped := ctx.Err() != nil
 		pctx, cancel := context.WithTimeout(pubCtx, 5*time.Second)
 		_, err := c.js.PublishMsg(pctx, m)
 		cancel()
 		if err == nil {
+			c.pubErrs.Store(0)
 			return nil
 		}
-		if time.Now().After(deadline) && (!persist || ctx.Err() != nil) {
+		c.pubErrs.Add(1)
+		if stopped || (time.Now().After(deadline) && (!persist || ctx.Err() != nil)) {
 			return fmt.Errorf("publish to %s: %w", m.Subject, err)
 		}
-		sleep(pubCtx, processing.Backoff(50*time.Millisecond, 2*time.Second, i)) // at most 2s
+		if i == 1 {
+			c.pubRetrying.Add(1)
+			defer c.pubRetrying.Add(-1)
+		}
+		// A stop during the wait cuts it short: one last attempt follows.
+		sleep(ctx, processing.Backoff(50*time.Millisecond, 2*time.Second, i))
 	}
 }
 

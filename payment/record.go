@@ -8,12 +8,19 @@ import (
 // Status is the state of a payment row (docs/contract.md §7).
 type Status string
 
-// The statuses of a payment row. Only StatusProcessing is not final.
+// The statuses of a payment row. StatusProcessing and StatusUnknown are not
+// final.
 const (
 	StatusProcessing Status = "processing"
 	StatusSucceeded  Status = "succeeded"
 	StatusDeclined   Status = "declined"
-	StatusFailed     Status = "failed"
+	// StatusFailed: no money moved (a lookup confirmed it wherever an
+	// attempt may have charged).
+	StatusFailed Status = "failed"
+	// StatusUnknown: an attempt may have charged and the gateway could not
+	// be asked; the reconciler looks the charge up until it can settle the
+	// row succeeded or failed (docs/contract.md §6.8). Not announced.
+	StatusUnknown Status = "unknown"
 )
 
 // Final reports whether s is a final status (succeeded, declined or failed).
@@ -24,7 +31,11 @@ func (s Status) Final() bool {
 // Error codes recorded in a row's error_code when paystream, not the gateway,
 // decided the outcome.
 const (
+	// ErrorCodeExhausted: every allowed delivery failed, and no money moved.
 	ErrorCodeExhausted = "exhausted"
+	// ErrorCodeInvalid: the stored request no longer validates (a lowered
+	// limit, say); settled failed by the sweeper (docs/contract.md §6.9).
+	ErrorCodeInvalid = "invalid"
 )
 
 // Record is one row of the payments table: the state of one effective key.
@@ -43,6 +54,10 @@ type Record struct {
 	UpdatedAt       time.Time
 	// CompletedAt is zero until the row is final.
 	CompletedAt time.Time
+	// Ambiguous reports that some attempt for the key may have charged
+	// without a result (a timeout, a 5xx, a lease lost mid-call): the row is
+	// recorded failed only after a lookup found no charge.
+	Ambiguous bool
 }
 
 // Outcome is the outcome event v1, published on payments.results.<status>
@@ -155,6 +170,13 @@ type ClaimResult struct {
 	// RetryAfter is, for ClaimBusy, how long until the lease ends (or a
 	// short delay when the advisory lock was taken).
 	RetryAfter time.Duration
+	// Request is, for ClaimTakeover, the request body stored by the first
+	// claim of the key: every attempt charges it, never a later duplicate's
+	// (docs/contract.md §5). Nil when none was stored.
+	Request []byte
+	// From is, for ClaimTakeover, the row's status before the take-over:
+	// processing (a lease that ended) or failed (a replay).
+	From Status
 }
 
 // Completion records the final outcome of a held lease.
@@ -162,26 +184,38 @@ type Completion struct {
 	Key     string
 	Attempt int
 	Owner   string
-	// Status is succeeded, declined or failed.
+	// Status is succeeded, declined or failed, or unknown when the outcome
+	// could not be looked up (the row then waits for the reconciler).
 	Status          Status
 	Gateway         string
 	GatewayChargeID string
 	ErrorCode       string
+	// Ambiguous marks the row ambiguous (see Record.Ambiguous) as well.
+	Ambiguous bool
 }
 
-// Release gives a held lease back after a retryable failure, so that the
-// next delivery can take over at once.
+// Release gives a held lease back after a retryable failure. The row stays
+// leased for Hold more (the retry's delay), so that no delivery and no sweep
+// calls the gateway before the retry is due (docs/contract.md §6.5); 0 lets
+// the next delivery take over at once.
 type Release struct {
 	Key     string
 	Attempt int
 	Owner   string
+	Hold    time.Duration
+	// Ambiguous marks the row ambiguous: the released attempt may have
+	// charged.
+	Ambiguous bool
 }
 
 // Stuck is a row left in processing whose lease expired long ago
 // (docs/contract.md §6.7), with the original request to re-publish.
 type Stuck struct {
-	Key       string
-	PaymentID string
+	Key         string
+	PaymentID   string
+	MerchantID  string
+	AmountMinor int64
+	Currency    string
 	// Attempts is the row's attempts (gateway calls claimed so far).
 	Attempts int
 	// Subject and Body are the original request message.

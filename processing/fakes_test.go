@@ -152,6 +152,33 @@ type fakeGateway struct {
 	steps   []gwStep
 	charges []payment.Charge
 	started chan struct{}
+	// lookups scripts Lookup, one step per call, repeating the last (not
+	// found when none is scripted); lookedUp records the keys asked.
+	lookups  []lookupStep
+	lookedUp []string
+}
+
+type lookupStep struct {
+	res payment.LookupResult
+	err error
+}
+
+func (g *fakeGateway) Lookup(_ context.Context, key string) (payment.LookupResult, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := len(g.lookedUp)
+	g.lookedUp = append(g.lookedUp, key)
+	s, ok := step(g.lookups, n)
+	if !ok {
+		return payment.LookupResult{}, nil
+	}
+	return s.res, s.err
+}
+
+func (g *fakeGateway) lookupCalls() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.lookedUp...)
 }
 
 func newFakeGateway(steps ...gwStep) *fakeGateway {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,13 @@ type Claims interface {
 	Release(ctx context.Context, r payment.Release) error
 }
 
+// LeaseExtender is an optional extra of Claims: ExtendLease pushes a held
+// lease's end to lease from now, fenced like Complete. When Claims has it,
+// the lease is extended while a gateway call runs (docs/contract.md §11.7).
+type LeaseExtender interface {
+	ExtendLease(ctx context.Context, key string, attempt int, owner string, lease time.Duration) error
+}
+
 // Gateway charges payments. Implementations honour the idempotency key: the
 // same key with the same charge returns the first result and charges once.
 type Gateway interface {
@@ -39,6 +47,10 @@ type Gateway interface {
 	// declined, or an error: a *payment.GatewayError classified as in
 	// docs/contract.md §5, or the context's error when ctx ends first.
 	Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error)
+	// Lookup asks whether the gateway charged under key (docs/contract.md
+	// §5): Found with the charge, not Found when it made no charge and has
+	// none in flight, or an error when it cannot tell now.
+	Lookup(ctx context.Context, key string) (payment.LookupResult, error)
 }
 
 // Config configures a Processor. The zero value of each field means its default.
@@ -258,7 +270,7 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	defer p.inFlight.Add(-1)
 	var (
 		req  *payment.Request
-		held *payment.Release // the lease while it is ours to record or release
+		held *lease // the lease while it is ours to record or release
 	)
 	defer func() {
 		if r := recover(); r != nil {
@@ -320,8 +332,11 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 			// or a publish failed): dead-letter and announce it again; the
 			// message ids make both idempotent.
 			reason, cause := payment.ReasonGatewayRejected, errors.New("gateway rejected the payment")
-			if claim.Record.ErrorCode == payment.ErrorCodeExhausted {
+			switch claim.Record.ErrorCode {
+			case payment.ErrorCodeExhausted:
 				reason, cause = payment.ReasonExhausted, ErrExhausted
+			case payment.ErrorCodeInvalid:
+				reason, cause = payment.ReasonInvalid, payment.ErrInvalid
 			}
 			d.Action = ActionTerm
 			d.Err = &PermanentError{Reason: reason, Err: fmt.Errorf("%w: payment recorded failed (%s) after %d attempts",
@@ -340,11 +355,55 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		return p.decide(msg, req, 0, fmt.Errorf("claim %s: unknown result %d", key, claim.Kind))
 	}
 
-	held = &payment.Release{Key: key, Attempt: claim.Attempt, Owner: p.cfg.Owner}
-	res, err := p.charge(ctx, req, key)
-	d = p.record(ctx, msg, req, claim.Attempt, res, err)
+	held = &lease{key: key, attempt: claim.Attempt, ambiguous: claim.Record.Ambiguous}
+	d = p.charged(ctx, msg, req, claim, held)
 	held = nil
 	return d
+}
+
+// lease is a claim this delivery holds: what Complete and Release present,
+// and whether the row was ambiguous (some earlier attempt may have charged)
+// when claimed.
+type lease struct {
+	key       string
+	attempt   int
+	ambiguous bool
+}
+
+// charged runs the gateway part of a held claim: the charge body is the one
+// stored by the key's first claim (docs/contract.md §5), a replay of a
+// failed row that may have charged looks the charge up first (§6.8), and the
+// answer is recorded.
+func (p *Processor) charged(ctx context.Context, msg Message, req *payment.Request, claim payment.ClaimResult, l *lease) Decision {
+	creq := req
+	if claim.Kind == payment.ClaimTakeover && claim.Request != nil {
+		stored, err := payment.Decode(msg.Subject, claim.Request, p.cfg.Limits)
+		if err != nil {
+			// The stored request no longer validates (a lowered limit):
+			// settle it failed rather than retry it for ever (§6.9).
+			return p.complete(ctx, msg, req, l.attempt,
+				payment.Completion{Status: payment.StatusFailed, ErrorCode: payment.ErrorCodeInvalid},
+				&PermanentError{Reason: payment.ReasonInvalid, Err: fmt.Errorf("stored request: %w", err)})
+		}
+		if stored.Fingerprint() == req.Fingerprint() {
+			creq = stored
+		}
+	}
+	if claim.Kind == payment.ClaimTakeover && claim.From == payment.StatusFailed && l.ambiguous {
+		// A replay of a row recorded failed after an attempt that may have
+		// charged: the gateway may have forgotten the key by now, so ask
+		// before charging again.
+		found, err := p.lookup(ctx, l.key)
+		switch {
+		case err != nil:
+			return p.unresolved(ctx, msg, req, l, fmt.Errorf("look up %s before a replay: %w", l.key, err))
+		case found.Found:
+			return p.complete(ctx, msg, req, l.attempt, payment.Completion{Status: payment.StatusSucceeded,
+				GatewayChargeID: found.ChargeID, Ambiguous: true}, nil)
+		}
+	}
+	res, err := p.charge(ctx, creq, l)
+	return p.record(ctx, msg, req, l, res, err)
 }
 
 // stopped marks err as a shutdown when ctx, the worker's hard-stop context,
@@ -362,7 +421,7 @@ func (p *Processor) stopped(ctx context.Context, err error) error {
 // other retryable failure there; otherwise a payment that panics every time
 // would be released, re-published by the sweeper and retried for ever.
 // Without a lease, decide dead-letters the last delivery instead of losing it.
-func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Request, held *payment.Release, r any) (d Decision) {
+func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Request, held *lease, r any) (d Decision) {
 	p.m.Panics.Inc()
 	ev := p.log.Error().Interface("panic", r).Bytes("stack", debug.Stack()).
 		Uint64("stream_seq", msg.StreamSeq).Uint64("deliveries", msg.NumDelivered)
@@ -388,14 +447,15 @@ func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Req
 
 	attempt := 0
 	if held != nil {
-		attempt = held.Attempt
+		attempt = held.attempt
+		// The panic may have struck during the gateway call: ambiguous.
 		if p.lastDelivery(msg) {
-			return p.complete(ctx, msg, req, attempt,
+			return p.fail(ctx, msg, req, held, true,
 				payment.Completion{Status: payment.StatusFailed, ErrorCode: payment.ErrorCodeExhausted},
 				&PermanentError{Reason: payment.ReasonExhausted,
 					Err: fmt.Errorf("%w after %d deliveries: %w", ErrExhausted, msg.NumDelivered, err)})
 		}
-		p.release(ctx, *held)
+		p.release(ctx, payment.Release{Key: held.key, Attempt: held.attempt, Owner: p.cfg.Owner, Ambiguous: true})
 	}
 	d = p.decide(msg, req, attempt, err)
 	if d.Action == ActionRetry {
@@ -404,12 +464,14 @@ func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Req
 	return d
 }
 
-// charge calls the gateway through the breaker.
-func (p *Processor) charge(ctx context.Context, req *payment.Request, key string) (payment.ChargeResult, error) {
+// charge calls the gateway through the breaker, extending the lease l in
+// the store while the call runs.
+func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) (payment.ChargeResult, error) {
+	defer p.keepLease(ctx, l)()
 	start := time.Now()
 	res, err := p.breaker.Execute(func() (payment.ChargeResult, error) {
 		res, err := p.gw.Charge(ctx, payment.Charge{
-			IdempotencyKey: key,
+			IdempotencyKey: l.key,
 			PaymentID:      req.PaymentID,
 			MerchantID:     req.MerchantID,
 			Currency:       req.Currency,
@@ -462,12 +524,12 @@ func callLabel(res payment.ChargeResult, err error) string {
 }
 
 // record turns the gateway's answer into a fenced write and a decision.
-func (p *Processor) record(ctx context.Context, msg Message, req *payment.Request, attempt int, res payment.ChargeResult, err error) Decision {
-	key := req.EffectiveKey()
+func (p *Processor) record(ctx context.Context, msg Message, req *payment.Request, l *lease, res payment.ChargeResult, err error) Decision {
+	maybe := mayHaveCharged(err)
 	gwErr, isGatewayErr := errors.AsType[*payment.GatewayError](err)
 	switch {
 	case err == nil:
-		return p.complete(ctx, msg, req, attempt, payment.Completion{
+		return p.complete(ctx, msg, req, l.attempt, payment.Completion{
 			Status: res.Status, GatewayChargeID: res.ChargeID, ErrorCode: res.DeclineCode,
 		}, nil)
 	case isGatewayErr && gwErr.Class.Final():
@@ -475,20 +537,165 @@ func (p *Processor) record(ctx context.Context, msg Message, req *payment.Reques
 		if code == "" {
 			code = fmt.Sprintf("http_%d", gwErr.StatusCode)
 		}
-		return p.complete(ctx, msg, req, attempt, payment.Completion{Status: payment.StatusFailed, ErrorCode: code},
+		return p.fail(ctx, msg, req, l, l.ambiguous, payment.Completion{Status: payment.StatusFailed, ErrorCode: code},
 			&PermanentError{Reason: payment.ReasonGatewayRejected, Err: err})
 	case ctx.Err() != nil:
 		// Hard stop: give the lease back so the redelivery needs no wait.
 		// On the last delivery the released row is rescued by the sweeper.
-		p.release(ctx, payment.Release{Key: key, Attempt: attempt, Owner: p.cfg.Owner})
-		return p.decide(msg, req, attempt, fmt.Errorf("%w: %w", ErrShutdown, err))
+		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Ambiguous: maybe})
+		return p.decide(msg, req, l.attempt, fmt.Errorf("%w: %w", ErrShutdown, err))
 	case p.lastDelivery(msg):
-		return p.complete(ctx, msg, req, attempt,
+		return p.fail(ctx, msg, req, l, l.ambiguous || maybe,
 			payment.Completion{Status: payment.StatusFailed, ErrorCode: payment.ErrorCodeExhausted},
 			&PermanentError{Reason: payment.ReasonExhausted, Err: fmt.Errorf("%w after %d deliveries: %w", ErrExhausted, msg.NumDelivered, err)})
 	default:
-		p.release(ctx, payment.Release{Key: key, Attempt: attempt, Owner: p.cfg.Owner})
-		return p.decide(msg, req, attempt, err)
+		d := p.decide(msg, req, l.attempt, err)
+		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner,
+			Hold: holdFor(err, d.Delay), Ambiguous: maybe})
+		return d
+	}
+}
+
+// holdFor is how long a released lease stays held: until the earliest time
+// a retry may call (a Retry-After, the end of a lease), and at least half the
+// nak delay, which the redelivery never comes before. The sweeper and other
+// deliveries thus never call before the retry is due (docs/contract.md
+// §6.5), and the redelivery itself does not find its own lease still held.
+func holdFor(err error, delay time.Duration) time.Duration {
+	hold := delay / 2
+	if retry, ok := errors.AsType[*RetryableError](err); ok {
+		hold = max(hold, min(retry.After, delay))
+	}
+	return hold
+}
+
+// mayHaveCharged reports whether a failed call may have charged although no
+// result came back: a timeout, a 5xx, a cancellation mid-call, anything
+// unclassified. A call refused by the breaker was never made, and a
+// classified answer that says "not charged" (409, 429, 4xx) moved no money.
+func mayHaveCharged(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		return false
+	}
+	if ge, ok := errors.AsType[*payment.GatewayError](err); ok {
+		return ge.Class.Ambiguous()
+	}
+	return true
+}
+
+// fail records a payment failed — after a lookup when an attempt may have
+// charged (ambiguous), so that a recorded failed always means no money moved
+// (docs/contract.md §6.8): a charge found is recorded succeeded with its
+// charge id; no charge, failed as c says. When the lookup cannot be
+// answered, see unresolved.
+func (p *Processor) fail(ctx context.Context, msg Message, req *payment.Request, l *lease, ambiguous bool, c payment.Completion, cause *PermanentError) Decision {
+	if !ambiguous {
+		return p.complete(ctx, msg, req, l.attempt, c, cause)
+	}
+	found, err := p.lookup(ctx, l.key)
+	switch {
+	case err != nil:
+		return p.unresolved(ctx, msg, req, l, fmt.Errorf("look up %s before recording failed (%s): %w", l.key, cause.Err, err))
+	case found.Found:
+		return p.complete(ctx, msg, req, l.attempt, payment.Completion{Status: payment.StatusSucceeded,
+			GatewayChargeID: found.ChargeID, Ambiguous: true}, nil)
+	default:
+		c.Ambiguous = true
+		return p.complete(ctx, msg, req, l.attempt, c, cause)
+	}
+}
+
+// unresolved handles a lookup that could not be answered: a retry while
+// deliveries remain; on the last one the row becomes unknown, the message is
+// dead-lettered exhausted, and the reconciler settles the row later
+// (docs/contract.md §6.8).
+func (p *Processor) unresolved(ctx context.Context, msg Message, req *payment.Request, l *lease, err error) Decision {
+	if ctx.Err() != nil {
+		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Ambiguous: true})
+		return p.decide(msg, req, l.attempt, fmt.Errorf("%w: %w", ErrShutdown, err))
+	}
+	if !p.lastDelivery(msg) {
+		d := p.decide(msg, req, l.attempt, err)
+		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner,
+			Hold: holdFor(err, d.Delay), Ambiguous: true})
+		return d
+	}
+	return p.complete(ctx, msg, req, l.attempt, payment.Completion{Status: payment.StatusUnknown, Ambiguous: true},
+		&PermanentError{Reason: payment.ReasonExhausted, Err: fmt.Errorf("%w after %d deliveries, outcome unknown: %w",
+			ErrExhausted, msg.NumDelivered, err)})
+}
+
+// lookup asks the gateway, through the breaker, whether it charged under key.
+func (p *Processor) lookup(ctx context.Context, key string) (payment.LookupResult, error) {
+	var found payment.LookupResult
+	_, err := p.breaker.Execute(func() (payment.ChargeResult, error) {
+		var err error
+		found, err = p.gw.Lookup(ctx, key)
+		return payment.ChargeResult{}, err
+	})
+	switch {
+	case err != nil:
+		p.m.Lookups.WithLabelValues("error").Inc()
+	case found.Found:
+		p.m.Lookups.WithLabelValues("found").Inc()
+	default:
+		p.m.Lookups.WithLabelValues("not_found").Inc()
+	}
+	return found, err
+}
+
+// keepLease extends l in the store every third of the lease while a call
+// runs, when Claims can (LeaseExtender); the returned stop ends that and
+// waits for an extension under way. A fenced extension means the lease is
+// lost: the call goes on (its writes will be fenced), and it is logged.
+func (p *Processor) keepLease(ctx context.Context, l *lease) (stop func()) {
+	ext, ok := p.claims.(LeaseExtender)
+	if !ok {
+		return func() {}
+	}
+	var (
+		mu      sync.Mutex
+		stopped bool
+		running sync.WaitGroup
+		t       *time.Timer
+	)
+	every := p.cfg.Lease / 3
+	var extend func()
+	extend = func() {
+		defer running.Done()
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), every)
+		err := ext.ExtendLease(ectx, l.key, l.attempt, p.cfg.Owner, p.cfg.Lease)
+		cancel()
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case errors.Is(err, payment.ErrFenced):
+			p.log.Warn().Str("idempotency_key", l.key).Int("attempt", l.attempt).
+				Msg("lease lost during the gateway call; its outcome will be fenced")
+			return
+		case err != nil:
+			p.log.Warn().Err(err).Str("idempotency_key", l.key).Msg("extend lease")
+		}
+		if !stopped {
+			running.Add(1)
+			t.Reset(every)
+		}
+	}
+	mu.Lock()
+	running.Add(1)
+	t = time.AfterFunc(every, extend)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		if t.Stop() {
+			running.Done() // the pending extension will not run
+		}
+		mu.Unlock()
+		running.Wait()
 	}
 }
 
@@ -517,8 +724,12 @@ func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Requ
 		// replays its answer for the same key.
 		return p.decide(msg, req, attempt, fmt.Errorf("record %s: %w", key, err))
 	}
-	o := rec.Outcome()
-	d := Decision{Action: ActionAck, Outcome: &o, Verdict: payment.StatusVerdict(rec.Status), PaymentID: req.PaymentID, Key: key}
+	d := Decision{Action: ActionAck, Verdict: payment.StatusVerdict(rec.Status), PaymentID: req.PaymentID, Key: key}
+	if rec.Status.Final() {
+		// An unknown row is not announced until the reconciler settles it.
+		o := rec.Outcome()
+		d.Outcome = &o
+	}
 	if cause != nil {
 		d.Action = ActionTerm
 		d.DeadLetter = &DeadLetter{Reason: cause.Reason, Error: safeText(req, cause.Err.Error())}

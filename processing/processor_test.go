@@ -42,6 +42,20 @@ func release(attempt int) payment.Release {
 	return payment.Release{Key: testKey, Attempt: attempt, Owner: testOwner}
 }
 
+// ambiguousRelease is the release after an attempt that may have charged.
+func ambiguousRelease(attempt int) payment.Release {
+	r := release(attempt)
+	r.Ambiguous = true
+	return r
+}
+
+// lookedUp marks a completion as recorded after a lookup of an ambiguous
+// attempt.
+func lookedUp(c payment.Completion) payment.Completion {
+	c.Ambiguous = true
+	return c
+}
+
 // decision returns a decision about the test payment.
 func decision(action processing.Action, label string) processing.Decision {
 	return processing.Decision{Action: action, Verdict: verdictNamed(label), PaymentID: testPayment, Key: testKey}
@@ -319,7 +333,7 @@ func TestProcess(t *testing.T) {
 			errIs:        []error{down.err},
 			wantClaims:   1,
 			wantCharges:  1,
-			wantReleases: []payment.Release{release(4)},
+			wantReleases: []payment.Release{ambiguousRelease(4)},
 		},
 		{
 			name:         "release failure still retries",
@@ -331,7 +345,7 @@ func TestProcess(t *testing.T) {
 			errIs:        []error{down.err},
 			wantClaims:   1,
 			wantCharges:  1,
-			wantReleases: []payment.Release{release(1)},
+			wantReleases: []payment.Release{ambiguousRelease(1)},
 		},
 		{
 			name: "gateway trouble on the last delivery records failed and dead-letters exhausted",
@@ -343,7 +357,7 @@ func TestProcess(t *testing.T) {
 			dlError:       "retries exhausted after 5 deliveries",
 			wantClaims:    1,
 			wantCharges:   1,
-			wantCompletes: []payment.Completion{completion(1, payment.StatusFailed, "", payment.ErrorCodeExhausted)},
+			wantCompletes: []payment.Completion{lookedUp(completion(1, payment.StatusFailed, "", payment.ErrorCodeExhausted))},
 		},
 		{
 			name: "gateway retry on the last delivery records failed and dead-letters exhausted",
@@ -391,7 +405,7 @@ func TestProcess(t *testing.T) {
 			errIs:         []error{payment.ErrFenced},
 			wantClaims:    1,
 			wantCharges:   1,
-			wantCompletes: []payment.Completion{completion(1, payment.StatusFailed, "", payment.ErrorCodeExhausted)},
+			wantCompletes: []payment.Completion{lookedUp(completion(1, payment.StatusFailed, "", payment.ErrorCodeExhausted))},
 		},
 		{
 			name:          "record error is retried and keeps the lease",
@@ -427,7 +441,7 @@ func TestProcess(t *testing.T) {
 			delay:        backoff1,
 			wantClaims:   1,
 			wantCharges:  1,
-			wantReleases: []payment.Release{release(1)},
+			wantReleases: []payment.Release{ambiguousRelease(1)},
 		},
 	}
 	for _, tt := range tests {
@@ -457,10 +471,20 @@ func TestProcess(t *testing.T) {
 				dl.Error = ""
 				got.DeadLetter = &dl
 			}
+			delay := got.Delay
 			got.Delay, got.Err = 0, nil
 			require.Equal(t, tt.want, got)
 
 			claimCalls, completes, releases := b.claims.calls()
+			for i, r := range releases {
+				// A released lease is held until the retry is due: at least
+				// half the nak delay, never past it.
+				if got.Action == processing.ActionRetry {
+					require.LessOrEqual(t, r.Hold, delay, "a lease held past the retry")
+					require.GreaterOrEqual(t, r.Hold, delay/2, "a lease given back long before the retry")
+				}
+				releases[i].Hold = 0
+			}
 			require.Len(t, claimCalls, tt.wantClaims, "claims")
 			for _, c := range claimCalls {
 				require.Equal(t, testKey, c.Key)
@@ -545,7 +569,7 @@ func TestProcessShutdownDuringGatewayCall(t *testing.T) {
 	require.Nil(t, got.DeadLetter)
 	_, completes, releases := b.claims.calls()
 	require.Empty(t, completes)
-	require.Equal(t, []payment.Release{release(1)}, releases)
+	require.Equal(t, []payment.Release{ambiguousRelease(1)}, releases, "a call cancelled mid-way may have charged")
 
 	limit, wait := b.proc.Admit()
 	require.Equal(t, -1, limit, "the cancelled call is not a breaker failure")
@@ -651,7 +675,7 @@ func TestProcessPanics(t *testing.T) {
 			name: "gateway panic releases the lease and retries", n: 2,
 			claims: &fakeClaims{}, gw: []gwStep{boom},
 			action: processing.ActionRetry, label: "panic", panics: 1, wantCharges: 1,
-			wantReleases: []payment.Release{release(1)},
+			wantReleases: []payment.Release{ambiguousRelease(1)},
 		},
 		{
 			// Regression: the lease used to be released on the last
@@ -661,7 +685,7 @@ func TestProcessPanics(t *testing.T) {
 			claims: &fakeClaims{}, gw: []gwStep{boom},
 			action: processing.ActionTerm, label: "exhausted", reason: payment.ReasonExhausted, panics: 1, wantCharges: 1,
 			outcome:       outcome(payment.StatusFailed, "", payment.ErrorCodeExhausted, 1),
-			wantCompletes: []payment.Completion{completion(1, payment.StatusFailed, "", payment.ErrorCodeExhausted)},
+			wantCompletes: []payment.Completion{lookedUp(completion(1, payment.StatusFailed, "", payment.ErrorCodeExhausted))},
 		},
 		{
 			name: "claim panic retries without a lease", n: 1,
@@ -680,13 +704,13 @@ func TestProcessPanics(t *testing.T) {
 			claims: &fakeClaims{completePanic: "complete exploded"},
 			action: processing.ActionRetry, label: "panic", panics: 1, wantCharges: 1,
 			wantCompletes: []payment.Completion{completion(1, payment.StatusSucceeded, "ch_1", "")},
-			wantReleases:  []payment.Release{release(1)},
+			wantReleases:  []payment.Release{ambiguousRelease(1)},
 		},
 		{
 			name: "panic again while cleaning up is recovered too", n: 5,
 			claims: &fakeClaims{completePanic: "complete exploded"}, gw: []gwStep{boom},
 			action: processing.ActionRetry, label: "panic", panics: 2, wantCharges: 1,
-			wantCompletes: []payment.Completion{completion(1, payment.StatusFailed, "", payment.ErrorCodeExhausted)},
+			wantCompletes: []payment.Completion{lookedUp(completion(1, payment.StatusFailed, "", payment.ErrorCodeExhausted))},
 		},
 	}
 	for _, tt := range tests {

@@ -26,33 +26,57 @@ type SweeperConfig struct {
 	Limit int
 	// Retention is how long final rows are kept; 0 keeps them for ever.
 	Retention time.Duration
+	// Limits are the request limits a stored request must still meet to be
+	// re-published; one that no longer does is settled failed (§6.9).
+	Limits payment.Limits
+	// LookupTimeout bounds the lookup made before such a row is settled;
+	// default 10s.
+	LookupTimeout time.Duration
 }
 
-// Sweeper rescues payments stuck in processing (docs/contract.md §6.7) — a holder
-// that died on its message's last delivery, say — by re-publishing their
-// requests, and deletes final rows older than the retention. One worker of
-// the fleet sweeps at a time: find reports ok=false when another holds
-// the sweep lock.
+// SweeperDeps are what a Sweeper works with. FindFunc, RepublishFunc,
+// SettleFunc, DeadLetterFunc, AnnounceFunc and LookupFunc are required;
+// without DeleteFunc there is no retention.
+type SweeperDeps struct {
+	// FindFunc returns stuck rows and marks them swept; ok is false when
+	// another worker holds the sweep lock.
+	FindFunc func(ctx context.Context, grace time.Duration, limit int) (rows []payment.Stuck, ok bool, err error)
+	// RepublishFunc publishes a stored request on its subject with a
+	// message id.
+	RepublishFunc func(ctx context.Context, subject string, body []byte, msgID string) error
+	// DeleteFunc deletes up to limit final rows completed before a time.
+	DeleteFunc func(ctx context.Context, before time.Time, limit int) (int64, error)
+	// SettleFunc records the final outcome of a row no lease holds, fenced
+	// on its status and attempts.
+	SettleFunc func(ctx context.Context, c payment.Completion, from payment.Status, completedAt time.Time) (payment.Record, error)
+	// DeadLetterFunc dead-letters a stored request (subject, body) with a
+	// message id.
+	DeadLetterFunc func(ctx context.Context, subject string, body []byte, dl DeadLetter, msgID string) error
+	// AnnounceFunc publishes an outcome event.
+	AnnounceFunc func(ctx context.Context, o payment.Outcome) error
+	// LookupFunc asks the gateway whether it charged under a key.
+	LookupFunc func(ctx context.Context, key string) (payment.LookupResult, error)
+}
+
+// Sweeper rescues payments stuck in processing (docs/contract.md §6.7) — a
+// holder that died on its message's last delivery, say — by re-publishing
+// their requests; settles those whose stored request no longer validates
+// (§6.9); and deletes final rows older than the retention. One worker of the
+// fleet sweeps at a time: FindFunc reports ok=false when another holds the
+// sweep lock.
 type Sweeper struct {
-	cfg SweeperConfig
-	// find returns stuck rows and marks them swept; republish publishes a
-	// body on a subject with a message id; del deletes up to limit final
-	// rows completed before a time (nil disables retention).
-	find      func(ctx context.Context, grace time.Duration, limit int) (rows []payment.Stuck, ok bool, err error)
-	republish func(ctx context.Context, subject string, body []byte, msgID string) error
-	del       func(ctx context.Context, before time.Time, limit int) (int64, error)
-
-	log zerolog.Logger
-	m   *telemetry.Metrics
+	cfg  SweeperConfig
+	deps SweeperDeps
+	log  zerolog.Logger
+	m    *telemetry.Metrics
 }
 
-// NewSweeper returns a Sweeper; find and republish are required.
-func NewSweeper(cfg SweeperConfig, find func(context.Context, time.Duration, int) ([]payment.Stuck, bool, error),
-	republish func(context.Context, string, []byte, string) error,
-	del func(context.Context, time.Time, int) (int64, error),
-	logger zerolog.Logger, m *telemetry.Metrics) *Sweeper {
-	if find == nil || republish == nil || m == nil {
-		panic("processing.NewSweeper: find, republish and metrics are required")
+// NewSweeper returns a Sweeper. It panics on a missing dependency (a wiring
+// bug).
+func NewSweeper(cfg SweeperConfig, deps SweeperDeps, logger zerolog.Logger, m *telemetry.Metrics) *Sweeper {
+	if deps.FindFunc == nil || deps.RepublishFunc == nil || deps.SettleFunc == nil || deps.DeadLetterFunc == nil ||
+		deps.AnnounceFunc == nil || deps.LookupFunc == nil || m == nil {
+		panic("processing.NewSweeper: find, republish, settle, dead-letter, announce, lookup and metrics are required")
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 30 * time.Second
@@ -63,8 +87,10 @@ func NewSweeper(cfg SweeperConfig, find func(context.Context, time.Duration, int
 	if cfg.Limit <= 0 {
 		cfg.Limit = 500
 	}
-	return &Sweeper{cfg: cfg, find: find, republish: republish, del: del,
-		log: logger.With().Str("component", "sweeper").Logger(), m: m}
+	if cfg.LookupTimeout <= 0 {
+		cfg.LookupTimeout = 10 * time.Second
+	}
+	return &Sweeper{cfg: cfg, deps: deps, log: logger.With().Str("component", "sweeper").Logger(), m: m}
 }
 
 // Run sweeps every interval until ctx ends; it returns nil then.
@@ -91,7 +117,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 // re-publish (and rows without a stored request) are joined into the error;
 // the other rows still go out.
 func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
-	rows, ok, err := s.find(ctx, s.cfg.Grace, s.cfg.Limit)
+	rows, ok, err := s.deps.FindFunc(ctx, s.cfg.Grace, s.cfg.Limit)
 	if err != nil {
 		return 0, fmt.Errorf("find stuck payments: %w", err)
 	}
@@ -101,6 +127,11 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 	var errs []error
 	n := 0
 	for _, r := range rows {
+		if ctx.Err() != nil {
+			// Stopping: the rest come back after the grace period.
+			errs = append(errs, ctx.Err())
+			break
+		}
 		if r.Subject == "" || len(r.Body) == 0 {
 			// Re-publishing nothing would only dead-letter it as invalid,
 			// and the row would come back every grace period: leave it to
@@ -108,8 +139,16 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 			errs = append(errs, fmt.Errorf("republish %s: %w", r.Key, errNoRequest))
 			continue
 		}
+		if _, err := payment.Decode(r.Subject, r.Body, s.cfg.Limits); err != nil {
+			// Re-publishing it would dead-letter it invalid every round
+			// while the row stays processing: settle it instead.
+			if err := s.settleInvalid(ctx, r, err); err != nil {
+				errs = append(errs, fmt.Errorf("settle %s: %w", r.Key, err))
+			}
+			continue
+		}
 		id := fmt.Sprintf("sweep-%s-%d", r.Key, r.Attempts)
-		if err := s.republish(ctx, r.Subject, r.Body, id); err != nil {
+		if err := s.deps.RepublishFunc(ctx, r.Subject, r.Body, id); err != nil {
 			errs = append(errs, fmt.Errorf("republish %s: %w", r.Key, err))
 			continue
 		}
@@ -122,15 +161,55 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 }
 
 func (s *Sweeper) deleteExpired(ctx context.Context) error {
-	if s.del == nil || s.cfg.Retention <= 0 {
+	if s.deps.DeleteFunc == nil || s.cfg.Retention <= 0 {
 		return nil
 	}
-	n, err := s.del(ctx, time.Now().Add(-s.cfg.Retention), 10_000)
+	n, err := s.deps.DeleteFunc(ctx, time.Now().Add(-s.cfg.Retention), 10_000)
 	if err != nil {
 		return fmt.Errorf("delete final rows older than %s: %w", s.cfg.Retention, err)
 	}
 	if n > 0 {
 		s.log.Info().Int64("deleted", n).Msg("deleted final rows past retention")
 	}
+	return nil
+}
+
+// settleInvalid ends a stuck row whose stored request no longer validates
+// (docs/contract.md §6.9). Its lease was lost, so an attempt may have
+// charged: it is looked up first — a charge found settles it succeeded;
+// none settles it failed (error_code invalid) with one invalid dead letter.
+// Announcements go out before the row is written, under stable message ids,
+// so that a crash in between repeats them rather than loses them; a lookup
+// that cannot be answered leaves the row for the next round.
+func (s *Sweeper) settleInvalid(ctx context.Context, r payment.Stuck, invalid error) error {
+	lctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
+	found, err := s.deps.LookupFunc(lctx, r.Key)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("look up before settling an invalid stored request: %w", err)
+	}
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	c := payment.Completion{Key: r.Key, Attempt: r.Attempts, Ambiguous: true}
+	if found.Found {
+		c.Status, c.GatewayChargeID = payment.StatusSucceeded, found.ChargeID
+	} else {
+		c.Status, c.ErrorCode = payment.StatusFailed, payment.ErrorCodeInvalid
+		dl := DeadLetter{Reason: payment.ReasonInvalid, Error: safeText(nil, "stored request: "+invalid.Error())}
+		id := fmt.Sprintf("sweep-invalid-%s-%d", r.Key, r.Attempts)
+		if err := s.deps.DeadLetterFunc(ctx, r.Subject, r.Body, dl, id); err != nil {
+			return fmt.Errorf("dead-letter: %w", err)
+		}
+	}
+	o := payment.Outcome{PaymentID: r.PaymentID, IdempotencyKey: r.Key, Status: c.Status, AmountMinor: r.AmountMinor,
+		Currency: r.Currency, GatewayChargeID: c.GatewayChargeID, ErrorCode: c.ErrorCode, Attempts: r.Attempts, CompletedAt: at}
+	if err := s.deps.AnnounceFunc(ctx, o); err != nil {
+		return fmt.Errorf("announce: %w", err)
+	}
+	if _, err := s.deps.SettleFunc(ctx, c, payment.StatusProcessing, at); err != nil {
+		return err
+	}
+	s.m.SettledInvalid.Inc()
+	s.log.Error().Str("payment_id", r.PaymentID).Str("idempotency_key", r.Key).Str("status", string(c.Status)).
+		AnErr("cause", invalid).Msg("settled a stuck payment whose stored request no longer validates")
 	return nil
 }

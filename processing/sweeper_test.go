@@ -35,6 +35,13 @@ type fakeSweepStore struct {
 	publish  []published
 	deletes  []deleteCall
 	findSeen chan struct{} // one value per find call, when there is room
+
+	lookupRes   payment.LookupResult
+	lookupErr   error
+	lookedUp    []string
+	settles     []settleCall
+	deadLetters []deadLetterCall
+	outcomes    []payment.Outcome
 }
 
 type findCall struct {
@@ -89,28 +96,80 @@ func (s *fakeSweepStore) snapshot() (finds []findCall, pubs []published, dels []
 	return append([]findCall(nil), s.finds...), append([]published(nil), s.publish...), append([]deleteCall(nil), s.deletes...)
 }
 
+// Valid stored requests of the stuck rows.
+const (
+	bodyA = `{"payment_id":"pay_a","idempotency_key":"k-a","merchant_id":"m_1","amount_minor":100,"currency":"EUR","payment_method":"pm_card_visa"}`
+	bodyB = `{"payment_id":"pay_b","idempotency_key":"k-b","merchant_id":"m_2","amount_minor":200,"currency":"EUR","payment_method":"pm_card_visa"}`
+	bodyC = `{"payment_id":"pay_c","idempotency_key":"k-c","merchant_id":"m_1","amount_minor":300,"currency":"EUR","payment_method":"pm_card_visa"}`
+)
+
 var stuckRows = []payment.Stuck{
-	{Key: "k-a", PaymentID: "pay_a", Attempts: 1, Subject: "payments.requests.m_1", Body: []byte(`{"a":1}`)},
-	{Key: "k-b", PaymentID: "pay_b", Attempts: 2, Subject: "payments.requests.m_2", Body: []byte(`{"b":2}`)},
-	{Key: "k-c", PaymentID: "pay_c", Attempts: 7, Subject: "payments.requests.m_1", Body: []byte(`{"c":3}`)},
+	{Key: "k-a", PaymentID: "pay_a", Attempts: 1, Subject: "payments.requests.m_1", Body: []byte(bodyA)},
+	{Key: "k-b", PaymentID: "pay_b", Attempts: 2, Subject: "payments.requests.m_2", Body: []byte(bodyB)},
+	{Key: "k-c", PaymentID: "pay_c", Attempts: 7, Subject: "payments.requests.m_1", Body: []byte(bodyC)},
+}
+
+// settleCall, deadLetterCall and the lookups record what the sweeper did
+// with a stored request that no longer validates.
+type settleCall struct {
+	c    payment.Completion
+	from payment.Status
+}
+
+type deadLetterCall struct {
+	subject, body, msgID string
+	reason               payment.DeadLetterReason
+}
+
+func (s *fakeSweepStore) settle(_ context.Context, c payment.Completion, from payment.Status, at time.Time) (payment.Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settles = append(s.settles, settleCall{c, from})
+	return payment.Record{IdempotencyKey: c.Key, Status: c.Status, CompletedAt: at}, nil
+}
+
+func (s *fakeSweepStore) deadLetter(_ context.Context, subject string, body []byte, dl processing.DeadLetter, msgID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deadLetters = append(s.deadLetters, deadLetterCall{subject, string(body), msgID, dl.Reason})
+	return nil
+}
+
+func (s *fakeSweepStore) announce(_ context.Context, o payment.Outcome) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.outcomes = append(s.outcomes, o)
+	return nil
+}
+
+func (s *fakeSweepStore) lookup(_ context.Context, key string) (payment.LookupResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lookedUp = append(s.lookedUp, key)
+	return s.lookupRes, s.lookupErr
+}
+
+func (s *fakeSweepStore) deps(withDelete bool) processing.SweeperDeps {
+	d := processing.SweeperDeps{FindFunc: s.find, RepublishFunc: s.republish, SettleFunc: s.settle,
+		DeadLetterFunc: s.deadLetter, AnnounceFunc: s.announce, LookupFunc: s.lookup}
+	if withDelete {
+		d.DeleteFunc = s.delete
+	}
+	return d
 }
 
 func newTestSweeper(cfg processing.SweeperConfig, s *fakeSweepStore, withDelete bool) (*processing.Sweeper, *telemetry.Metrics) {
 	m := telemetry.New(prometheus.NewRegistry())
-	var del func(context.Context, time.Time, int) (int64, error)
-	if withDelete {
-		del = s.delete
-	}
-	return processing.NewSweeper(cfg, s.find, s.republish, del, zerolog.Nop(), m), m
+	return processing.NewSweeper(cfg, s.deps(withDelete), zerolog.Nop(), m), m
 }
 
 func TestSweepOnce(t *testing.T) {
 	t.Parallel()
 	errPub, errPub2, errFind := errors.New("publish timeout"), errors.New("no responders"), errors.New("db down")
 	all := []published{
-		{"payments.requests.m_1", `{"a":1}`, "sweep-k-a-1"},
-		{"payments.requests.m_2", `{"b":2}`, "sweep-k-b-2"},
-		{"payments.requests.m_1", `{"c":3}`, "sweep-k-c-7"},
+		{"payments.requests.m_1", bodyA, "sweep-k-a-1"},
+		{"payments.requests.m_2", bodyB, "sweep-k-b-2"},
+		{"payments.requests.m_1", bodyC, "sweep-k-c-7"},
 	}
 	tests := []struct {
 		name      string
@@ -280,15 +339,82 @@ func TestConstructorsRequireDependencies(t *testing.T) {
 	t.Parallel()
 	m := telemetry.New(prometheus.NewRegistry())
 	store := &fakeSweepStore{}
-	require.Panics(t, func() { processing.NewSweeper(processing.SweeperConfig{}, nil, store.republish, nil, zerolog.Nop(), m) })
-	require.Panics(t, func() { processing.NewSweeper(processing.SweeperConfig{}, store.find, nil, nil, zerolog.Nop(), m) })
-	require.Panics(t, func() {
-		processing.NewSweeper(processing.SweeperConfig{}, store.find, store.republish, nil, zerolog.Nop(), nil)
-	})
+	for _, drop := range []func(*processing.SweeperDeps){
+		func(d *processing.SweeperDeps) { d.FindFunc = nil },
+		func(d *processing.SweeperDeps) { d.RepublishFunc = nil },
+		func(d *processing.SweeperDeps) { d.SettleFunc = nil },
+		func(d *processing.SweeperDeps) { d.DeadLetterFunc = nil },
+		func(d *processing.SweeperDeps) { d.AnnounceFunc = nil },
+		func(d *processing.SweeperDeps) { d.LookupFunc = nil },
+	} {
+		deps := store.deps(false)
+		drop(&deps)
+		require.Panics(t, func() { processing.NewSweeper(processing.SweeperConfig{}, deps, zerolog.Nop(), m) })
+	}
+	require.Panics(t, func() { processing.NewSweeper(processing.SweeperConfig{}, store.deps(false), zerolog.Nop(), nil) })
 
 	gw, claims := newFakeGateway(), &fakeClaims{}
 	require.Panics(t, func() { processing.New(processing.Config{}, claims, gw, zerolog.Nop(), m) }, "Owner is required")
 	require.Panics(t, func() { processing.New(testConfig(), nil, gw, zerolog.Nop(), m) })
 	require.Panics(t, func() { processing.New(testConfig(), claims, nil, zerolog.Nop(), m) })
 	require.Panics(t, func() { processing.New(testConfig(), claims, gw, zerolog.Nop(), nil) })
+}
+
+// TestSweepSettlesStoredRequestsThatNoLongerValidate covers
+// docs/contract.md §6.9: a stuck row whose stored request a lowered limit now
+// refuses is settled once — looked up first, since its lease was lost —
+// instead of being re-published for ever.
+func TestSweepSettlesStoredRequestsThatNoLongerValidate(t *testing.T) {
+	t.Parallel()
+	cfg := processing.SweeperConfig{Limits: payment.Limits{MaxAmountMinor: 150}} // bodies B and C ask more
+	tests := []struct {
+		name       string
+		lookupRes  payment.LookupResult
+		lookupErr  error
+		wantStatus payment.Status // "" when nothing is settled
+	}{
+		{name: "no charge: failed, invalid, one dead letter", wantStatus: payment.StatusFailed},
+		{name: "charged after all: succeeded", lookupRes: payment.LookupResult{Found: true, ChargeID: "ch_9"},
+			wantStatus: payment.StatusSucceeded},
+		{name: "lookup unanswered: left for the next round", lookupErr: errors.New("gateway down")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			store := &fakeSweepStore{rows: stuckRows, ok: true, lookupRes: tt.lookupRes, lookupErr: tt.lookupErr}
+			sw, m := newTestSweeper(cfg, store, false)
+			n, err := sw.SweepOnce(t.Context())
+			require.Equal(t, 1, n, "only the valid request is re-published")
+			_, pubs, _ := store.snapshot()
+			require.Equal(t, []published{{"payments.requests.m_1", bodyA, "sweep-k-a-1"}}, pubs)
+			require.ElementsMatch(t, []string{"k-b", "k-c"}, store.lookedUp)
+			if tt.wantStatus == "" {
+				require.Error(t, err)
+				require.Empty(t, store.settles)
+				require.Empty(t, store.deadLetters)
+				require.Empty(t, store.outcomes)
+				return
+			}
+			require.NoError(t, err)
+			require.Len(t, store.settles, 2)
+			require.Len(t, store.outcomes, 2)
+			for i, st := range store.settles {
+				require.Equal(t, payment.StatusProcessing, st.from)
+				require.Equal(t, tt.wantStatus, st.c.Status)
+				require.Equal(t, tt.wantStatus, store.outcomes[i].Status)
+				require.Equal(t, st.c.Key, store.outcomes[i].IdempotencyKey)
+			}
+			if tt.wantStatus == payment.StatusFailed {
+				require.Equal(t, payment.ErrorCodeInvalid, store.settles[0].c.ErrorCode)
+				require.Equal(t, []deadLetterCall{
+					{"payments.requests.m_2", bodyB, "sweep-invalid-k-b-2", payment.ReasonInvalid},
+					{"payments.requests.m_1", bodyC, "sweep-invalid-k-c-7", payment.ReasonInvalid},
+				}, store.deadLetters)
+			} else {
+				require.Equal(t, "ch_9", store.settles[0].c.GatewayChargeID)
+				require.Empty(t, store.deadLetters)
+			}
+			require.Equal(t, 2.0, counterValue(t, m.SettledInvalid))
+		})
+	}
 }

@@ -18,20 +18,20 @@ type CompleteResult struct {
 }
 
 const claimSQL = `
-SELECT o_ord, o_kind, o_retry_after_us,
+SELECT o_ord, o_kind, o_retry_after_us, o_request_body, o_prior_status,
        o_idempotency_key, o_payment_id, o_merchant_id, o_amount_minor, o_currency,
        o_status, o_attempts, o_gateway, o_gateway_charge_id, o_error_code,
-       o_created_at, o_updated_at, o_completed_at
+       o_created_at, o_updated_at, o_completed_at, o_ambiguous
 FROM paystream_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
 
 const completeSQL = `
 SELECT o_ord, o_fenced,
        o_idempotency_key, o_payment_id, o_merchant_id, o_amount_minor, o_currency,
        o_status, o_attempts, o_gateway, o_gateway_charge_id, o_error_code,
-       o_created_at, o_updated_at, o_completed_at
-FROM paystream_complete($1, $2, $3, $4, $5, $6, $7)`
+       o_created_at, o_updated_at, o_completed_at, o_ambiguous
+FROM paystream_complete($1, $2, $3, $4, $5, $6, $7, $8)`
 
-const releaseSQL = `SELECT o_ord, o_fenced FROM paystream_release($1, $2, $3)`
+const releaseSQL = `SELECT o_ord, o_fenced FROM paystream_release($1, $2, $3, $4, $5)`
 
 var claimKinds = map[string]payment.ClaimKind{
 	"new":       payment.ClaimNew,
@@ -107,9 +107,11 @@ func (s *Store) ClaimBatch(ctx context.Context, cs []payment.Claim) ([]payment.C
 			ord     int32
 			kind    string
 			retryUs *int64
+			request []byte
+			prior   *string
 			rs      recordScan
 		)
-		if err := rows.Scan(append([]any{&ord, &kind, &retryUs}, rs.dest()...)...); err != nil {
+		if err := rows.Scan(append([]any{&ord, &kind, &retryUs, &request, &prior}, rs.dest()...)...); err != nil {
 			return nil, fmt.Errorf("store: %s: scan: %w", describeClaims(cs), translate(err))
 		}
 		i := int(ord) - 1
@@ -119,6 +121,12 @@ func (s *Store) ClaimBatch(ctx context.Context, cs []payment.Claim) ([]payment.C
 		}
 		seen[i] = true
 		res := payment.ClaimResult{Kind: k, RetryAfter: time.Duration(deref(retryUs)) * time.Microsecond}
+		if k == payment.ClaimTakeover {
+			res.From = payment.Status(deref(prior))
+			if len(request) > 0 {
+				res.Request = request
+			}
+		}
 		if rs.present() {
 			res.Record = rs.record()
 		}
@@ -168,8 +176,11 @@ func describeClaims(cs []payment.Claim) string {
 // c.Owner) and returns the final row. The write is fenced: it happens only
 // if the row is still processing under that very lease (expired or not, as
 // long as nobody took it over). Otherwise nothing is written and the error
-// is payment.ErrFenced. c.Status must be final; empty Gateway,
-// GatewayChargeID and ErrorCode are stored as NULL.
+// is payment.ErrFenced. c.Status must be final, or unknown (the row then
+// keeps no lease and waits for the reconciler; completed_at stays NULL);
+// empty Gateway, GatewayChargeID and ErrorCode are stored as NULL. The
+// request of a failed or unknown row is kept, for a replay or a
+// reconciliation.
 func (s *Store) Complete(ctx context.Context, c payment.Completion) (payment.Record, error) {
 	res, err := s.CompleteBatch(ctx, []payment.Completion{c})
 	if err != nil {
@@ -198,19 +209,20 @@ func (s *Store) CompleteBatch(ctx context.Context, cs []payment.Completion) ([]C
 		gateways = make([]string, n)
 		charges  = make([]string, n)
 		codes    = make([]string, n)
+		ambig    = make([]bool, n)
 	)
 	for i, c := range cs {
 		if err := validateFence("complete", c.Key, c.Attempt, c.Owner); err != nil {
 			return nil, err
 		}
-		if !c.Status.Final() {
-			return nil, fmt.Errorf("store: complete key %q: status %q is not final: %w", c.Key, c.Status, ErrInvalidArgument)
+		if !c.Status.Final() && c.Status != payment.StatusUnknown {
+			return nil, fmt.Errorf("store: complete key %q: status %q is neither final nor unknown: %w", c.Key, c.Status, ErrInvalidArgument)
 		}
 		keys[i], attempts[i], owners[i], statuses[i] = c.Key, int32(c.Attempt), c.Owner, string(c.Status)
-		gateways[i], charges[i], codes[i] = c.Gateway, c.GatewayChargeID, c.ErrorCode
+		gateways[i], charges[i], codes[i], ambig[i] = c.Gateway, c.GatewayChargeID, c.ErrorCode, c.Ambiguous
 	}
 
-	rows, err := s.pool.Query(ctx, completeSQL, keys, attempts, owners, statuses, gateways, charges, codes)
+	rows, err := s.pool.Query(ctx, completeSQL, keys, attempts, owners, statuses, gateways, charges, codes, ambig)
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", describeFenced("complete", keys), translate(err))
 	}
@@ -248,9 +260,12 @@ func (s *Store) CompleteBatch(ctx context.Context, cs []payment.Completion) ([]C
 }
 
 // Release gives the lease (r.Key, r.Attempt, r.Owner) back after a
-// retryable failure: the lease ends now, so that the next delivery takes the
-// key over at once; attempts is kept. Fenced like Complete:
-// payment.ErrFenced when the lease is no longer the current one.
+// retryable failure. The row stays leased for r.Hold more, until the retry is
+// due, so that no other delivery and no sweep calls the gateway earlier (a
+// redelivery of the same message before then is busy); with Hold 0 the next
+// delivery takes the key over at once. attempts is kept; r.Ambiguous marks
+// the row ambiguous. Fenced like Complete: payment.ErrFenced when the lease
+// is no longer the current one.
 func (s *Store) Release(ctx context.Context, r payment.Release) error {
 	res, err := s.ReleaseBatch(ctx, []payment.Release{r})
 	if err != nil {
@@ -273,13 +288,16 @@ func (s *Store) ReleaseBatch(ctx context.Context, rs []payment.Release) ([]error
 	keys := make([]string, n)
 	attempts := make([]int32, n)
 	owners := make([]string, n)
+	holds := make([]int64, n)
+	ambig := make([]bool, n)
 	for i, r := range rs {
 		if err := validateFence("release", r.Key, r.Attempt, r.Owner); err != nil {
 			return nil, err
 		}
 		keys[i], attempts[i], owners[i] = r.Key, int32(r.Attempt), r.Owner
+		holds[i], ambig[i] = max(r.Hold, 0).Microseconds(), r.Ambiguous
 	}
-	rows, err := s.pool.Query(ctx, releaseSQL, keys, attempts, owners)
+	rows, err := s.pool.Query(ctx, releaseSQL, keys, attempts, owners, holds, ambig)
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", describeFenced("release", keys), translate(err))
 	}

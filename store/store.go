@@ -70,7 +70,7 @@ func (s *Store) Get(ctx context.Context, key string) (payment.Record, error) {
 	row := s.pool.QueryRow(ctx, `
 		SELECT idempotency_key, payment_id, merchant_id, amount_minor, currency,
 		       status, attempts, gateway, gateway_charge_id, error_code,
-		       created_at, updated_at, completed_at
+		       created_at, updated_at, completed_at, ambiguous
 		FROM payments WHERE idempotency_key = $1`, key)
 	var rs recordScan
 	if err := row.Scan(rs.dest()...); err != nil {
@@ -86,6 +86,7 @@ type recordScan struct {
 	attempts                                     *int32
 	gateway, chargeID, errorCode                 *string
 	createdAt, updatedAt, completedAt            *time.Time
+	ambiguous                                    *bool
 }
 
 // dest returns the scan targets in the column order of Get and the claim and
@@ -94,7 +95,7 @@ func (rs *recordScan) dest() []any {
 	return []any{
 		&rs.key, &rs.paymentID, &rs.merchantID, &rs.amountMinor, &rs.currency,
 		&rs.status, &rs.attempts, &rs.gateway, &rs.chargeID, &rs.errorCode,
-		&rs.createdAt, &rs.updatedAt, &rs.completedAt,
+		&rs.createdAt, &rs.updatedAt, &rs.completedAt, &rs.ambiguous,
 	}
 }
 
@@ -117,6 +118,7 @@ func (rs *recordScan) record() payment.Record {
 		CreatedAt:       deref(rs.createdAt),
 		UpdatedAt:       deref(rs.updatedAt),
 		CompletedAt:     deref(rs.completedAt),
+		Ambiguous:       deref(rs.ambiguous),
 	}
 	return r
 }

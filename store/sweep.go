@@ -49,7 +49,7 @@ func (s *Store) SweepStuck(ctx context.Context, grace time.Duration, limit int) 
 			SET swept_at = clock_timestamp()
 			FROM stuck
 			WHERE p.idempotency_key = stuck.idempotency_key
-			RETURNING p.idempotency_key, p.payment_id, p.attempts,
+			RETURNING p.idempotency_key, p.payment_id, p.merchant_id, p.amount_minor, p.currency, p.attempts,
 			          coalesce(p.request_subject, ''), coalesce(p.request_body, ''::bytea), p.lease_until`,
 			grace.Microseconds(), limit)
 		if err != nil {
@@ -66,7 +66,8 @@ func (s *Store) SweepStuck(ctx context.Context, grace time.Duration, limit int) 
 				st       stuckAt
 				attempts int32
 			)
-			if err := res.Scan(&st.Key, &st.PaymentID, &attempts, &st.Subject, &st.Body, &st.until); err != nil {
+			if err := res.Scan(&st.Key, &st.PaymentID, &st.MerchantID, &st.AmountMinor, &st.Currency, &attempts,
+				&st.Subject, &st.Body, &st.until); err != nil {
 				return err
 			}
 			st.Attempts = int(attempts)

@@ -51,7 +51,7 @@ func TestSweepStuck(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, []string{"older"}, stuckKeys(rows), "oldest lease first, at most limit")
 	require.Equal(t, payment.Stuck{
-		Key: "older", PaymentID: "pay_older", Attempts: 1,
+		Key: "older", PaymentID: "pay_older", MerchantID: "merchant_1", AmountMinor: 1999, Currency: "EUR", Attempts: 1,
 		Subject: "payments.requests.merchant_1", Body: []byte(`{"payment_id":"pay_older"}`),
 	}, rows[0])
 	require.NotNil(t, b.raw(t, "older").SweptAt)

@@ -45,6 +45,22 @@ type Metrics struct {
 	Fetches *prometheus.CounterVec
 	// Swept counts payments re-published by the sweeper.
 	Swept prometheus.Counter
+	// Lookups counts gateway lookups made before recording failed, by
+	// result (found, not_found, error).
+	Lookups *prometheus.CounterVec
+	// Reconciliations counts the reconciler's lookups of unknown rows, by
+	// result (succeeded, failed: the row was settled so; error: asked again
+	// later).
+	Reconciliations *prometheus.CounterVec
+	// UnknownRows is the number of rows in status unknown, as the last
+	// reconciler round of this worker saw it.
+	UnknownRows prometheus.Gauge
+	// UnknownOldest is the age in seconds of the oldest unknown row (0 when
+	// there is none), as the last reconciler round of this worker saw it.
+	UnknownOldest prometheus.Gauge
+	// SettledInvalid counts stored requests that no longer validate, settled
+	// failed by the sweeper.
+	SettledInvalid prometheus.Counter
 }
 
 // New creates the collectors and registers them on reg.
@@ -90,6 +106,27 @@ func New(reg prometheus.Registerer) *Metrics {
 		Swept: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "paystream_swept_total", Help: "Stuck payments re-published by the sweeper.",
 		}),
+		Lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paystream_gateway_lookups_total", Help: "Gateway lookups before recording failed, by result.",
+		}, []string{"result"}),
+		Reconciliations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paystream_reconciliations_total", Help: "Lookups of unknown rows by the reconciler, by result.",
+		}, []string{"result"}),
+		UnknownRows: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "paystream_unknown_rows", Help: "Rows in status unknown (outcome not yet looked up).",
+		}),
+		UnknownOldest: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "paystream_unknown_oldest_seconds", Help: "Age of the oldest row in status unknown; 0 when none.",
+		}),
+		SettledInvalid: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "paystream_settled_invalid_total", Help: "Stored requests that no longer validate, settled failed by the sweeper.",
+		}),
+	}
+	for _, r := range []string{"found", "not_found", "error"} {
+		m.Lookups.WithLabelValues(r)
+	}
+	for _, r := range []string{"succeeded", "failed", "error"} {
+		m.Reconciliations.WithLabelValues(r)
 	}
 	for _, v := range payment.Verdicts() {
 		m.Messages.WithLabelValues(v.String())
@@ -101,6 +138,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.GatewayCalls.WithLabelValues(c.String())
 	}
 	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.GatewayCalls, m.GatewayDuration,
-		m.BreakerState, m.LimiterWait, m.DeadLetters, m.Redeliveries, m.Panics, m.Fetches, m.Swept)
+		m.BreakerState, m.LimiterWait, m.DeadLetters, m.Redeliveries, m.Panics, m.Fetches, m.Swept,
+		m.Lookups, m.Reconciliations, m.UnknownRows, m.UnknownOldest, m.SettledInvalid)
 	return m
 }
