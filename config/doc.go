@@ -9,6 +9,14 @@
 // flag --<name> (lower case, '_' → '-'): PAYSTREAM_ACK_WAIT and --ack-wait.
 // Flags win over the environment, which wins over defaults.
 //
+// The table is the one place where a setting's default is written down: the
+// packages that the commands configure from it (consumer, processing) take
+// explicit values and refuse missing ones. Two kinds of default are spelled
+// in a library that code outside the worker reads too, and the table takes
+// them from there: the stream, consumer and subject names of docs/contract.md
+// §3 from package contract, and the largest amount from
+// payment.DefaultMaxAmountMinor.
+//
 // Invalid settings stop a process at start with one error that lists every
 // problem, each naming the variable and the flag:
 //

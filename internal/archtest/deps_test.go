@@ -31,6 +31,7 @@ func TestImportDirection(t *testing.T) {
 		banned []string
 	}{
 		{pkg: "payment", only: []string{mod + "payment"}},
+		{pkg: "contract", only: []string{mod + "contract"}},
 		{pkg: "config", banned: []string{mod + "store", mod + "processing", mod + "consumer", "github.com/nats-io/nats.go"}},
 		{pkg: "gateway", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			"github.com/jackc/", "github.com/nats-io/"}},
