@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paystream/paystream/config"
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/internal/testenv/natstest"
@@ -73,28 +74,20 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 		o.gw = gateway.NewFake(gateway.FakeConfig{Seed: 1})
 	}
 	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw}
-	s.ccfg = consumer.Config{
-		Replicas:        replicas,
-		Concurrency:     o.concurrency,
-		MaxDeliver:      o.maxDeliver,
-		AckWait:         o.ackWait,
-		ShutdownTimeout: o.shutdown,
-		FetchMaxWait:    250 * time.Millisecond,
-	}.WithDefaults()
-	s.pcfg = processing.Config{
-		Lease:              o.lease,
-		MaxDeliver:         s.ccfg.MaxDeliver,
-		RetryBackoff:       o.backoff,
-		RetryBackoffMax:    o.backoffMax,
-		BreakerFailures:    o.failures,
-		BreakerOpenTimeout: o.openTimeout,
-	}
-	if s.pcfg.RetryBackoff == 0 {
-		s.pcfg.RetryBackoff = 20 * time.Millisecond
-	}
-	if s.pcfg.RetryBackoffMax == 0 {
-		s.pcfg.RetryBackoffMax = 200 * time.Millisecond
-	}
+	s.ccfg, s.pcfg = defaultConfigs()
+	s.ccfg.Replicas = replicas
+	s.ccfg.FetchMaxWait = 250 * time.Millisecond
+	override(&s.ccfg.Concurrency, o.concurrency)
+	override(&s.ccfg.MaxDeliver, o.maxDeliver)
+	override(&s.ccfg.AckWait, o.ackWait)
+	override(&s.ccfg.ShutdownTimeout, o.shutdown)
+	s.pcfg.MaxDeliver = s.ccfg.MaxDeliver
+	s.pcfg.RetryBackoff, s.pcfg.RetryBackoffMax = 20*time.Millisecond, 200*time.Millisecond
+	override(&s.pcfg.Lease, o.lease)
+	override(&s.pcfg.RetryBackoff, o.backoff)
+	override(&s.pcfg.RetryBackoffMax, o.backoffMax)
+	override(&s.pcfg.BreakerFailures, o.failures)
+	override(&s.pcfg.BreakerOpenTimeout, o.openTimeout)
 	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
@@ -109,6 +102,49 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 		require.NoError(c, consumer.Provision(ctx, s.js, s.ccfg))
 	}, 30*time.Second, 100*time.Millisecond, "provision streams and consumer")
 	return s
+}
+
+// defaultConfigs returns the consumer and processing configurations of a
+// worker left at the defaults of config's settings table, mapped as
+// cmd/worker maps them, but for the processor's Owner, which is each
+// worker's own. The packages have no defaults of their own.
+func defaultConfigs() (consumer.Config, processing.Config) {
+	d := config.Default()
+	return consumer.Config{
+			Stream:          d.Stream,
+			ResultsStream:   d.ResultsStream,
+			DLQStream:       d.DLQStream,
+			Consumer:        d.Consumer,
+			SubjectPrefix:   d.SubjectPrefix,
+			Replicas:        d.StreamReplicas,
+			Concurrency:     d.Concurrency,
+			MaxDeliver:      d.MaxDeliver,
+			AckWait:         d.AckWait,
+			MaxAckPending:   d.MaxAckPending,
+			StreamMaxAge:    d.StreamMaxAge,
+			DuplicateWindow: d.DuplicateWindow,
+			ShutdownTimeout: d.ShutdownTimeout,
+			RetryBackoff:    d.RetryBackoff,
+			RetryBackoffMax: d.RetryBackoffMax,
+		}, processing.Config{
+			Lease:              d.Lease,
+			MaxDeliver:         d.MaxDeliver,
+			RetryBackoff:       d.RetryBackoff,
+			RetryBackoffMax:    d.RetryBackoffMax,
+			RateLimit:          d.RateLimit,
+			RateBurst:          d.RateBurst,
+			BreakerFailures:    uint32(d.BreakerFailures),
+			BreakerOpenTimeout: d.BreakerOpenTimeout,
+			Limits:             payment.Limits{MaxAmountMinor: d.MaxAmountMinor},
+		}
+}
+
+// override sets *p to v unless v is the zero value (an option left unset).
+func override[T comparable](p *T, v T) {
+	var zero T
+	if v != zero {
+		*p = v
+	}
 }
 
 // worker is one in-process worker of a stack.
