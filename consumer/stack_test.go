@@ -17,9 +17,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/paystream/paystream/config"
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/internal/testenv/defaults"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/internal/testenv/pgtest"
 	"github.com/paystream/paystream/payment"
@@ -74,7 +74,7 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 		o.gw = gateway.NewFake(gateway.FakeConfig{Seed: 1})
 	}
 	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw}
-	s.ccfg, s.pcfg = defaultConfigs()
+	s.ccfg, s.pcfg = defaults.Consumer(), defaults.Processing("")
 	s.ccfg.Replicas = replicas
 	s.ccfg.FetchMaxWait = 250 * time.Millisecond
 	override(&s.ccfg.Concurrency, o.concurrency)
@@ -102,41 +102,6 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 		require.NoError(c, consumer.Provision(ctx, s.js, s.ccfg))
 	}, 30*time.Second, 100*time.Millisecond, "provision streams and consumer")
 	return s
-}
-
-// defaultConfigs returns the consumer and processing configurations of a
-// worker left at the defaults of config's settings table, mapped as
-// cmd/worker maps them, but for the processor's Owner, which is each
-// worker's own. The packages have no defaults of their own.
-func defaultConfigs() (consumer.Config, processing.Config) {
-	d := config.Default()
-	return consumer.Config{
-			Stream:          d.Stream,
-			ResultsStream:   d.ResultsStream,
-			DLQStream:       d.DLQStream,
-			Consumer:        d.Consumer,
-			SubjectPrefix:   d.SubjectPrefix,
-			Replicas:        d.StreamReplicas,
-			Concurrency:     d.Concurrency,
-			MaxDeliver:      d.MaxDeliver,
-			AckWait:         d.AckWait,
-			MaxAckPending:   d.MaxAckPending,
-			StreamMaxAge:    d.StreamMaxAge,
-			DuplicateWindow: d.DuplicateWindow,
-			ShutdownTimeout: d.ShutdownTimeout,
-			RetryBackoff:    d.RetryBackoff,
-			RetryBackoffMax: d.RetryBackoffMax,
-		}, processing.Config{
-			Lease:              d.Lease,
-			MaxDeliver:         d.MaxDeliver,
-			RetryBackoff:       d.RetryBackoff,
-			RetryBackoffMax:    d.RetryBackoffMax,
-			RateLimit:          d.RateLimit,
-			RateBurst:          d.RateBurst,
-			BreakerFailures:    uint32(d.BreakerFailures),
-			BreakerOpenTimeout: d.BreakerOpenTimeout,
-			Limits:             payment.Limits{MaxAmountMinor: d.MaxAmountMinor},
-		}
 }
 
 // override sets *p to v unless v is the zero value (an option left unset).

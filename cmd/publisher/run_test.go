@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/paystream/paystream/consumer"
+	"github.com/paystream/paystream/internal/testenv/defaults"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/publish"
 )
@@ -47,7 +47,9 @@ func setup(t *testing.T, name, prefix string) *testBundle {
 	if name == "" {
 		return b
 	}
-	b.stream, err = js.CreateStream(testContext(t), consumer.Config{Stream: name, SubjectPrefix: prefix}.StreamConfigs()[0])
+	ccfg := defaults.Consumer()
+	ccfg.Stream, ccfg.SubjectPrefix = name, prefix
+	b.stream, err = js.CreateStream(testContext(t), ccfg.StreamConfigs()[0])
 	require.NoError(t, err)
 	return b
 }
