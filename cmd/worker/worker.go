@@ -26,6 +26,7 @@ import (
 	"github.com/paystream/paystream/config"
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/natsconn"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/store"
@@ -273,54 +274,33 @@ func newGateway(cfg config.Config) (processing.Gateway, error) {
 // connectNATS connects with reconnects for ever; closed is closed when the
 // connection is.
 func connectNATS(cfg config.Config, log zerolog.Logger, closed chan struct{}) (*nats.Conn, error) {
-	log = log.With().Str("component", "nats").Logger()
-	opts := []nats.Option{
-		nats.Name("paystream-worker " + cfg.WorkerID),
+	o := natsOptions(cfg)
+	o.Name = "paystream-worker " + cfg.WorkerID
+	o.Logger = log
+	o.ClosedFunc = func() { close(closed) }
+	// A service waits for NATS however long it takes to come (back).
+	return natsconn.Connect(o,
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectWait(250*time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(true),
-		nats.ReconnectBufSize(8 << 20),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn().AnErr("cause", err).Msg("nats disconnected; reconnecting")
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info().Str("server", nc.ConnectedServerId()).Msg("nats reconnected")
-		}),
-		nats.DrainTimeout(10 * time.Second),
-		nats.ClosedHandler(func(*nats.Conn) {
-			log.Info().Msg("nats connection closed")
-			close(closed)
-		}),
+		nats.ReconnectBufSize(8<<20),
+		nats.DrainTimeout(10*time.Second),
+	)
+}
+
+// natsOptions are the connection settings of cfg.
+func natsOptions(cfg config.Config) natsconn.Options {
+	return natsconn.Options{
+		URLs:      cfg.NATSURLs,
+		CredsFile: cfg.NATSCreds,
+		User:      cfg.NATSUser,
+		Password:  cfg.NATSPassword,
+		Token:     cfg.NATSToken,
+		TLSCA:     cfg.NATSTLSCA,
+		TLSCert:   cfg.NATSTLSCert,
+		TLSKey:    cfg.NATSTLSKey,
 	}
-	if cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
-	}
-	if cfg.NATSUser != "" {
-		opts = append(opts, nats.UserInfo(cfg.NATSUser, cfg.NATSPassword))
-	}
-	if cfg.NATSToken != "" {
-		opts = append(opts, nats.Token(cfg.NATSToken))
-	}
-	if cfg.NATSTLSCA != "" {
-		opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
-	}
-	if cfg.NATSTLSCert != "" {
-		opts = append(opts, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
-	}
-	urls := ""
-	for i, u := range cfg.NATSURLs {
-		if i > 0 {
-			urls += ","
-		}
-		urls += u
-	}
-	nc, err := nats.Connect(urls, opts...)
-	if err != nil {
-		// The error may quote a URL; report the redacted form.
-		return nil, fmt.Errorf("connect to NATS %v: %w", cfg.Redacted().NATSURLs, err)
-	}
-	return nc, nil
 }
 
 func defaultWorkerID() string {

@@ -40,6 +40,8 @@ func TestImportDirection(t *testing.T) {
 		{pkg: "store", banned: []string{mod + "processing", mod + "consumer", mod + "config", mod + "gateway",
 			"github.com/nats-io/"}},
 		{pkg: "consumer", banned: []string{mod + "store", mod + "config", "github.com/jackc/"}},
+		{pkg: "natsconn", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
+			mod + "gateway", mod + "publish", mod + "internal/testenv", "github.com/jackc/"}},
 		{pkg: "publish", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			mod + "gateway", "github.com/jackc/"}},
 	}
