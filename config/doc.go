@@ -23,6 +23,11 @@
 //	PAYSTREAM_CONCURRENCY (--concurrency): must be between 1 and 4096, got 0
 //	PAYSTREAM_ACK_WAIT (--ack-wait): cannot parse "abc" as a duration (a Go duration such as 30s, 500ms or 2h45m)
 //
+// Another program that shares settings with the worker reads them from the
+// same rows with ParseSettings: the publisher takes the NATS connection
+// (NATSSettings), the stream and the subject prefix, with the worker's flags,
+// environment variables, rules and messages.
+//
 // Only cmd/* imports config: the other packages take their own small Config
 // structs, which the commands fill from this one. Settings that other parts
 // derive (DBMaxConns, MaxAckPending, WorkerID when left at zero) are derived
