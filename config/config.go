@@ -192,7 +192,9 @@ type Config struct {
 	// A released lease (a retry waiting for its redelivery) counts as
 	// expired, so keep the grace above the longest retry delay
 	// (RETRY_BACKOFF_MAX, BREAKER_OPEN_TIMEOUT, a gateway's Retry-After) or
-	// waiting payments are re-published as duplicates. Default 5m.
+	// waiting payments are re-published as duplicates. Default 5m. 0 means
+	// the default: the worker sweeps with 5m (a sweep needs a grace, which
+	// also spaces the re-publishing of one row).
 	SweepGrace time.Duration
 	// Retention is how long final rows are kept (PAYSTREAM_RETENTION,
 	// --retention): at least 48h and longer than StreamMaxAge, so that a

@@ -30,8 +30,8 @@
 //
 // Only cmd/* imports config: the other packages take their own small Config
 // structs, which the commands fill from this one. Settings that other parts
-// derive (DBMaxConns, MaxAckPending, WorkerID when left at zero) are derived
-// there, not here.
+// derive (DBMaxConns, MaxAckPending, WorkerID when left at zero, and
+// SweepGrace, whose zero means its default) are derived there, not here.
 //
 // A Config holds secrets; log it with MarshalZerologObject or Redacted.
 package config

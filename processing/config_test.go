@@ -70,12 +70,12 @@ func TestConfigValidate(t *testing.T) {
 func TestSweeperConfigValidate(t *testing.T) {
 	t.Parallel()
 	require.NoError(t, testSweeperConfig().Validate())
-	require.NoError(t, processing.SweeperConfig{Interval: time.Second}.Validate(), "grace, limit and retention may be 0")
+	require.NoError(t, processing.SweeperConfig{Interval: time.Second, Grace: time.Second}.Validate(), "limit and retention may be 0")
 
 	err := processing.SweeperConfig{}.Validate()
-	require.EqualError(t, err, "interval 0s: must be greater than 0")
+	require.EqualError(t, err, "interval 0s: must be greater than 0\ngrace 0s: must be greater than 0")
 	err = processing.SweeperConfig{Interval: -1, Grace: -1, Limit: -1, Retention: -1}.Validate()
-	for _, w := range []string{"interval -1ns: must be greater than 0", "grace -1ns: must not be negative",
+	for _, w := range []string{"interval -1ns: must be greater than 0", "grace -1ns: must be greater than 0",
 		"limit -1: must not be negative", "retention -1ns: must not be negative"} {
 		require.ErrorContains(t, err, w)
 	}

@@ -30,8 +30,9 @@ type StuckPayment struct {
 type SweeperConfig struct {
 	// Interval between sweeps (PAYSTREAM_SWEEP_INTERVAL). Must be > 0.
 	Interval time.Duration
-	// Grace is how long past its lease's end a row must be to count as stuck
-	// (PAYSTREAM_SWEEP_GRACE), ≥ 0.
+	// Grace is how long past its lease's end a row must be to count as stuck,
+	// and how long before a row swept is swept again
+	// (PAYSTREAM_SWEEP_GRACE). Must be > 0.
 	Grace time.Duration
 	// Limit is the most rows re-published per sweep. It is no setting of
 	// the worker: 0 means DefaultSweepLimit.
@@ -52,8 +53,8 @@ func (c SweeperConfig) Validate() error {
 	if c.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("interval %v: must be greater than 0", c.Interval))
 	}
-	if c.Grace < 0 {
-		errs = append(errs, fmt.Errorf("grace %v: must not be negative", c.Grace))
+	if c.Grace <= 0 {
+		errs = append(errs, fmt.Errorf("grace %v: must be greater than 0", c.Grace))
 	}
 	if c.Limit < 0 {
 		errs = append(errs, fmt.Errorf("limit %d: must not be negative", c.Limit))
