@@ -19,6 +19,7 @@ import (
 
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/internal/testenv/defaults"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/internal/testenv/pgtest"
 	"github.com/paystream/paystream/payment"
@@ -73,28 +74,20 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 		o.gw = gateway.NewFake(gateway.FakeConfig{Seed: 1})
 	}
 	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw}
-	s.ccfg = consumer.Config{
-		Replicas:        replicas,
-		Concurrency:     o.concurrency,
-		MaxDeliver:      o.maxDeliver,
-		AckWait:         o.ackWait,
-		ShutdownTimeout: o.shutdown,
-		FetchMaxWait:    250 * time.Millisecond,
-	}.WithDefaults()
-	s.pcfg = processing.Config{
-		Lease:              o.lease,
-		MaxDeliver:         s.ccfg.MaxDeliver,
-		RetryBackoff:       o.backoff,
-		RetryBackoffMax:    o.backoffMax,
-		BreakerFailures:    o.failures,
-		BreakerOpenTimeout: o.openTimeout,
-	}
-	if s.pcfg.RetryBackoff == 0 {
-		s.pcfg.RetryBackoff = 20 * time.Millisecond
-	}
-	if s.pcfg.RetryBackoffMax == 0 {
-		s.pcfg.RetryBackoffMax = 200 * time.Millisecond
-	}
+	s.ccfg, s.pcfg = defaults.Consumer(), defaults.Processing("")
+	s.ccfg.Replicas = replicas
+	s.ccfg.FetchMaxWait = 250 * time.Millisecond
+	override(&s.ccfg.Concurrency, o.concurrency)
+	override(&s.ccfg.MaxDeliver, o.maxDeliver)
+	override(&s.ccfg.AckWait, o.ackWait)
+	override(&s.ccfg.ShutdownTimeout, o.shutdown)
+	s.pcfg.MaxDeliver = s.ccfg.MaxDeliver
+	s.pcfg.RetryBackoff, s.pcfg.RetryBackoffMax = 20*time.Millisecond, 200*time.Millisecond
+	override(&s.pcfg.Lease, o.lease)
+	override(&s.pcfg.RetryBackoff, o.backoff)
+	override(&s.pcfg.RetryBackoffMax, o.backoffMax)
+	override(&s.pcfg.BreakerFailures, o.failures)
+	override(&s.pcfg.BreakerOpenTimeout, o.openTimeout)
 	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
@@ -109,6 +102,14 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 		require.NoError(c, consumer.Provision(ctx, s.js, s.ccfg))
 	}, 30*time.Second, 100*time.Millisecond, "provision streams and consumer")
 	return s
+}
+
+// override sets *p to v unless v is the zero value (an option left unset).
+func override[T comparable](p *T, v T) {
+	var zero T
+	if v != zero {
+		*p = v
+	}
 }
 
 // worker is one in-process worker of a stack.

@@ -95,7 +95,20 @@ var stuckRows = []payment.Stuck{
 	{Key: "k-c", PaymentID: "pay_c", Attempts: 7, Subject: "payments.requests.m_1", Body: []byte(`{"c":3}`)},
 }
 
-func newTestSweeper(cfg processing.SweeperConfig, s *fakeSweepStore, withDelete bool) (*processing.Sweeper, *telemetry.Metrics) {
+// testSweeperConfig is the sweeper configuration of the tests: the worker's
+// default interval (30s) and grace (5m), the package's default limit, no
+// retention.
+func testSweeperConfig() processing.SweeperConfig {
+	return processing.SweeperConfig{Interval: 30 * time.Second, Grace: 5 * time.Minute}
+}
+
+// newTestSweeper returns a Sweeper over s with testSweeperConfig changed by
+// tweak (when not nil).
+func newTestSweeper(tweak func(*processing.SweeperConfig), s *fakeSweepStore, withDelete bool) (*processing.Sweeper, *telemetry.Metrics) {
+	cfg := testSweeperConfig()
+	if tweak != nil {
+		tweak(&cfg)
+	}
 	m := telemetry.New(prometheus.NewRegistry())
 	var del func(context.Context, time.Time, int) (int64, error)
 	if withDelete {
@@ -114,7 +127,7 @@ func TestSweepOnce(t *testing.T) {
 	}
 	tests := []struct {
 		name      string
-		cfg       processing.SweeperConfig
+		cfg       func(*processing.SweeperConfig)
 		store     *fakeSweepStore
 		wantN     int
 		wantErrs  []error
@@ -131,7 +144,7 @@ func TestSweepOnce(t *testing.T) {
 		},
 		{
 			name:     "passes grace and limit",
-			cfg:      processing.SweeperConfig{Grace: 5 * time.Second, Limit: 7},
+			cfg:      func(c *processing.SweeperConfig) { c.Grace, c.Limit = 5*time.Second, 7 },
 			store:    &fakeSweepStore{rows: stuckRows[:1], ok: true},
 			wantN:    1,
 			wantPub:  all[:1],
@@ -208,7 +221,7 @@ func TestSweeperRun(t *testing.T) {
 	t.Run("sweeps and deletes every interval until cancelled", func(t *testing.T) {
 		t.Parallel()
 		store := &fakeSweepStore{rows: stuckRows[:1], ok: true, findSeen: make(chan struct{}, 1)}
-		sw, _ := newTestSweeper(processing.SweeperConfig{Interval: time.Millisecond, Retention: time.Hour}, store, true)
+		sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval, c.Retention = time.Millisecond, time.Hour }, store, true)
 
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
@@ -234,7 +247,7 @@ func TestSweeperRun(t *testing.T) {
 		t.Parallel()
 		for _, withDelete := range []bool{true, false} {
 			store := &fakeSweepStore{ok: true, findSeen: make(chan struct{}, 1)}
-			sw, _ := newTestSweeper(processing.SweeperConfig{Interval: time.Millisecond}, store, withDelete)
+			sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval = time.Millisecond }, store, withDelete)
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan error, 1)
 			go func() { done <- sw.Run(ctx) }()
@@ -251,7 +264,7 @@ func TestSweeperRun(t *testing.T) {
 	t.Run("keeps sweeping after errors", func(t *testing.T) {
 		t.Parallel()
 		store := &fakeSweepStore{findErr: errors.New("db down"), findSeen: make(chan struct{}, 1)}
-		sw, _ := newTestSweeper(processing.SweeperConfig{Interval: time.Millisecond}, store, false)
+		sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval = time.Millisecond }, store, false)
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- sw.Run(ctx) }()
@@ -265,7 +278,7 @@ func TestSweeperRun(t *testing.T) {
 	t.Run("returns at once when cancelled before the first interval", func(t *testing.T) {
 		t.Parallel()
 		store := &fakeSweepStore{ok: true}
-		sw, _ := newTestSweeper(processing.SweeperConfig{Interval: time.Hour}, store, true)
+		sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval = time.Hour }, store, true)
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- sw.Run(ctx) }()
@@ -280,10 +293,10 @@ func TestConstructorsRequireDependencies(t *testing.T) {
 	t.Parallel()
 	m := telemetry.New(prometheus.NewRegistry())
 	store := &fakeSweepStore{}
-	require.Panics(t, func() { processing.NewSweeper(processing.SweeperConfig{}, nil, store.republish, nil, zerolog.Nop(), m) })
-	require.Panics(t, func() { processing.NewSweeper(processing.SweeperConfig{}, store.find, nil, nil, zerolog.Nop(), m) })
+	require.Panics(t, func() { processing.NewSweeper(testSweeperConfig(), nil, store.republish, nil, zerolog.Nop(), m) })
+	require.Panics(t, func() { processing.NewSweeper(testSweeperConfig(), store.find, nil, nil, zerolog.Nop(), m) })
 	require.Panics(t, func() {
-		processing.NewSweeper(processing.SweeperConfig{}, store.find, store.republish, nil, zerolog.Nop(), nil)
+		processing.NewSweeper(testSweeperConfig(), store.find, store.republish, nil, zerolog.Nop(), nil)
 	})
 
 	gw, claims := newFakeGateway(), &fakeClaims{}
