@@ -120,8 +120,8 @@ func checkCurrency(code string) error {
 	if len(code) != 3 || !isUpper(code[0]) || !isUpper(code[1]) || !isUpper(code[2]) {
 		return invalid(fieldCurrency, "must be an ISO 4217 code of three upper-case letters")
 	}
-	if code[0] == 'X' {
-		return invalid(fieldCurrency, "X codes (metals, units of account, XTS, XXX) cannot be charged")
+	if isNonCurrency(code) {
+		return invalid(fieldCurrency, "metals, units of account, XTS and XXX are not currencies that can be charged")
 	}
 	if _, ok := CurrencyExponent(code); !ok {
 		return invalid(fieldCurrency, "not an active ISO 4217 currency")
