@@ -3,6 +3,7 @@ package payment_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -370,6 +371,18 @@ func TestValidate(t *testing.T) {
 		{name: "card in metadata value", modify: func(r *payment.Request) {
 			r.Metadata = map[string]string{"k": "5555 5555 5555 4444"}
 		}, field: "metadata"},
+		{name: "NUL in customer_id", modify: func(r *payment.Request) { r.CustomerID = "c\x00" }, field: "customer_id"},
+		{name: "newline in customer_id", modify: func(r *payment.Request) { r.CustomerID = "c\n" }, field: "customer_id"},
+		{name: "unit separator in payment_method", modify: func(r *payment.Request) { r.PaymentMethod = "pm\x1f" }, field: "payment_method"},
+		{name: "tab in payment_method", modify: func(r *payment.Request) { r.PaymentMethod = "pm\t" }, field: "payment_method"},
+		{name: "escape in description", modify: func(r *payment.Request) { r.Description = "\x1b[31mred" }, field: "description"},
+		{name: "carriage return in description", modify: func(r *payment.Request) { r.Description = "a\r\nb" }, field: "description"},
+		{name: "tab and newline in description", modify: func(r *payment.Request) { r.Description = "a\tb\nc" }},
+		{name: "NUL in metadata key", modify: func(r *payment.Request) { r.Metadata = map[string]string{"k\x00": "v"} }, field: "metadata"},
+		{name: "tab in metadata key", modify: func(r *payment.Request) { r.Metadata = map[string]string{"k\t": "v"} }, field: "metadata"},
+		{name: "NUL in metadata value", modify: func(r *payment.Request) { r.Metadata = map[string]string{"k": "v\x00"} }, field: "metadata"},
+		{name: "tab and newline in metadata value", modify: func(r *payment.Request) { r.Metadata = map[string]string{"k": "a\tb\nc"} }},
+		{name: "DEL in customer_id", modify: func(r *payment.Request) { r.CustomerID = "c\x7f" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -400,4 +413,112 @@ func TestLimitsWithDefaults(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, payment.DefaultMaxAmountMinor, payment.Limits{}.WithDefaults().MaxAmountMinor)
 	require.Equal(t, int64(7), payment.Limits{MaxAmountMinor: 7}.WithDefaults().MaxAmountMinor)
+}
+
+// TestDecodeControlCharacters puts each C0 control character (0x00 to 0x1F)
+// into each string field, written as JSON escapes (the only way a valid
+// JSON body can carry one): every one is invalid, except tab and newline in
+// description and metadata values.
+func TestDecodeControlCharacters(t *testing.T) {
+	t.Parallel()
+
+	fields := []struct {
+		name string
+		// over returns the fields to set, holding s.
+		over func(s string) map[string]any
+		// field is the ValidationError.Field expected.
+		field string
+		// multiline fields accept tab and newline.
+		multiline bool
+		// reason is the expected reason; "" means "contains a control character".
+		reason string
+	}{
+		{name: "payment_id", over: func(s string) map[string]any { return map[string]any{"payment_id": "pay" + s + "1"} },
+			field: "payment_id", reason: "only A-Z"},
+		{name: "idempotency_key", over: func(s string) map[string]any { return map[string]any{"idempotency_key": "key" + s + "1"} },
+			field: "idempotency_key", reason: "printable ASCII"},
+		{name: "merchant_id", over: func(s string) map[string]any { return map[string]any{"merchant_id": "m_1" + s} },
+			field: "merchant_id", reason: "only A-Z"},
+		{name: "customer_id", over: func(s string) map[string]any { return map[string]any{"customer_id": "cus" + s + "1"} },
+			field: "customer_id"},
+		{name: "currency", over: func(s string) map[string]any { return map[string]any{"currency": "U" + s + "D"} },
+			field: "currency", reason: "three upper-case"},
+		{name: "payment_method", over: func(s string) map[string]any { return map[string]any{"payment_method": "pm_card" + s + "visa"} },
+			field: "payment_method"},
+		{name: "description", over: func(s string) map[string]any { return map[string]any{"description": "line one" + s + "line two"} },
+			field: "description", multiline: true},
+		{name: "metadata key", over: func(s string) map[string]any {
+			return map[string]any{"metadata": map[string]string{"a": "b", "k" + s: "v"}}
+		}, field: "metadata", reason: "a key contains a control character"},
+		{name: "metadata value", over: func(s string) map[string]any {
+			return map[string]any{"metadata": map[string]string{"a": "b", "k": "v" + s + "w"}}
+		}, field: "metadata", multiline: true},
+		{name: "created_at", over: func(s string) map[string]any { return map[string]any{"created_at": "2025-03-01T12:30:00" + s + "Z"} },
+			field: "created_at", reason: "RFC 3339"},
+	}
+	for _, f := range fields {
+		for c := range 0x20 {
+			t.Run(fmt.Sprintf("%s/%#02x", f.name, c), func(t *testing.T) {
+				t.Parallel()
+				body := mustBody(f.over(string(rune(c))))
+				require.NotContains(t, string(body), string(rune(c)), "the body carries the character escaped")
+				r, err := payment.Decode(subject, body, payment.Limits{})
+				if f.multiline && (c == '\t' || c == '\n') {
+					require.NoError(t, err, "%s may contain tab and newline", f.name)
+					require.NotNil(t, r)
+					return
+				}
+				require.Nil(t, r)
+				var ve *payment.ValidationError
+				require.ErrorAs(t, err, &ve)
+				require.Equal(t, f.field, ve.Field)
+				switch {
+				case f.reason != "":
+					require.Contains(t, ve.Reason, f.reason)
+				default:
+					require.Contains(t, ve.Reason, "control character")
+				}
+				requireNoEcho(t, err, body)
+			})
+		}
+	}
+
+	// The short escapes of JSON decode to control characters too, and
+	// escapes in a field name do not hide the field.
+	short := []struct {
+		name, members string
+		field         string // empty: valid
+	}{
+		{name: `\u0000 in customer_id`, members: `"customer_id":"c\u0000"`, field: "customer_id"},
+		{name: `\b in payment_method`, members: `"payment_method":"pm\b"`, field: "payment_method"},
+		{name: `\f in description`, members: `"description":"a\fb"`, field: "description"},
+		{name: `\r in description`, members: `"description":"a\r\nb"`, field: "description"},
+		{name: `\n and \t in description`, members: `"description":"a\n\tb"`},
+		{name: `\r in a metadata value`, members: `"metadata":{"k":"a\rb"}`, field: "metadata"},
+		{name: `\n in a metadata key`, members: `"metadata":{"k\n":"v"}`, field: "metadata"},
+		{name: `\u001f in an escaped field name`, members: `"customer\u005fid":"c\u001f"`, field: "customer_id"},
+		{name: `NUL in an unknown field is ignored`, members: `"x":"\u0000"`},
+		{name: "DEL is not C0", members: `"customer_id":"c\u007f","description":"d` + "\x7f" + `"`},
+		{name: "C1 controls are not C0", members: `"customer_id":"c\u0085","description":"d\u009f"`},
+	}
+	for _, tt := range short {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var over map[string]any
+			if strings.HasPrefix(tt.members, `"payment_method"`) {
+				over = map[string]any{"payment_method": absent}
+			}
+			body := mustBodyBytes(over, tt.members)
+			r, err := payment.Decode(subject, body, payment.Limits{})
+			if tt.field == "" {
+				require.NoError(t, err)
+				require.NotNil(t, r)
+				return
+			}
+			var ve *payment.ValidationError
+			require.ErrorAs(t, err, &ve)
+			require.Equal(t, tt.field, ve.Field)
+			require.Contains(t, ve.Reason, "control character")
+		})
+	}
 }

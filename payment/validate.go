@@ -25,6 +25,10 @@ const (
 // A Request that passes Validate marshals to a body that Decode accepts and
 // decodes to a Request with the same Fingerprint; that is why strings must
 // also be valid UTF-8 and CreatedAt must be representable in RFC 3339.
+//
+// No string may contain a C0 control character (0x00 to 0x1F), except tab
+// and newline in description and metadata values: a request that passes
+// Validate can be stored (Postgres refuses NUL in text) and logged as is.
 func (r *Request) Validate(lim Limits) error {
 	lim = lim.WithDefaults()
 	if err := checkID(fieldPaymentID, r.PaymentID); err != nil {
@@ -43,7 +47,7 @@ func (r *Request) Validate(lim Limits) error {
 	if err := checkID(fieldMerchantID, r.MerchantID); err != nil {
 		return err
 	}
-	if err := checkText(fieldCustomerID, r.CustomerID, maxCustomerIDBytes); err != nil {
+	if err := checkText(fieldCustomerID, r.CustomerID, maxCustomerIDBytes, false); err != nil {
 		return err
 	}
 	switch {
@@ -58,13 +62,13 @@ func (r *Request) Validate(lim Limits) error {
 	if r.PaymentMethod == "" {
 		return invalid(fieldPaymentMethod, "is required")
 	}
-	if err := checkText(fieldPaymentMethod, r.PaymentMethod, maxPaymentMethodBytes); err != nil {
+	if err := checkText(fieldPaymentMethod, r.PaymentMethod, maxPaymentMethodBytes, false); err != nil {
 		return err
 	}
 	if ContainsCardNumber(r.PaymentMethod) {
 		return invalid(fieldPaymentMethod, "contains a raw card number")
 	}
-	if err := checkText(fieldDescription, r.Description, maxDescriptionBytes); err != nil {
+	if err := checkText(fieldDescription, r.Description, maxDescriptionBytes, true); err != nil {
 		return err
 	}
 	if ContainsCardNumber(r.Description) {
@@ -100,15 +104,35 @@ func checkID(field, s string) error {
 }
 
 // checkText checks an optional free-text field: valid UTF-8 of at most max
-// bytes.
-func checkText(field, s string, max int) error {
+// bytes without C0 control characters, except tab and newline when
+// multiline.
+func checkText(field, s string, max int, multiline bool) error {
 	if len(s) > max {
 		return invalid(field, "longer than "+strconv.Itoa(max)+" bytes")
 	}
 	if !utf8.ValidString(s) {
 		return invalid(field, "not valid UTF-8")
 	}
+	if hasControl(s, multiline) {
+		if multiline {
+			return invalid(field, "contains a control character other than tab and newline")
+		}
+		return invalid(field, "contains a control character")
+	}
 	return nil
+}
+
+// hasControl reports whether s contains a C0 control character (0x00 to
+// 0x1F), not counting tab and newline when multiline. NUL is one: Postgres
+// refuses it in text, so a request that carries one could never be stored.
+// DEL (0x7F) and the C1 controls are not C0 and are allowed.
+func hasControl(s string, multiline bool) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && (!multiline || c != '\t' && c != '\n') {
+			return true
+		}
+	}
+	return false
 }
 
 // checkCurrency checks that code is an upper-case ISO 4217 code of an
@@ -151,6 +175,16 @@ func checkMetadata(m map[string]string) error {
 	for k, v := range m {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) {
 			return invalid(fieldMetadata, "not valid UTF-8")
+		}
+	}
+	for k := range m {
+		if hasControl(k, false) {
+			return invalid(fieldMetadata, "a key contains a control character")
+		}
+	}
+	for _, v := range m {
+		if hasControl(v, true) {
+			return invalid(fieldMetadata, "a value contains a control character other than tab and newline")
 		}
 	}
 	for _, v := range m {
