@@ -108,13 +108,16 @@ const requestsInfix = ".requests."
 // empty prefix stands for the tokens before the first "requests" token
 // that is not the first token.
 func checkSubject(subject, prefix, merchantID string) error {
-	if !utf8.ValidString(subject) {
-		return invalid(fieldSubject, "not valid UTF-8")
-	}
+	nonASCII := false
 	for i := 0; i < len(subject); i++ {
-		if c := subject[i]; c <= ' ' || c == 0x7f {
+		c := subject[i]
+		if c <= ' ' || c == 0x7f {
 			return invalid(fieldSubject, "contains white space or a control character")
 		}
+		nonASCII = nonASCII || c >= utf8.RuneSelf
+	}
+	if nonASCII && !utf8.ValidString(subject) {
+		return invalid(fieldSubject, "not valid UTF-8")
 	}
 	const shape = "must be <prefix>.requests.<merchant_id>"
 	var rest string // what follows <prefix>.requests.

@@ -110,10 +110,11 @@ func checkText(field, s string, max int, multiline bool) error {
 	if len(s) > max {
 		return invalid(field, "longer than "+strconv.Itoa(max)+" bytes")
 	}
-	if !utf8.ValidString(s) {
+	control, nonASCII := scanText(s, multiline)
+	if nonASCII && !utf8.ValidString(s) {
 		return invalid(field, "not valid UTF-8")
 	}
-	if hasControl(s, multiline) {
+	if control {
 		if multiline {
 			return invalid(field, "contains a control character other than tab and newline")
 		}
@@ -122,17 +123,33 @@ func checkText(field, s string, max int, multiline bool) error {
 	return nil
 }
 
-// hasControl reports whether s contains a C0 control character (0x00 to
-// 0x1F), not counting tab and newline when multiline. NUL is one: Postgres
-// refuses it in text, so a request that carries one could never be stored.
-// DEL (0x7F) and the C1 controls are not C0 and are allowed.
-func hasControl(s string, multiline bool) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 && (!multiline || c != '\t' && c != '\n') {
-			return true
+// scanText reports whether s contains a C0 control character (0x00 to
+// 0x1F), not counting tab and newline when multiline, and whether it
+// contains a byte that is not ASCII, in one pass. NUL is a C0 control:
+// Postgres refuses it in text, so a request that carries one could never be
+// stored. DEL (0x7F) and the C1 controls are not C0 and are allowed.
+func scanText(s string, multiline bool) (control, nonASCII bool) {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for i := 0; i < len(s); {
+		if i+8 <= len(s) {
+			// Eight bytes at a time while all are printable ASCII or DEL:
+			// subtracting 0x20 from each sets no top bit, and none had it.
+			x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+				uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+			if (x-0x20*lo|x)&hi == 0 {
+				i += 8
+				continue
+			}
 		}
+		switch c := s[i]; {
+		case c < 0x20:
+			control = control || !multiline || c != '\t' && c != '\n'
+		case c >= utf8.RuneSelf:
+			nonASCII = true
+		}
+		i++
 	}
-	return false
+	return control, nonASCII
 }
 
 // checkCurrency checks that code is an upper-case ISO 4217 code of an
@@ -172,20 +189,22 @@ func checkMetadata(m map[string]string) error {
 			return invalid(fieldMetadata, "values must be at most 500 bytes")
 		}
 	}
+	// Text rules in one pass, reported in a fixed order.
+	var badUTF8, keyControl, valueControl bool
 	for k, v := range m {
-		if !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return invalid(fieldMetadata, "not valid UTF-8")
-		}
+		kc, kn := scanText(k, false)
+		vc, vn := scanText(v, true)
+		badUTF8 = badUTF8 || kn && !utf8.ValidString(k) || vn && !utf8.ValidString(v)
+		keyControl = keyControl || kc
+		valueControl = valueControl || vc
 	}
-	for k := range m {
-		if hasControl(k, false) {
-			return invalid(fieldMetadata, "a key contains a control character")
-		}
-	}
-	for _, v := range m {
-		if hasControl(v, true) {
-			return invalid(fieldMetadata, "a value contains a control character other than tab and newline")
-		}
+	switch {
+	case badUTF8:
+		return invalid(fieldMetadata, "not valid UTF-8")
+	case keyControl:
+		return invalid(fieldMetadata, "a key contains a control character")
+	case valueControl:
+		return invalid(fieldMetadata, "a value contains a control character other than tab and newline")
 	}
 	for _, v := range m {
 		if ContainsCardNumber(v) {
