@@ -552,3 +552,34 @@ func TestDecodeControlCharacters(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateTextAtEveryPosition puts a control character, and invalid
+// UTF-8, at every position of strings long enough to be read eight bytes at
+// a time, among printable ASCII, DEL and non-ASCII text.
+func TestValidateTextAtEveryPosition(t *testing.T) {
+	t.Parallel()
+	for _, base := range []string{strings.Repeat("abcdefgh", 3), strings.Repeat("a~\x7f ", 6), "é" + strings.Repeat("x", 21)} {
+		require.NoError(t, (&payment.Request{PaymentID: "p", MerchantID: "m", AmountMinor: 1, Currency: "EUR",
+			PaymentMethod: base, Description: base, Metadata: map[string]string{base: base}}).Validate(payment.Limits{}))
+		for i := range len(base) + 1 {
+			if i < len(base) && base[i]&0xc0 == 0x80 {
+				continue // inside a character
+			}
+			for _, ins := range []string{"\x00", "\x1f", "\r", "\t", "\xff"} {
+				s := base[:i] + ins + base[i:]
+				r := &payment.Request{PaymentID: "p", MerchantID: "m", AmountMinor: 1, Currency: "EUR", PaymentMethod: "pm", CustomerID: s}
+				err := r.Validate(payment.Limits{})
+				var ve *payment.ValidationError
+				require.ErrorAs(t, err, &ve, "%q", s)
+				require.Equal(t, "customer_id", ve.Field)
+				r = &payment.Request{PaymentID: "p", MerchantID: "m", AmountMinor: 1, Currency: "EUR", PaymentMethod: "pm", Description: s}
+				if err := r.Validate(payment.Limits{}); ins == "\t" {
+					require.NoError(t, err, "%q", s)
+				} else {
+					require.ErrorAs(t, err, &ve, "%q", s)
+					require.Equal(t, "description", ve.Field)
+				}
+			}
+		}
+	}
+}
