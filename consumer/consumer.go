@@ -396,14 +396,21 @@ func (c *Consumer) publishDeadLetter(ctx context.Context, msg jetstream.Msg, md 
 	body := msg.Data()
 	m := nats.NewMsg(c.cfg.DLQSubject(string(dl.Reason)))
 	// Mask before cutting: a card number split by the cut would no longer
-	// look like one.
-	if masked, changed := payment.MaskCardNumbers(body); changed {
+	// look like one. Masking covers escaped digits and may change the
+	// length, so the cut depends on the original length.
+	if masked, changed := payment.MaskCardNumbersJSON(body); changed {
 		body = masked
 		m.Header.Set(HeaderRedacted, "true")
 	}
-	if len(body) > payment.MaxBodyBytes {
+	if len(msg.Data()) > payment.MaxBodyBytes {
 		body = body[:deadLetterKeep]
 		m.Header.Set(HeaderTruncated, "true")
+		// And mask after: the cut may end a run of digits early and make
+		// a card number of its head.
+		if masked, changed := payment.MaskCardNumbersJSON(body); changed {
+			body = masked
+			m.Header.Set(HeaderRedacted, "true")
+		}
 	}
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+c.cfg.Stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,6 +44,7 @@ type stack struct {
 	js   jetstream.JetStream
 	ccfg consumer.Config
 	pcfg processing.Config
+	log  zerolog.Logger // the workers' logger; Nop unless stackOptions.logs
 }
 
 type stackOptions struct {
@@ -56,6 +58,7 @@ type stackOptions struct {
 	failures    uint32
 	openTimeout time.Duration
 	shutdown    time.Duration
+	logs        io.Writer // receives the workers' logs at debug level; nil: none
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
@@ -73,7 +76,10 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 	if o.gw == nil {
 		o.gw = gateway.NewFake(gateway.FakeConfig{Seed: 1})
 	}
-	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw}
+	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw, log: zerolog.Nop()}
+	if o.logs != nil {
+		s.log = zerolog.New(o.logs).Level(zerolog.DebugLevel)
+	}
 	s.ccfg, s.pcfg = defaults.Consumer(), defaults.Processing("")
 	s.ccfg.Replicas = replicas
 	s.ccfg.FetchMaxWait = 250 * time.Millisecond
@@ -144,8 +150,8 @@ func (s *stack) startWorkerAt(name, urls string) *worker {
 	b := store.NewBatcher(st, store.BatcherConfig{})
 	pcfg := s.pcfg
 	pcfg.Owner = name
-	proc := processing.New(pcfg, b, s.gw, zerolog.Nop(), w.m)
-	cons := consumer.New(js, s.ccfg, proc, zerolog.Nop(), w.m)
+	proc := processing.New(pcfg, b, s.gw, s.log, w.m)
+	cons := consumer.New(js, s.ccfg, proc, s.log, w.m)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel

@@ -280,7 +280,7 @@ func processingConfig(cfg config.Config) processing.Config {
 		RateBurst:          cfg.RateBurst,
 		BreakerFailures:    uint32(cfg.BreakerFailures),
 		BreakerOpenTimeout: cfg.BreakerOpenTimeout,
-		Limits:             payment.Limits{MaxAmountMinor: cfg.MaxAmountMinor},
+		Limits:             payment.Limits{MaxAmountMinor: cfg.MaxAmountMinor, SubjectPrefix: cfg.SubjectPrefix},
 	}
 }
 

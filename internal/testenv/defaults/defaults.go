@@ -52,7 +52,7 @@ func Processing(owner string) processing.Config {
 		RateBurst:          d.RateBurst,
 		BreakerFailures:    uint32(d.BreakerFailures),
 		BreakerOpenTimeout: d.BreakerOpenTimeout,
-		Limits:             payment.Limits{MaxAmountMinor: d.MaxAmountMinor},
+		Limits:             payment.Limits{MaxAmountMinor: d.MaxAmountMinor, SubjectPrefix: d.SubjectPrefix},
 	}
 }
 
