@@ -476,6 +476,24 @@ type cmdSource struct {
 	flags   map[string]cmdFlag
 	strings map[string]bool   // every string literal
 	consts  map[string]string // string constants by name
+	refs    map[string]bool   // every qualified identifier, e.g. config.NATSSettings
+}
+
+// sharedSettings returns the settings of the config package's table that a
+// command other than the worker reads with config.ParseSettings: the NATS
+// connection's when it refers to config.NATSSettings, and every setting whose
+// name (without the PAYSTREAM_ prefix) it spells.
+func (s cmdSource) sharedSettings() []string {
+	var names []string
+	if s.refs["config.NATSSettings"] {
+		names = append(names, config.NATSSettings()...)
+	}
+	for _, v := range config.Vars() {
+		if name := strings.TrimPrefix(v, config.EnvPrefix+"_"); s.strings[name] {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // flagDefiner tells whether method is a flag.FlagSet method (or flag
@@ -497,7 +515,7 @@ func flagDefiner(method string) (kind string, nameArg int, ok bool) {
 // literals and string constants.
 func readCmd(t *testing.T, dir string) cmdSource {
 	t.Helper()
-	src := cmdSource{dir: dir, flags: map[string]cmdFlag{}, strings: map[string]bool{}, consts: map[string]string{}}
+	src := cmdSource{dir: dir, flags: map[string]cmdFlag{}, strings: map[string]bool{}, consts: map[string]string{}, refs: map[string]bool{}}
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	fset := token.NewFileSet()
@@ -512,6 +530,10 @@ func readCmd(t *testing.T, dir string) cmdSource {
 			case *ast.BasicLit:
 				if s, err := strconv.Unquote(n.Value); n.Kind == token.STRING && err == nil {
 					src.strings[s] = true
+				}
+			case *ast.SelectorExpr:
+				if id, ok := n.X.(*ast.Ident); ok {
+					src.refs[id.Name+"."+n.Sel.Name] = true
 				}
 			case *ast.ValueSpec:
 				for i, name := range n.Names {
@@ -645,9 +667,8 @@ func (v *flagValue) Set(s string) error {
 
 func (v *flagValue) IsBoolFlag() bool { return v.kind == "Bool" || v.kind == "BoolFunc" }
 
-// parseFlags parses args with a flag set holding the command's flags and
-// returns the value of every flag.
-func (s cmdSource) parseFlags(args []string) (*flag.FlagSet, map[string]*flagValue, error) {
+// flagSet returns a flag set holding the command's flags, and their values.
+func (s cmdSource) flagSet() (*flag.FlagSet, map[string]*flagValue) {
 	fs := flag.NewFlagSet(s.dir, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	values := map[string]*flagValue{}
@@ -659,6 +680,13 @@ func (s cmdSource) parseFlags(args []string) (*flag.FlagSet, map[string]*flagVal
 		values[name] = v
 		fs.Var(v, name, "")
 	}
+	return fs, values
+}
+
+// parseFlags parses args with a flag set holding the command's flags and
+// returns the value of every flag.
+func (s cmdSource) parseFlags(args []string) (*flag.FlagSet, map[string]*flagValue, error) {
+	fs, values := s.flagSet()
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -1201,23 +1229,25 @@ func TestComposePublisher(t *testing.T) {
 		s := service(t, p, publisherService)
 		require.Equal(t, "publisher", binaryOf(t, im, s), "the publisher service does not run the publisher")
 
+		// The publisher's own flags come from its source, the settings it
+		// shares with the worker from config's table, which parses them.
 		src := readCmd(t, "cmd/publisher")
-		_, values, err := src.parseFlags(s.Command)
-		require.NoError(t, err, "publisher service: command %q does not parse with the publisher's flags", s.Command)
+		shared := src.sharedSettings()
+		require.Contains(t, shared, "NATS_URL", "cmd/publisher reads no NATS settings from config; update deploy_test.go")
+		fs, _ := src.flagSet()
+		cfg, err := config.ParseSettings(fs, s.Command, lookupEnv(s.Environment), shared...)
+		require.NoError(t, err, "publisher service: command %q and environment do not parse with the publisher's flags and settings", s.Command)
+		require.Zero(t, fs.NArg(), "publisher service: unexpected arguments in %q", s.Command)
+		reads := map[string]bool{}
+		for _, name := range shared {
+			reads[config.EnvPrefix+"_"+name] = true
+		}
 		for k := range s.Environment {
 			if strings.HasPrefix(k, config.EnvPrefix+"_") {
-				require.True(t, src.strings[k], "publisher service: the publisher does not read %s", k)
+				require.True(t, src.strings[k] || reads[k], "publisher service: the publisher does not read %s", k)
 			}
 		}
-		urls := values["nats-url"]
-		require.NotNil(t, urls, "cmd/publisher has no --nats-url flag; update deploy_test.go")
-		raw := urls.val
-		if !slices.ContainsFunc(s.Command, func(a string) bool { return strings.HasPrefix(strings.TrimLeft(a, "-"), "nats-url") }) {
-			if v, ok := lookupEnv(s.Environment)(config.EnvPrefix + "_NATS_URL"); ok && v != "" {
-				raw = v
-			}
-		}
-		requireNATSURLs(t, p, s, readNATS(t, p), strings.Split(raw, ","))
+		requireNATSURLs(t, p, s, readNATS(t, p), cfg.NATSURLs)
 		d, ok := s.DependsOn[natsService]
 		require.True(t, ok && d.Condition == types.ServiceConditionHealthy, "publisher must wait for nats to be healthy")
 	})

@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -190,7 +192,9 @@ type Config struct {
 	// A released lease (a retry waiting for its redelivery) counts as
 	// expired, so keep the grace above the longest retry delay
 	// (RETRY_BACKOFF_MAX, BREAKER_OPEN_TIMEOUT, a gateway's Retry-After) or
-	// waiting payments are re-published as duplicates. Default 5m.
+	// waiting payments are re-published as duplicates. Default 5m. 0 means
+	// the default: the worker sweeps with 5m (a sweep needs a grace, which
+	// also spaces the re-publishing of one row).
 	SweepGrace time.Duration
 	// Retention is how long final rows are kept (PAYSTREAM_RETENTION,
 	// --retention): at least 48h and longer than StreamMaxAge, so that a
@@ -281,10 +285,63 @@ func Vars() []string {
 // errors.Join); the Config is then the zero value. On success an empty
 // GatewayName is filled in (see Config.GatewayName).
 func Parse(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool)) (Config, error) {
+	c, err := parse(fs, args, lookupEnv, nil)
+	if err != nil {
+		return Config{}, err
+	}
+	if c.GatewayName == "" {
+		c.GatewayName = defaultGatewayName(c.GatewayURL)
+	}
+	return c, nil
+}
+
+// ParseSettings is Parse for a program other than the worker that shares
+// some of its settings, such as the publisher, which connects to the same
+// NATS: it registers, reads and validates only the settings named, each by
+// its name after the PAYSTREAM_ prefix ("NATS_URL", "STREAM"; NATSSettings
+// names the NATS connection's). Flags, environment and errors follow Parse's
+// rules, so the program accepts the worker's flags and environment variables
+// for those settings and reports their problems in the same words. The
+// other fields of the Config hold their defaults, unchecked, and
+// GatewayName is left as it is. A name that is no setting panics (a wiring
+// bug).
+func ParseSettings(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool), names ...string) (Config, error) {
+	if names == nil {
+		names = []string{} // nil would mean every setting
+	}
+	return parse(fs, args, lookupEnv, names)
+}
+
+// NATSSettings returns the names of the settings of the connection to NATS:
+// every setting named NATS_… (NATS_URL, NATS_CREDS, NATS_USER,
+// NATS_PASSWORD, NATS_TOKEN, NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY), in
+// declaration order. A program that connects to NATS reads them with
+// ParseSettings.
+func NATSSettings() []string {
 	var c Config
-	settings := c.settings()
-	for _, s := range settings {
+	var names []string
+	for _, s := range c.settings() {
+		if strings.HasPrefix(s.name, "NATS_") {
+			names = append(names, s.name)
+		}
+	}
+	return names
+}
+
+// parse implements Parse and ParseSettings: it reads and validates the
+// settings named in only, or every setting when only is nil, and leaves the
+// other fields at their defaults.
+func parse(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool), only []string) (Config, error) {
+	var c Config
+	all := c.settings()
+	for _, s := range all {
 		s.value.reset()
+	}
+	settings := all
+	if only != nil {
+		settings = pick(all, only)
+	}
+	for _, s := range settings {
 		fs.Var(s.value, flagName(s.name), s.usage+" (env "+envVar(s.name)+")")
 	}
 
@@ -326,10 +383,27 @@ func Parse(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool
 	if err := check(settings, broken); err != nil {
 		return Config{}, err
 	}
-	if c.GatewayName == "" {
-		c.GatewayName = defaultGatewayName(c.GatewayURL)
-	}
 	return c, nil
+}
+
+// pick returns the settings named, in declaration order; it panics on a name
+// that is no setting.
+func pick(settings []setting, names []string) []setting {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	var out []setting
+	for _, s := range settings {
+		if want[s.name] {
+			out = append(out, s)
+			delete(want, s.name)
+		}
+	}
+	if len(want) > 0 {
+		panic(fmt.Sprintf("config.ParseSettings: no such settings: %q", slices.Sorted(maps.Keys(want))))
+	}
+	return out
 }
 
 // Validate checks c and returns nil or one error listing every problem: one

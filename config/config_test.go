@@ -703,3 +703,88 @@ func TestSettingErrorUnwrap(t *testing.T) {
 	require.ErrorIs(t, e, inner)
 	require.Equal(t, "PAYSTREAM_CONCURRENCY (--concurrency): boom", e.Error())
 }
+
+// parseSettings runs config.ParseSettings on a fresh FlagSet that already
+// holds one flag of the caller's, --count.
+func parseSettings(args []string, env map[string]string, names ...string) (config.Config, *int, error) {
+	fs := flag.NewFlagSet("publisher", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	count := fs.Int("count", 1, "a flag of the caller")
+	c, err := config.ParseSettings(fs, args, lookup(env), names...)
+	return c, count, err
+}
+
+func TestParseSettings(t *testing.T) {
+	t.Parallel()
+	names := append(config.NATSSettings(), "STREAM", "SUBJECT_PREFIX")
+
+	t.Run("NATSSettings", func(t *testing.T) {
+		t.Parallel()
+		require.Equal(t, []string{"NATS_URL", "NATS_CREDS", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN",
+			"NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY"}, config.NATSSettings())
+	})
+
+	t.Run("ReadsTheNamedSettingsLikeParse", func(t *testing.T) {
+		t.Parallel()
+		got, count, err := parseSettings([]string{"--nats-url=nats://a:4222, nats://b:4222", "--count=7", "--stream=ACME"},
+			map[string]string{
+				"PAYSTREAM_NATS_USER":      "u",
+				"PAYSTREAM_NATS_PASSWORD":  "p",
+				"PAYSTREAM_STREAM":         "IGNORED", // the flag wins
+				"PAYSTREAM_SUBJECT_PREFIX": "acme.pay",
+			}, names...)
+		require.NoError(t, err)
+		require.Equal(t, 7, *count)
+		require.Equal(t, []string{"nats://a:4222", "nats://b:4222"}, got.NATSURLs)
+		require.Equal(t, "u", got.NATSUser)
+		require.Equal(t, "p", got.NATSPassword)
+		require.Equal(t, "ACME", got.Stream)
+		require.Equal(t, "acme.pay", got.SubjectPrefix)
+	})
+
+	t.Run("OtherSettingsKeepTheirDefaultsUnchecked", func(t *testing.T) {
+		t.Parallel()
+		got, _, err := parseSettings(nil, map[string]string{
+			"PAYSTREAM_CONCURRENCY": "0",       // not read
+			"PAYSTREAM_GATEWAY_URL": "nowhere", // not read
+		}, names...)
+		require.NoError(t, err, "the gateway URL, required by Parse, is no setting of this program")
+		want := config.Default()
+		require.Equal(t, want, got)
+		require.Equal(t, 64, got.Concurrency)
+	})
+
+	t.Run("OtherSettingsAreNoFlags", func(t *testing.T) {
+		t.Parallel()
+		_, _, err := parseSettings([]string{"--concurrency=2"}, nil, names...)
+		require.ErrorContains(t, err, "flag provided but not defined: -concurrency")
+	})
+
+	t.Run("ReportsEveryProblemOfTheNamedSettings", func(t *testing.T) {
+		t.Parallel()
+		_, _, err := parseSettings([]string{"--nats-url=http://x", "--nats-tls-cert=" + filepath.Join(t.TempDir(), "cert.pem")},
+			map[string]string{"PAYSTREAM_NATS_PASSWORD": "p", "PAYSTREAM_SUBJECT_PREFIX": "a.>"}, names...)
+		var vars []string
+		for _, p := range problems(t, err) {
+			vars = append(vars, p.Var)
+		}
+		require.Equal(t, []string{"PAYSTREAM_NATS_URL", "PAYSTREAM_NATS_PASSWORD", "PAYSTREAM_NATS_TLS_CERT",
+			"PAYSTREAM_NATS_TLS_KEY", "PAYSTREAM_SUBJECT_PREFIX"}, vars)
+		require.ErrorContains(t, err, "PAYSTREAM_SUBJECT_PREFIX (--subject-prefix): must not contain wildcards")
+	})
+
+	t.Run("NoNames", func(t *testing.T) {
+		t.Parallel()
+		got, count, err := parseSettings([]string{"--count=3"}, map[string]string{"PAYSTREAM_CONCURRENCY": "0"})
+		require.NoError(t, err)
+		require.Equal(t, 3, *count)
+		require.Equal(t, config.Default(), got)
+	})
+
+	t.Run("UnknownNamePanics", func(t *testing.T) {
+		t.Parallel()
+		require.PanicsWithValue(t, `config.ParseSettings: no such settings: ["NATS_NKEY" "STREEM"]`, func() {
+			_, _, _ = parseSettings(nil, nil, "STREAM", "STREEM", "NATS_NKEY")
+		})
+	})
+}

@@ -14,6 +14,9 @@ import (
 	"unicode"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/paystream/paystream/contract"
+	"github.com/paystream/paystream/payment"
 )
 
 // setting is one row of the table from which defaults, flags, environment
@@ -232,7 +235,7 @@ func (c *Config) settings() []setting {
 		{
 			name:  "MAX_AMOUNT_MINOR",
 			usage: "largest accepted amount_minor, in minor units",
-			value: newInt64(&c.MaxAmountMinor, 100_000_000),
+			value: newInt64(&c.MaxAmountMinor, payment.DefaultMaxAmountMinor),
 			rules: []rule{{fn: positive(&c.MaxAmountMinor)}},
 		},
 		{
@@ -268,13 +271,13 @@ func (c *Config) settings() []setting {
 		{
 			name:  "STREAM",
 			usage: "JetStream stream of payment requests",
-			value: newString(&c.Stream, "PAYMENTS"),
+			value: newString(&c.Stream, contract.Stream),
 			rules: []rule{{fn: jetStreamName(&c.Stream)}},
 		},
 		{
 			name:  "RESULTS_STREAM",
 			usage: "JetStream stream of outcome events",
-			value: newString(&c.ResultsStream, "PAYMENT_RESULTS"),
+			value: newString(&c.ResultsStream, contract.ResultsStream),
 			rules: []rule{
 				{fn: jetStreamName(&c.ResultsStream)},
 				{fn: differs(&c.ResultsStream, "STREAM", &c.Stream)},
@@ -283,7 +286,7 @@ func (c *Config) settings() []setting {
 		{
 			name:  "DLQ_STREAM",
 			usage: "JetStream stream of dead letters",
-			value: newString(&c.DLQStream, "PAYMENTS_DLQ"),
+			value: newString(&c.DLQStream, contract.DLQStream),
 			rules: []rule{
 				{fn: jetStreamName(&c.DLQStream)},
 				{fn: differs(&c.DLQStream, "STREAM", &c.Stream)},
@@ -293,13 +296,13 @@ func (c *Config) settings() []setting {
 		{
 			name:  "CONSUMER",
 			usage: "durable pull consumer shared by all workers",
-			value: newString(&c.Consumer, "payment-workers"),
+			value: newString(&c.Consumer, contract.Consumer),
 			rules: []rule{{fn: jetStreamName(&c.Consumer)}},
 		},
 		{
 			name:  "SUBJECT_PREFIX",
 			usage: "subject prefix: <prefix>.requests.>, <prefix>.results.>, <prefix>.dlq.>",
-			value: newString(&c.SubjectPrefix, "payments"),
+			value: newString(&c.SubjectPrefix, contract.SubjectPrefix),
 			rules: []rule{{fn: func() error { return checkSubjectPrefix(c.SubjectPrefix) }}},
 		},
 		{

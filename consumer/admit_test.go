@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/consumer"
+	"github.com/paystream/paystream/internal/testenv/defaults"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
@@ -59,7 +60,8 @@ func TestAdmitLimitCountsMessagesInFlight(t *testing.T) {
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	ccfg := consumer.Config{Concurrency: 8, ShutdownTimeout: 5 * time.Second, FetchMaxWait: 100 * time.Millisecond}
+	ccfg := defaults.Consumer()
+	ccfg.Concurrency, ccfg.ShutdownTimeout, ccfg.FetchMaxWait = 8, 5*time.Second, 100*time.Millisecond
 	require.NoError(t, consumer.Provision(t.Context(), js, ccfg))
 	const n = 5
 	for range n {

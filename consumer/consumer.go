@@ -434,15 +434,23 @@ func (c *Consumer) PublishOutcome(ctx context.Context, o payment.Outcome) error 
 // masked and truncated as the contract says, with the reason headers.
 func deadLetterMsg(dlqSubject, subject string, body []byte, dl processing.DeadLetter) *nats.Msg {
 	m := nats.NewMsg(dlqSubject)
+	size := len(body)
 	// Mask before cutting: a card number split by the cut would no longer
-	// look like one.
-	if masked, changed := payment.MaskCardNumbers(body); changed {
+	// look like one. Masking covers escaped digits and may change the
+	// length, so the cut depends on the original length.
+	if masked, changed := payment.MaskCardNumbersJSON(body); changed {
 		body = masked
 		m.Header.Set(HeaderRedacted, "true")
 	}
-	if len(body) > payment.MaxBodyBytes {
+	if size > payment.MaxBodyBytes {
 		body = body[:deadLetterKeep]
 		m.Header.Set(HeaderTruncated, "true")
+		// And mask after: the cut may end a run of digits early and make
+		// a card number of its head.
+		if masked, changed := payment.MaskCardNumbersJSON(body); changed {
+			body = masked
+			m.Header.Set(HeaderRedacted, "true")
+		}
 	}
 	m.Data = body
 	m.Header.Set(HeaderDLQReason, string(dl.Reason))

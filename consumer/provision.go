@@ -2,57 +2,72 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Config configures the JetStream side of a worker. Zero fields take their
-// defaults (docs/contract.md §3).
+// Config configures the JetStream side of a worker. The fields that are
+// settings of the worker (docs/contract.md §8, named in each comment) have no
+// defaults here: the worker fills them from the config package, whose table
+// holds the defaults, and Validate, which Provision calls, refuses a missing
+// one. Only the consumer's own tuning, which no setting exposes, has
+// defaults (WithDefaults).
 type Config struct {
-	// Stream is the requests stream; default "PAYMENTS".
+	// Stream is the requests stream (PAYSTREAM_STREAM). Required.
 	Stream string
-	// ResultsStream is the outcome events stream; default "PAYMENT_RESULTS".
+	// ResultsStream is the outcome events stream
+	// (PAYSTREAM_RESULTS_STREAM). Required.
 	ResultsStream string
-	// DLQStream is the dead-letter stream; default "PAYMENTS_DLQ".
+	// DLQStream is the dead-letter stream (PAYSTREAM_DLQ_STREAM). Required.
 	DLQStream string
-	// Consumer is the durable pull consumer shared by all workers; default
-	// "payment-workers".
+	// Consumer is the durable pull consumer shared by all workers
+	// (PAYSTREAM_CONSUMER). Required.
 	Consumer string
 	// SubjectPrefix prefixes every subject: <prefix>.requests.>,
-	// <prefix>.results.<status>, <prefix>.dlq.<reason>; default "payments".
+	// <prefix>.results.<status>, <prefix>.dlq.<reason>
+	// (PAYSTREAM_SUBJECT_PREFIX). Required.
 	SubjectPrefix string
-	// Replicas of each stream; default 1. Use 3 on a cluster.
+	// Replicas of each stream and of the consumer
+	// (PAYSTREAM_STREAM_REPLICAS): 1 on a single server, 3 on a cluster.
+	// At least 1.
 	Replicas int
-	// Concurrency is the number of payments in flight; default 64.
+	// Concurrency is the number of payments in flight
+	// (PAYSTREAM_CONCURRENCY). At least 1.
 	Concurrency int
 	// MaxDeliver is the number of deliveries processing allows a message
 	// (PAYSTREAM_MAX_DELIVER); the consumer is provisioned with one more, as
-	// a safety net for a nak on the last one. Default 10.
+	// a safety net for a nak on the last one. At least 1.
 	MaxDeliver int
-	// AckWait is the consumer's AckWait; default 30s. InProgress is sent
-	// every AckWait/3 while a payment runs.
+	// AckWait is the consumer's AckWait (PAYSTREAM_ACK_WAIT). InProgress is
+	// sent every AckWait/3 while a payment runs. Must be > 0.
 	AckWait time.Duration
-	// MaxAckPending bounds unacknowledged messages across the fleet; default
+	// MaxAckPending bounds unacknowledged messages across the fleet
+	// (PAYSTREAM_MAX_ACK_PENDING), ≥ 0. 0 means derived from Concurrency:
 	// max(1000, 16·Concurrency).
 	MaxAckPending int
-	// StreamMaxAge is the retention of the requests and results streams;
-	// default 7 days.
+	// StreamMaxAge is the retention of the requests and results streams
+	// (PAYSTREAM_STREAM_MAX_AGE). Must be > 0.
 	StreamMaxAge time.Duration
-	// DuplicateWindow is the publish de-duplication window; default 2m.
+	// DuplicateWindow is the publish de-duplication window
+	// (PAYSTREAM_DUPLICATE_WINDOW). Must be > 0.
 	DuplicateWindow time.Duration
 	// ShutdownTimeout is how long Run waits for in-flight work after its
-	// context ends before cancelling it; default 30s.
+	// context ends before cancelling it (PAYSTREAM_SHUTDOWN_TIMEOUT). Must be
+	// > 0.
 	ShutdownTimeout time.Duration
 	// RetryBackoff and RetryBackoffMax bound the delay of a nak after a
-	// failed publish (PAYSTREAM_RETRY_BACKOFF, _MAX); defaults 500ms and 30s.
+	// failed publish (PAYSTREAM_RETRY_BACKOFF, _MAX). RetryBackoff must be
+	// > 0, RetryBackoffMax at least RetryBackoff.
 	RetryBackoff    time.Duration
 	RetryBackoffMax time.Duration
-	// FetchMaxWait is the longest a pull request waits for messages;
-	// default 1s.
+	// FetchMaxWait is the longest a pull request waits for messages. No
+	// setting: 0 means 1s.
 	FetchMaxWait time.Duration
-	// MaxFetch caps the messages asked for in one pull; default 256.
+	// MaxFetch caps the messages asked for in one pull. No setting: 0
+	// means 256.
 	MaxFetch int
 }
 
@@ -61,53 +76,55 @@ type Config struct {
 // the header allowance still reaches the worker and is dead-lettered invalid.
 const MaxMsgSize = 64*1024 + 4*1024
 
-// WithDefaults returns a copy of c with zero fields set to their defaults.
-func (c Config) WithDefaults() Config {
-	def := func(s *string, v string) {
-		if *s == "" {
-			*s = v
+// Defaults of the consumer's own tuning, which no setting exposes.
+const (
+	defaultFetchMaxWait = time.Second
+	defaultMaxFetch     = 256
+)
+
+// Validate returns nil, or one error listing every missing or out-of-range
+// field of c, joined with errors.Join. A Config the worker filled from a
+// validated config.Config is always valid, so an invalid one is a wiring
+// bug.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
-	def(&c.Stream, "PAYMENTS")
-	def(&c.ResultsStream, "PAYMENT_RESULTS")
-	def(&c.DLQStream, "PAYMENTS_DLQ")
-	def(&c.Consumer, "payment-workers")
-	def(&c.SubjectPrefix, "payments")
-	if c.Replicas <= 0 {
-		c.Replicas = 1
+	check(c.Stream != "", "stream: required")
+	check(c.ResultsStream != "", "results stream: required")
+	check(c.DLQStream != "", "dlq stream: required")
+	check(c.Consumer != "", "consumer: required")
+	check(c.SubjectPrefix != "", "subject prefix: required")
+	check(c.Replicas >= 1, "replicas %d: must be at least 1", c.Replicas)
+	check(c.Concurrency >= 1, "concurrency %d: must be at least 1", c.Concurrency)
+	check(c.MaxDeliver >= 1, "max deliver %d: must be at least 1", c.MaxDeliver)
+	check(c.AckWait > 0, "ack wait %v: must be greater than 0", c.AckWait)
+	check(c.MaxAckPending >= 0, "max ack pending %d: must not be negative", c.MaxAckPending)
+	check(c.StreamMaxAge > 0, "stream max age %v: must be greater than 0", c.StreamMaxAge)
+	check(c.DuplicateWindow > 0, "duplicate window %v: must be greater than 0", c.DuplicateWindow)
+	check(c.ShutdownTimeout > 0, "shutdown timeout %v: must be greater than 0", c.ShutdownTimeout)
+	check(c.RetryBackoff > 0, "retry backoff %v: must be greater than 0", c.RetryBackoff)
+	check(c.RetryBackoffMax >= c.RetryBackoff, "retry backoff max %v: must be at least the retry backoff, %v", c.RetryBackoffMax, c.RetryBackoff)
+	check(c.FetchMaxWait >= 0, "fetch max wait %v: must not be negative", c.FetchMaxWait)
+	check(c.MaxFetch >= 0, "max fetch %d: must not be negative", c.MaxFetch)
+	return errors.Join(errs...)
+}
+
+// WithDefaults returns a copy of c with the consumer's own tuning filled in:
+// FetchMaxWait and MaxFetch when zero, and MaxAckPending derived from
+// Concurrency when zero. It fills no setting of the worker; see Validate.
+func (c Config) WithDefaults() Config {
+	if c.FetchMaxWait <= 0 {
+		c.FetchMaxWait = defaultFetchMaxWait
 	}
-	if c.Concurrency <= 0 {
-		c.Concurrency = 64
-	}
-	if c.MaxDeliver <= 0 {
-		c.MaxDeliver = 10
-	}
-	if c.AckWait <= 0 {
-		c.AckWait = 30 * time.Second
+	if c.MaxFetch <= 0 {
+		c.MaxFetch = defaultMaxFetch
 	}
 	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = max(1000, 16*c.Concurrency)
-	}
-	if c.StreamMaxAge <= 0 {
-		c.StreamMaxAge = 7 * 24 * time.Hour
-	}
-	if c.DuplicateWindow <= 0 {
-		c.DuplicateWindow = 2 * time.Minute
-	}
-	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = 30 * time.Second
-	}
-	if c.RetryBackoff <= 0 {
-		c.RetryBackoff = 500 * time.Millisecond
-	}
-	if c.RetryBackoffMax < c.RetryBackoff {
-		c.RetryBackoffMax = max(c.RetryBackoff, 30*time.Second)
-	}
-	if c.FetchMaxWait <= 0 {
-		c.FetchMaxWait = time.Second
-	}
-	if c.MaxFetch <= 0 {
-		c.MaxFetch = 256
 	}
 	return c
 }
@@ -121,7 +138,8 @@ func (c Config) ResultSubject(status string) string { return c.SubjectPrefix + "
 // DLQSubject is where dead letters of a reason go.
 func (c Config) DLQSubject(reason string) string { return c.SubjectPrefix + ".dlq." + reason }
 
-// StreamConfigs returns the three streams of docs/contract.md §3.
+// StreamConfigs returns the three streams of docs/contract.md §3 for a valid
+// c.
 func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	c = c.WithDefaults()
 	return []jetstream.StreamConfig{
@@ -158,7 +176,8 @@ func (c Config) StreamConfigs() []jetstream.StreamConfig {
 	}
 }
 
-// ConsumerConfig returns the durable pull consumer of docs/contract.md §3.
+// ConsumerConfig returns the durable pull consumer of docs/contract.md §3
+// for a valid c.
 func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 	c = c.WithDefaults()
 	return jetstream.ConsumerConfig{
@@ -180,8 +199,12 @@ func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 }
 
 // Provision creates or updates the three streams and the durable consumer.
-// It is idempotent and safe when several workers start at once.
+// It is idempotent and safe when several workers start at once. An invalid
+// cfg is an error, and nothing is created.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("provision: invalid consumer.Config: %w", err)
+	}
 	cfg = cfg.WithDefaults()
 	for _, sc := range cfg.StreamConfigs() {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/internal/testenv/defaults"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/internal/testenv/pgtest"
 	"github.com/paystream/paystream/payment"
@@ -42,6 +44,7 @@ type stack struct {
 	js   jetstream.JetStream
 	ccfg consumer.Config
 	pcfg processing.Config
+	log  zerolog.Logger // the workers' logger; Nop unless stackOptions.logs
 }
 
 type stackOptions struct {
@@ -55,6 +58,7 @@ type stackOptions struct {
 	failures    uint32
 	openTimeout time.Duration
 	shutdown    time.Duration
+	logs        io.Writer // receives the workers' logs at debug level; nil: none
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
@@ -72,29 +76,24 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 	if o.gw == nil {
 		o.gw = gateway.NewFake(gateway.FakeConfig{Seed: 1})
 	}
-	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw}
-	s.ccfg = consumer.Config{
-		Replicas:        replicas,
-		Concurrency:     o.concurrency,
-		MaxDeliver:      o.maxDeliver,
-		AckWait:         o.ackWait,
-		ShutdownTimeout: o.shutdown,
-		FetchMaxWait:    250 * time.Millisecond,
-	}.WithDefaults()
-	s.pcfg = processing.Config{
-		Lease:              o.lease,
-		MaxDeliver:         s.ccfg.MaxDeliver,
-		RetryBackoff:       o.backoff,
-		RetryBackoffMax:    o.backoffMax,
-		BreakerFailures:    o.failures,
-		BreakerOpenTimeout: o.openTimeout,
+	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw, log: zerolog.Nop()}
+	if o.logs != nil {
+		s.log = zerolog.New(o.logs).Level(zerolog.DebugLevel)
 	}
-	if s.pcfg.RetryBackoff == 0 {
-		s.pcfg.RetryBackoff = 20 * time.Millisecond
-	}
-	if s.pcfg.RetryBackoffMax == 0 {
-		s.pcfg.RetryBackoffMax = 200 * time.Millisecond
-	}
+	s.ccfg, s.pcfg = defaults.Consumer(), defaults.Processing("")
+	s.ccfg.Replicas = replicas
+	s.ccfg.FetchMaxWait = 250 * time.Millisecond
+	override(&s.ccfg.Concurrency, o.concurrency)
+	override(&s.ccfg.MaxDeliver, o.maxDeliver)
+	override(&s.ccfg.AckWait, o.ackWait)
+	override(&s.ccfg.ShutdownTimeout, o.shutdown)
+	s.pcfg.MaxDeliver = s.ccfg.MaxDeliver
+	s.pcfg.RetryBackoff, s.pcfg.RetryBackoffMax = 20*time.Millisecond, 200*time.Millisecond
+	override(&s.pcfg.Lease, o.lease)
+	override(&s.pcfg.RetryBackoff, o.backoff)
+	override(&s.pcfg.RetryBackoffMax, o.backoffMax)
+	override(&s.pcfg.BreakerFailures, o.failures)
+	override(&s.pcfg.BreakerOpenTimeout, o.openTimeout)
 	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
@@ -109,6 +108,14 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 		require.NoError(c, consumer.Provision(ctx, s.js, s.ccfg))
 	}, 30*time.Second, 100*time.Millisecond, "provision streams and consumer")
 	return s
+}
+
+// override sets *p to v unless v is the zero value (an option left unset).
+func override[T comparable](p *T, v T) {
+	var zero T
+	if v != zero {
+		*p = v
+	}
 }
 
 // worker is one in-process worker of a stack.
@@ -143,8 +150,8 @@ func (s *stack) startWorkerAt(name, urls string) *worker {
 	b := store.NewBatcher(st, store.BatcherConfig{})
 	pcfg := s.pcfg
 	pcfg.Owner = name
-	proc := processing.New(pcfg, b, s.gw, zerolog.Nop(), w.m)
-	cons := consumer.New(js, s.ccfg, proc, zerolog.Nop(), w.m)
+	proc := processing.New(pcfg, b, s.gw, s.log, w.m)
+	cons := consumer.New(js, s.ccfg, proc, s.log, w.m)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel

@@ -6,20 +6,21 @@ package payment
 // can be made in.
 //
 // The code must be exactly three upper-case ASCII letters: "usd" is unknown.
-// Every code beginning with X is refused, as the contract (docs/contract.md §2)
-// refuses the X codes: precious metals (XAU, XAG, XPD, XPT), units of account
-// (XDR, XBA–XBD, XSU, XUA), XTS and XXX. Note that this also refuses four
-// real supranational currencies, XAF, XOF, XPF (exponent 0) and XCD, XCG
-// (exponent 2), which a contract revision would have to admit explicitly.
+// The supranational currencies XAF, XOF, XPF (exponent 0) and XCD, XCG
+// (exponent 2) are currencies like any other. The other X codes of the list
+// are not (docs/contract.md §2): precious metals (XAU, XAG, XPD, XPT), units
+// of account and bond-market units (XDR, XBA–XBD, XSU, XUA), the testing
+// code XTS and XXX, "no currency".
 //
 // The table is the ISO 4217 list one (currencies and funds) as of late 2025,
 // without codes that have been withdrawn or are no longer legal tender
-// (HRK, ANG, CUC, SLL, ZWL, VEF, MRO, STD, …). BGN is still listed; it
-// leaves the list when Bulgaria adopts the euro.
+// (HRK, ANG, CUC, SLL, ZWL, VEF, MRO, STD, …). XCG, the Caribbean guilder,
+// replaced ANG in 2025. BGN is still listed; it leaves the list when
+// Bulgaria adopts the euro.
 func CurrencyExponent(code string) (int, bool) {
 	switch code {
 	case "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
-		"UGX", "UYI", "VND", "VUV":
+		"UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF":
 		return 0, true
 	case "BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND":
 		return 3, true
@@ -51,9 +52,22 @@ func CurrencyExponent(code string) (int, bool) {
 		"UAH", "USD", "USN", "UYU", "UZS",
 		"VED", "VES",
 		"WST",
+		"XCD", "XCG",
 		"YER",
 		"ZAR", "ZMW", "ZWG":
 		return 2, true
 	}
 	return 0, false
+}
+
+// isNonCurrency reports whether code is one of the ISO 4217 codes that name
+// no currency one can charge: precious metals (XAU, XAG, XPD, XPT),
+// units of account and bond-market units (XDR, XBA, XBB, XBC, XBD, XSU,
+// XUA), the testing code XTS, and XXX, "no currency" (docs/contract.md §2).
+func isNonCurrency(code string) bool {
+	switch code {
+	case "XAU", "XAG", "XPD", "XPT", "XDR", "XBA", "XBB", "XBC", "XBD", "XSU", "XUA", "XTS", "XXX":
+		return true
+	}
+	return false
 }

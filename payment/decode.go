@@ -14,6 +14,13 @@ type Limits struct {
 	// (PAYSTREAM_MAX_AMOUNT_MINOR). Zero or a negative value means
 	// DefaultMaxAmountMinor.
 	MaxAmountMinor int64
+	// SubjectPrefix is the subject prefix of the deployment
+	// (PAYSTREAM_SUBJECT_PREFIX, one or more tokens, default payments):
+	// Decode accepts only the subject <SubjectPrefix>.requests.<merchant_id>.
+	// Empty means not known: the prefix is then the tokens before the first
+	// "requests" token that is not the first token, which is right for every
+	// prefix without such a token.
+	SubjectPrefix string
 }
 
 // WithDefaults returns a copy of l with every zero (or negative) field set to
@@ -57,10 +64,14 @@ const (
 //     refused; the number is parsed from its digits, never as a float).
 //     null counts as absent, so it fails a required field.
 //   - created_at, when present, is an RFC 3339 time.
-//   - the last dot-separated token of subject equals merchant_id. Only the
-//     last token is compared, since the subject prefix is configurable
-//     (payments.requests by default). An empty subject skips this check:
-//     callers that have no subject (tools reading JSON lines) pass "".
+//   - subject is exactly <prefix>.requests.<merchant_id>: the prefix
+//     (lim.SubjectPrefix; when empty, the tokens before the first
+//     "requests" token but the first), then "requests", then one token
+//     equal to merchant_id. With the default prefix that is exactly three
+//     tokens. No token is empty, and the subject holds no white space, no
+//     control character and no invalid UTF-8 (it is stored as text). An
+//     empty subject skips this check: callers that have no subject (tools
+//     reading JSON lines) pass "".
 //
 // Absent, null and empty idempotency_key all decode to an empty
 // IdempotencyKey; Request.EffectiveKey then falls back to the payment id.
@@ -83,12 +94,52 @@ func Decode(subject string, body []byte, lim Limits) (*Request, error) {
 		return nil, err
 	}
 	if subject != "" {
-		dot := strings.LastIndexByte(subject, '.')
-		if dot < 0 || subject[dot+1:] != r.MerchantID {
-			return nil, invalid(fieldSubject, "last token does not equal merchant_id")
+		if err := checkSubject(subject, lim.SubjectPrefix, r.MerchantID); err != nil {
+			return nil, err
 		}
 	}
 	return r, nil
+}
+
+// requestsInfix separates the subject prefix from the merchant token.
+const requestsInfix = ".requests."
+
+// checkSubject checks that subject is <prefix>.requests.<merchantID>. An
+// empty prefix stands for the tokens before the first "requests" token
+// that is not the first token.
+func checkSubject(subject, prefix, merchantID string) error {
+	nonASCII := false
+	for i := 0; i < len(subject); i++ {
+		c := subject[i]
+		if c <= ' ' || c == 0x7f {
+			return invalid(fieldSubject, "contains white space or a control character")
+		}
+		nonASCII = nonASCII || c >= utf8.RuneSelf
+	}
+	if nonASCII && !utf8.ValidString(subject) {
+		return invalid(fieldSubject, "not valid UTF-8")
+	}
+	const shape = "must be <prefix>.requests.<merchant_id>"
+	var rest string // what follows <prefix>.requests.
+	if prefix != "" {
+		if !strings.HasPrefix(subject, prefix) || !strings.HasPrefix(subject[len(prefix):], requestsInfix) {
+			return invalid(fieldSubject, "not <prefix>.requests. with the configured prefix")
+		}
+		rest = subject[len(prefix)+len(requestsInfix):]
+	} else {
+		i := strings.Index(subject, requestsInfix)
+		if i < 0 {
+			return invalid(fieldSubject, shape)
+		}
+		rest = subject[i+len(requestsInfix):]
+	}
+	if strings.IndexByte(rest, '.') >= 0 || subject[0] == '.' || strings.Contains(subject, "..") {
+		return invalid(fieldSubject, shape)
+	}
+	if rest != merchantID {
+		return invalid(fieldSubject, "last token does not equal merchant_id")
+	}
+	return nil
 }
 
 // Bits of decoder.seen, one per known field, to refuse duplicates.

@@ -3,6 +3,7 @@ package payment_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -118,7 +119,13 @@ func TestDecode(t *testing.T) {
 			"payment_method": strings.Repeat("p", 128), "description": strings.Repeat("d", 500)})},
 		{name: "body of exactly 65536 bytes", body: atLimit},
 		{name: "empty subject skips the check", body: mustBody(map[string]any{"merchant_id": "other"}), noSubject: true},
-		{name: "custom subject prefix", body: mustBody(nil), subject: "acme.pay.in.m_1"},
+		{name: "custom subject prefix", body: mustBody(nil), subject: "acme.pay.requests.m_1"},
+		{name: "non-ASCII subject prefix", body: mustBody(nil), subject: "paiements-é.requests.m_1"},
+		{name: "configured prefix", body: mustBody(nil), subject: "payments.requests.m_1", lim: payment.Limits{SubjectPrefix: "payments"}},
+		{name: "configured prefix of two tokens", body: mustBody(nil), subject: "acme.pay.requests.m_1",
+			lim: payment.Limits{SubjectPrefix: "acme.pay"}},
+		{name: "configured prefix with a requests token", body: mustBody(nil), subject: "eu.requests.requests.m_1",
+			lim: payment.Limits{SubjectPrefix: "eu.requests"}},
 
 		// The body.
 		{name: "body too large", body: tooLarge, field: "body", reason: "larger than 65536"},
@@ -189,6 +196,30 @@ func TestDecode(t *testing.T) {
 		{name: "subject with the merchant inside", body: mustBody(nil), subject: "payments.requests.m_1.x", field: "subject", reason: "merchant_id"},
 		{name: "subject without a dot", body: mustBody(nil), subject: "m_1", field: "subject", reason: "merchant_id"},
 		{name: "subject merchant prefix", body: mustBody(nil), subject: "payments.requests.m_10", field: "subject", reason: "merchant_id"},
+		{name: "subject: four tokens", body: mustBody(nil), subject: "payments.requests.m_2.m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: four tokens, the merchant's own before", body: mustBody(nil), subject: "payments.requests.m_1.m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: four tokens, requests twice", body: mustBody(nil), subject: "payments.requests.requests.m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: four tokens, requests twice after another merchant", body: mustBody(nil), subject: "payments.requests.m_2.requests.m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: two tokens", body: mustBody(nil), subject: "requests.m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: two tokens without requests", body: mustBody(nil), subject: "payments.m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: no requests token", body: mustBody(nil), subject: "acme.pay.in.m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: requests as the last token", body: mustBody(nil), subject: "payments.m_1.requests", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: empty first token", body: mustBody(nil), subject: ".payments.requests.m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: empty prefix token", body: mustBody(nil), subject: "acme..pay.requests.m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: empty token before the merchant", body: mustBody(nil), subject: "payments.requests..m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: trailing dot", body: mustBody(nil), subject: "payments.requests.m_1.", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: space in the subject", body: mustBody(nil), subject: "pay ments.requests.m_1", field: "subject", reason: "white space"},
+		{name: "subject: NUL in the subject", body: mustBody(nil), subject: "pay\x00ments.requests.m_1", field: "subject", reason: "control character"},
+		{name: "subject: unit separator in the subject", body: mustBody(nil), subject: "pay\x1fments.requests.m_1", field: "subject", reason: "control character"},
+		{name: "subject: DEL in the subject", body: mustBody(nil), subject: "pay\x7fments.requests.m_1", field: "subject", reason: "control character"},
+		{name: "subject: invalid UTF-8 in the subject", body: mustBody(nil), subject: "pay\xffments.requests.m_1", field: "subject", reason: "UTF-8"},
+		{name: "subject: four tokens under a configured prefix", body: mustBody(nil), subject: "payments.requests.m_2.m_1", lim: payment.Limits{SubjectPrefix: "payments"}, field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: another prefix than the configured one", body: mustBody(nil), subject: "other.requests.m_1", lim: payment.Limits{SubjectPrefix: "payments"}, field: "subject", reason: "configured prefix"},
+		{name: "subject: configured prefix as part of a token", body: mustBody(nil), subject: "payments.requests.m_1", lim: payment.Limits{SubjectPrefix: "pay"}, field: "subject", reason: "configured prefix"},
+		{name: "subject: configured prefix then another token", body: mustBody(nil), subject: "payments.x.requests.m_1", lim: payment.Limits{SubjectPrefix: "payments"}, field: "subject", reason: "configured prefix"},
+		{name: "subject: one token of a configured two-token prefix", body: mustBody(nil), subject: "pay.requests.m_1", lim: payment.Limits{SubjectPrefix: "acme.pay"}, field: "subject", reason: "configured prefix"},
+		{name: "subject: three tokens under a configured two-token prefix", body: mustBody(nil), subject: "acme.pay.requests.m_2.m_1", lim: payment.Limits{SubjectPrefix: "acme.pay"}, field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
+		{name: "subject: prefix with a requests token needs configuring", body: mustBody(nil), subject: "eu.requests.requests.m_1", field: "subject", reason: "must be <prefix>.requests.<merchant_id>"},
 
 		// Currency.
 		{name: "currency lower-case", body: mustBody(map[string]any{"currency": "usd"}), field: "currency", reason: "upper-case"},
@@ -196,11 +227,25 @@ func TestDecode(t *testing.T) {
 		{name: "currency two letters", body: mustBody(map[string]any{"currency": "US"}), field: "currency", reason: "three upper-case"},
 		{name: "currency four letters", body: mustBody(map[string]any{"currency": "USDT"}), field: "currency", reason: "three upper-case"},
 		{name: "currency numeric code", body: mustBody(map[string]any{"currency": "840"}), field: "currency", reason: "three upper-case"},
-		{name: "currency XXX", body: mustBody(map[string]any{"currency": "XXX"}), field: "currency", reason: "X codes"},
-		{name: "currency XTS", body: mustBody(map[string]any{"currency": "XTS"}), field: "currency", reason: "X codes"},
-		{name: "currency XAU", body: mustBody(map[string]any{"currency": "XAU"}), field: "currency", reason: "X codes"},
-		{name: "currency XDR", body: mustBody(map[string]any{"currency": "XDR"}), field: "currency", reason: "X codes"},
-		{name: "currency XOF is an X code too", body: mustBody(map[string]any{"currency": "XOF"}), field: "currency", reason: "X codes"},
+		{name: "XAF", body: mustBody(map[string]any{"currency": "XAF", "amount_minor": 5000})},
+		{name: "XOF", body: mustBody(map[string]any{"currency": "XOF"})},
+		{name: "XPF", body: mustBody(map[string]any{"currency": "XPF"})},
+		{name: "XCD", body: mustBody(map[string]any{"currency": "XCD"})},
+		{name: "XCG", body: mustBody(map[string]any{"currency": "XCG"})},
+		{name: "currency XAU", body: mustBody(map[string]any{"currency": "XAU"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XAG", body: mustBody(map[string]any{"currency": "XAG"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XPD", body: mustBody(map[string]any{"currency": "XPD"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XPT", body: mustBody(map[string]any{"currency": "XPT"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XDR", body: mustBody(map[string]any{"currency": "XDR"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XBA", body: mustBody(map[string]any{"currency": "XBA"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XBB", body: mustBody(map[string]any{"currency": "XBB"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XBC", body: mustBody(map[string]any{"currency": "XBC"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XBD", body: mustBody(map[string]any{"currency": "XBD"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XSU", body: mustBody(map[string]any{"currency": "XSU"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XUA", body: mustBody(map[string]any{"currency": "XUA"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XTS", body: mustBody(map[string]any{"currency": "XTS"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency XXX", body: mustBody(map[string]any{"currency": "XXX"}), field: "currency", reason: "not currencies that can be charged"},
+		{name: "currency ANG, replaced by XCG", body: mustBody(map[string]any{"currency": "ANG"}), field: "currency", reason: "not an active ISO 4217"},
 		{name: "currency unknown", body: mustBody(map[string]any{"currency": "ABC"}), field: "currency", reason: "not an active ISO 4217"},
 		{name: "currency withdrawn", body: mustBody(map[string]any{"currency": "HRK"}), field: "currency", reason: "not an active ISO 4217"},
 		{name: "currency missing", body: mustBody(map[string]any{"currency": absent}), field: "currency", reason: "required"},
@@ -356,6 +401,18 @@ func TestValidate(t *testing.T) {
 		{name: "card in metadata value", modify: func(r *payment.Request) {
 			r.Metadata = map[string]string{"k": "5555 5555 5555 4444"}
 		}, field: "metadata"},
+		{name: "NUL in customer_id", modify: func(r *payment.Request) { r.CustomerID = "c\x00" }, field: "customer_id"},
+		{name: "newline in customer_id", modify: func(r *payment.Request) { r.CustomerID = "c\n" }, field: "customer_id"},
+		{name: "unit separator in payment_method", modify: func(r *payment.Request) { r.PaymentMethod = "pm\x1f" }, field: "payment_method"},
+		{name: "tab in payment_method", modify: func(r *payment.Request) { r.PaymentMethod = "pm\t" }, field: "payment_method"},
+		{name: "escape in description", modify: func(r *payment.Request) { r.Description = "\x1b[31mred" }, field: "description"},
+		{name: "carriage return in description", modify: func(r *payment.Request) { r.Description = "a\r\nb" }, field: "description"},
+		{name: "tab and newline in description", modify: func(r *payment.Request) { r.Description = "a\tb\nc" }},
+		{name: "NUL in metadata key", modify: func(r *payment.Request) { r.Metadata = map[string]string{"k\x00": "v"} }, field: "metadata"},
+		{name: "tab in metadata key", modify: func(r *payment.Request) { r.Metadata = map[string]string{"k\t": "v"} }, field: "metadata"},
+		{name: "NUL in metadata value", modify: func(r *payment.Request) { r.Metadata = map[string]string{"k": "v\x00"} }, field: "metadata"},
+		{name: "tab and newline in metadata value", modify: func(r *payment.Request) { r.Metadata = map[string]string{"k": "a\tb\nc"} }},
+		{name: "DEL in customer_id", modify: func(r *payment.Request) { r.CustomerID = "c\x7f" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -386,4 +443,143 @@ func TestLimitsWithDefaults(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, payment.DefaultMaxAmountMinor, payment.Limits{}.WithDefaults().MaxAmountMinor)
 	require.Equal(t, int64(7), payment.Limits{MaxAmountMinor: 7}.WithDefaults().MaxAmountMinor)
+}
+
+// TestDecodeControlCharacters puts each C0 control character (0x00 to 0x1F)
+// into each string field, written as JSON escapes (the only way a valid
+// JSON body can carry one): every one is invalid, except tab and newline in
+// description and metadata values.
+func TestDecodeControlCharacters(t *testing.T) {
+	t.Parallel()
+
+	fields := []struct {
+		name string
+		// over returns the fields to set, holding s.
+		over func(s string) map[string]any
+		// field is the ValidationError.Field expected.
+		field string
+		// multiline fields accept tab and newline.
+		multiline bool
+		// reason is the expected reason; "" means "contains a control character".
+		reason string
+	}{
+		{name: "payment_id", over: func(s string) map[string]any { return map[string]any{"payment_id": "pay" + s + "1"} },
+			field: "payment_id", reason: "only A-Z"},
+		{name: "idempotency_key", over: func(s string) map[string]any { return map[string]any{"idempotency_key": "key" + s + "1"} },
+			field: "idempotency_key", reason: "printable ASCII"},
+		{name: "merchant_id", over: func(s string) map[string]any { return map[string]any{"merchant_id": "m_1" + s} },
+			field: "merchant_id", reason: "only A-Z"},
+		{name: "customer_id", over: func(s string) map[string]any { return map[string]any{"customer_id": "cus" + s + "1"} },
+			field: "customer_id"},
+		{name: "currency", over: func(s string) map[string]any { return map[string]any{"currency": "U" + s + "D"} },
+			field: "currency", reason: "three upper-case"},
+		{name: "payment_method", over: func(s string) map[string]any { return map[string]any{"payment_method": "pm_card" + s + "visa"} },
+			field: "payment_method"},
+		{name: "description", over: func(s string) map[string]any { return map[string]any{"description": "line one" + s + "line two"} },
+			field: "description", multiline: true},
+		{name: "metadata key", over: func(s string) map[string]any {
+			return map[string]any{"metadata": map[string]string{"a": "b", "k" + s: "v"}}
+		}, field: "metadata", reason: "a key contains a control character"},
+		{name: "metadata value", over: func(s string) map[string]any {
+			return map[string]any{"metadata": map[string]string{"a": "b", "k": "v" + s + "w"}}
+		}, field: "metadata", multiline: true},
+		{name: "created_at", over: func(s string) map[string]any { return map[string]any{"created_at": "2025-03-01T12:30:00" + s + "Z"} },
+			field: "created_at", reason: "RFC 3339"},
+	}
+	for _, f := range fields {
+		for c := range 0x20 {
+			t.Run(fmt.Sprintf("%s/%#02x", f.name, c), func(t *testing.T) {
+				t.Parallel()
+				body := mustBody(f.over(string(rune(c))))
+				require.NotContains(t, string(body), string(rune(c)), "the body carries the character escaped")
+				r, err := payment.Decode(subject, body, payment.Limits{})
+				if f.multiline && (c == '\t' || c == '\n') {
+					require.NoError(t, err, "%s may contain tab and newline", f.name)
+					require.NotNil(t, r)
+					return
+				}
+				require.Nil(t, r)
+				var ve *payment.ValidationError
+				require.ErrorAs(t, err, &ve)
+				require.Equal(t, f.field, ve.Field)
+				switch {
+				case f.reason != "":
+					require.Contains(t, ve.Reason, f.reason)
+				default:
+					require.Contains(t, ve.Reason, "control character")
+				}
+				requireNoEcho(t, err, body)
+			})
+		}
+	}
+
+	// The short escapes of JSON decode to control characters too, and
+	// escapes in a field name do not hide the field.
+	short := []struct {
+		name, members string
+		field         string // empty: valid
+	}{
+		{name: `\u0000 in customer_id`, members: `"customer_id":"c\u0000"`, field: "customer_id"},
+		{name: `\b in payment_method`, members: `"payment_method":"pm\b"`, field: "payment_method"},
+		{name: `\f in description`, members: `"description":"a\fb"`, field: "description"},
+		{name: `\r in description`, members: `"description":"a\r\nb"`, field: "description"},
+		{name: `\n and \t in description`, members: `"description":"a\n\tb"`},
+		{name: `\r in a metadata value`, members: `"metadata":{"k":"a\rb"}`, field: "metadata"},
+		{name: `\n in a metadata key`, members: `"metadata":{"k\n":"v"}`, field: "metadata"},
+		{name: `\u001f in an escaped field name`, members: `"customer\u005fid":"c\u001f"`, field: "customer_id"},
+		{name: `NUL in an unknown field is ignored`, members: `"x":"\u0000"`},
+		{name: "DEL is not C0", members: `"customer_id":"c\u007f","description":"d` + "\x7f" + `"`},
+		{name: "C1 controls are not C0", members: `"customer_id":"c\u0085","description":"d\u009f"`},
+	}
+	for _, tt := range short {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var over map[string]any
+			if strings.HasPrefix(tt.members, `"payment_method"`) {
+				over = map[string]any{"payment_method": absent}
+			}
+			body := mustBodyBytes(over, tt.members)
+			r, err := payment.Decode(subject, body, payment.Limits{})
+			if tt.field == "" {
+				require.NoError(t, err)
+				require.NotNil(t, r)
+				return
+			}
+			var ve *payment.ValidationError
+			require.ErrorAs(t, err, &ve)
+			require.Equal(t, tt.field, ve.Field)
+			require.Contains(t, ve.Reason, "control character")
+		})
+	}
+}
+
+// TestValidateTextAtEveryPosition puts a control character, and invalid
+// UTF-8, at every position of strings long enough to be read eight bytes at
+// a time, among printable ASCII, DEL and non-ASCII text.
+func TestValidateTextAtEveryPosition(t *testing.T) {
+	t.Parallel()
+	for _, base := range []string{strings.Repeat("abcdefgh", 3), strings.Repeat("a~\x7f ", 6), "é" + strings.Repeat("x", 21)} {
+		require.NoError(t, (&payment.Request{PaymentID: "p", MerchantID: "m", AmountMinor: 1, Currency: "EUR",
+			PaymentMethod: base, Description: base, Metadata: map[string]string{base: base}}).Validate(payment.Limits{}))
+		for i := range len(base) + 1 {
+			if i < len(base) && base[i]&0xc0 == 0x80 {
+				continue // inside a character
+			}
+			for _, ins := range []string{"\x00", "\x1f", "\r", "\t", "\xff"} {
+				s := base[:i] + ins + base[i:]
+				r := &payment.Request{PaymentID: "p", MerchantID: "m", AmountMinor: 1, Currency: "EUR", PaymentMethod: "pm", CustomerID: s}
+				err := r.Validate(payment.Limits{})
+				var ve *payment.ValidationError
+				require.ErrorAs(t, err, &ve, "%q", s)
+				require.Equal(t, "customer_id", ve.Field)
+				r = &payment.Request{PaymentID: "p", MerchantID: "m", AmountMinor: 1, Currency: "EUR", PaymentMethod: "pm", Description: s}
+				if err := r.Validate(payment.Limits{}); ins == "\t" {
+					require.NoError(t, err, "%q", s)
+				} else {
+					require.ErrorAs(t, err, &ve, "%q", s)
+					require.Equal(t, "description", ve.Field)
+				}
+			}
+		}
+	}
 }

@@ -119,7 +119,10 @@ func checkAgainstEncodingJSON(t *testing.T, body []byte, r *payment.Request) {
 
 // FuzzMaskCardNumbers checks MaskCardNumbers and ContainsCardNumber against
 // the brute-force reference: same length, only digits of cards turned into
-// '*', every card masked but its last four digits, and no card left.
+// '*', every card masked but its last four digits, and no card left. It
+// checks MaskCardNumbersJSON on the same input, and on the input read as
+// the pieces of a JSON document with escaped digits: no card left in clear
+// nor, once JSON-decoded, in any string; a valid document stays valid.
 func FuzzMaskCardNumbers(f *testing.F) {
 	for _, s := range []string{
 		"", "4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111",
@@ -128,6 +131,11 @@ func FuzzMaskCardNumbers(f *testing.F) {
 		"4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
 		"41111111111111119 2345 6789 0123",
 		"0000 1234 4111 1111 1111 1111",
+		`{"description":"\u0034\u0031\u0031\u0031\u0031\u0031\u0031\u0031\u0031\u0031\u0031\u0031\u0031\u0031\u0031\u0031"}`,
+		`{"d":"4111\u00201111\u00201111\u00201111","m":{"k":"41\u00311111111111111"}}`,
+		`{"n":4111111111111111,"d":"4111111111111111\u0030"}`,
+		`{"d":"\\u0034111111111111111"}`,
+		`ref \u4111111111111111`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -141,5 +149,7 @@ func FuzzMaskCardNumbers(f *testing.F) {
 			dense[i] = alphabet[int(c)%len(alphabet)]
 		}
 		checkMasking(t, dense)
+		checkJSONMasking(t, b)
+		checkJSONMasking(t, denseJSON(b))
 	})
 }

@@ -2,53 +2,82 @@ package processing_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
+	"github.com/paystream/paystream/telemetry"
 )
 
-func TestConfigWithDefaults(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
 	t.Parallel()
-	defaults := processing.Config{
-		Owner:              "w",
-		Lease:              30 * time.Second,
-		MaxDeliver:         10,
-		RetryBackoff:       500 * time.Millisecond,
-		RetryBackoffMax:    30 * time.Second,
-		RateBurst:          1,
-		BreakerFailures:    5,
-		BreakerOpenTimeout: 30 * time.Second,
-	}
 	tests := []struct {
-		name string
-		in   processing.Config
-		want processing.Config
+		name  string
+		tweak func(*processing.Config)
+		want  []string // one problem each; none means valid
 	}{
-		{name: "zero value", in: processing.Config{Owner: "w"}, want: defaults},
-		{name: "negative values", in: processing.Config{Owner: "w", Lease: -1, MaxDeliver: -1, RetryBackoff: -1,
-			RetryBackoffMax: -1, RateBurst: -1, BreakerOpenTimeout: -1}, want: defaults},
-		{name: "set values are kept", in: processing.Config{Owner: "w", Lease: time.Minute, MaxDeliver: 3,
-			RetryBackoff: time.Second, RetryBackoffMax: time.Minute, RateLimit: 2.5, RateBurst: 4,
-			BreakerFailures: 9, BreakerOpenTimeout: time.Second, Limits: payment.Limits{MaxAmountMinor: 7}},
-			want: processing.Config{Owner: "w", Lease: time.Minute, MaxDeliver: 3,
-				RetryBackoff: time.Second, RetryBackoffMax: time.Minute, RateLimit: 2.5, RateBurst: 4,
-				BreakerFailures: 9, BreakerOpenTimeout: time.Second, Limits: payment.Limits{MaxAmountMinor: 7}}},
-		{name: "cap below the base is raised to it", in: processing.Config{Owner: "w", RetryBackoff: time.Minute, RetryBackoffMax: time.Second},
-			want: func() processing.Config {
-				c := defaults
-				c.RetryBackoff, c.RetryBackoffMax = time.Minute, time.Minute
-				return c
-			}()},
+		{name: "the tests' configuration", tweak: func(*processing.Config) {}},
+		{name: "no rate limit and a cap equal to the base", tweak: func(c *processing.Config) {
+			c.RateLimit, c.RetryBackoffMax = 0, c.RetryBackoff
+		}},
+		{name: "zero value: no defaults", tweak: func(c *processing.Config) { *c = processing.Config{} },
+			want: []string{"owner: required", "lease 0s: must be greater than 0", "max deliver 0: must be at least 1",
+				"retry backoff 0s: must be greater than 0", "rate burst 0: must be at least 1", "breaker failures 0: must be at least 1",
+				"breaker open timeout 0s: must be greater than 0"}},
+		{name: "negative values", tweak: func(c *processing.Config) {
+			c.Lease, c.MaxDeliver, c.RetryBackoff, c.RateLimit, c.RateBurst, c.BreakerOpenTimeout = -1, -1, -1, -1, -1, -1
+		}, want: []string{"lease -1ns: must be greater than 0", "max deliver -1: must be at least 1",
+			"retry backoff -1ns: must be greater than 0", "rate limit -1: must not be negative",
+			"rate burst -1: must be at least 1", "breaker open timeout -1ns: must be greater than 0"}},
+		{name: "cap below the base", tweak: func(c *processing.Config) { c.RetryBackoff, c.RetryBackoffMax = time.Minute, time.Second },
+			want: []string{"retry backoff max 1s: must be at least the retry backoff, 1m0s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			require.Equal(t, tt.want, tt.in.WithDefaults())
+			cfg := testConfig()
+			tt.tweak(&cfg)
+			err := cfg.Validate()
+			if len(tt.want) == 0 {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			require.Len(t, strings.Split(err.Error(), "\n"), len(tt.want), "one line per problem: %v", err)
+			for _, w := range tt.want {
+				require.ErrorContains(t, err, w)
+			}
 		})
+	}
+
+	t.Run("New panics with the problems", func(t *testing.T) {
+		t.Parallel()
+		cfg := testConfig()
+		cfg.Lease = 0
+		m := telemetry.New(prometheus.NewRegistry())
+		require.PanicsWithValue(t, "processing.New: invalid Config: lease 0s: must be greater than 0", func() {
+			processing.New(cfg, &fakeClaims{}, newFakeGateway(), zerolog.Nop(), m)
+		})
+	})
+}
+
+func TestSweeperConfigValidate(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, testSweeperConfig().Validate())
+	require.NoError(t, processing.SweeperConfig{Interval: time.Second, Grace: time.Second, LookupTimeout: time.Second}.Validate(), "limit and retention may be 0")
+
+	err := processing.SweeperConfig{}.Validate()
+	require.EqualError(t, err, "interval 0s: must be greater than 0\ngrace 0s: must be greater than 0\nlookup timeout 0s: must be greater than 0")
+	err = processing.SweeperConfig{Interval: -1, Grace: -1, Limit: -1, Retention: -1}.Validate()
+	for _, w := range []string{"interval -1ns: must be greater than 0", "grace -1ns: must be greater than 0",
+		"limit -1: must not be negative", "retention -1ns: must not be negative"} {
+		require.ErrorContains(t, err, w)
 	}
 }
 

@@ -229,15 +229,18 @@ func gwErr(class payment.FailureClass, status int, code string, retryAfter time.
 func trouble() gwStep { return gwErr(payment.ClassTrouble, 503, "", 0) }
 
 // testConfig is the processor configuration of the tests: MaxDeliver 5,
-// backoff 100ms doubling up to 10s.
+// backoff 100ms doubling up to 10s, no rate limit (burst 1), a breaker that
+// opens after 100 failures for 30s.
 func testConfig() processing.Config {
 	return processing.Config{
-		Owner:           testOwner,
-		Lease:           time.Minute,
-		MaxDeliver:      5,
-		RetryBackoff:    100 * time.Millisecond,
-		RetryBackoffMax: 10 * time.Second,
-		BreakerFailures: 100,
+		Owner:              testOwner,
+		Lease:              time.Minute,
+		MaxDeliver:         5,
+		RetryBackoff:       100 * time.Millisecond,
+		RetryBackoffMax:    10 * time.Second,
+		RateBurst:          1,
+		BreakerFailures:    100,
+		BreakerOpenTimeout: 30 * time.Second,
 	}
 }
 

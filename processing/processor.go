@@ -53,61 +53,65 @@ type Gateway interface {
 	Lookup(ctx context.Context, key string) (payment.LookupResult, error)
 }
 
-// Config configures a Processor. The zero value of each field means its default.
+// Config configures a Processor. It has no defaults: the worker fills it
+// from the settings of the config package, whose table holds them (each
+// field names its setting), and New panics when a field is missing or out of
+// range (see Validate).
 type Config struct {
-	// Owner identifies this worker process in leases. Required.
+	// Owner identifies this worker process in leases (PAYSTREAM_WORKER_ID).
+	// Required.
 	Owner string
-	// Lease is how long a claim lasts; it must exceed the gateway timeout.
-	// Default 30s.
+	// Lease is how long a claim lasts (PAYSTREAM_LEASE); it must exceed the
+	// gateway timeout. Must be > 0.
 	Lease time.Duration
-	// MaxDeliver is the number of deliveries a message gets; a retryable
-	// failure on the last one records failed and dead-letters exhausted.
-	// Default 10.
+	// MaxDeliver is the number of deliveries a message gets
+	// (PAYSTREAM_MAX_DELIVER); a retryable failure on the last one records
+	// failed and dead-letters exhausted. At least 1.
 	MaxDeliver int
-	// RetryBackoff is the base of the exponential retry backoff; default 500ms.
+	// RetryBackoff is the base of the exponential retry backoff
+	// (PAYSTREAM_RETRY_BACKOFF). Must be > 0.
 	RetryBackoff time.Duration
-	// RetryBackoffMax caps the retry backoff; default 30s.
+	// RetryBackoffMax caps the retry backoff (PAYSTREAM_RETRY_BACKOFF_MAX);
+	// at least RetryBackoff.
 	RetryBackoffMax time.Duration
-	// RateLimit is gateway calls per second for this process; 0 is unlimited.
+	// RateLimit is gateway calls per second for this process
+	// (PAYSTREAM_RATE_LIMIT), ≥ 0; 0 is unlimited.
 	RateLimit float64
-	// RateBurst is the rate limiter's burst; default 1.
+	// RateBurst is the rate limiter's burst (PAYSTREAM_RATE_BURST). At
+	// least 1.
 	RateBurst int
 	// BreakerFailures is the number of consecutive gateway failures that open
-	// the breaker; default 5.
+	// the breaker (PAYSTREAM_BREAKER_FAILURES). At least 1.
 	BreakerFailures uint32
-	// BreakerOpenTimeout is how long the breaker stays open; default 30s.
+	// BreakerOpenTimeout is how long the breaker stays open
+	// (PAYSTREAM_BREAKER_OPEN_TIMEOUT). Must be > 0.
 	BreakerOpenTimeout time.Duration
-	// Limits bounds request fields.
+	// Limits bounds request fields (PAYSTREAM_MAX_AMOUNT_MINOR); its zero
+	// value means the contract's (payment.Limits).
 	Limits payment.Limits
 }
 
-// WithDefaults returns a copy of c with zero fields set to their defaults.
-func (c Config) WithDefaults() Config {
-	if c.Lease <= 0 {
-		c.Lease = 30 * time.Second
+// Validate returns nil, or one error listing every missing or out-of-range
+// field of c, joined with errors.Join. New panics with it: a Config the
+// worker filled from a validated config.Config is always valid, so an
+// invalid one is a wiring bug.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
 	}
-	if c.MaxDeliver <= 0 {
-		c.MaxDeliver = 10
-	}
-	if c.RetryBackoff <= 0 {
-		c.RetryBackoff = 500 * time.Millisecond
-	}
-	if c.RetryBackoffMax <= 0 {
-		c.RetryBackoffMax = 30 * time.Second
-	}
-	if c.RetryBackoffMax < c.RetryBackoff {
-		c.RetryBackoffMax = c.RetryBackoff
-	}
-	if c.RateBurst <= 0 {
-		c.RateBurst = 1
-	}
-	if c.BreakerFailures == 0 {
-		c.BreakerFailures = 5
-	}
-	if c.BreakerOpenTimeout <= 0 {
-		c.BreakerOpenTimeout = 30 * time.Second
-	}
-	return c
+	check(c.Owner != "", "owner: required")
+	check(c.Lease > 0, "lease %v: must be greater than 0", c.Lease)
+	check(c.MaxDeliver >= 1, "max deliver %d: must be at least 1", c.MaxDeliver)
+	check(c.RetryBackoff > 0, "retry backoff %v: must be greater than 0", c.RetryBackoff)
+	check(c.RetryBackoffMax >= c.RetryBackoff, "retry backoff max %v: must be at least the retry backoff, %v", c.RetryBackoffMax, c.RetryBackoff)
+	check(c.RateLimit >= 0, "rate limit %v: must not be negative", c.RateLimit)
+	check(c.RateBurst >= 1, "rate burst %d: must be at least 1", c.RateBurst)
+	check(c.BreakerFailures >= 1, "breaker failures %d: must be at least 1", c.BreakerFailures)
+	check(c.BreakerOpenTimeout > 0, "breaker open timeout %v: must be greater than 0", c.BreakerOpenTimeout)
+	return errors.Join(errs...)
 }
 
 // Message is one delivery of a payment request.
@@ -182,12 +186,15 @@ type Processor struct {
 // while a half-open breaker's probe runs.
 const halfOpenPoll = 20 * time.Millisecond
 
-// New returns a Processor. It panics on a missing dependency (a wiring bug).
+// New returns a Processor. It panics on a missing dependency or an invalid
+// Config (wiring bugs).
 func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *telemetry.Metrics) *Processor {
-	if claims == nil || gw == nil || m == nil || cfg.Owner == "" {
-		panic("processing.New: claims, gateway, metrics and Owner are required")
+	if claims == nil || gw == nil || m == nil {
+		panic("processing.New: claims, gateway and metrics are required")
 	}
-	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		panic("processing.New: invalid Config: " + err.Error())
+	}
 	p := &Processor{cfg: cfg, claims: claims, gw: gw, log: logger.With().Str("component", "processing").Logger(), m: m}
 	limit := rate.Inf
 	if cfg.RateLimit > 0 {

@@ -15,23 +15,54 @@ import (
 // errNoRequest: a stuck row without the stored request to re-publish.
 var errNoRequest = errors.New("no stored request to re-publish")
 
-// SweeperConfig configures a Sweeper. Zero fields take their defaults.
+// SweeperConfig configures a Sweeper. Interval and Grace have no defaults:
+// the worker fills them from the settings of the config package, and
+// NewSweeper panics when one is missing or out of range (see Validate).
 type SweeperConfig struct {
-	// Interval between sweeps; default 30s.
+	// Interval between sweeps (PAYSTREAM_SWEEP_INTERVAL). Must be > 0.
 	Interval time.Duration
-	// Grace is how long past its lease's end a row must be to count as stuck;
-	// default 5m.
+	// Grace is how long past its lease's end a row must be to count as stuck,
+	// and how long before a row swept is swept again
+	// (PAYSTREAM_SWEEP_GRACE). Must be > 0.
 	Grace time.Duration
-	// Limit is the most rows re-published per sweep; default 500.
+	// Limit is the most rows re-published per sweep. It is no setting of
+	// the worker: 0 means DefaultSweepLimit.
 	Limit int
-	// Retention is how long final rows are kept; 0 keeps them for ever.
+	// Retention is how long final rows are kept (PAYSTREAM_RETENTION); 0
+	// keeps them for ever.
 	Retention time.Duration
 	// Limits are the request limits a stored request must still meet to be
 	// re-published; one that no longer does is settled failed (§6.9).
 	Limits payment.Limits
-	// LookupTimeout bounds the lookup made before such a row is settled;
-	// default 10s.
+	// LookupTimeout bounds the lookup made before such a row is settled
+	// (PAYSTREAM_GATEWAY_TIMEOUT). Must be > 0.
 	LookupTimeout time.Duration
+}
+
+// DefaultSweepLimit is the most rows a sweep re-publishes when
+// SweeperConfig.Limit is 0.
+const DefaultSweepLimit = 500
+
+// Validate returns nil, or one error listing every out-of-range field of c,
+// joined with errors.Join. NewSweeper panics with it (a wiring bug).
+func (c SweeperConfig) Validate() error {
+	var errs []error
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("interval %v: must be greater than 0", c.Interval))
+	}
+	if c.Grace <= 0 {
+		errs = append(errs, fmt.Errorf("grace %v: must be greater than 0", c.Grace))
+	}
+	if c.Limit < 0 {
+		errs = append(errs, fmt.Errorf("limit %d: must not be negative", c.Limit))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("retention %v: must not be negative", c.Retention))
+	}
+	if c.LookupTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("lookup timeout %v: must be greater than 0", c.LookupTimeout))
+	}
+	return errors.Join(errs...)
 }
 
 // SweeperDeps are what a Sweeper works with. FindFunc, RepublishFunc,
@@ -78,17 +109,11 @@ func NewSweeper(cfg SweeperConfig, deps SweeperDeps, logger zerolog.Logger, m *t
 		deps.AnnounceFunc == nil || deps.LookupFunc == nil || m == nil {
 		panic("processing.NewSweeper: find, republish, settle, dead-letter, announce, lookup and metrics are required")
 	}
-	if cfg.Interval <= 0 {
-		cfg.Interval = 30 * time.Second
+	if err := cfg.Validate(); err != nil {
+		panic("processing.NewSweeper: invalid SweeperConfig: " + err.Error())
 	}
-	if cfg.Grace <= 0 {
-		cfg.Grace = 5 * time.Minute
-	}
-	if cfg.Limit <= 0 {
-		cfg.Limit = 500
-	}
-	if cfg.LookupTimeout <= 0 {
-		cfg.LookupTimeout = 10 * time.Second
+	if cfg.Limit == 0 {
+		cfg.Limit = DefaultSweepLimit
 	}
 	return &Sweeper{cfg: cfg, deps: deps, log: logger.With().Str("component", "sweeper").Logger(), m: m}
 }

@@ -158,7 +158,20 @@ func (s *fakeSweepStore) deps(withDelete bool) processing.SweeperDeps {
 	return d
 }
 
-func newTestSweeper(cfg processing.SweeperConfig, s *fakeSweepStore, withDelete bool) (*processing.Sweeper, *telemetry.Metrics) {
+// testSweeperConfig is the sweeper configuration of the tests: the worker's
+// default interval (30s) and grace (5m), the package's default limit, no
+// retention.
+func testSweeperConfig() processing.SweeperConfig {
+	return processing.SweeperConfig{Interval: 30 * time.Second, Grace: 5 * time.Minute, LookupTimeout: 10 * time.Second}
+}
+
+// newTestSweeper returns a Sweeper over s with testSweeperConfig changed by
+// tweak (when not nil).
+func newTestSweeper(tweak func(*processing.SweeperConfig), s *fakeSweepStore, withDelete bool) (*processing.Sweeper, *telemetry.Metrics) {
+	cfg := testSweeperConfig()
+	if tweak != nil {
+		tweak(&cfg)
+	}
 	m := telemetry.New(prometheus.NewRegistry())
 	return processing.NewSweeper(cfg, s.deps(withDelete), zerolog.Nop(), m), m
 }
@@ -173,7 +186,7 @@ func TestSweepOnce(t *testing.T) {
 	}
 	tests := []struct {
 		name      string
-		cfg       processing.SweeperConfig
+		cfg       func(*processing.SweeperConfig)
 		store     *fakeSweepStore
 		wantN     int
 		wantErrs  []error
@@ -190,7 +203,7 @@ func TestSweepOnce(t *testing.T) {
 		},
 		{
 			name:     "passes grace and limit",
-			cfg:      processing.SweeperConfig{Grace: 5 * time.Second, Limit: 7},
+			cfg:      func(c *processing.SweeperConfig) { c.Grace, c.Limit = 5*time.Second, 7 },
 			store:    &fakeSweepStore{rows: stuckRows[:1], ok: true},
 			wantN:    1,
 			wantPub:  all[:1],
@@ -267,7 +280,7 @@ func TestSweeperRun(t *testing.T) {
 	t.Run("sweeps and deletes every interval until cancelled", func(t *testing.T) {
 		t.Parallel()
 		store := &fakeSweepStore{rows: stuckRows[:1], ok: true, findSeen: make(chan struct{}, 1)}
-		sw, _ := newTestSweeper(processing.SweeperConfig{Interval: time.Millisecond, Retention: time.Hour}, store, true)
+		sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval, c.Retention = time.Millisecond, time.Hour }, store, true)
 
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
@@ -293,7 +306,7 @@ func TestSweeperRun(t *testing.T) {
 		t.Parallel()
 		for _, withDelete := range []bool{true, false} {
 			store := &fakeSweepStore{ok: true, findSeen: make(chan struct{}, 1)}
-			sw, _ := newTestSweeper(processing.SweeperConfig{Interval: time.Millisecond}, store, withDelete)
+			sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval = time.Millisecond }, store, withDelete)
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan error, 1)
 			go func() { done <- sw.Run(ctx) }()
@@ -310,7 +323,7 @@ func TestSweeperRun(t *testing.T) {
 	t.Run("keeps sweeping after errors", func(t *testing.T) {
 		t.Parallel()
 		store := &fakeSweepStore{findErr: errors.New("db down"), findSeen: make(chan struct{}, 1)}
-		sw, _ := newTestSweeper(processing.SweeperConfig{Interval: time.Millisecond}, store, false)
+		sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval = time.Millisecond }, store, false)
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- sw.Run(ctx) }()
@@ -324,7 +337,7 @@ func TestSweeperRun(t *testing.T) {
 	t.Run("returns at once when cancelled before the first interval", func(t *testing.T) {
 		t.Parallel()
 		store := &fakeSweepStore{ok: true}
-		sw, _ := newTestSweeper(processing.SweeperConfig{Interval: time.Hour}, store, true)
+		sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval = time.Hour }, store, true)
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- sw.Run(ctx) }()
@@ -349,9 +362,9 @@ func TestConstructorsRequireDependencies(t *testing.T) {
 	} {
 		deps := store.deps(false)
 		drop(&deps)
-		require.Panics(t, func() { processing.NewSweeper(processing.SweeperConfig{}, deps, zerolog.Nop(), m) })
+		require.Panics(t, func() { processing.NewSweeper(testSweeperConfig(), deps, zerolog.Nop(), m) })
 	}
-	require.Panics(t, func() { processing.NewSweeper(processing.SweeperConfig{}, store.deps(false), zerolog.Nop(), nil) })
+	require.Panics(t, func() { processing.NewSweeper(testSweeperConfig(), store.deps(false), zerolog.Nop(), nil) })
 
 	gw, claims := newFakeGateway(), &fakeClaims{}
 	require.Panics(t, func() { processing.New(processing.Config{}, claims, gw, zerolog.Nop(), m) }, "Owner is required")
@@ -366,7 +379,7 @@ func TestConstructorsRequireDependencies(t *testing.T) {
 // instead of being re-published for ever.
 func TestSweepSettlesStoredRequestsThatNoLongerValidate(t *testing.T) {
 	t.Parallel()
-	cfg := processing.SweeperConfig{Limits: payment.Limits{MaxAmountMinor: 150}} // bodies B and C ask more
+	limits := func(c *processing.SweeperConfig) { c.Limits = payment.Limits{MaxAmountMinor: 150} } // bodies B and C ask more
 	tests := []struct {
 		name       string
 		lookupRes  payment.LookupResult
@@ -382,7 +395,7 @@ func TestSweepSettlesStoredRequestsThatNoLongerValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			store := &fakeSweepStore{rows: stuckRows, ok: true, lookupRes: tt.lookupRes, lookupErr: tt.lookupErr}
-			sw, m := newTestSweeper(cfg, store, false)
+			sw, m := newTestSweeper(limits, store, false)
 			n, err := sw.SweepOnce(t.Context())
 			require.Equal(t, 1, n, "only the valid request is re-published")
 			_, pubs, _ := store.snapshot()

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/paystream/paystream/consumer"
+	"github.com/paystream/paystream/internal/testenv/defaults"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 )
 
@@ -46,7 +46,7 @@ func setup(t *testing.T, opts ...setupOpts) *testBundle {
 		return b
 	}
 	// The stream as the worker provisions it.
-	sc := consumer.Config{}.StreamConfigs()[0]
+	sc := defaults.Consumer().StreamConfigs()[0]
 	if o.subjects != nil {
 		sc.Subjects = o.subjects
 	}

@@ -12,13 +12,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/paystream/paystream/contract"
 	"github.com/paystream/paystream/payment"
 )
 
-// Defaults of Config.
+// Defaults of Config. DefaultSubjectPrefix and DefaultStream are the names of
+// docs/contract.md §3 (package contract), which the workers provision unless
+// told otherwise.
 const (
-	DefaultSubjectPrefix = "payments"
-	DefaultStream        = "PAYMENTS"
+	DefaultSubjectPrefix = contract.SubjectPrefix
+	DefaultStream        = contract.Stream
 	DefaultMaxPending    = 256
 	DefaultRetries       = 5
 	DefaultRetryWait     = 100 * time.Millisecond
@@ -33,11 +36,11 @@ const maxRetryWait = 2 * time.Second
 type Config struct {
 	// SubjectPrefix is the first token(s) of the request subjects:
 	// requests go to <SubjectPrefix>.requests.<merchant_id>.
-	// Default "payments".
+	// Default DefaultSubjectPrefix, "payments".
 	SubjectPrefix string
 	// Stream is the JetStream stream that must capture the request subjects.
 	// Every publish expects it (Nats-Expected-Stream), so a message never
-	// lands in another stream. Default "PAYMENTS".
+	// lands in another stream. Default DefaultStream, "PAYMENTS".
 	Stream string
 	// MaxPending is the largest number of PublishAsync publishes outstanding
 	// at once; PublishAsync blocks while that many are. Default 256.

@@ -74,6 +74,7 @@ func (cfg BatcherConfig) WithDefaults() BatcherConfig {
 // not have been written, as with any lost reply.
 type Batcher struct {
 	cfg     BatcherConfig
+	s       *Store
 	started atomic.Bool
 	// stopped is closed when Run no longer accepts requests.
 	stopped chan struct{}
@@ -87,7 +88,7 @@ type Batcher struct {
 // start it.
 func NewBatcher(s *Store, cfg BatcherConfig) *Batcher {
 	cfg = cfg.WithDefaults()
-	b := &Batcher{cfg: cfg, stopped: make(chan struct{})}
+	b := &Batcher{cfg: cfg, s: s, stopped: make(chan struct{})}
 	b.claims = newLane(cfg, b.stopped, s.execClaims)
 	b.completes = newLane(cfg, b.stopped, s.execCompletes)
 	b.releases = newLane(cfg, b.stopped, s.execReleases)
@@ -123,6 +124,13 @@ func (b *Batcher) Claim(ctx context.Context, c payment.Claim) (payment.ClaimResu
 // the lease is no longer the current one.
 func (b *Batcher) Complete(ctx context.Context, c payment.Completion) (payment.Record, error) {
 	return b.completes.do(ctx, c)
+}
+
+// ExtendLease is Store.ExtendLease, straight to the store: extensions are
+// rare (one per third of a lease per long call) and gain nothing from a
+// batch.
+func (b *Batcher) ExtendLease(ctx context.Context, key string, attempt int, owner string, lease time.Duration) error {
+	return b.s.ExtendLease(ctx, key, attempt, owner, lease)
 }
 
 // Release is Store.Release through the batcher: payment.ErrFenced when the

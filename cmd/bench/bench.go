@@ -20,6 +20,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/paystream/paystream/consumer"
+	"github.com/paystream/paystream/internal/testenv/defaults"
 	"github.com/paystream/paystream/internal/testenv/localstack"
 	"github.com/paystream/paystream/payment"
 )
@@ -36,7 +37,7 @@ type bench struct {
 }
 
 func newBench(ctx context.Context, o options, log io.Writer) (_ *bench, err error) {
-	b := &bench{o: o, log: log, ccfg: consumer.Config{}.WithDefaults()}
+	b := &bench{o: o, log: log, ccfg: defaults.Consumer().WithDefaults()}
 	defer func() {
 		if err != nil {
 			b.close()

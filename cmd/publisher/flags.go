@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/url"
 	"strings"
 
+	"github.com/paystream/paystream/config"
 	"github.com/paystream/paystream/publish"
 )
 
@@ -25,13 +25,9 @@ func (e *usageError) Unwrap() []error { return []error{errUsage, e.err} }
 
 // options are the parsed command line.
 type options struct {
-	natsURL       string
-	natsCreds     string
-	natsUser      string
-	natsPassword  string
-	natsToken     string
-	subjectPrefix string
-	stream        string
+	// cfg holds the settings shared with the worker (sharedSettings); its
+	// other fields are unused.
+	cfg config.Config
 
 	count      int
 	rate       float64
@@ -46,23 +42,19 @@ type options struct {
 	summaryJSN bool
 }
 
-// sharedEnv maps the flags shared with the worker to their environment
-// variables (docs/contract.md §8).
-var sharedEnv = [...]struct{ flag, env string }{
-	{"nats-url", "PAYSTREAM_NATS_URL"},
-	{"nats-creds", "PAYSTREAM_NATS_CREDS"},
-	{"nats-user", "PAYSTREAM_NATS_USER"},
-	{"nats-password", "PAYSTREAM_NATS_PASSWORD"},
-	{"nats-token", "PAYSTREAM_NATS_TOKEN"},
-	{"subject-prefix", "PAYSTREAM_SUBJECT_PREFIX"},
-	{"stream", "PAYSTREAM_STREAM"},
+// sharedSettings are the settings of the config package's table that the
+// publisher reads as the worker does, with the same flags, PAYSTREAM_*
+// environment variables and rules: the NATS connection, and where requests
+// go.
+func sharedSettings() []string {
+	return append(config.NATSSettings(), "STREAM", "SUBJECT_PREFIX")
 }
 
 // generatorFlags make no sense with --from.
 var generatorFlags = [...]string{"count", "duplicates", "invalid", "merchants", "seed"}
 
-// parseFlags parses args, then the environment for shared flags not given,
-// and returns every problem at once.
+// parseFlags parses args and the environment (for the shared settings; flags
+// win) and returns every problem at once.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("publisher", flag.ContinueOnError)
@@ -71,14 +63,6 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		fmt.Fprintf(fs.Output(), "Usage: publisher [flags]\n\nPublishes generated payment requests, or JSON lines with --from, to JetStream.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-
-	fs.StringVar(&o.natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated (PAYSTREAM_NATS_URL)")
-	fs.StringVar(&o.natsCreds, "nats-creds", "", "NATS credentials file (PAYSTREAM_NATS_CREDS)")
-	fs.StringVar(&o.natsUser, "nats-user", "", "NATS user (PAYSTREAM_NATS_USER)")
-	fs.StringVar(&o.natsPassword, "nats-password", "", "NATS password; prefer the environment (PAYSTREAM_NATS_PASSWORD)")
-	fs.StringVar(&o.natsToken, "nats-token", "", "NATS token; prefer the environment (PAYSTREAM_NATS_TOKEN)")
-	fs.StringVar(&o.subjectPrefix, "subject-prefix", publish.DefaultSubjectPrefix, "requests go to <prefix>.requests.<merchant_id> (PAYSTREAM_SUBJECT_PREFIX)")
-	fs.StringVar(&o.stream, "stream", publish.DefaultStream, "JetStream stream of the requests (PAYSTREAM_STREAM)")
 
 	fs.IntVar(&o.count, "count", 1000, "number of generated messages")
 	fs.Float64Var(&o.rate, "rate", 0, "messages per second; 0 = as fast as possible")
@@ -91,42 +75,38 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
 	fs.BoolVar(&o.summaryJSN, "summary-json", false, "print the summary as one JSON object")
 
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return o, err
-		}
+	// ParseSettings parses the whole command line, our flags too. Invalid
+	// shared settings come back as *config.SettingError values, reported
+	// below with our own problems; anything else means the command line
+	// itself did not parse.
+	var errs []error
+	cfg, err := config.ParseSettings(fs, args, lookupEnv(getenv), sharedSettings()...)
+	var settingErr *config.SettingError
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return o, err
+	case errors.As(err, &settingErr):
+		errs = append(errs, err)
+	case err != nil:
 		return o, &usageError{err}
 	}
+	o.cfg = cfg
 
-	var errs []error
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments: %q", fs.Args()))
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for _, e := range sharedEnv {
-		if set[e.flag] {
-			continue
-		}
-		if v := getenv(e.env); v != "" {
-			if err := fs.Set(e.flag, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", e.env, err))
-			}
-		}
-	}
 	o.seedSet = set["seed"]
 
-	if o.natsURL == "" {
-		errs = append(errs, errors.New("--nats-url (PAYSTREAM_NATS_URL): must not be empty"))
+	// The publisher has always refused a token together with a user: its
+	// own flags used to send only one of them. The worker, which may face a
+	// server that wants both, accepts the pair.
+	if o.cfg.NATSToken != "" && o.cfg.NATSUser != "" {
+		errs = append(errs, errors.New("PAYSTREAM_NATS_TOKEN (--nats-token): cannot be combined with PAYSTREAM_NATS_USER (--nats-user) in the publisher"))
 	}
-	if o.natsToken != "" && (o.natsUser != "" || o.natsPassword != "") {
-		errs = append(errs, errors.New("--nats-token (PAYSTREAM_NATS_TOKEN): cannot be combined with a user and password"))
-	}
-	if o.natsPassword != "" && o.natsUser == "" {
-		errs = append(errs, errors.New("--nats-password (PAYSTREAM_NATS_PASSWORD): needs --nats-user (PAYSTREAM_NATS_USER)"))
-	}
-	if err := (publish.Config{SubjectPrefix: o.subjectPrefix, Stream: o.stream, MaxPending: o.maxPending}).Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("--subject-prefix, --stream or --max-pending: %w", err))
+	if o.maxPending < 1 {
+		errs = append(errs, fmt.Errorf("--max-pending %d: the max pending publishes must be at least 1", o.maxPending))
 	}
 	if o.count < 0 {
 		errs = append(errs, fmt.Errorf("--count %d: must not be negative", o.count))
@@ -157,22 +137,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	return o, nil
 }
 
-// redactURLs returns the comma-separated URLs of s with any password
-// replaced, for messages.
-func redactURLs(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if u, err := url.Parse(p); err == nil && u.User != nil {
-			if _, has := u.User.Password(); has {
-				p = u.Redacted()
-			} else {
-				// A bare token as user name is a secret too.
-				u.User = url.User("xxxxx")
-				p = u.String()
-			}
-		}
-		parts[i] = p
+// lookupEnv adapts getenv to config's lookup, for which an empty variable
+// counts as unset anyway.
+func lookupEnv(getenv func(string) string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v := getenv(k)
+		return v, v != ""
 	}
-	return strings.Join(parts, ",")
 }

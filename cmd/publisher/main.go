@@ -36,10 +36,14 @@
 // waits a few seconds for the publishes in flight, and prints the partial
 // summary).
 //
-// Connection settings also come from the environment, flags winning:
+// The publisher shares settings with the worker, read from the same rows of
+// the config package's table: the same flags and environment variables (flags
+// winning), defaults and checks. They are the NATS connection —
 // PAYSTREAM_NATS_URL, PAYSTREAM_NATS_CREDS, PAYSTREAM_NATS_USER,
-// PAYSTREAM_NATS_PASSWORD, PAYSTREAM_NATS_TOKEN, PAYSTREAM_SUBJECT_PREFIX and
-// PAYSTREAM_STREAM.
+// PAYSTREAM_NATS_PASSWORD, PAYSTREAM_NATS_TOKEN, PAYSTREAM_NATS_TLS_CA,
+// PAYSTREAM_NATS_TLS_CERT and PAYSTREAM_NATS_TLS_KEY, connected through
+// package natsconn as the worker connects (docs/security.md) — and
+// PAYSTREAM_STREAM and PAYSTREAM_SUBJECT_PREFIX.
 package main
 
 import (

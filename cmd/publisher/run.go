@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
+	"github.com/paystream/paystream/natsconn"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/publish"
 )
@@ -65,8 +66,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	pub, err := publish.New(ctx, js, publish.Config{
-		SubjectPrefix: o.subjectPrefix,
-		Stream:        o.stream,
+		SubjectPrefix: o.cfg.SubjectPrefix,
+		Stream:        o.cfg.Stream,
 		MaxPending:    o.maxPending,
 	})
 	if err != nil {
@@ -161,23 +162,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	return nil
 }
 
-// connect connects to NATS with the options' credentials.
+// connect connects to NATS with the shared connection code, as the worker
+// does, but fails at once when no server answers.
 func connect(o options) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name("paystream-publisher")}
-	if o.natsCreds != "" {
-		opts = append(opts, nats.UserCredentials(o.natsCreds))
-	}
-	switch {
-	case o.natsUser != "":
-		opts = append(opts, nats.UserInfo(o.natsUser, o.natsPassword))
-	case o.natsToken != "":
-		opts = append(opts, nats.Token(o.natsToken))
-	}
-	nc, err := nats.Connect(o.natsURL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(o.natsURL), err)
-	}
-	return nc, nil
+	return natsconn.Connect(natsconn.Options{
+		URLs:      o.cfg.NATSURLs,
+		CredsFile: o.cfg.NATSCreds,
+		User:      o.cfg.NATSUser,
+		Password:  o.cfg.NATSPassword,
+		Token:     o.cfg.NATSToken,
+		TLSCA:     o.cfg.NATSTLSCA,
+		TLSCert:   o.cfg.NATSTLSCert,
+		TLSKey:    o.cfg.NATSTLSKey,
+		Name:      "paystream-publisher",
+	})
 }
 
 // counters are the run's tallies, updated from publish goroutines.

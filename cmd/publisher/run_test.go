@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,12 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/paystream/paystream/consumer"
+	"github.com/paystream/paystream/internal/testenv/defaults"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/publish"
 )
@@ -37,17 +39,24 @@ type testBundle struct {
 // <prefix>.requests.>, as the worker provisions it.
 func setup(t *testing.T, name, prefix string) *testBundle {
 	t.Helper()
-	srv := natstest.New(t)
-	nc, err := nats.Connect(srv.URL())
+	return setupAt(t, natstest.New(t).URL(), name, prefix)
+}
+
+// setupAt is setup on the server at url, which a client reaches with opts.
+func setupAt(t *testing.T, url, name, prefix string, opts ...nats.Option) *testBundle {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	b := &testBundle{url: srv.URL(), js: js}
+	b := &testBundle{url: url, js: js}
 	if name == "" {
 		return b
 	}
-	b.stream, err = js.CreateStream(testContext(t), consumer.Config{Stream: name, SubjectPrefix: prefix}.StreamConfigs()[0])
+	ccfg := defaults.Consumer()
+	ccfg.Stream, ccfg.SubjectPrefix = name, prefix
+	b.stream, err = js.CreateStream(testContext(t), ccfg.StreamConfigs()[0])
 	require.NoError(t, err)
 	return b
 }
@@ -360,10 +369,68 @@ func TestRunUsage(t *testing.T) {
 	})
 }
 
-func TestRedactURLs(t *testing.T) {
+// TestRunAuthenticatesToNATS publishes to servers that require mutual TLS
+// or a user and password, given the settings the worker reads for them.
+func TestRunAuthenticatesToNATS(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, "nats://a:1,nats://u:xxxxx@b:2,nats://xxxxx@c:3",
-		redactURLs("nats://a:1, nats://u:p@b:2,nats://tok@c:3"))
+	type setup struct {
+		configure  func(*server.Options)
+		tls        bool // connect to the tls:// URL
+		env        map[string]string
+		clientOpts []nats.Option
+		// refused is an environment that the server must refuse, which
+		// shows that it does require the method.
+		refused map[string]string
+	}
+	cases := map[string]func(t *testing.T) setup{
+		"mutual TLS": func(t *testing.T) setup {
+			f := natstest.NewTLSFiles(t)
+			return setup{
+				configure: f.RequireMutualTLS(t),
+				tls:       true,
+				env: map[string]string{
+					"PAYSTREAM_NATS_TLS_CA":   f.CA,
+					"PAYSTREAM_NATS_TLS_CERT": f.ClientCert,
+					"PAYSTREAM_NATS_TLS_KEY":  f.ClientKey,
+				},
+				clientOpts: []nats.Option{nats.RootCAs(f.CA), nats.ClientCert(f.ClientCert, f.ClientKey)},
+				refused:    map[string]string{"PAYSTREAM_NATS_TLS_CA": f.CA}, // no client certificate
+			}
+		},
+		"user and password": func(*testing.T) setup {
+			return setup{
+				configure:  func(o *server.Options) { o.Username, o.Password = "paystream", "s3cret" },
+				env:        map[string]string{"PAYSTREAM_NATS_USER": "paystream", "PAYSTREAM_NATS_PASSWORD": "s3cret"},
+				clientOpts: []nats.Option{nats.UserInfo("paystream", "s3cret")},
+				refused:    map[string]string{"PAYSTREAM_NATS_USER": "paystream", "PAYSTREAM_NATS_PASSWORD": "wrong"},
+			}
+		},
+	}
+	for name, mk := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := mk(t)
+			srv := natstest.New(t, natstest.Options{Configure: s.configure})
+			url := srv.URL()
+			if s.tls {
+				url = srv.TLSURL()
+			}
+			b := setupAt(t, url, "PAYMENTS", "payments", s.clientOpts...)
+
+			refused := map[string]string{"PAYSTREAM_NATS_URL": url}
+			maps.Copy(refused, s.refused)
+			res := runCmd(testContext(t), []string{"--count", "1"}, refused, "")
+			require.ErrorContains(t, res.err, "connect to NATS at "+url)
+			require.NotContains(t, res.err.Error(), "wrong", "no password in the error")
+
+			env := map[string]string{"PAYSTREAM_NATS_URL": url}
+			maps.Copy(env, s.env)
+			res = runCmd(testContext(t), []string{"--count", "20", "--quiet", "--summary-json"}, env, "")
+			require.NoError(t, res.err, "stderr: %s", res.stderr)
+			require.Equal(t, int64(20), decodeSummary(t, res.stdout).Published)
+			require.Equal(t, uint64(20), b.msgs(t))
+		})
+	}
 }
 
 func TestProgressLines(t *testing.T) {

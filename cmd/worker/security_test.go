@@ -2,28 +2,18 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -173,33 +163,27 @@ func TestWorkerAuthenticatesToNATS(t *testing.T) {
 			}
 		},
 		"credentials file (operator mode)": func(t *testing.T) setup {
-			op := newOperator(t)
-			other := newOperator(t) // a user of an account the server does not trust
+			op := natstest.NewOperator(t)
+			other := natstest.NewOperator(t) // a user of an account the server does not trust
 			return setup{
-				configure:  op.configure,
-				env:        map[string]string{"PAYSTREAM_NATS_CREDS": op.credsFile},
-				clientOpts: []nats.Option{nats.UserCredentials(op.credsFile)},
-				refused:    []nats.Option{nats.UserCredentials(other.credsFile)},
+				configure:  op.Configure,
+				env:        map[string]string{"PAYSTREAM_NATS_CREDS": op.CredsFile},
+				clientOpts: []nats.Option{nats.UserCredentials(op.CredsFile)},
+				refused:    []nats.Option{nats.UserCredentials(other.CredsFile)},
 			}
 		},
 		"mutual TLS": func(t *testing.T) setup {
-			f := writeTLSFiles(t)
+			f := natstest.NewTLSFiles(t)
 			return setup{
-				configure: func(o *server.Options) {
-					tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
-						CertFile: f.serverCert, KeyFile: f.serverKey, CaFile: f.ca, Verify: true,
-					})
-					require.NoError(t, err)
-					o.TLSConfig, o.TLS, o.TLSVerify, o.TLSTimeout = tc, true, true, 5
-				},
-				tls: true,
+				configure: f.RequireMutualTLS(t),
+				tls:       true,
 				env: map[string]string{
-					"PAYSTREAM_NATS_TLS_CA":   f.ca,
-					"PAYSTREAM_NATS_TLS_CERT": f.clientCert,
-					"PAYSTREAM_NATS_TLS_KEY":  f.clientKey,
+					"PAYSTREAM_NATS_TLS_CA":   f.CA,
+					"PAYSTREAM_NATS_TLS_CERT": f.ClientCert,
+					"PAYSTREAM_NATS_TLS_KEY":  f.ClientKey,
 				},
-				clientOpts: []nats.Option{nats.RootCAs(f.ca), nats.ClientCert(f.clientCert, f.clientKey)},
-				refused:    []nats.Option{nats.RootCAs(f.ca)}, // no client certificate
+				clientOpts: []nats.Option{nats.RootCAs(f.CA), nats.ClientCert(f.ClientCert, f.ClientKey)},
+				refused:    []nats.Option{nats.RootCAs(f.CA)}, // no client certificate
 			}
 		},
 	}
@@ -210,7 +194,7 @@ func TestWorkerAuthenticatesToNATS(t *testing.T) {
 			ns := natstest.New(t, natstest.Options{Configure: s.configure})
 			natsURL := ns.URL()
 			if s.tls {
-				natsURL = "tls://" + strings.TrimPrefix(natsURL, "nats://")
+				natsURL = ns.TLSURL()
 			}
 			if s.refused != nil {
 				nc, err := nats.Connect(natsURL, append(s.refused, nats.Timeout(5*time.Second))...)
@@ -309,17 +293,17 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	t.Parallel()
 	natsPassword := randomString(t, "natspw-")
 	natsToken := randomString(t, "natstok-")
-	op := newOperator(t) // for a real credentials file: seed and JWT
+	op := natstest.NewOperator(t) // for a real credentials file: seed and JWT
 	const paymentMethod = "pm_secret_tok_123"
 	const card = "4000 0566 5566 5556" // passes the Luhn check
 
 	ns := natstest.New(t, natstest.Options{Configure: func(o *server.Options) {
 		o.AlwaysEnableNonce = true
 		o.CustomClientAuthentication = allSecretsAuth{user: "paystream", password: natsPassword,
-			token: natsToken, userPub: op.userPub}
+			token: natsToken, userPub: op.UserPub}
 	}})
 	natsOpts := []nats.Option{nats.UserInfo("paystream", natsPassword), nats.Token(natsToken),
-		nats.UserCredentials(op.credsFile), nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
+		nats.UserCredentials(op.CredsFile), nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
 	_, err := nats.Connect(ns.URL(), nats.UserInfo("paystream", natsPassword), nats.Token(natsToken))
 	require.Error(t, err, "the server requires the credentials file too")
 
@@ -329,7 +313,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	env["PAYSTREAM_NATS_USER"] = "paystream"
 	env["PAYSTREAM_NATS_PASSWORD"] = natsPassword
 	env["PAYSTREAM_NATS_TOKEN"] = natsToken
-	env["PAYSTREAM_NATS_CREDS"] = op.credsFile
+	env["PAYSTREAM_NATS_CREDS"] = op.CredsFile
 	// Gateway failures, so that retries and their errors are logged too.
 	env["PAYSTREAM_FAKE_FAILURE_RATE"] = "0.3"
 	env["PAYSTREAM_RETRY_BACKOFF"] = "10ms"
@@ -390,7 +374,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	for _, want := range []string{
 		"starting worker", `"payment_id":"p7"`, "retry later", "nats disconnected", "nats reconnected",
 		`"reason":"invalid"`, `"reason":"conflict"`, `"database_url":"postgres://ps_role_`,
-		`"nats_creds":"` + op.credsFile + `"`, // the path, not the contents
+		`"nats_creds":"` + op.CredsFile + `"`, // the path, not the contents
 	} {
 		require.Contains(t, out, want)
 	}
@@ -398,8 +382,8 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		"database password":  dbPassword,
 		"NATS password":      natsPassword,
 		"NATS token":         natsToken,
-		"creds file seed":    op.userSeed,
-		"creds file JWT":     op.userJWT,
+		"creds file seed":    op.UserSeed,
+		"creds file JWT":     op.UserJWT,
 		"payment method":     paymentMethod,
 		"card number":        card,
 		"card number digits": strings.ReplaceAll(card, " ", ""),
@@ -460,137 +444,4 @@ func databaseWithPasswordRole(t *testing.T) (dbURL, password string) {
 	require.NoError(t, err)
 	u.User = url.UserPassword(role, password)
 	return u.String(), password
-}
-
-// operator is a NATS operator with a system account and one JetStream
-// account, and a user of that account with a credentials file.
-type operator struct {
-	claims    *jwt.OperatorClaims
-	sysPub    string
-	sysJWT    string
-	accPub    string
-	accJWT    string
-	userPub   string
-	userJWT   string
-	userSeed  string
-	credsFile string
-}
-
-func newOperator(t *testing.T) *operator {
-	t.Helper()
-	okp, err := nkeys.CreateOperator()
-	require.NoError(t, err)
-	opub, err := okp.PublicKey()
-	require.NoError(t, err)
-	account := func(jetStream bool) (pub, token string, kp nkeys.KeyPair) {
-		kp, err := nkeys.CreateAccount()
-		require.NoError(t, err)
-		pub, err = kp.PublicKey()
-		require.NoError(t, err)
-		ac := jwt.NewAccountClaims(pub)
-		if jetStream {
-			ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
-		}
-		token, err = ac.Encode(okp)
-		require.NoError(t, err)
-		return pub, token, kp
-	}
-	o := &operator{}
-	o.sysPub, o.sysJWT, _ = account(false)
-	var akp nkeys.KeyPair
-	o.accPub, o.accJWT, akp = account(true)
-
-	oc := jwt.NewOperatorClaims(opub)
-	oc.SystemAccount = o.sysPub
-	otoken, err := oc.Encode(okp)
-	require.NoError(t, err)
-	o.claims, err = jwt.DecodeOperatorClaims(otoken)
-	require.NoError(t, err)
-
-	ukp, err := nkeys.CreateUser()
-	require.NoError(t, err)
-	o.userPub, err = ukp.PublicKey()
-	require.NoError(t, err)
-	seed, err := ukp.Seed()
-	require.NoError(t, err)
-	o.userSeed = string(seed)
-	o.userJWT, err = jwt.NewUserClaims(o.userPub).Encode(akp)
-	require.NoError(t, err)
-	creds, err := jwt.FormatUserConfig(o.userJWT, seed)
-	require.NoError(t, err)
-	o.credsFile = filepath.Join(t.TempDir(), "paystream.creds")
-	require.NoError(t, os.WriteFile(o.credsFile, creds, 0o600))
-	return o
-}
-
-// configure puts a server in operator mode, trusting o and resolving its
-// accounts from memory.
-func (o *operator) configure(so *server.Options) {
-	r := &server.MemAccResolver{}
-	_ = r.Store(o.sysPub, o.sysJWT)
-	_ = r.Store(o.accPub, o.accJWT)
-	so.TrustedOperators = []*jwt.OperatorClaims{o.claims}
-	so.AccountResolver = r
-	so.SystemAccount = o.sysPub
-}
-
-// tlsFiles are the PEM files of a test CA and of a server and a client
-// certificate it signed.
-type tlsFiles struct {
-	ca, serverCert, serverKey, clientCert, clientKey string
-}
-
-func writeTLSFiles(t *testing.T) tlsFiles {
-	t.Helper()
-	dir := t.TempDir()
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
-		return p
-	}
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "paystream test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage) (certDER, keyDER []byte) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		}
-		if usage == x509.ExtKeyUsageServerAuth {
-			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-			tmpl.DNSNames = []string{"localhost"}
-		}
-		certDER, err = x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		require.NoError(t, err)
-		keyDER, err = x509.MarshalECPrivateKey(key)
-		require.NoError(t, err)
-		return certDER, keyDER
-	}
-	var f tlsFiles
-	f.ca = write("ca.pem", "CERTIFICATE", caDER)
-	cert, key := leaf(2, "paystream nats server", x509.ExtKeyUsageServerAuth)
-	f.serverCert, f.serverKey = write("server.pem", "CERTIFICATE", cert), write("server-key.pem", "EC PRIVATE KEY", key)
-	cert, key = leaf(3, "paystream worker", x509.ExtKeyUsageClientAuth)
-	f.clientCert, f.clientKey = write("client.pem", "CERTIFICATE", cert), write("client-key.pem", "EC PRIVATE KEY", key)
-	return f
 }

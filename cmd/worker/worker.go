@@ -26,6 +26,7 @@ import (
 	"github.com/paystream/paystream/config"
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/natsconn"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/store"
@@ -39,9 +40,12 @@ type worker struct {
 	nc       *nats.Conn
 	ncClosed chan struct{}
 	pool     *pgxpool.Pool
+	store    *store.Store
 	batcher  *store.Batcher
 	cons     *consumer.Consumer
+	gw       processing.Gateway
 	sweeper  *processing.Sweeper
+	recon    *processing.Reconciler
 	http     *http.Server
 	listener net.Listener
 	closeGW  func()
@@ -95,17 +99,13 @@ func migrateOnly(ctx context.Context, args []string, lookupEnv func(string) (str
 	return nil
 }
 
+// newWorker wires a worker, one step after the other; when a step fails,
+// what the earlier ones opened is closed.
 func newWorker(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (w *worker, err error) {
-	cfg, err := parseConfig(args, lookupEnv, stderr)
+	cfg, log, err := loadConfig(args, lookupEnv, stderr)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.WorkerID == "" {
-		cfg.WorkerID = defaultWorkerID()
-	}
-	log := newLogger(cfg, stderr).With().Str("worker_id", cfg.WorkerID).Logger()
-	log.Info().EmbedObject(cfg).Msg("starting worker")
-
 	w = &worker{cfg: cfg, log: log}
 	// "return nil, err" sets w to nil before this runs: close the worker
 	// being built, not the named result.
@@ -116,57 +116,174 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 		}
 	}()
 
-	if cfg.Migrate {
-		if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
-			return nil, fmt.Errorf("migrate: %w", err)
-		}
-		log.Info().Msg("migrations applied")
+	if err := w.migrate(ctx); err != nil {
+		return nil, err
 	}
-
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err := w.openDatabase(ctx); err != nil {
+		return nil, err
+	}
+	if err := w.connectNATS(); err != nil {
+		return nil, err
+	}
+	reg, m := newMetrics()
+	proc, err := w.newProcessor(m)
 	if err != nil {
-		return nil, errors.New("parse PAYSTREAM_DATABASE_URL: invalid connection string")
+		return nil, err
 	}
-	pcfg.MaxConns = int32(cfg.DBMaxConns)
+	if err := w.newConsumer(ctx, proc, m); err != nil {
+		return nil, err
+	}
+	w.newSweeper(m)
+	if err := w.listenHTTP(reg); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// loadConfig parses the configuration, derives the worker ID when none is
+// set, and returns the logger of every part, having logged the
+// configuration (redacted).
+func loadConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (config.Config, zerolog.Logger, error) {
+	cfg, err := parseConfig(args, lookupEnv, stderr)
+	if err != nil {
+		return cfg, zerolog.Nop(), err
+	}
+	if cfg.WorkerID == "" {
+		cfg.WorkerID = defaultWorkerID()
+	}
+	log := newLogger(cfg, stderr).With().Str("worker_id", cfg.WorkerID).Logger()
+	log.Info().EmbedObject(cfg).Msg("starting worker")
+	return cfg, log, nil
+}
+
+// migrate applies pending migrations when PAYSTREAM_MIGRATE asks for it.
+func (w *worker) migrate(ctx context.Context) error {
+	if !w.cfg.Migrate {
+		return nil
+	}
+	if err := store.Migrate(ctx, w.cfg.DatabaseURL); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	w.log.Info().Msg("migrations applied")
+	return nil
+}
+
+// openDatabase opens the connection pool and waits until Postgres answers.
+func (w *worker) openDatabase(ctx context.Context) (err error) {
+	pcfg, err := pgxpool.ParseConfig(w.cfg.DatabaseURL)
+	if err != nil {
+		return errors.New("parse PAYSTREAM_DATABASE_URL: invalid connection string")
+	}
+	pcfg.MaxConns = int32(w.cfg.DBMaxConns)
 	if pcfg.MaxConns == 0 {
 		// The batcher needs a few connections per kind of statement; the
 		// rest serve sweeps, readiness and bursts.
-		pcfg.MaxConns = int32(16 + cfg.Concurrency/32)
+		pcfg.MaxConns = int32(16 + w.cfg.Concurrency/32)
 	}
 	// Open connections up front so that the first payments do not pay for
 	// connection set-up.
 	pcfg.MinConns = min(pcfg.MaxConns, 8)
 	if w.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
-		return nil, fmt.Errorf("database pool: %w", err)
+		return fmt.Errorf("database pool: %w", err)
 	}
-	if err := retryUntil(ctx, log, "connect to the database", w.pool.Ping); err != nil {
-		return nil, err
-	}
+	return retryUntil(ctx, w.log, "connect to the database", w.pool.Ping)
+}
 
-	w.ncClosed = make(chan struct{})
-	if w.nc, err = connectNATS(cfg, log, w.ncClosed); err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(w.nc)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
+// connectNATS connects with reconnects for ever: a service waits for NATS
+// however long it takes to come (back). w.ncClosed is closed when the
+// connection is.
+func (w *worker) connectNATS() (err error) {
+	closed := make(chan struct{})
+	w.ncClosed = closed
+	o := natsOptions(w.cfg)
+	o.Name = "paystream-worker " + w.cfg.WorkerID
+	o.Logger = w.log
+	o.ClosedFunc = func() { close(closed) }
+	w.nc, err = natsconn.Connect(o,
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(8<<20),
+		nats.DrainTimeout(10*time.Second),
+	)
+	return err
+}
 
+// newMetrics returns the registry that /metrics serves, holding the Go and
+// process collectors and paystream's metrics.
+func newMetrics() (*prometheus.Registry, *telemetry.Metrics) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := telemetry.New(reg)
+	return reg, telemetry.New(reg)
+}
 
-	gw, err := newGateway(cfg)
+// newProcessor builds the gateway client, the batching store and the
+// processor on them.
+func (w *worker) newProcessor(m *telemetry.Metrics) (*processing.Processor, error) {
+	gw, err := newGateway(w.cfg)
 	if err != nil {
 		return nil, err
 	}
 	if c, ok := gw.(interface{ Close() }); ok {
 		w.closeGW = c.Close
 	}
+	w.gw = gw
+	w.store = store.New(w.pool)
+	w.batcher = store.NewBatcher(w.store, store.BatcherConfig{MaxBatch: w.cfg.BatchSize, MaxWait: w.cfg.BatchWait})
+	return processing.New(processingConfig(w.cfg), w.batcher, gw, w.log, m), nil
+}
 
-	st := store.New(w.pool)
-	w.batcher = store.NewBatcher(st, store.BatcherConfig{MaxBatch: cfg.BatchSize, MaxWait: cfg.BatchWait})
-	proc := processing.New(processing.Config{
+// newConsumer provisions the streams and the consumer (unless
+// PAYSTREAM_PROVISION is off) and builds the consumer that feeds proc.
+func (w *worker) newConsumer(ctx context.Context, proc consumer.Processor, m *telemetry.Metrics) error {
+	js, err := jetstream.New(w.nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	ccfg := consumerConfig(w.cfg)
+	if w.cfg.Provision {
+		if err := provision(ctx, js, ccfg, w.log); err != nil {
+			return err
+		}
+	}
+	w.cons = consumer.New(js, ccfg, proc, w.log, m)
+	return nil
+}
+
+// newSweeper builds the sweeper — it finds stuck rows in the store and
+// re-publishes them through the consumer, or settles those that no longer
+// validate — and the reconciler, which settles unknown rows by lookup.
+func (w *worker) newSweeper(m *telemetry.Metrics) {
+	st := w.store
+	w.sweeper = processing.NewSweeper(sweeperConfig(w.cfg), processing.SweeperDeps{
+		FindFunc:       st.SweepStuck,
+		RepublishFunc:  w.cons.Republish,
+		DeleteFunc:     st.DeleteCompletedBefore,
+		SettleFunc:     st.Settle,
+		DeadLetterFunc: w.cons.PublishDeadLetter,
+		AnnounceFunc:   w.cons.PublishOutcome,
+		LookupFunc:     w.gw.Lookup,
+	}, w.log, m)
+	w.recon = processing.NewReconciler(reconcilerConfig(w.cfg), st, w.gw, w.cons.PublishOutcome, w.log, m)
+}
+
+// listenHTTP listens on PAYSTREAM_HTTP_ADDR, unless it is empty, for the
+// server of /metrics, /healthz and /readyz that run starts.
+func (w *worker) listenHTTP(reg *prometheus.Registry) (err error) {
+	if w.cfg.HTTPAddr == "" {
+		return nil
+	}
+	if w.listener, err = net.Listen("tcp", w.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("listen on PAYSTREAM_HTTP_ADDR %s: %w", w.cfg.HTTPAddr, err)
+	}
+	w.http = &http.Server{Handler: w.routes(reg), ReadHeaderTimeout: 5 * time.Second}
+	return nil
+}
+
+// processingConfig is the processor's part of cfg.
+func processingConfig(cfg config.Config) processing.Config {
+	return processing.Config{
 		Owner:              cfg.WorkerID,
 		Lease:              cfg.Lease,
 		MaxDeliver:         cfg.MaxDeliver,
@@ -176,10 +293,13 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 		RateBurst:          cfg.RateBurst,
 		BreakerFailures:    uint32(cfg.BreakerFailures),
 		BreakerOpenTimeout: cfg.BreakerOpenTimeout,
-		Limits:             payment.Limits{MaxAmountMinor: cfg.MaxAmountMinor},
-	}, w.batcher, gw, log, m)
+		Limits:             limits(cfg),
+	}
+}
 
-	ccfg := consumer.Config{
+// consumerConfig is the consumer's part of cfg.
+func consumerConfig(cfg config.Config) consumer.Config {
+	return consumer.Config{
 		Stream:          cfg.Stream,
 		ResultsStream:   cfg.ResultsStream,
 		DLQStream:       cfg.DLQStream,
@@ -196,26 +316,45 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 		RetryBackoff:    cfg.RetryBackoff,
 		RetryBackoffMax: cfg.RetryBackoffMax,
 	}
-	if cfg.Provision {
-		if err := provision(ctx, js, ccfg, log); err != nil {
-			return nil, err
-		}
-	}
-	w.cons = consumer.New(js, ccfg, proc, log, m)
+}
 
-	w.sweeper = processing.NewSweeper(processing.SweeperConfig{
-		Interval:  cfg.SweepInterval,
-		Grace:     cfg.SweepGrace,
-		Retention: cfg.Retention,
-	}, st.SweepStuck, w.cons.Republish, st.DeleteCompletedBefore, log, m)
+// reconcilerConfig is the reconciler's part of cfg: it runs with the
+// sweeper's interval, and asks again after a failed lookup with backoff from
+// that interval up to the sweep grace.
+func reconcilerConfig(cfg config.Config) processing.ReconcilerConfig {
+	s := sweeperConfig(cfg)
+	return processing.ReconcilerConfig{Interval: s.Interval, Limit: processing.DefaultSweepLimit,
+		BackoffBase: s.Interval, BackoffMax: max(s.Grace, s.Interval), LookupTimeout: cfg.GatewayTimeout}
+}
 
-	if cfg.HTTPAddr != "" {
-		if w.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-			return nil, fmt.Errorf("listen on PAYSTREAM_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
-		}
-		w.http = &http.Server{Handler: w.routes(reg), ReadHeaderTimeout: 5 * time.Second}
+// limits are the request limits of cfg.
+func limits(cfg config.Config) payment.Limits {
+	return payment.Limits{MaxAmountMinor: cfg.MaxAmountMinor, SubjectPrefix: cfg.SubjectPrefix}
+}
+
+// sweeperConfig is the sweeper's part of cfg. A SweepGrace of 0 means the
+// default grace (see config.Config.SweepGrace): a sweep needs one.
+func sweeperConfig(cfg config.Config) processing.SweeperConfig {
+	grace := cfg.SweepGrace
+	if grace == 0 {
+		grace = config.Default().SweepGrace
 	}
-	return w, nil
+	return processing.SweeperConfig{Interval: cfg.SweepInterval, Grace: grace, Retention: cfg.Retention,
+		Limits: limits(cfg), LookupTimeout: cfg.GatewayTimeout}
+}
+
+// natsOptions are the NATS connection settings of cfg.
+func natsOptions(cfg config.Config) natsconn.Options {
+	return natsconn.Options{
+		URLs:      cfg.NATSURLs,
+		CredsFile: cfg.NATSCreds,
+		User:      cfg.NATSUser,
+		Password:  cfg.NATSPassword,
+		Token:     cfg.NATSToken,
+		TLSCA:     cfg.NATSTLSCA,
+		TLSCert:   cfg.NATSTLSCert,
+		TLSKey:    cfg.NATSTLSKey,
+	}
 }
 
 // provision creates the streams and consumer, waiting for NATS if it is not
@@ -261,59 +400,6 @@ func newGateway(cfg config.Config) (processing.Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	return gw, nil
-}
-
-// connectNATS connects with reconnects for ever; closed is closed when the
-// connection is.
-func connectNATS(cfg config.Config, log zerolog.Logger, closed chan struct{}) (*nats.Conn, error) {
-	log = log.With().Str("component", "nats").Logger()
-	opts := []nats.Option{
-		nats.Name("paystream-worker " + cfg.WorkerID),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.ReconnectJitter(250*time.Millisecond, time.Second),
-		nats.RetryOnFailedConnect(true),
-		nats.ReconnectBufSize(8 << 20),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn().AnErr("cause", err).Msg("nats disconnected; reconnecting")
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info().Str("server", nc.ConnectedServerId()).Msg("nats reconnected")
-		}),
-		nats.DrainTimeout(10 * time.Second),
-		nats.ClosedHandler(func(*nats.Conn) {
-			log.Info().Msg("nats connection closed")
-			close(closed)
-		}),
-	}
-	if cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
-	}
-	if cfg.NATSUser != "" {
-		opts = append(opts, nats.UserInfo(cfg.NATSUser, cfg.NATSPassword))
-	}
-	if cfg.NATSToken != "" {
-		opts = append(opts, nats.Token(cfg.NATSToken))
-	}
-	if cfg.NATSTLSCA != "" {
-		opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
-	}
-	if cfg.NATSTLSCert != "" {
-		opts = append(opts, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
-	}
-	urls := ""
-	for i, u := range cfg.NATSURLs {
-		if i > 0 {
-			urls += ","
-		}
-		urls += u
-	}
-	nc, err := nats.Connect(urls, opts...)
-	if err != nil {
-		// The error may quote a URL; report the redacted form.
-		return nil, fmt.Errorf("connect to NATS %v: %w", cfg.Redacted().NATSURLs, err)
-	}
-	return nc, nil
 }
 
 func defaultWorkerID() string {
@@ -385,6 +471,7 @@ func (w *worker) run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { _ = w.sweeper.Run(ctx) })
+	wg.Go(func() { _ = w.recon.Run(ctx) })
 	if w.http != nil {
 		wg.Go(func() {
 			if err := w.http.Serve(w.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -31,6 +31,7 @@ func TestImportDirection(t *testing.T) {
 		banned []string
 	}{
 		{pkg: "payment", only: []string{mod + "payment"}},
+		{pkg: "contract", only: []string{mod + "contract"}},
 		{pkg: "config", banned: []string{mod + "store", mod + "processing", mod + "consumer", "github.com/nats-io/nats.go"}},
 		{pkg: "gateway", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			"github.com/jackc/", "github.com/nats-io/"}},
@@ -41,6 +42,8 @@ func TestImportDirection(t *testing.T) {
 		{pkg: "consumer", banned: []string{mod + "store", mod + "config", "github.com/jackc/"}},
 		{pkg: "telemetry", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			mod + "gateway", mod + "internal/", "github.com/jackc/", "github.com/nats-io/"}},
+		{pkg: "natsconn", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
+			mod + "gateway", mod + "publish", mod + "internal/testenv", "github.com/jackc/"}},
 		{pkg: "publish", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			mod + "gateway", "github.com/jackc/"}},
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/gateway/sim"
+	"github.com/paystream/paystream/internal/testenv/defaults"
 )
 
 // Config says where the system under audit is.
@@ -37,8 +38,9 @@ type Config struct {
 	DatabaseURL string
 	// GatewayURL is the base URL of the gateway simulator.
 	GatewayURL string
-	// Streams names the streams and the consumer; the zero value means the
-	// defaults (PAYMENTS, PAYMENT_RESULTS, PAYMENTS_DLQ, payment-workers).
+	// Streams names the streams and the consumer; the zero value means a
+	// worker's defaults (defaults.Consumer: PAYMENTS, PAYMENT_RESULTS,
+	// PAYMENTS_DLQ, payment-workers).
 	Streams consumer.Config
 	// Keys, when set, limits the rows read to these idempotency keys (for a
 	// shared database holding other runs' rows); nil reads every row.
@@ -57,7 +59,9 @@ type Auditor struct {
 // New connects to NATS and Postgres. NATS reconnects for ever, so that an
 // Auditor survives a NATS restart.
 func New(ctx context.Context, cfg Config) (*Auditor, error) {
-	cfg.Streams = cfg.Streams.WithDefaults()
+	if cfg.Streams == (consumer.Config{}) {
+		cfg.Streams = defaults.Consumer()
+	}
 	nc, err := nats.Connect(cfg.NATSURL, nats.Name("paystream-audit"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
 	if err != nil {

@@ -168,16 +168,19 @@ func Dev(ctx context.Context, cfg Config) error {
 	}
 	defer s.Close()
 	bin := cfg.BinDir
-	fmt.Fprintf(out, "\nrunning; Ctrl-C stops every process. Logs: %s/*.log\n", s.Dir())
-	fmt.Fprintf(out, "  publish:  %s --nats-url %s --count 1000 --duplicates 0.1 --invalid 0.02\n", filepath.Join(bin, "publisher"), s.NATSURL())
-	fmt.Fprintf(out, "  psql:     psql '%s' -c 'SELECT status, count(*) FROM payments GROUP BY 1'\n", s.DatabaseURL())
-	fmt.Fprintf(out, "  nats:     nats --server %s stream ls   (monitoring %s/jsz?streams=true)\n", s.NATSURL(), s.NATSMonitorURL())
-	fmt.Fprintf(out, "  gateway:  curl %s/v1/stats   (change faults: curl -X PUT %s/v1/config -d '{\"error_rate\":1}')\n", s.simURL, s.simURL)
+	// One write, so that a reader who sees the first line sees them all.
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nrunning; Ctrl-C stops every process. Logs: %s/*.log\n", s.Dir())
+	fmt.Fprintf(&b, "  publish:  %s --nats-url %s --count 1000 --duplicates 0.1 --invalid 0.02\n", filepath.Join(bin, "publisher"), s.NATSURL())
+	fmt.Fprintf(&b, "  psql:     psql '%s' -c 'SELECT status, count(*) FROM payments GROUP BY 1'\n", s.DatabaseURL())
+	fmt.Fprintf(&b, "  nats:     nats --server %s stream ls   (monitoring %s/jsz?streams=true)\n", s.NATSURL(), s.NATSMonitorURL())
+	fmt.Fprintf(&b, "  gateway:  curl %s/v1/stats   (change faults: curl -X PUT %s/v1/config -d '{\"error_rate\":1}')\n", s.simURL, s.simURL)
 	for _, w := range s.workers {
-		fmt.Fprintf(out, "  metrics:  http://%s/metrics   (%s; /readyz)\n", w.HTTPAddr(), w.Name())
+		fmt.Fprintf(&b, "  metrics:  http://%s/metrics   (%s; /readyz)\n", w.HTTPAddr(), w.Name())
 	}
-	fmt.Fprintf(out, "  env:      export PAYSTREAM_NATS_URL=%s PAYSTREAM_DATABASE_URL='%s' PAYSTREAM_GATEWAY_URL=%s\n",
+	fmt.Fprintf(&b, "  env:      export PAYSTREAM_NATS_URL=%s PAYSTREAM_DATABASE_URL='%s' PAYSTREAM_GATEWAY_URL=%s\n",
 		s.NATSURL(), s.DatabaseURL(), s.simURL)
+	_, _ = io.WriteString(out, b.String())
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nstopping every process")
 	return stopWorkers(s.workers, 20*time.Second)
