@@ -1,9 +1,11 @@
 // Command chaos runs paystream's fault-injection suite (package
-// internal/chaos) against real processes and prints one figure line:
+// internal/testenv/chaos) against real processes and prints one figure
+// line:
 //
-//	chaos payments=… messages=… kills=… restarts=… worker_restarts=… lost=0 double_charged=0 stuck=0 wrong_dead_letters=0 exhausted=… duration=…
+//	chaos payments=… messages=… kills=… restarts=… worker_restarts=… lost=0 double_charged=0 stuck=0 wrong_dead_letters=0 exhausted=… duration=… freezes=… in_flight_conflicts=… false_failed=0 unknown=0
 //
-// It exits 1 when any invariant fails (the working directory with every
+// It exits 1 when any invariant fails — lost, double_charged, stuck,
+// false_failed and unknown among them (the working directory with every
 // process's log is kept then, and printed). See docs/reliability.md.
 //
 // Usage (after make build nats-server, which make chaos runs):

@@ -47,8 +47,15 @@ type Report struct {
 	// delivery took over and finished (legitimate: the contract announces
 	// both).
 	Superseded int
-	// RealCharges and DoubleChargedIDs are the gateway's.
+	// RealCharges is the gateway's number of real charges.
 	RealCharges int64
+	// InFlightConflicts is the gateway's number of 409 answers: a request
+	// for a key whose earlier call was still running there. Reported, not
+	// a broken guarantee: a holder frozen past its lease, or a call
+	// abandoned (timed out, its worker killed) that the gateway has not
+	// ended yet when the next attempt comes, yields one legitimately
+	// (docs/reliability.md).
+	InFlightConflicts int64
 
 	// Lost lists valid keys without a final row, or whose final row was
 	// never announced.
@@ -59,15 +66,21 @@ type Report struct {
 	DeadLetteredOnly []string
 	// Stuck lists rows still processing.
 	Stuck []string
+	// Unknown lists rows still unknown: the outcome of an ambiguous gateway
+	// call that reconciliation has not settled (docs/contract.md §6.8).
+	Unknown []string
 	// DoubleCharged lists payment ids the gateway charged more than once.
 	DoubleCharged []string
+	// FalseFailed lists failed rows whose key the gateway charged: money
+	// moved, and upstream was told it did not.
+	FalseFailed []string
 	// WrongDeadLetters lists invalid or conflicting messages without the
 	// right dead letter, and dead letters a valid message should not have.
 	WrongDeadLetters []string
 	// ChargeMismatches lists rows whose status or charge id disagrees with
-	// the gateway: a succeeded row with another charge id, a declined or
-	// failed row the gateway charged, real charges not equal to the
-	// succeeded rows.
+	// the gateway otherwise: a succeeded row with another charge id, a
+	// declined row the gateway charged, real charges not equal to the rows
+	// the gateway charged (succeeded, false failed and unknown ones).
 	ChargeMismatches []string
 	// OutcomeProblems lists final rows with a wrong or repeated outcome
 	// event, and events without a row.
@@ -98,7 +111,9 @@ func (r *Report) Problems() []string {
 	}
 	add("lost", r.Lost)
 	add("stuck", r.Stuck)
+	add("unknown", r.Unknown)
 	add("double charged", r.DoubleCharged)
+	add("false failed", r.FalseFailed)
 	add("wrong dead letters", r.WrongDeadLetters)
 	add("charge mismatches", r.ChargeMismatches)
 	add("outcome problems", r.OutcomeProblems)
@@ -119,6 +134,12 @@ func (r *Report) Percentile(q float64) time.Duration {
 	i := int(q*float64(len(s))+0.5) - 1
 	return s[max(0, min(i, len(s)-1))]
 }
+
+// statusUnknown is the status of a row whose gateway call was ambiguous
+// and is awaiting reconciliation (docs/contract.md §6.8, issue 10). The
+// audit reads it as text, so that it counts such rows whether or not the
+// payment package names the status yet.
+const statusUnknown = "unknown"
 
 // request is one request message as the audit understands it.
 type request struct {
@@ -172,8 +193,11 @@ func Check(snap *Snapshot, exp Expect) *Report {
 		if row.Status == string(payment.StatusFailed) {
 			r.FailedCodes[row.ErrorCode]++
 		}
-		if row.Status == string(payment.StatusProcessing) {
+		switch row.Status {
+		case string(payment.StatusProcessing):
 			r.Stuck = append(r.Stuck, row.Key)
+		case statusUnknown:
+			r.Unknown = append(r.Unknown, row.Key)
 		}
 		if _, ok := byKey[row.Key]; !ok {
 			r.Unexpected = append(r.Unexpected, "row without a request: "+row.Key)
@@ -235,8 +259,8 @@ func Check(snap *Snapshot, exp Expect) *Report {
 		case !ok:
 			r.Lost = append(r.Lost, k+": no row")
 			continue
-		case row.Status == string(payment.StatusProcessing):
-			continue // stuck, counted above
+		case row.Status == string(payment.StatusProcessing), row.Status == statusUnknown:
+			continue // stuck or unknown, counted above
 		}
 		var same, other int
 		for _, o := range events[k] {
@@ -278,9 +302,9 @@ func Check(snap *Snapshot, exp Expect) *Report {
 		}
 	}
 
-	checkDeadLetters(r, snap, reqBySeq, rows, events)
+	checkDeadLetters(r, snap, reqBySeq, rows, eventTime)
 	checkGateway(r, snap, rows)
-	for _, l := range [][]string{r.Lost, r.Stuck, r.WrongDeadLetters, r.ChargeMismatches, r.OutcomeProblems, r.Unexpected} {
+	for _, l := range [][]string{r.Lost, r.Stuck, r.Unknown, r.FalseFailed, r.WrongDeadLetters, r.ChargeMismatches, r.OutcomeProblems, r.Unexpected} {
 		sort.Strings(l)
 	}
 	return r
@@ -289,7 +313,7 @@ func Check(snap *Snapshot, exp Expect) *Report {
 // checkDeadLetters checks that each invalid or conflicting message has the
 // right dead letter and that no valid message has another one.
 func checkDeadLetters(r *Report, snap *Snapshot, reqBySeq map[uint64]*request,
-	rows map[string]Row, events map[string][]payment.Outcome) {
+	rows map[string]Row, eventTime map[string]time.Time) {
 	dlBySeq := map[uint64][]string{}
 	for _, m := range snap.DeadLetters {
 		reason := m.Header.Get(consumer.HeaderDLQReason)
@@ -304,11 +328,16 @@ func checkDeadLetters(r *Report, snap *Snapshot, reqBySeq map[uint64]*request,
 		want := expectedReason(q, rows)
 		switch {
 		case reason == want:
-		case q.valid && want == "" && (reason == string(payment.ReasonExhausted) || reason == string(payment.ReasonGatewayRejected)) &&
-			hadFailed(q.key, rows, events):
-			// A retryable failure ran out of deliveries, or the gateway
-			// refused it: the key's row is (or was, before a take-over)
-			// failed, and its dead letter is the operator's record.
+		case q.valid && want == "" && reason == string(payment.ReasonGatewayRejected) && hadFailed(q.key, rows, eventTime):
+			// The gateway refused it: the key's row is (or was, before a
+			// take-over) failed, and its dead letter is the operator's
+			// record.
+		case q.valid && want == "" && reason == string(payment.ReasonExhausted) &&
+			(hadFailed(q.key, rows, eventTime) || exhaustedUnsettled(q.key, m.Time, rows, eventTime)):
+			// A retryable failure ran out of deliveries before the
+			// payment's outcome was known: the row is (or was, before a
+			// take-over) failed, or it was unknown and is still, or
+			// reconciliation settled it after the dead letter.
 		default:
 			r.WrongDeadLetters = append(r.WrongDeadLetters, fmt.Sprintf("request #%d (%s) dead-lettered %q, want %q", seq, describe(q), reason, want))
 		}
@@ -339,18 +368,30 @@ func expectedReason(q *request, rows map[string]Row) string {
 
 // hadFailed reports whether the key's row is failed or a failed outcome
 // was announced for it.
-func hadFailed(key string, rows map[string]Row, events map[string][]payment.Outcome) bool {
+func hadFailed(key string, rows map[string]Row, eventTime map[string]time.Time) bool {
 	row, ok := rows[key]
 	if !ok || row.Status == string(payment.StatusFailed) {
 		// No row: every delivery failed before one was written.
 		return true
 	}
-	for _, o := range events[key] {
-		if o.Status == payment.StatusFailed {
-			return true
-		}
+	_, failed := eventTime[key+"/"+string(payment.StatusFailed)]
+	return failed
+}
+
+// exhaustedUnsettled reports whether a dead letter stored at t, when the
+// key's message ran out of deliveries, came before the key's row was
+// final: the row is unknown, or its outcome was announced after t (an
+// unknown row that reconciliation settled, docs/contract.md §6.8).
+func exhaustedUnsettled(key string, t time.Time, rows map[string]Row, eventTime map[string]time.Time) bool {
+	row, ok := rows[key]
+	switch {
+	case !ok:
+		return false
+	case row.Status == statusUnknown:
+		return true
 	}
-	return false
+	announced, ok := eventTime[key+"/"+row.Status]
+	return ok && t.Before(announced)
 }
 
 func describe(q *request) string {
@@ -363,8 +404,9 @@ func describe(q *request) string {
 // checkGateway compares the rows with what the gateway recorded.
 func checkGateway(r *Report, snap *Snapshot, rows map[string]Row) {
 	r.RealCharges = snap.Gateway.Charges
+	r.InFlightConflicts = snap.InFlightConflicts
 	r.DoubleCharged = slices.Clone(snap.Gateway.DoubleCharged)
-	succeeded := 0
+	succeeded, otherCharged := 0, 0 // rows the gateway charged: succeeded, and failed or unknown
 	for _, k := range sortedKeys(rows) {
 		row := rows[k]
 		ks, ok := snap.Charges[k]
@@ -383,12 +425,18 @@ func checkGateway(r *Report, snap *Snapshot, rows map[string]Row) {
 			}
 		case payment.StatusFailed:
 			if ks.Charged {
-				r.ChargeMismatches = append(r.ChargeMismatches, fmt.Sprintf("%s: failed (%s), but the gateway charged %s", k, row.ErrorCode, ks.ChargeID))
+				otherCharged++
+				r.FalseFailed = append(r.FalseFailed, fmt.Sprintf("%s: failed (%s), but the gateway charged %s", k, row.ErrorCode, ks.ChargeID))
+			}
+		case statusUnknown:
+			if ks.Charged {
+				otherCharged++ // reported as unknown
 			}
 		}
 	}
-	if int64(succeeded) != snap.Gateway.Charges {
-		r.ChargeMismatches = append(r.ChargeMismatches, fmt.Sprintf("gateway made %d real charges for %d succeeded rows", snap.Gateway.Charges, succeeded))
+	if int64(succeeded+otherCharged) != snap.Gateway.Charges {
+		r.ChargeMismatches = append(r.ChargeMismatches, fmt.Sprintf("gateway made %d real charges for %d succeeded rows (and %d failed or unknown rows it charged)",
+			snap.Gateway.Charges, succeeded, otherCharged))
 	}
 }
 

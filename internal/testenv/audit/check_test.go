@@ -46,11 +46,18 @@ func (w *world) publishReq(r *payment.Request) uint64 {
 	return w.publish("payments.requests."+r.MerchantID, body)
 }
 
+// deadLetter appends a dead letter of request seq, stored after every
+// outcome event (at +2s).
 func (w *world) deadLetter(seq uint64, reason payment.DeadLetterReason) {
+	w.deadLetterAt(seq, reason, t0.Add(2*time.Second))
+}
+
+func (w *world) deadLetterAt(seq uint64, reason payment.DeadLetterReason, at time.Time) {
 	h := nats.Header{}
 	h.Set(consumer.HeaderDLQReason, string(reason))
 	h.Set(consumer.HeaderStreamSeq, strconv.FormatUint(seq, 10))
-	w.snap.DeadLetters = append(w.snap.DeadLetters, audit.Message{Seq: uint64(len(w.snap.DeadLetters) + 1), Header: h})
+	n := uint64(len(w.snap.DeadLetters) + 1)
+	w.snap.DeadLetters = append(w.snap.DeadLetters, audit.Message{Seq: n, Time: at.Add(time.Duration(n) * time.Millisecond), Header: h})
 }
 
 func (w *world) announce(r *payment.Request, status payment.Status, chargeID string) {
@@ -154,6 +161,41 @@ func TestCheckFindsBrokenGuarantees(t *testing.T) {
 				w.snap.Rows = append(w.snap.Rows, audit.Row{Key: "pc", Status: "processing", Fingerprint: c.Fingerprint()})
 			},
 			field: func(r *audit.Report) []string { return r.Stuck }, want: 1,
+		},
+		{
+			name: "unknown row left unsettled",
+			mutate: func(w *world) {
+				c := request("pc", 500)
+				seq := w.publishReq(c)
+				w.exp.ValidKeys = append(w.exp.ValidKeys, "pc")
+				w.snap.Rows = append(w.snap.Rows, audit.Row{Key: "pc", Status: "unknown", Fingerprint: c.Fingerprint()})
+				w.snap.Charges["pc"] = sim.KeyState{Key: "pc", State: sim.KeyDone, Charged: true, ChargeID: "ch_pc"}
+				w.snap.Gateway.Charges++
+				w.deadLetter(seq, payment.ReasonExhausted)
+			},
+			field: func(r *audit.Report) []string { return r.Unknown }, want: 1,
+		},
+		{
+			name: "failed row the gateway charged",
+			mutate: func(w *world) {
+				c := request("pc", 700)
+				seq := w.publishReq(c)
+				w.settle(c, payment.StatusFailed, payment.ErrorCodeExhausted)
+				w.deadLetter(seq, payment.ReasonExhausted)
+				w.snap.Charges["pc"] = sim.KeyState{Key: "pc", State: sim.KeyDone, Charged: true, ChargeID: "ch_pc"}
+				w.snap.Gateway.Charges++
+			},
+			field: func(r *audit.Report) []string { return r.FalseFailed }, want: 1,
+		},
+		{
+			name: "exhausted dead letter after the row succeeded",
+			mutate: func(w *world) {
+				c := request("pc", 700)
+				seq := w.publishReq(c)
+				w.settle(c, payment.StatusSucceeded, "")
+				w.deadLetter(seq, payment.ReasonExhausted)
+			},
+			field: func(r *audit.Report) []string { return r.WrongDeadLetters }, want: 1,
 		},
 		{
 			name:   "double charge at the gateway",
@@ -279,6 +321,20 @@ func TestCheckAcceptsLegitimateFailures(t *testing.T) {
 		r := audit.Check(w.snap, w.exp)
 		require.Empty(t, r.Problems())
 		require.Equal(t, 1, r.Superseded)
+	})
+	t.Run("unknown row settled succeeded by reconciliation", func(t *testing.T) {
+		t.Parallel()
+		w := base()
+		c := request("pc", 700)
+		seq := w.publishReq(c)
+		// The last delivery found the outcome unknown and dead-lettered
+		// the message; reconciliation then recorded and announced it.
+		w.deadLetterAt(seq, payment.ReasonExhausted, t0.Add(500*time.Millisecond))
+		w.settle(c, payment.StatusSucceeded, "")
+		r := audit.Check(w.snap, w.exp)
+		require.Empty(t, r.Problems())
+		require.Empty(t, r.FalseFailed)
+		require.Empty(t, r.Unknown)
 	})
 	t.Run("the later variant of a conflict won", func(t *testing.T) {
 		t.Parallel()

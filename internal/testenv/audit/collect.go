@@ -110,14 +110,16 @@ type Progress struct {
 	DeadLetters uint64
 	// Outcomes is the number of messages in the results stream.
 	Outcomes uint64
-	// Processing and Final count the rows by state.
-	Processing, Final int
+	// Processing, Unknown and Final count the rows by state: processing,
+	// unknown (the gateway's answer is awaited by reconciliation,
+	// docs/contract.md §6.8) and final (succeeded, declined or failed).
+	Processing, Unknown, Final int
 }
 
 // Drained reports whether the consumer has nothing left to deliver or to
-// be acknowledged and no row is processing.
+// be acknowledged and no row is processing or unknown.
 func (p Progress) Drained() bool {
-	return p.Pending == 0 && p.AckPending == 0 && p.Processing == 0
+	return p.Pending == 0 && p.AckPending == 0 && p.Processing == 0 && p.Unknown == 0
 }
 
 // Progress reads the consumer, the streams and the row counts.
@@ -143,16 +145,34 @@ func (a *Auditor) Progress(ctx context.Context) (Progress, error) {
 		}
 		*st.n = info.State.Msgs
 	}
-	q := `SELECT count(*) FILTER (WHERE status = 'processing'), count(*) FILTER (WHERE status <> 'processing') FROM payments`
+	q := `SELECT count(*) FILTER (WHERE status = 'processing'), count(*) FILTER (WHERE status = 'unknown'),
+		count(*) FILTER (WHERE status IN ('succeeded', 'declined', 'failed')) FROM payments`
 	var args []any
 	if a.cfg.Keys != nil {
 		q += ` WHERE idempotency_key = ANY($1)`
 		args = append(args, a.cfg.Keys)
 	}
-	if err := a.pool.QueryRow(ctx, q, args...).Scan(&p.Processing, &p.Final); err != nil {
+	if err := a.pool.QueryRow(ctx, q, args...).Scan(&p.Processing, &p.Unknown, &p.Final); err != nil {
 		return p, fmt.Errorf("audit: count rows: %w", err)
 	}
 	return p, nil
+}
+
+// Statuses returns the status of the row of each of keys that has one.
+func (a *Auditor) Statuses(ctx context.Context, keys []string) (map[string]string, error) {
+	rows, err := a.pool.Query(ctx, `SELECT idempotency_key, status FROM payments WHERE idempotency_key = ANY($1)`, keys)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read statuses: %w", err)
+	}
+	out := make(map[string]string, len(keys))
+	var key, status string
+	if _, err := pgx.ForEachRow(rows, []any{&key, &status}, func() error {
+		out[key] = status
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("audit: read statuses: %w", err)
+	}
+	return out, nil
 }
 
 func (a *Auditor) streamInfo(ctx context.Context, name string) (*jetstream.StreamInfo, error) {
@@ -255,6 +275,10 @@ type Snapshot struct {
 	Rows        []Row
 	// Gateway is the simulator's GET /v1/stats.
 	Gateway sim.Stats
+	// InFlightConflicts is the simulator's count of requests answered 409
+	// because a call with the same key was still running (the optional
+	// field in_flight_conflicts of GET /v1/stats; 0 when absent).
+	InFlightConflicts int64
 	// Charges is what the simulator holds for the key of every row.
 	Charges map[string]sim.KeyState
 }
@@ -279,7 +303,7 @@ func (a *Auditor) Collect(ctx context.Context) (*Snapshot, error) {
 	if snap.Rows, err = a.rows(ctx); err != nil {
 		return nil, err
 	}
-	if err := a.getJSON(ctx, http.MethodGet, a.cfg.GatewayURL+"/v1/stats", nil, &snap.Gateway); err != nil {
+	if err := a.stats(ctx, snap); err != nil {
 		return nil, err
 	}
 	keys := make([]string, len(snap.Rows))
@@ -383,6 +407,34 @@ func (a *Auditor) rows(ctx context.Context) ([]Row, error) {
 		return nil, fmt.Errorf("audit: read rows: %w", err)
 	}
 	return out, nil
+}
+
+// stats reads the simulator's GET /v1/stats into snap: sim.Stats, and the
+// optional in_flight_conflicts counter, which a simulator without it leaves
+// at 0.
+func (a *Auditor) stats(ctx context.Context, snap *Snapshot) error {
+	var raw json.RawMessage
+	if err := a.getJSON(ctx, http.MethodGet, a.cfg.GatewayURL+"/v1/stats", nil, &raw); err != nil {
+		return err
+	}
+	var err error
+	snap.Gateway, snap.InFlightConflicts, err = decodeStats(raw)
+	return err
+}
+
+// decodeStats decodes a GET /v1/stats answer: sim.Stats, and the optional
+// in_flight_conflicts (0 when absent).
+func decodeStats(raw []byte) (sim.Stats, int64, error) {
+	var (
+		st    sim.Stats
+		extra struct {
+			InFlightConflicts int64 `json:"in_flight_conflicts"`
+		}
+	)
+	if err := errors.Join(json.Unmarshal(raw, &st), json.Unmarshal(raw, &extra)); err != nil {
+		return sim.Stats{}, 0, fmt.Errorf("audit: GET /v1/stats: %w", err)
+	}
+	return st, extra.InFlightConflicts, nil
 }
 
 // lookup asks the simulator what it holds for each key, in chunks.

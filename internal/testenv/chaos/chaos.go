@@ -2,11 +2,13 @@
 // smaller run in the test suite): real processes — NATS, Postgres, the
 // gateway simulator and three workers (package localstack) — and a load of
 // valid payments, duplicates, conflicts and invalid messages, while it
-// kills workers with SIGKILL, stops one with SIGTERM, restarts NATS and
-// Postgres, takes the gateway down, slows it past the call timeout, rate
-// limits it, loses its responses and floods one idempotency key. Then it
-// checks the guarantees from the outside (package audit) and prints one
-// figure line.
+// kills workers with SIGKILL, stops one with SIGTERM, freezes one with
+// SIGSTOP past its lease, restarts NATS and Postgres, takes the gateway
+// down, slows it past the call timeout, rate limits it, loses its
+// responses, floods one idempotency key, and charges a batch of payments
+// whose answers are lost before the gateway goes down for them (through a
+// proxy between the workers and the simulator). Then it checks the
+// guarantees from the outside (package audit) and prints one figure line.
 package chaos
 
 import (
@@ -14,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -54,11 +58,21 @@ type Faults struct {
 	// SIGTERM stops one worker under load with SIGTERM; it must exit 0
 	// within its shutdown timeout (plus the NATS drain).
 	SIGTERM bool
+	// Freeze stops one worker under load with SIGSTOP for longer than its
+	// lease and its ack wait, so that its payments are taken over, then
+	// continues it with SIGCONT: its late writes must be fenced.
+	Freeze bool
+	// AmbiguousOutage publishes this many payments whose charge goes
+	// through at the gateway while the answer is lost; then the gateway is
+	// down for them (charges and lookups answered 503) until each has spent
+	// its whole delivery budget, and comes back. 0 = none.
+	AmbiguousOutage int
 }
 
-// AllFaults is every fault, with a flood of 300 copies.
+// AllFaults is every fault, with a flood of 300 copies and an ambiguous
+// outage of 10 payments.
 var AllFaults = Faults{Flood: 300, RateLimitBurst: true, NATSRestart: true, Outage: true,
-	SlowGateway: true, PostgresRestart: true, SIGTERM: true}
+	SlowGateway: true, PostgresRestart: true, SIGTERM: true, Freeze: true, AmbiguousOutage: 10}
 
 // Config configures a run. The zero value of each field means its default.
 type Config struct {
@@ -93,7 +107,8 @@ type Config struct {
 	// Out receives progress lines and the figure line.
 	Out io.Writer
 	// WorkerEnv is merged over the suite's worker settings (e.g.
-	// PAYSTREAM_MAX_DELIVER=5 to see payments exhausted).
+	// PAYSTREAM_MAX_DELIVER=5 to see payments exhausted; a smaller budget
+	// also ends the ambiguous outage sooner).
 	WorkerEnv map[string]string
 	// KeepDir keeps the working directory (logs, stores) even when the run
 	// passes; it is always kept when it fails.
@@ -142,24 +157,33 @@ func (c Config) WithDefaults() Config {
 }
 
 // Worker settings of a chaos run: short timeouts, so that leases expire,
-// redeliveries come and the sweeper runs within the run; many deliveries,
-// so that the faults do not exhaust valid payments.
+// redeliveries come and the sweeper runs within the run. The delivery
+// budget — 10 deliveries, retried after 100ms doubling up to 1s, at most
+// 6.5s of retry delays — outlasts what any one fault costs a payment (an
+// open breaker pauses the pulls rather than spend deliveries), and is
+// short enough for the ambiguous outage to outlast it early in a run. The
+// lease must exceed the gateway timeout by more than 2s (docs/contract.md
+// §6).
 const (
 	gatewayTimeout     = time.Second
 	breakerOpenTimeout = 2 * time.Second
 	shutdownTimeout    = 5 * time.Second
-	maxDeliver         = 30
+	lease              = 3500 * time.Millisecond
+	ackWait            = 4 * time.Second
+	maxDeliver         = 10
+	retryBackoff       = 100 * time.Millisecond
+	retryBackoffMax    = time.Second
 )
 
 func workerEnv(gatewayURL string) map[string]string {
 	return map[string]string{
 		"PAYSTREAM_GATEWAY_URL":          gatewayURL,
 		"PAYSTREAM_GATEWAY_TIMEOUT":      gatewayTimeout.String(),
-		"PAYSTREAM_LEASE":                "3500ms",
-		"PAYSTREAM_ACK_WAIT":             "4s",
+		"PAYSTREAM_LEASE":                lease.String(),
+		"PAYSTREAM_ACK_WAIT":             ackWait.String(),
 		"PAYSTREAM_MAX_DELIVER":          strconv.Itoa(maxDeliver),
-		"PAYSTREAM_RETRY_BACKOFF":        "100ms",
-		"PAYSTREAM_RETRY_BACKOFF_MAX":    "2s",
+		"PAYSTREAM_RETRY_BACKOFF":        retryBackoff.String(),
+		"PAYSTREAM_RETRY_BACKOFF_MAX":    retryBackoffMax.String(),
 		"PAYSTREAM_BREAKER_FAILURES":     "5",
 		"PAYSTREAM_BREAKER_OPEN_TIMEOUT": breakerOpenTimeout.String(),
 		"PAYSTREAM_SHUTDOWN_TIMEOUT":     shutdownTimeout.String(),
@@ -191,8 +215,11 @@ type Result struct {
 	Payments, Messages int
 	// Kills counts SIGKILLs of workers; Restarts restarts of NATS and
 	// Postgres; WorkerRestarts restarts of workers (after a kill or the
-	// SIGTERM).
-	Kills, Restarts, WorkerRestarts int
+	// SIGTERM); Freezes SIGSTOPs of workers (each continued later).
+	Kills, Restarts, WorkerRestarts, Freezes int
+	// Ambiguous counts the payments of the ambiguous outage that the
+	// gateway charged while their answer was lost.
+	Ambiguous int
 	// Events lists the faults injected, in order, with their time.
 	Events []string
 	// Report is the audit.
@@ -210,13 +237,19 @@ func (r *Result) OK() bool { return len(r.Problems) == 0 }
 
 // FigureLine is the one-line summary of a run.
 func (r *Result) FigureLine() string {
-	var lost, doubles, stuck, wrong, exhausted int
+	var (
+		lost, doubles, stuck, wrong, exhausted, falseFailed, unknown int
+		conflicts                                                    int64
+	)
 	if r.Report != nil {
 		lost, doubles, stuck, wrong = len(r.Report.Lost), len(r.Report.DoubleCharged), len(r.Report.Stuck), len(r.Report.WrongDeadLetters)
 		exhausted = r.Report.FailedCodes["exhausted"] + len(r.Report.DeadLetteredOnly)
+		falseFailed, unknown, conflicts = len(r.Report.FalseFailed), len(r.Report.Unknown), r.Report.InFlightConflicts
 	}
-	return fmt.Sprintf("chaos payments=%d messages=%d kills=%d restarts=%d worker_restarts=%d lost=%d double_charged=%d stuck=%d wrong_dead_letters=%d exhausted=%d duration=%s",
-		r.Payments, r.Messages, r.Kills, r.Restarts, r.WorkerRestarts, lost, doubles, stuck, wrong, exhausted, r.Duration.Round(time.Second))
+	return fmt.Sprintf("chaos payments=%d messages=%d kills=%d restarts=%d worker_restarts=%d lost=%d double_charged=%d stuck=%d wrong_dead_letters=%d exhausted=%d duration=%s"+
+		" freezes=%d in_flight_conflicts=%d false_failed=%d unknown=%d",
+		r.Payments, r.Messages, r.Kills, r.Restarts, r.WorkerRestarts, lost, doubles, stuck, wrong, exhausted, r.Duration.Round(time.Second),
+		r.Freezes, conflicts, falseFailed, unknown)
 }
 
 // run is the state of one run.
@@ -230,6 +263,8 @@ type run struct {
 	stack  *localstack.Stack
 	simURL string
 	simCtl *simClient
+	proxy  *gatewayProxy
+	audit  *audit.Auditor
 	env    map[string]string
 
 	mu      sync.Mutex // guards workers, events, problems
@@ -237,7 +272,7 @@ type run struct {
 	events  []string
 	probs   []string
 
-	kills, restarts, workerRestarts atomic.Int64
+	kills, restarts, workerRestarts, freezes atomic.Int64
 }
 
 // slot is one worker name and its current process.
@@ -312,6 +347,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Problems = append(res.Problems, res.Report.Problems()...)
 	}
 	res.Kills, res.Restarts, res.WorkerRestarts = int(r.kills.Load()), int(r.restarts.Load()), int(r.workerRestarts.Load())
+	res.Freezes = int(r.freezes.Load())
+	if r.proxy != nil {
+		res.Ambiguous = int(r.proxy.lost.Load())
+	}
 	// Keep the logs and stores of a failed run; a stack that never started
 	// left nothing to look at (its error quotes the logs).
 	if (err == nil && res.OK() && !cfg.KeepDir) || r.stack == nil {
@@ -351,7 +390,19 @@ func (r *run) execute(ctx context.Context, l load, res *Result) (err error) {
 	if err := r.simCtl.set(ctx, baseSim); err != nil {
 		return err
 	}
-	r.env = workerEnv(r.simURL)
+	if r.proxy, err = startGatewayProxy(r.simURL); err != nil {
+		return err
+	}
+	defer r.proxy.close()
+	r.logf("gateway proxy %s → %s", r.proxy.url, r.simURL)
+	// The auditor reads the rows during the run too (the ambiguous outage
+	// watches its payments).
+	r.audit, err = audit.New(ctx, audit.Config{NATSURL: r.stack.NATSURL(), DatabaseURL: r.stack.DatabaseURL(), GatewayURL: r.simURL})
+	if err != nil {
+		return err
+	}
+	defer r.audit.Close()
+	r.env = workerEnv(r.proxy.url)
 	for k, v := range cfg.WorkerEnv {
 		r.env[k] = v
 	}
@@ -387,10 +438,10 @@ func (r *run) execute(ctx context.Context, l load, res *Result) (err error) {
 	loadCtx, cancelLoad := context.WithCancel(ctx)
 	defer cancelLoad()
 	var (
-		wg       sync.WaitGroup
-		loadDone = make(chan struct{})
-		loadErr  error
-		floodKey string
+		wg        sync.WaitGroup
+		loadDone  = make(chan struct{})
+		loadErr   error
+		faultKeys []string
 	)
 	wg.Go(func() {
 		defer close(loadDone)
@@ -402,7 +453,7 @@ func (r *run) execute(ctx context.Context, l load, res *Result) (err error) {
 	faultsDone := make(chan struct{})
 	wg.Go(func() {
 		defer close(faultsDone)
-		floodKey = r.faults(loadCtx, snd)
+		faultKeys = r.faults(loadCtx, snd)
 	})
 	if cfg.MinKills > 0 {
 		wg.Go(func() { r.killLoop(loadCtx, loadDone, faultsDone) })
@@ -414,9 +465,7 @@ func (r *run) execute(ctx context.Context, l load, res *Result) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if floodKey != "" {
-		expected = append(expected, floodKey)
-	}
+	expected = append(expected, faultKeys...)
 	res.Payments, res.Messages = len(expected), int(snd.published.Load())
 
 	// Calm: the steady simulator, every worker running; then drain.
@@ -426,19 +475,15 @@ func (r *run) execute(ctx context.Context, l load, res *Result) (err error) {
 	if err := r.ensureWorkers(ctx); err != nil {
 		return err
 	}
-	a, err := audit.New(ctx, audit.Config{NATSURL: r.stack.NATSURL(), DatabaseURL: r.stack.DatabaseURL(), GatewayURL: r.simURL})
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	r.logf("faults over; waiting for the work to drain (at most %s)", cfg.SettleTimeout)
+	a := r.audit
+	r.logf("faults over; waiting for the work to drain and every unknown row to be settled (at most %s)", cfg.SettleTimeout)
 	sctx, cancel := context.WithTimeout(ctx, cfg.SettleTimeout)
 	lastPrint := time.Now()
 	p, settleErr := a.WaitSettled(sctx, audit.Settled{Final: len(expected), DeadLetters: uint64(l.invalid)}, func(p audit.Progress) {
 		if time.Since(lastPrint) >= 5*time.Second {
 			lastPrint = time.Now()
-			r.logf("%d of %d final, %d processing, %d pending, %d awaiting ack, %d dead letters",
-				p.Final, len(expected), p.Processing, p.Pending, p.AckPending, p.DeadLetters)
+			r.logf("%d of %d final, %d processing, %d unknown, %d pending, %d awaiting ack, %d dead letters",
+				p.Final, len(expected), p.Processing, p.Unknown, p.Pending, p.AckPending, p.DeadLetters)
 		}
 	})
 	cancel()
@@ -446,8 +491,8 @@ func (r *run) execute(ctx context.Context, l load, res *Result) (err error) {
 		return ctx.Err()
 	}
 	if settleErr != nil {
-		r.problem("not settled within %s: %d of %d final, %d processing, %d pending, %d awaiting ack",
-			cfg.SettleTimeout, p.Final, len(expected), p.Processing, p.Pending, p.AckPending)
+		r.problem("not settled within %s: %d of %d final, %d processing, %d unknown, %d pending, %d awaiting ack",
+			cfg.SettleTimeout, p.Final, len(expected), p.Processing, p.Unknown, p.Pending, p.AckPending)
 	} else {
 		r.logf("settled")
 	}
@@ -468,19 +513,67 @@ func (r *run) execute(ctx context.Context, l load, res *Result) (err error) {
 }
 
 // faults injects the faults on a schedule spread over the load and returns
-// the flood's idempotency key ("" without a flood).
-func (r *run) faults(ctx context.Context, snd *sender) (floodKey string) {
+// the idempotency keys of the valid payments it published (the flood's and
+// the ambiguous outage's). The ambiguous outage comes first and the freeze
+// runs beside the others, which come one after the other; faults returns
+// when all are over.
+//
+// The faults that hold every payment's next delivery back for longer than
+// the sweep grace — the NATS restart (lost naks wait for the ack wait), the
+// outage and the slow gateway (open breakers pause the pulls) — wait until
+// the ambiguous outage's payments have spent their deliveries: the sweeper
+// re-publishes a payment whose retry is that late, and the copy comes with
+// a fresh budget, so that the payment would be retried until the gateway
+// comes back instead of ending (docs/reliability.md). The freeze holds back
+// only what the frozen worker had pulled, and is not kept waiting: a copy
+// it causes costs the ambiguous outage a second budget at most.
+func (r *run) faults(ctx context.Context, snd *sender) (keys []string) {
 	f := r.cfg.Faults
 	d := r.cfg.LoadDuration
 	at := func(frac float64) bool {
 		return sleepUntil(ctx, r.start.Add(time.Duration(frac*float64(d))))
+	}
+	var (
+		wg            sync.WaitGroup
+		ambiguousKeys []string
+		spent         = make(chan struct{}) // closed once the ambiguous payments are spent
+	)
+	afterSpent := func() bool {
+		select {
+		case <-spent:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	defer func() {
+		wg.Wait()
+		keys = append(keys, ambiguousKeys...)
+	}()
+	if f.AmbiguousOutage > 0 {
+		wg.Go(func() {
+			if at(0.02) {
+				ambiguousKeys = r.ambiguousOutage(ctx, snd, f.AmbiguousOutage, spent)
+			} else {
+				close(spent)
+			}
+		})
+	} else {
+		close(spent)
+	}
+	if f.Freeze {
+		wg.Go(func() {
+			if at(0.10) {
+				r.freeze(ctx)
+			}
+		})
 	}
 	if f.Flood > 0 && at(0.08) {
 		req := floodRequest(r.cfg.Seed)
 		body, err := req.Marshal()
 		if err != nil {
 			r.problem("flood: %v", err)
-			return ""
+			return nil
 		}
 		msgs := make([]loadMsg, f.Flood)
 		for i := range msgs {
@@ -489,16 +582,16 @@ func (r *run) faults(ctx context.Context, snd *sender) (floodKey string) {
 		r.event("flood: %d copies of payment %s at once", f.Flood, req.PaymentID)
 		if err := snd.sendBurst(ctx, msgs, 32); err != nil {
 			r.problem("flood: %v", err)
-			return ""
+			return nil
 		}
-		floodKey = req.EffectiveKey()
+		keys = append(keys, req.EffectiveKey())
 	}
 	if f.RateLimitBurst && at(0.15) {
 		c := baseSim
 		c.RateLimitRate = 0.5
 		r.simFor(ctx, c, max(3*time.Second, d/10), "429 burst: half the charges answered 429 with Retry-After 1s")
 	}
-	if f.NATSRestart && at(0.25) {
+	if f.NATSRestart && at(0.25) && afterSpent() {
 		r.event("NATS restart")
 		if err := r.stack.RestartNATS(ctx); err != nil {
 			r.problem("NATS restart: %v", err)
@@ -507,12 +600,12 @@ func (r *run) faults(ctx context.Context, snd *sender) (floodKey string) {
 			r.event("NATS back")
 		}
 	}
-	if f.Outage && at(0.38) {
+	if f.Outage && at(0.38) && afterSpent() {
 		c := baseSim
 		c.ErrorRate = 1
 		r.simFor(ctx, c, 5*breakerOpenTimeout/2, fmt.Sprintf("gateway outage: every charge 503, longer than the %s breaker open timeout", breakerOpenTimeout))
 	}
-	if f.SlowGateway && at(0.55) {
+	if f.SlowGateway && at(0.55) && afterSpent() {
 		c := baseSim
 		c.Latency = gatewayTimeout + gatewayTimeout/2
 		r.simFor(ctx, c, 3*time.Second, fmt.Sprintf("slow gateway: %s latency, above the %s call timeout", c.Latency, gatewayTimeout))
@@ -529,7 +622,7 @@ func (r *run) faults(ctx context.Context, snd *sender) (floodKey string) {
 	if f.SIGTERM && at(0.80) {
 		r.sigterm(ctx)
 	}
-	return floodKey
+	return keys
 }
 
 // simFor sets the simulator to c for d, then back to the steady state.
@@ -640,14 +733,25 @@ func (r *run) killLoop(ctx context.Context, loadDone, faultsDone <-chan struct{}
 	}
 }
 
+// takeWait waits until a worker can be taken (see take); nil when ctx
+// ended first.
+func (r *run) takeWait(ctx context.Context) *slot {
+	for {
+		if s := r.take(); s != nil {
+			return s
+		}
+		if !sleep(ctx, 100*time.Millisecond) {
+			return nil
+		}
+	}
+}
+
 // sigterm stops one worker under load with SIGTERM: it must exit 0 within
 // its shutdown timeout plus the NATS drain; then it is started again.
 func (r *run) sigterm(ctx context.Context) {
-	var s *slot
-	for s == nil {
-		if s = r.take(); s == nil && !sleep(ctx, 100*time.Millisecond) {
-			return
-		}
+	s := r.takeWait(ctx)
+	if s == nil {
+		return
 	}
 	limit := shutdownTimeout + 5*time.Second
 	r.event("SIGTERM %s (pid %d) under load", s.name, s.proc.PID())
@@ -658,6 +762,97 @@ func (r *run) sigterm(ctx context.Context) {
 		r.event("%s exited 0 %.1fs after SIGTERM (shutdown timeout %s)", s.name, time.Since(start).Seconds(), shutdownTimeout)
 	}
 	r.release(s, r.restartWorker(ctx, s))
+}
+
+// freeze stops one worker under load with SIGSTOP for longer than its lease
+// and its ack wait, so that its messages are redelivered and its payments
+// taken over while it cannot run, then continues it with SIGCONT. What it
+// had in flight then carries on with leases that are no longer its own:
+// each write goes through the lease's fence and must change nothing (the
+// audit checks the result). The worker must still be running afterwards.
+func (r *run) freeze(ctx context.Context) {
+	s := r.takeWait(ctx)
+	if s == nil {
+		return
+	}
+	defer r.release(s, nil)
+	l, aw := envDuration(r.env, "PAYSTREAM_LEASE", lease), envDuration(r.env, "PAYSTREAM_ACK_WAIT", ackWait)
+	d := max(l, aw) + 2*time.Second
+	p := s.proc
+	before, berr := deliveryOutcomes(ctx, r.simCtl.http, p.HTTPAddr())
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		r.problem("SIGSTOP %s: %v", s.name, err)
+		return
+	}
+	r.freezes.Add(1)
+	r.event("SIGSTOP %s (pid %d) under load for %s, past its %s lease and %s ack wait", s.name, p.PID(), d, l, aw)
+	start := time.Now()
+	sleep(ctx, d) // cut short when the run is cancelled: SIGCONT either way
+	if err := p.Signal(syscall.SIGCONT); err != nil {
+		r.problem("SIGCONT %s: %v", s.name, err)
+		return
+	}
+	r.event("SIGCONT %s after %.1fs", s.name, time.Since(start).Seconds())
+	// Its late writes come within a gateway timeout or so.
+	if !sleep(ctx, 2*time.Second) {
+		return
+	}
+	if p.Exited() {
+		code, _ := p.Wait(ctx)
+		r.problem("%s exited %d after SIGCONT (log %s)", s.name, code, p.LogPath())
+		return
+	}
+	// For the log only: what the worker says it did since SIGSTOP (fenced:
+	// a write its lease's fence refused). The audit decides whether its
+	// late writes changed anything.
+	after, err := deliveryOutcomes(ctx, r.simCtl.http, p.HTTPAddr())
+	if err = errors.Join(berr, err); err != nil {
+		r.logf("%s: outcomes unknown: %v", s.name, err)
+		return
+	}
+	var since []string
+	for _, o := range slices.Sorted(maps.Keys(after)) {
+		if n := after[o] - before[o]; n > 0 {
+			since = append(since, fmt.Sprintf("%s %d", o, int(n)))
+		}
+	}
+	r.event("%s still running; its deliveries since SIGSTOP by outcome (its own metrics): %s", s.name, strings.Join(since, ", "))
+}
+
+// deliveryOutcomes reads a worker's count of deliveries by outcome
+// (paystream_messages_total on its /metrics at addr).
+func deliveryOutcomes(ctx context.Context, hc *http.Client, addr string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: worker metrics: %w", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: worker metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("chaos: worker metrics: %w", err)
+	case resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("chaos: worker metrics: %s", resp.Status)
+	}
+	out := map[string]float64{}
+	for line := range strings.Lines(string(b)) {
+		rest, ok := strings.CutPrefix(line, `paystream_messages_total{outcome="`)
+		if !ok {
+			continue
+		}
+		outcome, value, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			out[outcome] = n
+		}
+	}
+	return out, nil
 }
 
 // stopWorker sends SIGTERM and checks that the worker exits 0 within limit.

@@ -42,6 +42,11 @@ func (b *syncBuffer) String() string {
 
 // TestChaosSmall is the CI-sized run of the chaos suite: real processes, a
 // small load, every fault once and three kills.
+//
+// Until issue 10 (the status unknown, lookups before failed, the
+// reconciler) is in, the ambiguous outage's payments end failed although
+// the gateway charged them, and this test fails on false_failed: that is
+// the regression it is there to catch.
 func TestChaosSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs real processes for about a minute")
@@ -71,26 +76,42 @@ func TestChaosSmall(t *testing.T) {
 	t.Log("\n" + out.String())
 	require.NoError(t, err)
 	t.Log(res.FigureLine())
-	require.Empty(t, res.Problems, "kept in %s", res.Dir)
-	require.True(t, res.OK())
+	for _, p := range res.Problems {
+		t.Log("problem:", p)
+	}
 
 	require.Equal(t, 3, res.Kills)
+	require.Equal(t, 1, res.Freezes)
 	require.Equal(t, 2, res.Restarts, "NATS and Postgres")
 	require.GreaterOrEqual(t, res.WorkerRestarts, 4, "after each kill and the SIGTERM")
-	require.Equal(t, 1501, res.Payments, "the load and the flood")
+	require.Equal(t, 1511, res.Payments, "the load, the flood and the ambiguous outage")
+	require.Positive(t, res.Ambiguous, "payments charged with the answer lost")
 	require.NotNil(t, res.Report)
 	require.Equal(t, res.Payments, res.Report.ValidKeys)
 	require.Positive(t, res.Report.ConflictMessages)
 	require.Positive(t, res.Report.InvalidMessages)
 	require.GreaterOrEqual(t, res.Report.DuplicateMessages, 99, "the flood's copies at least")
-	require.Equal(t, res.Report.ConflictMessages, res.Report.DeadLetters["conflict"])
+	// At least one conflict dead letter per conflicting message; more when
+	// a conflict claimed its key before the original (held back by the
+	// freeze, say): the original and its duplicates are the conflicts then.
+	// Each dead letter's reason is checked against the row (wrong dead
+	// letters).
+	require.GreaterOrEqual(t, res.Report.DeadLetters["conflict"], res.Report.ConflictMessages)
 	require.Equal(t, res.Report.InvalidMessages, res.Report.DeadLetters["invalid"])
-	require.Equal(t, int64(res.Report.Succeeded()), res.Report.RealCharges)
 	for _, want := range []string{"flood:", "429 burst", "NATS restart", "gateway outage", "slow gateway",
-		"Postgres restart", "SIGTERM", "exited 0", "kill -9"} {
+		"Postgres restart", "SIGTERM", "exited 0", "kill -9", "SIGSTOP", "SIGCONT", "ambiguous outage over"} {
 		require.True(t, containsEvent(res.Events, want), "event %q in %v", want, res.Events)
 	}
 	require.Contains(t, res.FigureLine(), "lost=0 double_charged=0 stuck=0 wrong_dead_letters=0")
+
+	// Fails until issue 10 is merged: the ambiguous outage's payments end
+	// failed while the gateway holds their charge.
+	require.Empty(t, res.Report.FalseFailed, "false failed")
+	require.Empty(t, res.Report.Unknown, "unknown rows left after the settle wait")
+	require.Contains(t, res.FigureLine(), " false_failed=0 unknown=0")
+	require.Equal(t, int64(res.Report.Succeeded()), res.Report.RealCharges)
+	require.Empty(t, res.Problems, "kept in %s", res.Dir)
+	require.True(t, res.OK())
 	require.Empty(t, res.Dir, "the working directory is removed after a passing run")
 }
 
