@@ -353,7 +353,18 @@ func (c *Config) settings() []setting {
 			name:  "SWEEP_GRACE",
 			usage: "how long a lease must have expired before its row is swept",
 			value: newDuration(&c.SweepGrace, 5*time.Minute),
-			rules: []rule{{fn: atLeast(&c.SweepGrace, 0)}},
+			rules: []rule{
+				{fn: atLeast(&c.SweepGrace, 0)},
+				// A released lease is held until its retry is due, and the
+				// nak brings the redelivery at most a backoff after that: a
+				// shorter grace re-publishes payments that merely wait.
+				{deps: []string{"RETRY_BACKOFF_MAX"}, fn: func() error {
+					if c.SweepGrace != 0 && c.SweepGrace < c.RetryBackoffMax {
+						return fmt.Errorf("%s must be at least %s (%s)", c.SweepGrace, ref("RETRY_BACKOFF_MAX"), c.RetryBackoffMax)
+					}
+					return nil
+				}},
+			},
 		},
 		{
 			name:  "RETENTION",
