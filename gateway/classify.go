@@ -56,9 +56,10 @@ var errMalformed = errors.New("malformed charge result")
 //   - 402: declined, code from error.code (or error.decline_code; "declined"
 //     when the body has none).
 //   - 409, 429: payment.ClassRetry.
+//   - 401, 403 (paystream's credentials are wrong): payment.ClassUnauthorized.
 //   - 408 (the gateway timed out reading the request): payment.ClassTrouble.
 //   - 400, 422 and every other 4xx: payment.ClassRejected.
-//   - 5xx and anything outside 200–599 but 2xx/4xx: payment.ClassTrouble.
+//   - 5xx, 3xx, 1xx and any status outside 100–599: payment.ClassTrouble.
 //
 // A Retry-After header, in seconds or as an HTTP date, sets Error.RetryAfter
 // whatever the status.
@@ -106,21 +107,33 @@ func Classify(statusCode int, header http.Header, body []byte, now time.Time) (p
 		return res, nil
 	}
 
-	var class payment.FailureClass
+	return payment.ChargeResult{}, statusError(statusCode, header, body, ans.Error, jsonErr, now)
+}
+
+// statusClass maps a status that is neither 2xx nor a decline to its class
+// (docs/contract.md §5), for charges and lookups alike.
+func statusClass(statusCode int) payment.FailureClass {
 	switch {
 	case statusCode == http.StatusConflict, statusCode == http.StatusTooManyRequests:
-		class = payment.ClassRetry
+		return payment.ClassRetry
+	case statusCode == http.StatusUnauthorized, statusCode == http.StatusForbidden:
+		return payment.ClassUnauthorized
 	case statusCode == http.StatusRequestTimeout:
-		class = payment.ClassTrouble
+		return payment.ClassTrouble
 	case statusCode >= 400 && statusCode <= 499:
-		class = payment.ClassRejected
+		return payment.ClassRejected
 	default: // 5xx, and statuses outside the table (1xx, 3xx, nonsense)
-		class = payment.ClassTrouble
+		return payment.ClassTrouble
 	}
+}
 
+// statusError builds the *payment.GatewayError of an answer whose status is
+// neither 2xx nor a decline. we is the decoded error object of the body, if
+// any, and jsonErr the error of decoding the body as JSON.
+func statusError(statusCode int, header http.Header, body []byte, we *wireError, jsonErr error, now time.Time) *payment.GatewayError {
 	code, msg := "", ""
-	if jsonErr == nil && ans.Error != nil {
-		code, msg = ans.Error.Code, ans.Error.Message
+	if jsonErr == nil && we != nil {
+		code, msg = we.Code, we.Message
 	} else if jsonErr != nil {
 		msg = string(body) // not JSON: an HTML error page from a proxy, say
 	}
@@ -130,7 +143,7 @@ func Classify(statusCode int, header http.Header, body []byte, now time.Time) (p
 	if strings.TrimSpace(msg) == "" {
 		msg = http.StatusText(statusCode)
 	}
-	return payment.ChargeResult{}, newError(class, statusCode, header, now, code, msg, nil)
+	return newError(statusClass(statusCode), statusCode, header, now, code, msg, nil)
 }
 
 func newError(class payment.FailureClass, statusCode int, header http.Header, now time.Time, code, msg string, err error) *payment.GatewayError {

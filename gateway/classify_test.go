@@ -143,8 +143,16 @@ func TestClassify(t *testing.T) {
 			wantErr: &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 429, Message: "Too Many Requests", RetryAfter: gateway.MaxRetryAfter},
 		},
 		{
-			name: "401 other 4xx", status: 401, body: `{"error":{"code":"unauthorized","message":"bad api key"}}`,
-			wantErr: &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 401, Code: "unauthorized", Message: "bad api key"},
+			name: "401 credentials refused", status: 401, body: `{"error":{"code":"unauthorized","message":"bad api key"}}`,
+			wantErr: &payment.GatewayError{Class: payment.ClassUnauthorized, StatusCode: 401, Code: "unauthorized", Message: "bad api key"},
+		},
+		{
+			name: "403 credentials refused", status: 403, body: "<html>Forbidden</html>",
+			wantErr: &payment.GatewayError{Class: payment.ClassUnauthorized, StatusCode: 403, Message: "<html>Forbidden</html>"},
+		},
+		{
+			name: "403 with Retry-After", status: 403, header: retryAfter("30"),
+			wantErr: &payment.GatewayError{Class: payment.ClassUnauthorized, StatusCode: 403, Message: "Forbidden", RetryAfter: 30 * time.Second},
 		},
 		{
 			name: "404 other 4xx with text body", status: 404, body: "404 page not found\n",
@@ -181,6 +189,10 @@ func TestClassify(t *testing.T) {
 		{
 			name: "302 redirect is unexpected", status: 302, body: ``,
 			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 302, Code: payment.CodeUnexpectedStatus, Message: "Found"},
+		},
+		{
+			name: "100 informational is unexpected", status: 100,
+			wantErr: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 100, Code: payment.CodeUnexpectedStatus, Message: "Continue"},
 		},
 		{
 			name: "status 0 is unexpected", status: 0,
@@ -229,6 +241,7 @@ func TestIsBreakerFailure(t *testing.T) {
 		{"retry", &payment.GatewayError{Class: payment.ClassRetry, StatusCode: 429}, false},
 		{"rejected", &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 422}, false},
 		{"rejected wrapping a deadline", &payment.GatewayError{Class: payment.ClassRejected, Err: context.DeadlineExceeded}, false},
+		{"unauthorized", &payment.GatewayError{Class: payment.ClassUnauthorized, StatusCode: 401}, true},
 		{"caller canceled", fmt.Errorf("charge: %w", context.Canceled), false},
 		{"deadline during the call", fmt.Errorf("charge: %w", context.DeadlineExceeded), true},
 		{"other error", errors.New("something"), false},
@@ -246,6 +259,7 @@ func TestClassString(t *testing.T) {
 	require.Equal(t, "rejected", payment.ClassRejected.String())
 	require.Equal(t, "retry", payment.ClassRetry.String())
 	require.Equal(t, "trouble", payment.ClassTrouble.String())
+	require.Equal(t, "unauthorized", payment.ClassUnauthorized.String())
 	require.Equal(t, "unknown", payment.FailureClass(0).String())
 	require.Equal(t, "unknown", payment.FailureClass(200).String())
 }
@@ -260,6 +274,22 @@ func TestErrorString(t *testing.T) {
 	require.ErrorIs(t, err, cause)
 }
 
+// wantClass is the class of an error answer with the given status, spelled
+// out from the table of docs/contract.md §5 (2xx bodies that are not a
+// charge result are trouble too).
+func wantClass(status int) payment.FailureClass {
+	switch {
+	case status == 409 || status == 429:
+		return payment.ClassRetry
+	case status == 401 || status == 403:
+		return payment.ClassUnauthorized
+	case status >= 400 && status <= 499 && status != 408:
+		return payment.ClassRejected
+	default:
+		return payment.ClassTrouble
+	}
+}
+
 func FuzzClassify(f *testing.F) {
 	f.Add(200, "", []byte(`{"id":"ch_1","status":"succeeded"}`))
 	f.Add(201, "", []byte(`{"id":"ch_1","status":"declined","decline_code":"x"}`))
@@ -271,6 +301,9 @@ func FuzzClassify(f *testing.F) {
 	f.Add(200, "", []byte(`{"id":"`+strings.Repeat("a", 300)+`","status":"succeeded"}`))
 	f.Add(-1, "-1", []byte(`null`))
 	f.Add(302, "", []byte(`{"error":"string"}`))
+	f.Add(401, "", []byte(`{"error":{"code":"unauthorized"}}`))
+	f.Add(403, "", []byte(`forbidden`))
+	f.Add(408, "", []byte(``))
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, status int, retryAfter string, body []byte) {
 		res, err := gateway.Classify(status, http.Header{"Retry-After": []string{retryAfter}}, body, now)
@@ -299,8 +332,11 @@ func FuzzClassify(f *testing.F) {
 		if !ok {
 			t.Fatalf("error is %T, not *payment.GatewayError", err)
 		}
-		if ge.Class < payment.ClassRejected || ge.Class > payment.ClassTrouble {
+		if ge.Class.String() == "unknown" {
 			t.Fatalf("bad class %d", ge.Class)
+		}
+		if ge.Class != wantClass(status) {
+			t.Fatalf("status %d: class %s, want %s", status, ge.Class, wantClass(status))
 		}
 		if ge.StatusCode != status {
 			t.Fatalf("status %d, want %d", ge.StatusCode, status)

@@ -20,14 +20,20 @@
 // (docs/contract.md §5):
 //
 //   - payment.ClassRejected: the gateway refuses the request (400, 422
-//     including idempotency_key_reused, other 4xx). Record failed and
+//     including idempotency_key_reused, other 4xx but 401, 403 and 408). Record failed and
 //     dead-letter with reason gateway_rejected. Not a circuit-breaker failure.
 //   - payment.ClassRetry: 409 (the same key is still in flight at the
 //     gateway) or 429 (too fast). Retry later, no sooner than RetryAfter.
 //     Not a circuit-breaker failure.
-//   - payment.ClassTrouble: 5xx, 408, other statuses outside the table,
-//     timeout, connection error, malformed 2xx body. Retry later; a
-//     circuit-breaker failure (see payment.IsBreakerFailure).
+//   - payment.ClassUnauthorized: 401 or 403, the gateway refuses paystream's
+//     credentials. A configuration error, not the payment's fault: retry
+//     later and report the worker not ready (FailureClass.Misconfigured);
+//     a circuit-breaker failure. No money moved.
+//   - payment.ClassTrouble: 5xx, 408, 3xx, 1xx, other statuses outside the
+//     table, timeout, connection error, malformed 2xx body. Retry later; a
+//     circuit-breaker failure (see payment.IsBreakerFailure). The gateway
+//     may have charged. The client follows no redirect, not even with a
+//     caller's HTTPConfig.Client.
 //
 // When the caller's own context ends first, Charge returns the context's
 // error wrapped (errors.Is(err, context.Canceled) holds), not an *Error: the

@@ -42,8 +42,10 @@ type HTTPConfig struct {
 	// (and port) of BaseURL.
 	Name string
 	// Client is the HTTP client to use. Default: a client of its own with a
-	// transport sized for 4096 concurrent calls that does not follow
-	// redirects. HTTP.Close closes its idle connections either way.
+	// transport sized for 4096 concurrent calls. Either way redirects are
+	// not followed (a 3xx is classified as payment.ClassTrouble): a given
+	// client is copied with its CheckRedirect replaced. HTTP.Close closes
+	// its idle connections either way.
 	Client *http.Client
 }
 
@@ -101,6 +103,10 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	}
 	if g.client == nil {
 		g.client = newClient()
+	} else {
+		c := *g.client // the caller's client keeps following redirects elsewhere
+		c.CheckRedirect = noRedirect
+		g.client = &c
 	}
 	return g, nil
 }
@@ -121,9 +127,13 @@ func newClient() *http.Client {
 			TLSHandshakeTimeout:   5 * time.Second,
 			ExpectContinueTimeout: time.Second,
 		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		CheckRedirect: noRedirect,
 	}
 }
+
+// noRedirect makes a client return a 3xx answer instead of following it
+// (docs/contract.md §5: the client follows no redirect).
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // Name returns the gateway's name (HTTPConfig.Name).
 func (g *HTTP) Name() string { return g.name }

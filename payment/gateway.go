@@ -44,11 +44,11 @@ type ChargeResult struct {
 	DeclineCode string
 }
 
-// FailureClass says what the payment flow does with a charge attempt that
+// FailureClass says what the payment flow does with a gateway call that
 // reached no decision. Each class's behaviour is a row of one table below;
-// the flow asks the class (Final, BreakerFailure, Ambiguous) and never
-// switches on its identity, so a new class is a row here plus the adapter
-// code that produces it.
+// the flow asks the class (Final, BreakerFailure, Ambiguous, Misconfigured)
+// and never switches on its identity, so a new class is a row here plus the
+// adapter code that produces it.
 type FailureClass uint8
 
 // The failure classes of docs/contract.md §5.
@@ -64,6 +64,11 @@ const (
 	// ClassTrouble: 5xx, 408, 3xx, timeout, connection error or a
 	// malformed 2xx body: retry later. The gateway may have charged.
 	ClassTrouble
+	// ClassUnauthorized: 401 or 403, the gateway refuses paystream's
+	// credentials. A configuration error, not the payment's fault: retry
+	// later, and the worker reports itself not ready (Misconfigured). A
+	// breaker failure, since every other call fails alike. No money moved.
+	ClassUnauthorized
 
 	classEnd // keep last
 )
@@ -78,11 +83,15 @@ var failureClasses = [classEnd]struct {
 	breaker bool
 	// ambiguous: the gateway may have charged although it gave no result.
 	ambiguous bool
+	// misconfigured: paystream's own settings are wrong (its credentials);
+	// the worker's readiness goes false until a call gets past them.
+	misconfigured bool
 }{
-	0:             {name: "unknown", breaker: true, ambiguous: true},
-	ClassRejected: {name: "rejected", final: true},
-	ClassRetry:    {name: "retry"},
-	ClassTrouble:  {name: "trouble", breaker: true, ambiguous: true},
+	0:                 {name: "unknown", breaker: true, ambiguous: true},
+	ClassRejected:     {name: "rejected", final: true},
+	ClassRetry:        {name: "retry"},
+	ClassTrouble:      {name: "trouble", breaker: true, ambiguous: true},
+	ClassUnauthorized: {name: "unauthorized", breaker: true, misconfigured: true},
 }
 
 func (c FailureClass) row() int {
@@ -92,8 +101,8 @@ func (c FailureClass) row() int {
 	return 0
 }
 
-// String returns the lower-case name of c (rejected, retry,
-// trouble), as used in metrics labels; "unknown" for a value outside
+// String returns the lower-case name of c (rejected, retry, trouble,
+// unauthorized), as used in metrics labels; "unknown" for a value outside
 // the table.
 func (c FailureClass) String() string { return failureClasses[c.row()].name }
 
@@ -108,6 +117,13 @@ func (c FailureClass) BreakerFailure() bool { return failureClasses[c.row()].bre
 // Ambiguous reports whether the gateway may have charged on an attempt of
 // class c although it returned no result (a timeout, a 5xx).
 func (c FailureClass) Ambiguous() bool { return failureClasses[c.row()].ambiguous }
+
+// Misconfigured reports whether an attempt of class c says that paystream's
+// own configuration is wrong (the gateway refuses its credentials): the
+// payment is not at fault and is retried, nothing is dead-lettered, and the
+// worker reports itself not ready until a gateway call gets past the
+// credentials again.
+func (c FailureClass) Misconfigured() bool { return failureClasses[c.row()].misconfigured }
 
 // FailureClasses returns every failure class, in order.
 func FailureClasses() []FailureClass {
