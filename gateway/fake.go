@@ -149,7 +149,7 @@ func (f *Fake) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResu
 	case decline:
 		return toResult(f.ledger.Decline(c.IdempotencyKey, ledger.CodeRandomDecline)), nil
 	default:
-		return toResult(f.ledger.Charge(c.IdempotencyKey, c.PaymentID)), nil
+		return toResult(f.ledger.Charge(fields)), nil
 	}
 }
 

@@ -433,7 +433,7 @@ func (s *Server) handleCharge(w http.ResponseWriter, r *http.Request) {
 	case p.decline:
 		res = s.ledger.Decline(key, ledger.CodeRandomDecline)
 	default:
-		res = s.ledger.Charge(key, f.PaymentID)
+		res = s.ledger.Charge(f)
 		s.charges.Inc()
 	}
 	log.Debug().Bool("charged", res.Charged).Str("charge_id", res.ChargeID).
