@@ -44,6 +44,27 @@ type ChargeResult struct {
 	DeclineCode string
 }
 
+// LookupResult is a gateway's answer to a lookup of an idempotency key
+// (docs/contract.md §5): whether it made a charge under that key. A
+// lookup that ends in an error says nothing either way: only a nil error
+// with Found false means that no money moved.
+type LookupResult struct {
+	// Found is true when the gateway made a charge under the key: the money
+	// moved, and ChargeID, AmountMinor, Currency and PaymentID are set. When
+	// false, the gateway made no charge under the key and has no call for it
+	// in flight: the key was never used, was declined (a decline moves no
+	// money), or every call with it failed; the other fields are zero.
+	Found bool
+	// ChargeID is the gateway's id of the charge.
+	ChargeID string
+	// AmountMinor is the charged amount in minor units, > 0.
+	AmountMinor int64
+	// Currency is the currency code of the charge, as the gateway gave it.
+	Currency string
+	// PaymentID is the payment id sent with the charge.
+	PaymentID string
+}
+
 // FailureClass says what the payment flow does with a gateway call that
 // reached no decision. Each class's behaviour is a row of one table below;
 // the flow asks the class (Final, BreakerFailure, Ambiguous, Misconfigured)
@@ -148,10 +169,22 @@ const (
 	// CodeInvalidCharge: the charge was refused before sending (e.g. an
 	// idempotency key that is empty or not printable ASCII).
 	CodeInvalidCharge = "invalid_charge"
+	// CodeInvalidKey: a lookup was refused before sending, because its
+	// idempotency key is not 1–255 bytes of printable ASCII without space.
+	CodeInvalidKey = "invalid_key"
 )
 
-// GatewayError is a charge attempt that reached no decision. Gateways
-// return it as a *GatewayError; match it with errors.As.
+// GatewayError is a charge attempt that reached no decision, or a lookup
+// that got no answer. Gateways return it as a *GatewayError; match it with
+// errors.As.
+//
+// For a lookup, the class says when to ask again: ClassRetry (409: a call
+// with the key is still running; 429) soon, no sooner than RetryAfter;
+// ClassTrouble (5xx, timeout, connection error, malformed answer) and
+// ClassUnauthorized later, both breaker failures; ClassRejected (the
+// gateway refuses the lookup itself: 400, a 404 that is not no_such_charge,
+// other 4xx) only once the gateway or its settings change. Final never
+// means "no charge" for a lookup: only LookupResult.Found false does.
 type GatewayError struct {
 	// Class says what to do next.
 	Class FailureClass
