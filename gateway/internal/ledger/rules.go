@@ -22,6 +22,9 @@ const (
 	CodeUnavailable          = "service_unavailable"
 	CodeResponseLost         = "internal_error"
 	CodeTimeout              = "timeout"
+	// CodeNoSuchCharge is the code of a lookup's 404: no charge under the
+	// key and none in flight (docs/contract.md §5).
+	CodeNoSuchCharge = "no_such_charge"
 )
 
 // MaxKeyBytes is the longest idempotency key accepted.
