@@ -225,3 +225,63 @@ func TestHTTPRedirectNotFollowedWithOwnClient(t *testing.T) {
 	require.Zero(t, followed.Load(), "the redirect was followed")
 	require.Nil(t, own.CheckRedirect, "the caller's client is not changed")
 }
+
+// TestContractLookupTable has one case for each row of the lookup table of
+// docs/contract.md §5, and for the answers that the table leaves out,
+// through the HTTP client against a server that answers as the row says.
+func TestContractLookupTable(t *testing.T) {
+	t.Parallel()
+	var followed atomic.Int64
+	const charge = `{"id":"ch_1","status":"succeeded","amount_minor":2500,"currency":"EUR","payment_id":"pay_1"}`
+	rows := []struct {
+		contractRow
+		found bool // when the row is an answer (want set): Found
+	}{
+		// 200 with the charge: the gateway made a charge under this key.
+		{contractRow{name: "200 charge", serve: respond(200, charge), want: &payment.ChargeResult{}}, true},
+		// 404 no_such_charge: no charge, none in flight.
+		{contractRow{name: "404 no_such_charge", serve: respond(404, `{"error":{"code":"no_such_charge"}}`), want: &payment.ChargeResult{}}, false},
+		// 409: still running, ask again later; no breaker failure.
+		{contractRow{name: "409", serve: respond(409, `{"error":{"code":"idempotency_key_in_use"}}`),
+			class: payment.ClassRetry, code: "idempotency_key_in_use"}, false},
+		// 5xx, timeout, connection error: trouble, a breaker failure.
+		{contractRow{name: "500", serve: respond(500, ``), class: payment.ClassTrouble, breaker: true}, false},
+		{contractRow{name: "503", serve: respond(503, `{"error":{"code":"service_unavailable"}}`),
+			class: payment.ClassTrouble, code: "service_unavailable", breaker: true}, false},
+		{contractRow{name: "timeout", serve: stall, class: payment.ClassTrouble, code: payment.CodeTimeout, breaker: true}, false},
+		{contractRow{name: "connection error", serve: hangUp(t), class: payment.ClassTrouble, code: payment.CodeConnection, breaker: true}, false},
+		// Not in the lookup table; classified as for a charge, and never as
+		// "no charge".
+		{contractRow{name: "200 declined", serve: respond(200, `{"id":"ch_1","status":"declined"}`),
+			class: payment.ClassTrouble, code: payment.CodeMalformedResponse, breaker: true}, false},
+		{contractRow{name: "404 without no_such_charge", serve: respond(404, `404 page not found`),
+			class: payment.ClassRejected, final: true}, false},
+		{contractRow{name: "429", serve: respond(429, ``, "Retry-After", "3"), class: payment.ClassRetry, retryAfter: 3 * time.Second}, false},
+		{contractRow{name: "401", serve: respond(401, ``), class: payment.ClassUnauthorized, breaker: true, unready: true}, false},
+		{contractRow{name: "403", serve: respond(403, ``), class: payment.ClassUnauthorized, breaker: true, unready: true}, false},
+		{contractRow{name: "408", serve: respond(408, ``), class: payment.ClassTrouble, breaker: true}, false},
+	}
+	for _, r := range redirectRows(&followed) {
+		rows = append(rows, struct {
+			contractRow
+			found bool
+		}{r, false})
+	}
+	for _, tt := range rows {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			g := contractClient(t, tt.serve)
+			res, err := g.Lookup(t.Context(), "k")
+			tt.check(t, res, payment.LookupResult{}, err)
+			if tt.want != nil {
+				require.Equal(t, tt.found, res.Found)
+				if tt.found {
+					require.Equal(t, payment.LookupResult{Found: true, ChargeID: "ch_1", AmountMinor: 2500, Currency: "EUR", PaymentID: "pay_1"}, res)
+				} else {
+					require.Zero(t, res)
+				}
+			}
+		})
+	}
+	t.Cleanup(func() { require.Zero(t, followed.Load(), "a redirect was followed") })
+}
