@@ -101,11 +101,16 @@ func (tt contractRow) check(t *testing.T, gotResult any, zero any, err error) {
 	require.Equal(t, tt.unready, ge.Class.Misconfigured(), "readiness")
 }
 
-// contractClient serves h and returns a client for it with a short timeout.
-func contractClient(t *testing.T, h http.Handler) *gateway.HTTP {
+// contractClient serves the row's answer and returns a client for it, with
+// a short timeout for a row that expects one.
+func contractClient(t *testing.T, tt contractRow) *gateway.HTTP {
 	t.Helper()
-	ts := httptest.NewServer(h)
-	g, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: ts.URL, Timeout: 200 * time.Millisecond})
+	ts := httptest.NewServer(tt.serve)
+	timeout := 10 * time.Second
+	if tt.code == payment.CodeTimeout {
+		timeout = 200 * time.Millisecond
+	}
+	g, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: ts.URL, Timeout: timeout})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		g.Close()
@@ -194,7 +199,7 @@ func TestContractChargeTable(t *testing.T) {
 	for _, tt := range rows {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			g := contractClient(t, tt.serve)
+			g := contractClient(t, tt)
 			res, err := g.Charge(t.Context(), testCharge("k", 1000))
 			tt.check(t, res, payment.ChargeResult{}, err)
 			if tt.want != nil {
@@ -270,7 +275,7 @@ func TestContractLookupTable(t *testing.T) {
 	for _, tt := range rows {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			g := contractClient(t, tt.serve)
+			g := contractClient(t, tt.contractRow)
 			res, err := g.Lookup(t.Context(), "k")
 			tt.check(t, res, payment.LookupResult{}, err)
 			if tt.want != nil {
