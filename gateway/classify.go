@@ -41,7 +41,24 @@ type wireError struct {
 	Charge      string `json:"charge"`
 }
 
-var errMalformed = errors.New("malformed charge result")
+var (
+	errMalformed       = errors.New("malformed charge result")
+	errMalformedLookup = errors.New("malformed lookup answer")
+)
+
+// CodeNoSuchCharge is the error code of a lookup's 404 answer that means
+// "no charge under this key" (docs/contract.md §5). A 404 without it (a
+// proxy's page, a gateway without the lookup endpoint) is no such answer.
+const CodeNoSuchCharge = "no_such_charge"
+
+// wireLookup is the 200 body of a lookup that ClassifyLookup reads.
+type wireLookup struct {
+	ID          string `json:"id"`
+	Status      string `json:"status"`
+	AmountMinor int64  `json:"amount_minor"`
+	Currency    string `json:"currency"`
+	PaymentID   string `json:"payment_id"`
+}
 
 // Classify maps one HTTP answer of the gateway to a Result or an *payment.GatewayError,
 // following the table of docs/contract.md §5. It is a pure function of its
@@ -56,9 +73,10 @@ var errMalformed = errors.New("malformed charge result")
 //   - 402: declined, code from error.code (or error.decline_code; "declined"
 //     when the body has none).
 //   - 409, 429: payment.ClassRetry.
+//   - 401, 403 (paystream's credentials are wrong): payment.ClassUnauthorized.
 //   - 408 (the gateway timed out reading the request): payment.ClassTrouble.
 //   - 400, 422 and every other 4xx: payment.ClassRejected.
-//   - 5xx and anything outside 200–599 but 2xx/4xx: payment.ClassTrouble.
+//   - 5xx, 3xx, 1xx and any status outside 100–599: payment.ClassTrouble.
 //
 // A Retry-After header, in seconds or as an HTTP date, sets Error.RetryAfter
 // whatever the status.
@@ -106,21 +124,73 @@ func Classify(statusCode int, header http.Header, body []byte, now time.Time) (p
 		return res, nil
 	}
 
-	var class payment.FailureClass
+	return payment.ChargeResult{}, statusError(statusCode, header, body, ans.Error, jsonErr, now)
+}
+
+// ClassifyLookup maps one HTTP answer of the gateway to a lookup of an
+// idempotency key (GET /v1/charges?idempotency_key=…) to a LookupResult or a
+// *payment.GatewayError, following docs/contract.md §5. Like Classify it is
+// pure, now serves only Retry-After dates, and exactly one of the two return
+// values is set.
+//
+//   - 2xx with {"id":…,"status":"succeeded","amount_minor":…,"currency":…,
+//     "payment_id":…}, every field present and valid (amount_minor a JSON
+//     integer > 0): Found. Any other 2xx body, a declined one included, is
+//     malformed: payment.ClassTrouble.
+//   - 404 with {"error":{"code":"no_such_charge"}}: not found (the zero
+//     LookupResult, nil error). This is the only answer that means no money
+//     moved.
+//   - Every other status maps to a class as in Classify: 409, 429
+//     payment.ClassRetry; 401, 403 payment.ClassUnauthorized; 408, 3xx, 1xx,
+//     5xx payment.ClassTrouble; the other 4xx, a 404 without
+//     no_such_charge and a 402 included, payment.ClassRejected.
+func ClassifyLookup(statusCode int, header http.Header, body []byte, now time.Time) (payment.LookupResult, error) {
+	if statusCode >= 200 && statusCode <= 299 {
+		var ans wireLookup
+		err := json.Unmarshal(body, &ans)
+		if err == nil && ans.Status == "succeeded" && validChargeID(ans.ID) && ans.AmountMinor > 0 &&
+			validText(ans.Currency, MaxCodeBytes) && validText(ans.PaymentID, MaxChargeIDBytes) {
+			return payment.LookupResult{Found: true, ChargeID: ans.ID, AmountMinor: ans.AmountMinor,
+				Currency: ans.Currency, PaymentID: ans.PaymentID}, nil
+		}
+		if err == nil {
+			err = errMalformedLookup
+		}
+		return payment.LookupResult{}, newError(payment.ClassTrouble, statusCode, header, now, payment.CodeMalformedResponse,
+			"2xx answer to a lookup is not a succeeded charge", err)
+	}
+	var ans wireAnswer
+	jsonErr := json.Unmarshal(body, &ans)
+	if statusCode == http.StatusNotFound && jsonErr == nil && ans.Error != nil && ans.Error.Code == CodeNoSuchCharge {
+		return payment.LookupResult{}, nil
+	}
+	return payment.LookupResult{}, statusError(statusCode, header, body, ans.Error, jsonErr, now)
+}
+
+// statusClass maps a status that is neither 2xx nor a decline to its class
+// (docs/contract.md §5), for charges and lookups alike.
+func statusClass(statusCode int) payment.FailureClass {
 	switch {
 	case statusCode == http.StatusConflict, statusCode == http.StatusTooManyRequests:
-		class = payment.ClassRetry
+		return payment.ClassRetry
+	case statusCode == http.StatusUnauthorized, statusCode == http.StatusForbidden:
+		return payment.ClassUnauthorized
 	case statusCode == http.StatusRequestTimeout:
-		class = payment.ClassTrouble
+		return payment.ClassTrouble
 	case statusCode >= 400 && statusCode <= 499:
-		class = payment.ClassRejected
+		return payment.ClassRejected
 	default: // 5xx, and statuses outside the table (1xx, 3xx, nonsense)
-		class = payment.ClassTrouble
+		return payment.ClassTrouble
 	}
+}
 
+// statusError builds the *payment.GatewayError of an answer whose status is
+// neither 2xx nor a decline. we is the decoded error object of the body, if
+// any, and jsonErr the error of decoding the body as JSON.
+func statusError(statusCode int, header http.Header, body []byte, we *wireError, jsonErr error, now time.Time) *payment.GatewayError {
 	code, msg := "", ""
-	if jsonErr == nil && ans.Error != nil {
-		code, msg = ans.Error.Code, ans.Error.Message
+	if jsonErr == nil && we != nil {
+		code, msg = we.Code, we.Message
 	} else if jsonErr != nil {
 		msg = string(body) // not JSON: an HTML error page from a proxy, say
 	}
@@ -130,7 +200,7 @@ func Classify(statusCode int, header http.Header, body []byte, now time.Time) (p
 	if strings.TrimSpace(msg) == "" {
 		msg = http.StatusText(statusCode)
 	}
-	return payment.ChargeResult{}, newError(class, statusCode, header, now, code, msg, nil)
+	return newError(statusClass(statusCode), statusCode, header, now, code, msg, nil)
 }
 
 func newError(class payment.FailureClass, statusCode int, header http.Header, now time.Time, code, msg string, err error) *payment.GatewayError {
@@ -187,11 +257,14 @@ func declineCode(code string) string {
 
 // validChargeID reports whether id can be recorded as a charge id: 1 to
 // MaxChargeIDBytes bytes of printable text.
-func validChargeID(id string) bool {
-	if id == "" || len(id) > MaxChargeIDBytes || !utf8.ValidString(id) {
+func validChargeID(id string) bool { return validText(id, MaxChargeIDBytes) }
+
+// validText reports whether s is 1 to maxBytes bytes of printable text.
+func validText(s string, maxBytes int) bool {
+	if s == "" || len(s) > maxBytes || !utf8.ValidString(s) {
 		return false
 	}
-	for _, r := range id {
+	for _, r := range s {
 		if !unicode.IsPrint(r) {
 			return false
 		}

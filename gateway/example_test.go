@@ -66,3 +66,31 @@ func ExampleClassify() {
 	}
 	// Output: retry rate_limited 3s false
 }
+
+// A lookup finds the charge made under an idempotency key; a key with no
+// charge is not found, without an error.
+func ExampleHTTP_Lookup() {
+	simulator := sim.New(sim.Config{}, zerolog.Nop(), nil)
+	server := httptest.NewServer(simulator)
+	defer server.Close()
+	g, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: server.URL})
+	if err != nil {
+		panic(err)
+	}
+	defer g.Close()
+
+	charged, err := g.Charge(context.Background(), payment.Charge{
+		IdempotencyKey: "order-1002", PaymentID: "order-1002", MerchantID: "shop-7",
+		Currency: "EUR", PaymentMethod: "pm_card_visa", AmountMinor: 990,
+	})
+	if err != nil {
+		panic(err)
+	}
+	found, err := g.Lookup(context.Background(), "order-1002")
+	fmt.Println(found.Found, found.ChargeID == charged.ChargeID, found.AmountMinor, found.Currency, err)
+	none, err := g.Lookup(context.Background(), "order-1003")
+	fmt.Println(none.Found, err)
+	// Output:
+	// true true 990 EUR <nil>
+	// false <nil>
+}

@@ -37,6 +37,13 @@ type FakeConfig struct {
 	// before it forgets the oldest, like a real gateway that keeps keys for
 	// a day. Zero means 1,048,576 (about 100 MB); negative means no limit.
 	MaxKeys int
+	// MaxCharges is how many charges Lookup still finds, the oldest
+	// forgotten first, like a real gateway that keeps charges searchable
+	// for months after it forgot their keys. Zero means 4,194,304 (about
+	// 100 bytes each with a 20-byte payment id: 400 MB when full); negative
+	// means no limit. Never fewer than MaxKeys; no limit when MaxKeys has
+	// none.
+	MaxCharges int
 }
 
 // Fake is an in-process gateway (PAYSTREAM_GATEWAY_URL=fake). It honours
@@ -45,11 +52,14 @@ type FakeConfig struct {
 // whose first call is still running gets a payment.ClassRetry *payment.GatewayError (409), and the
 // same key with a different charge gets a payment.ClassRejected *payment.GatewayError (422,
 // idempotency_key_reused). Failures (FailureRate) and cancelled calls leave
-// no result, so a retry charges anew.
+// no result, so a retry charges anew. Lookup finds each charge by its key,
+// also after the key itself was forgotten.
 //
 // Memory stays bounded: each remembered key costs about 100 bytes (a hash of
 // the key, a fingerprint of the charge and the charge number), and at most
-// FakeConfig.MaxKeys completed keys are remembered.
+// FakeConfig.MaxKeys completed keys are remembered; each charge kept for
+// Lookup costs about 100 bytes more, for at most FakeConfig.MaxCharges
+// charges.
 //
 // A Fake is safe for concurrent use.
 type Fake struct {
@@ -78,6 +88,7 @@ func NewFake(cfg FakeConfig) *Fake {
 		ledger: ledger.New(ledger.Config{
 			ChargePrefix: fmt.Sprintf("fk%08x_", rng.Uint32()),
 			MaxKeys:      cfg.MaxKeys,
+			MaxCharges:   cfg.MaxCharges,
 		}),
 		rng: rng,
 	}
@@ -149,8 +160,37 @@ func (f *Fake) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResu
 	case decline:
 		return toResult(f.ledger.Decline(c.IdempotencyKey, ledger.CodeRandomDecline)), nil
 	default:
-		return toResult(f.ledger.Charge(c.IdempotencyKey, c.PaymentID)), nil
+		return toResult(f.ledger.Charge(fields)), nil
 	}
+}
+
+// Lookup tells whether the fake made a charge under key, with the results
+// and errors of HTTP.Lookup: Found with the charge (also long after the key
+// was forgotten for idempotency, see FakeConfig.MaxCharges); not found for
+// a key never charged, declined, failed or canceled; a payment.ClassRetry
+// *payment.GatewayError (409, idempotency_key_in_use) while the key's first
+// charge call is still running; a payment.ClassRejected one (400,
+// invalid_request) for a key that is not 1–255 bytes of printable ASCII
+// without space; and ctx's error wrapped when ctx has ended. Lookups answer
+// at once and never fail at FailureRate, which applies to new charges only.
+func (f *Fake) Lookup(ctx context.Context, key string) (payment.LookupResult, error) {
+	if err := ctx.Err(); err != nil {
+		return payment.LookupResult{}, fmt.Errorf("gateway %s: lookup: %w", FakeName, err)
+	}
+	if problem := ledger.ValidateKey(key); problem != "" {
+		return payment.LookupResult{}, &payment.GatewayError{Class: payment.ClassRejected, StatusCode: http.StatusBadRequest,
+			Code: ledger.CodeInvalidRequest, Message: "idempotency_key: " + problem}
+	}
+	c, found, inFlight := f.ledger.Find(key)
+	switch {
+	case found:
+		return payment.LookupResult{Found: true, ChargeID: c.ChargeID, AmountMinor: c.AmountMinor,
+			Currency: c.Currency, PaymentID: c.PaymentID}, nil
+	case inFlight:
+		return payment.LookupResult{}, &payment.GatewayError{Class: payment.ClassRetry, StatusCode: http.StatusConflict,
+			Code: ledger.CodeIdempotencyKeyInUse, Message: "a request with this idempotency key is in progress"}
+	}
+	return payment.LookupResult{}, nil
 }
 
 // roll draws whether a new charge fails and whether it is declined.

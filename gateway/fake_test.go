@@ -258,3 +258,45 @@ func TestFakeForgetsOldestKeys(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(4), f.Stats().Charges)
 }
+
+func TestFakeLookup(t *testing.T) {
+	t.Parallel()
+	f := gateway.NewFake(gateway.FakeConfig{MaxKeys: 1, MaxCharges: 2})
+	ids := map[string]string{}
+	for _, k := range []string{"a", "b", "c"} {
+		res, err := f.Charge(t.Context(), testCharge(k, 1000))
+		require.NoError(t, err)
+		ids[k] = res.ChargeID
+	}
+	for k, want := range map[string]bool{"a": false, "b": true, "c": true} {
+		res, err := f.Lookup(t.Context(), k)
+		require.NoError(t, err)
+		require.Equal(t, want, res.Found, "key %s: MaxCharges keeps the latest two charges", k)
+		if want {
+			require.Equal(t, ids[k], res.ChargeID)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := f.Lookup(ctx, "c")
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorContains(t, err, "lookup")
+	require.False(t, payment.IsBreakerFailure(err))
+
+	for _, key := range []string{"", "a b", strings.Repeat("k", 256)} {
+		_, err := f.Lookup(t.Context(), key)
+		ge := requireGatewayError(t, err, payment.ClassRejected, http.StatusBadRequest)
+		require.Equal(t, "invalid_request", ge.Code)
+	}
+}
+
+func TestFakeFailureRateSparesLookups(t *testing.T) {
+	t.Parallel()
+	f := gateway.NewFake(gateway.FakeConfig{FailureRate: 1})
+	_, err := f.Charge(t.Context(), testCharge("k", 1000))
+	requireGatewayError(t, err, payment.ClassTrouble, http.StatusServiceUnavailable)
+	res, err := f.Lookup(t.Context(), "k")
+	require.NoError(t, err, "lookups answer truthfully: the failed charge moved no money")
+	require.False(t, res.Found)
+}

@@ -19,8 +19,8 @@ import (
 // DefaultTimeout is the default of HTTPConfig.Timeout.
 const DefaultTimeout = 10 * time.Second
 
-// MaxResponseBytes is the most of a response body that HTTP.Charge reads; a
-// 2xx body longer than that is malformed.
+// MaxResponseBytes is the most of a response body that HTTP.Charge and
+// HTTP.Lookup read; a 2xx body longer than that is malformed.
 const MaxResponseBytes = 1 << 20
 
 // maxConnsPerHost sizes the default transport's idle pool for 4096
@@ -34,21 +34,25 @@ type HTTPConfig struct {
 	// https://gateway.example.com; charges go to {BaseURL}/v1/charges.
 	// Required. It may carry a path prefix; user info is refused.
 	BaseURL string
-	// Timeout bounds one Charge call (connect, send, wait, read). Default
-	// DefaultTimeout (10s). A call that runs out of it is a payment.ClassTrouble
-	// *payment.GatewayError with Code payment.CodeTimeout.
+	// Timeout bounds one Charge or Lookup call (connect, send, wait, read).
+	// Default DefaultTimeout (10s). A call that runs out of it is a
+	// payment.ClassTrouble *payment.GatewayError with Code
+	// payment.CodeTimeout.
 	Timeout time.Duration
 	// Name identifies the gateway in outcomes and logs. Default: the host
 	// (and port) of BaseURL.
 	Name string
 	// Client is the HTTP client to use. Default: a client of its own with a
-	// transport sized for 4096 concurrent calls that does not follow
-	// redirects. HTTP.Close closes its idle connections either way.
+	// transport sized for 4096 concurrent calls. Either way redirects are
+	// not followed (a 3xx is classified as payment.ClassTrouble): a given
+	// client is copied with its CheckRedirect replaced. HTTP.Close closes
+	// its idle connections either way.
 	Client *http.Client
 }
 
-// HTTP is a gateway client speaking docs/contract.md §5 over HTTP. It is safe for
-// concurrent use. Close it to release idle connections.
+// HTTP is a gateway client speaking docs/contract.md §5 over HTTP: Charge
+// and Lookup. It is safe for concurrent use. Close it to release idle
+// connections.
 type HTTP struct {
 	name     string
 	endpoint string
@@ -101,6 +105,10 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	}
 	if g.client == nil {
 		g.client = newClient()
+	} else {
+		c := *g.client // the caller's client keeps following redirects elsewhere
+		c.CheckRedirect = noRedirect
+		g.client = &c
 	}
 	return g, nil
 }
@@ -121,9 +129,13 @@ func newClient() *http.Client {
 			TLSHandshakeTimeout:   5 * time.Second,
 			ExpectContinueTimeout: time.Second,
 		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		CheckRedirect: noRedirect,
 	}
 }
+
+// noRedirect makes a client return a 3xx answer instead of following it
+// (docs/contract.md §5: the client follows no redirect).
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // Name returns the gateway's name (HTTPConfig.Name).
 func (g *HTTP) Name() string { return g.name }
@@ -167,44 +179,92 @@ func (g *HTTP) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResu
 		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassRejected, Code: payment.CodeInvalidCharge, Message: "encode charge", Err: err}
 	}
 
+	header := http.Header{
+		"Content-Type":    {"application/json"},
+		"Accept":          {"application/json"},
+		"Idempotency-Key": {c.IdempotencyKey},
+	}
+	status, respHeader, data, err := g.call(ctx, "charge", http.MethodPost, g.endpoint, header, body)
+	if err != nil {
+		return payment.ChargeResult{}, err
+	}
+	return Classify(status, respHeader, data, time.Now())
+}
+
+// Lookup asks the gateway whether it made a charge under the idempotency
+// key (docs/contract.md §5: GET {BaseURL}/v1/charges?idempotency_key=…,
+// the key percent-encoded). It returns a LookupResult with Found true and
+// the charge when the gateway charged under the key, Found false when it
+// answered 404 no_such_charge (no charge, a decline included, and none in
+// flight), and otherwise a *payment.GatewayError (see ClassifyLookup): a 409
+// (a call with the key still running) is payment.ClassRetry, gateway
+// trouble payment.ClassTrouble. Timeout, body bounds and ctx behave as for
+// Charge; a key that is not 1–255 bytes of printable ASCII without space is
+// refused before sending, as payment.ClassRejected with Code
+// payment.CodeInvalidKey.
+func (g *HTTP) Lookup(ctx context.Context, key string) (payment.LookupResult, error) {
+	if !validKey(key) {
+		return payment.LookupResult{}, &payment.GatewayError{Class: payment.ClassRejected, Code: payment.CodeInvalidKey,
+			Message: "idempotency key must be 1-255 bytes of printable ASCII without space"}
+	}
+	target := g.endpoint + "?" + url.Values{"idempotency_key": {key}}.Encode()
+	status, respHeader, data, err := g.call(ctx, "lookup", http.MethodGet, target, http.Header{"Accept": {"application/json"}}, nil)
+	if err != nil {
+		return payment.LookupResult{}, err
+	}
+	return ClassifyLookup(status, respHeader, data, time.Now())
+}
+
+// call sends one request of operation op (for error messages) within the
+// call timeout and reads at most MaxResponseBytes of the answer. err is the
+// caller's context error wrapped, or a *payment.GatewayError: the request
+// could not be built, a timeout, a connection error, or a 2xx body over the
+// bound; a longer non-2xx body is cut to the bound.
+func (g *HTTP) call(ctx context.Context, op, method, target string, header http.Header, body []byte) (int, http.Header, []byte, error) {
 	callCtx, cancel := context.WithTimeoutCause(ctx, g.timeout, errCallTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(callCtx, http.MethodPost, g.endpoint, bytes.NewReader(body))
-	if err != nil {
-		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassRejected, Code: payment.CodeInvalidCharge, Message: "build request", Err: err}
+	var bodyReader io.Reader
+	if body != nil {
+		bodyReader = bytes.NewReader(body)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Idempotency-Key", c.IdempotencyKey)
+	req, err := http.NewRequestWithContext(callCtx, method, target, bodyReader)
+	if err != nil { // cannot happen with the base URL checked by NewHTTP
+		code := payment.CodeInvalidCharge
+		if method == http.MethodGet {
+			code = payment.CodeInvalidKey
+		}
+		return 0, nil, nil, &payment.GatewayError{Class: payment.ClassRejected, Code: code, Message: "build " + op + " request", Err: err}
+	}
+	req.Header = header
 
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return payment.ChargeResult{}, g.callError(ctx, callCtx, err)
+		return 0, nil, nil, g.callError(ctx, callCtx, op, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
-		return payment.ChargeResult{}, g.callError(ctx, callCtx, err)
+		return 0, nil, nil, g.callError(ctx, callCtx, op, err)
 	}
 	if len(data) > MaxResponseBytes {
 		if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
-			return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: resp.StatusCode, Code: payment.CodeMalformedResponse,
+			return 0, nil, nil, &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: resp.StatusCode, Code: payment.CodeMalformedResponse,
 				Message: fmt.Sprintf("response body over %d bytes", MaxResponseBytes)}
 		}
 		data = data[:MaxResponseBytes]
 	}
-	return Classify(resp.StatusCode, resp.Header, data, time.Now())
+	return resp.StatusCode, resp.Header, data, nil
 }
 
 // callError turns an error of sending the request or reading the response
 // into the caller's context error (when ctx ended), a timeout or a
 // connection error.
-func (g *HTTP) callError(ctx, callCtx context.Context, err error) error {
+func (g *HTTP) callError(ctx, callCtx context.Context, op string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		if cause := context.Cause(ctx); cause != nil && cause != ctxErr {
-			return fmt.Errorf("gateway %s: charge: %w (cause: %w)", g.name, ctxErr, cause)
+			return fmt.Errorf("gateway %s: %s: %w (cause: %w)", g.name, op, ctxErr, cause)
 		}
-		return fmt.Errorf("gateway %s: charge: %w", g.name, ctxErr)
+		return fmt.Errorf("gateway %s: %s: %w", g.name, op, ctxErr)
 	}
 	if context.Cause(callCtx) == errCallTimeout {
 		return &payment.GatewayError{Class: payment.ClassTrouble, Code: payment.CodeTimeout,

@@ -486,3 +486,168 @@ func TestHTTPRetriesChargeOnce(t *testing.T) {
 	require.Zero(t, st.InFlight)
 	require.Empty(t, st.DoubleCharged)
 }
+
+func TestHTTPLookupRequestShape(t *testing.T) {
+	t.Parallel()
+	type seen struct {
+		method, path, rawQuery, key, accept, idemHeader string
+		bodyLen                                         int
+	}
+	var mu sync.Mutex
+	var got []seen
+	capture := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			got = append(got, seen{r.Method, r.URL.Path, r.URL.RawQuery, r.URL.Query().Get("idempotency_key"),
+				r.Header.Get("Accept"), r.Header.Get("Idempotency-Key"), len(body)})
+			mu.Unlock()
+			next.ServeHTTP(w, r)
+		})
+	}
+	b := setup(t, sim.Config{}, 0, capture)
+
+	const key = "order/42+a%b&c=d~#?"
+	_, err := b.client.Lookup(t.Context(), key)
+	require.NoError(t, err)
+
+	_, err = b.client.Lookup(t.Context(), "key Ω") // refused: not printable ASCII
+	ge := requireGatewayError(t, err, payment.ClassRejected, 0)
+	require.Equal(t, payment.CodeInvalidKey, ge.Code)
+	_, err = b.client.Lookup(t.Context(), "")
+	requireGatewayError(t, err, payment.ClassRejected, 0)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []seen{{
+		method: "GET", path: "/v1/charges", rawQuery: "idempotency_key=order%2F42%2Ba%25b%26c%3Dd~%23%3F", key: key,
+		accept: "application/json",
+	}}, got)
+}
+
+func TestHTTPLookupFindsCharge(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sim.Config{MaxKeys: 1}, 0, nil)
+	c := testCharge("k1", 4200)
+	c.Currency = "JPY"
+	res, err := b.client.Charge(t.Context(), c)
+	require.NoError(t, err)
+
+	found, err := b.client.Lookup(t.Context(), "k1")
+	require.NoError(t, err)
+	want := payment.LookupResult{Found: true, ChargeID: res.ChargeID, AmountMinor: 4200, Currency: "JPY", PaymentID: "pay_k1"}
+	require.Equal(t, want, found)
+
+	// The simulator forgets k1 for idempotency after one more key, but keeps
+	// the charge for lookup.
+	_, err = b.client.Charge(t.Context(), testCharge("k2", 1000))
+	require.NoError(t, err)
+	require.Zero(t, b.sim.ChargesFor("k1"), "k1 is forgotten for idempotency")
+	found, err = b.client.Lookup(t.Context(), "k1")
+	require.NoError(t, err)
+	require.Equal(t, want, found)
+	require.Equal(t, int64(2), b.sim.Stats().Lookups)
+}
+
+// TestHTTPLookupDuringOutage: the simulator's faults hide charges from
+// lookups too, until they stop or lookups are spared.
+func TestHTTPLookupDuringOutage(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sim.Config{LostResponseRate: 1}, 0, nil)
+	impatient, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: b.server.URL, Timeout: 100 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(impatient.Close)
+	c := testCharge("lost", 1000)
+	_, err = b.client.Charge(t.Context(), c)
+	requireGatewayError(t, err, payment.ClassTrouble, http.StatusInternalServerError)
+
+	for _, tt := range []struct {
+		name   string
+		cfg    sim.Config
+		status int
+		code   string
+	}{
+		{"lost answers", sim.Config{LostResponseRate: 1}, http.StatusInternalServerError, "internal_error"},
+		{"outage", sim.Config{ErrorRate: 1}, http.StatusServiceUnavailable, "service_unavailable"},
+		{"hang", sim.Config{TimeoutRate: 1, HangFor: time.Hour}, 0, payment.CodeTimeout},
+	} {
+		b.sim.SetConfig(tt.cfg)
+		client := b.client
+		if tt.code == payment.CodeTimeout {
+			client = impatient
+		}
+		_, err := client.Lookup(t.Context(), "lost")
+		ge := requireGatewayError(t, err, payment.ClassTrouble, tt.status)
+		require.Equal(t, tt.code, ge.Code, tt.name)
+		require.True(t, payment.IsBreakerFailure(err), tt.name)
+	}
+
+	// Charges still fail, lookups are spared: the charge shows.
+	b.sim.SetConfig(sim.Config{ErrorRate: 1, TimeoutRate: 1, SpareLookups: true})
+	found, err := b.client.Lookup(t.Context(), "lost")
+	require.NoError(t, err)
+	require.True(t, found.Found)
+	require.Equal(t, 1, b.sim.ChargesFor("lost"))
+
+	// The outage ends: the retry gets the charge that the lookup found.
+	b.sim.SetConfig(sim.Config{})
+	res, err := b.client.Charge(t.Context(), c)
+	require.NoError(t, err)
+	require.Equal(t, found.ChargeID, res.ChargeID)
+	require.Equal(t, int64(1), b.sim.Stats().Charges)
+}
+
+func TestHTTPLookupContext(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sim.Config{TimeoutRate: 1, HangFor: time.Hour}, time.Hour, nil)
+
+	t.Run("canceled before", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithCancelCause(t.Context())
+		shutdown := errors.New("worker shutting down")
+		cancel(shutdown)
+		_, err := b.client.Lookup(ctx, "k")
+		require.ErrorIs(t, err, context.Canceled)
+		require.ErrorIs(t, err, shutdown)
+		require.ErrorContains(t, err, "lookup")
+		require.False(t, payment.IsBreakerFailure(err))
+	})
+	t.Run("caller deadline", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		_, err := b.client.Lookup(ctx, "k")
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		_, isGatewayErr := errors.AsType[*payment.GatewayError](err)
+		require.False(t, isGatewayErr, "the caller's own deadline is returned as is: %v", err)
+		require.True(t, payment.IsBreakerFailure(err))
+	})
+}
+
+func TestHTTPLookupOversizedAnswer(t *testing.T) {
+	t.Parallel()
+	g := rawServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = fmt.Fprintf(w, `{"id":"ch_1","status":"succeeded","amount_minor":1,"currency":"EUR","payment_id":"p","pad":"%s"}`,
+			strings.Repeat("x", gateway.MaxResponseBytes))
+	})
+	_, err := g.Lookup(t.Context(), "k")
+	ge := requireGatewayError(t, err, payment.ClassTrouble, http.StatusOK)
+	require.Equal(t, payment.CodeMalformedResponse, ge.Code)
+}
+
+func TestHTTPLookupBasePath(t *testing.T) {
+	t.Parallel()
+	s := sim.New(sim.Config{}, zerolog.Nop(), nil)
+	mux := http.NewServeMux()
+	mux.Handle("/gw/", http.StripPrefix("/gw", s))
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	g, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: ts.URL + "/gw/"})
+	require.NoError(t, err)
+	t.Cleanup(g.Close)
+
+	res, err := g.Lookup(t.Context(), "k")
+	require.NoError(t, err)
+	require.False(t, res.Found)
+}

@@ -44,11 +44,32 @@ type ChargeResult struct {
 	DeclineCode string
 }
 
-// FailureClass says what the payment flow does with a charge attempt that
+// LookupResult is a gateway's answer to a lookup of an idempotency key
+// (docs/contract.md §5): whether it made a charge under that key. A
+// lookup that ends in an error says nothing either way: only a nil error
+// with Found false means that no money moved.
+type LookupResult struct {
+	// Found is true when the gateway made a charge under the key: the money
+	// moved, and ChargeID, AmountMinor, Currency and PaymentID are set. When
+	// false, the gateway made no charge under the key and has no call for it
+	// in flight: the key was never used, was declined (a decline moves no
+	// money), or every call with it failed; the other fields are zero.
+	Found bool
+	// ChargeID is the gateway's id of the charge.
+	ChargeID string
+	// AmountMinor is the charged amount in minor units, > 0.
+	AmountMinor int64
+	// Currency is the currency code of the charge, as the gateway gave it.
+	Currency string
+	// PaymentID is the payment id sent with the charge.
+	PaymentID string
+}
+
+// FailureClass says what the payment flow does with a gateway call that
 // reached no decision. Each class's behaviour is a row of one table below;
-// the flow asks the class (Final, BreakerFailure, Ambiguous) and never
-// switches on its identity, so a new class is a row here plus the adapter
-// code that produces it.
+// the flow asks the class (Final, BreakerFailure, Ambiguous, Misconfigured)
+// and never switches on its identity, so a new class is a row here plus the
+// adapter code that produces it.
 type FailureClass uint8
 
 // The failure classes of docs/contract.md §5.
@@ -64,6 +85,11 @@ const (
 	// ClassTrouble: 5xx, 408, 3xx, timeout, connection error or a
 	// malformed 2xx body: retry later. The gateway may have charged.
 	ClassTrouble
+	// ClassUnauthorized: 401 or 403, the gateway refuses paystream's
+	// credentials. A configuration error, not the payment's fault: retry
+	// later, and the worker reports itself not ready (Misconfigured). A
+	// breaker failure, since every other call fails alike. No money moved.
+	ClassUnauthorized
 
 	classEnd // keep last
 )
@@ -78,11 +104,15 @@ var failureClasses = [classEnd]struct {
 	breaker bool
 	// ambiguous: the gateway may have charged although it gave no result.
 	ambiguous bool
+	// misconfigured: paystream's own settings are wrong (its credentials);
+	// the worker's readiness goes false until a call gets past them.
+	misconfigured bool
 }{
-	0:             {name: "unknown", breaker: true, ambiguous: true},
-	ClassRejected: {name: "rejected", final: true},
-	ClassRetry:    {name: "retry"},
-	ClassTrouble:  {name: "trouble", breaker: true, ambiguous: true},
+	0:                 {name: "unknown", breaker: true, ambiguous: true},
+	ClassRejected:     {name: "rejected", final: true},
+	ClassRetry:        {name: "retry"},
+	ClassTrouble:      {name: "trouble", breaker: true, ambiguous: true},
+	ClassUnauthorized: {name: "unauthorized", breaker: true, misconfigured: true},
 }
 
 func (c FailureClass) row() int {
@@ -92,8 +122,8 @@ func (c FailureClass) row() int {
 	return 0
 }
 
-// String returns the lower-case name of c (rejected, retry,
-// trouble), as used in metrics labels; "unknown" for a value outside
+// String returns the lower-case name of c (rejected, retry, trouble,
+// unauthorized), as used in metrics labels; "unknown" for a value outside
 // the table.
 func (c FailureClass) String() string { return failureClasses[c.row()].name }
 
@@ -108,6 +138,13 @@ func (c FailureClass) BreakerFailure() bool { return failureClasses[c.row()].bre
 // Ambiguous reports whether the gateway may have charged on an attempt of
 // class c although it returned no result (a timeout, a 5xx).
 func (c FailureClass) Ambiguous() bool { return failureClasses[c.row()].ambiguous }
+
+// Misconfigured reports whether an attempt of class c says that paystream's
+// own configuration is wrong (the gateway refuses its credentials): the
+// payment is not at fault and is retried, nothing is dead-lettered, and the
+// worker reports itself not ready until a gateway call gets past the
+// credentials again.
+func (c FailureClass) Misconfigured() bool { return failureClasses[c.row()].misconfigured }
 
 // FailureClasses returns every failure class, in order.
 func FailureClasses() []FailureClass {
@@ -132,10 +169,22 @@ const (
 	// CodeInvalidCharge: the charge was refused before sending (e.g. an
 	// idempotency key that is empty or not printable ASCII).
 	CodeInvalidCharge = "invalid_charge"
+	// CodeInvalidKey: a lookup was refused before sending, because its
+	// idempotency key is not 1–255 bytes of printable ASCII without space.
+	CodeInvalidKey = "invalid_key"
 )
 
-// GatewayError is a charge attempt that reached no decision. Gateways
-// return it as a *GatewayError; match it with errors.As.
+// GatewayError is a charge attempt that reached no decision, or a lookup
+// that got no answer. Gateways return it as a *GatewayError; match it with
+// errors.As.
+//
+// For a lookup, the class says when to ask again: ClassRetry (409: a call
+// with the key is still running; 429) soon, no sooner than RetryAfter;
+// ClassTrouble (5xx, timeout, connection error, malformed answer) and
+// ClassUnauthorized later, both breaker failures; ClassRejected (the
+// gateway refuses the lookup itself: 400, a 404 that is not no_such_charge,
+// other 4xx) only once the gateway or its settings change. Final never
+// means "no charge" for a lookup: only LookupResult.Found false does.
 type GatewayError struct {
 	// Class says what to do next.
 	Class FailureClass

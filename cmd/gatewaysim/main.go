@@ -3,10 +3,11 @@
 // Idempotency-Key, with configurable latency, declines, errors, rate
 // limiting, hangs and lost responses, and a count of real charges for tests.
 //
-// Endpoints: POST /v1/charges, GET /v1/stats, GET and PUT /v1/config (change
-// the simulated faults at run time), POST /v1/charges/lookup (what the
-// simulator recorded per idempotency key), GET /metrics, GET /healthz. See
-// package gateway/sim.
+// Endpoints: POST /v1/charges, GET /v1/charges?idempotency_key= (the
+// lookup of docs/contract.md §5), GET /v1/stats, GET and PUT /v1/config
+// (change the simulated faults at run time, and spare_lookups, which has no
+// flag), POST /v1/charges/lookup (what the simulator recorded per
+// idempotency key), GET /metrics, GET /healthz. See package gateway/sim.
 //
 // Every flag has an environment variable: GATEWAYSIM_ plus the flag name in
 // upper case with - as _ (--error-rate → GATEWAYSIM_ERROR_RATE). Flags win.
@@ -75,6 +76,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	fs.DurationVar(&o.sim.HangFor, "hang-for", sim.DefaultHangFor, "longest hang of a simulated timeout")
 	fs.Int64Var(&o.sim.Seed, "seed", 0, "random seed (0: random)")
 	fs.IntVar(&o.sim.MaxKeys, "max-keys", 0, "completed idempotency keys remembered (0: 1048576, negative: no limit)")
+	fs.IntVar(&o.sim.MaxCharges, "max-charges", 0, "charges that lookups still find (0: 4194304, about 100 bytes each; negative: no limit; never fewer than --max-keys)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
@@ -185,6 +187,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, _, stde
 	}
 	st := simulator.Stats()
 	logger.Info().Int64("real_charges", st.Charges).Int("distinct_keys", st.Keys).
-		Int("double_charged", len(st.DoubleCharged)).Msg("gatewaysim stopped")
+		Int("double_charged", len(st.DoubleCharged)).Int64("in_flight_conflicts", st.InFlightConflicts).
+		Int64("lookups", st.Lookups).Msg("gatewaysim stopped")
 	return nil
 }

@@ -94,6 +94,9 @@ func TestRun(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Equal(t, payment.StatusSucceeded, res.Status)
+	found, err := g.Lookup(t.Context(), "k1")
+	require.NoError(t, err)
+	require.Equal(t, payment.LookupResult{Found: true, ChargeID: res.ChargeID, AmountMinor: 1000, Currency: "EUR", PaymentID: "p1"}, found)
 	g.Close()
 
 	client := &http.Client{Transport: &http.Transport{}}
@@ -113,7 +116,7 @@ func TestRun(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	var stats sim.Stats
 	require.NoError(t, json.Unmarshal([]byte(body), &stats))
-	require.Equal(t, sim.Stats{Charges: 1, Keys: 1, DoubleCharged: []string{}}, stats)
+	require.Equal(t, sim.Stats{Charges: 1, Keys: 1, DoubleCharged: []string{}, Lookups: 1}, stats)
 
 	code, body = get("/healthz")
 	require.Equal(t, http.StatusOK, code)
@@ -135,6 +138,8 @@ func TestRun(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, `gatewaysim_requests_total{code="201"} 1`)
 	require.Contains(t, body, "gatewaysim_real_charges_total 1")
+	require.Contains(t, body, `gatewaysim_lookups_total{code="200"} 1`)
+	require.Contains(t, body, "gatewaysim_in_flight_conflicts_total 0")
 	require.Contains(t, body, "go_goroutines")
 	client.CloseIdleConnections()
 
@@ -183,6 +188,7 @@ func TestParse(t *testing.T) {
 				"GATEWAYSIM_HANG_FOR":           "4s",
 				"GATEWAYSIM_SEED":               "77",
 				"GATEWAYSIM_MAX_KEYS":           "1000",
+				"GATEWAYSIM_MAX_CHARGES":        "5000",
 				"GATEWAYSIM_ADDR":               ":9000",
 				"GATEWAYSIM_LOG_FORMAT":         "console",
 				"GATEWAYSIM_LOG_LEVEL":          "debug",
@@ -195,7 +201,7 @@ func TestParse(t *testing.T) {
 		require.Equal(t, sim.Config{
 			Latency: 20 * time.Millisecond, LatencyJitter: 5 * time.Millisecond,
 			DeclineRate: 0.1, ErrorRate: 0.25, RateLimitRate: 0.2, TimeoutRate: 0.3, LostResponseRate: 0.4,
-			RetryAfter: 3 * time.Second, HangFor: 4 * time.Second, Seed: 77, MaxKeys: 1000,
+			RetryAfter: 3 * time.Second, HangFor: 4 * time.Second, Seed: 77, MaxKeys: 1000, MaxCharges: 5000,
 		}, o.sim)
 	})
 

@@ -10,20 +10,39 @@
 // declined with card_declined. Configurable chaos — latency, declines, 5xx,
 // 429, hangs and lost responses — changes at run time with SetConfig.
 //
+// Like a real gateway it forgets idempotency keys (Config.MaxKeys) long
+// before it forgets charges (Config.MaxCharges): the lookup finds a charge
+// by its key after the key itself is gone, and a forgotten key charges anew.
+//
 // Endpoints:
 //
 //	POST /v1/charges         charge (docs/contract.md §5)
-//	GET  /v1/stats           {"real_charges":…,"distinct_keys":…,"in_flight":…,"double_charged_payment_ids":[…]}
+//	GET  /v1/charges?idempotency_key=<key>
+//	                         lookup (docs/contract.md §5): 200 with the charge
+//	                         made under the key ({"id","status":"succeeded",
+//	                         "amount_minor","currency","payment_id"}); 404
+//	                         no_such_charge when none was made (a decline moves
+//	                         no money, so a declined key is 404 too) and none is
+//	                         in flight; 409 while the key's first charge request
+//	                         runs; 400 for a missing or invalid key; 503, 504 or
+//	                         500 when a fault is drawn (Config.SpareLookups)
+//	GET  /v1/stats           {"real_charges":…,"distinct_keys":…,"in_flight":…,
+//	                         "double_charged_payment_ids":[…],
+//	                         "in_flight_conflicts":…,"lookups":…}
 //	GET  /v1/config          the current Config as JSON (durations as Go duration strings)
-//	PUT  /v1/config          replace the Config (fields left out become zero; seed and
-//	                         max_keys are ignored); 400 with every problem when invalid
+//	PUT  /v1/config          replace the Config (fields left out become zero; seed,
+//	                         max_keys and max_charges are ignored); 400 with every
+//	                         problem when invalid
 //	POST /v1/charges/lookup  {"keys":[…]} → {"keys":[{"key":…,"state":…,"charge_id":…},…]}:
-//	                         what the simulator holds for each idempotency key, so that
-//	                         tests can check a recorded charge id against the gateway's
+//	                         what the simulator's idempotency layer holds for each
+//	                         key, so that tests can check a recorded charge id
+//	                         against the gateway's; not the lookup of §5
 //
-// The config and lookup endpoints are test and operator tools: they let a
-// fault-injection suite switch outages, slowness and rate limiting on and off
-// while a load runs, and check outcomes from the outside.
+// The config, stats and POST lookup endpoints are test and operator tools:
+// they let a fault-injection suite switch outages, slowness and rate limiting
+// on and off while a load runs, and check outcomes from the outside.
+// in_flight_conflicts counts the charge requests answered 409, each an
+// overlap of two calls for one key.
 //
 // /metrics and /healthz are mounted by the binary, not here.
 package sim
@@ -39,8 +58,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,6 +84,11 @@ const maxBodyBytes = 64 << 10
 // fractions from 0 to 1 of the requests that pass validation, drawn
 // independently in this order: RateLimitRate, then (for a key's first
 // request) ErrorRate, TimeoutRate, LostResponseRate and DeclineRate.
+//
+// Lookups draw ErrorRate (503), TimeoutRate (a hang, then 504) and
+// LostResponseRate (500 instead of the answer) too, unless SpareLookups is
+// set; they are never rate limited (the lookup table of docs/contract.md §5
+// has no 429) and have no Latency.
 type Config struct {
 	// Latency is how long the first request for a key takes before it is
 	// answered (replays and refusals answer at once). Zero means none.
@@ -95,6 +121,17 @@ type Config struct {
 	// are forgotten, like a real gateway that keeps keys for a day. Zero
 	// means 1,048,576; negative means no limit. Read by New only.
 	MaxKeys int
+	// MaxCharges is how many charges a lookup still finds, the oldest
+	// forgotten first, like a real gateway that keeps charges searchable for
+	// months after it forgot their keys. Zero means 4,194,304 (about 100
+	// bytes each: 400 MB when full); negative means no limit. Never fewer
+	// than MaxKeys; no limit when MaxKeys has none. Read by New only.
+	MaxCharges int
+	// SpareLookups exempts lookups (GET /v1/charges?idempotency_key=) from
+	// ErrorRate, TimeoutRate and LostResponseRate: they answer at once and
+	// truthfully. False, the default, lets lookups fail like charges, so
+	// that an outage hides charges from lookups too.
+	SpareLookups bool
 }
 
 // WithDefaults returns a copy of c with defaults filled in.
@@ -166,11 +203,16 @@ func (c Config) sanitize() Config {
 
 // Server is the simulator, an http.Handler. It is safe for concurrent use.
 type Server struct {
-	logger   zerolog.Logger
-	ledger   *ledger.Ledger
-	mux      *http.ServeMux
-	requests *prometheus.CounterVec
-	charges  prometheus.Counter
+	logger    zerolog.Logger
+	ledger    *ledger.Ledger
+	mux       *http.ServeMux
+	requests  *prometheus.CounterVec
+	charges   prometheus.Counter
+	conflicts prometheus.Counter
+	lookupsBy *prometheus.CounterVec
+
+	inFlightConflicts atomic.Int64
+	lookups           atomic.Int64
 
 	mu  sync.Mutex // guards cfg and rng
 	cfg Config
@@ -179,8 +221,9 @@ type Server struct {
 
 // New returns a simulator with configuration cfg (out-of-range values are
 // clamped; call cfg.Validate first to refuse them). Its metrics,
-// gatewaysim_requests_total{code} and gatewaysim_real_charges_total, are
-// registered with reg unless reg is nil; New panics if they are already
+// gatewaysim_requests_total{code}, gatewaysim_real_charges_total,
+// gatewaysim_in_flight_conflicts_total and gatewaysim_lookups_total{code},
+// are registered with reg unless reg is nil; New panics if they are already
 // registered there.
 func New(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) *Server {
 	seed := uint64(cfg.Seed)
@@ -195,6 +238,7 @@ func New(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) *Server {
 		ledger: ledger.New(ledger.Config{
 			ChargePrefix: fmt.Sprintf("sim%08x_", rng.Uint32()),
 			MaxKeys:      cfg.MaxKeys,
+			MaxCharges:   cfg.MaxCharges,
 		}),
 		mux: http.NewServeMux(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -205,17 +249,26 @@ func New(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) *Server {
 			Name: "gatewaysim_real_charges_total",
 			Help: "Real charges made by the gateway simulator (the first success per idempotency key).",
 		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatewaysim_in_flight_conflicts_total",
+			Help: "Charge requests answered 409 because the first request with the same idempotency key was still running.",
+		}),
+		lookupsBy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatewaysim_lookups_total",
+			Help: "Lookups (GET /v1/charges?idempotency_key=) answered by the gateway simulator, by HTTP status code (\"canceled\" when the client went away).",
+		}, []string{"code"}),
 		cfg: cfg.sanitize(),
 		rng: rng,
 	}
 	if reg != nil {
-		reg.MustRegister(s.requests, s.charges)
+		reg.MustRegister(s.requests, s.charges, s.conflicts, s.lookupsBy)
 	}
 	s.mux.HandleFunc("POST /v1/charges", s.handleCharge)
+	s.mux.HandleFunc("GET /v1/charges", s.handleFind)
 	s.mux.HandleFunc("GET /v1/stats", s.handleStats)
 	s.mux.HandleFunc("GET /v1/config", s.handleGetConfig)
 	s.mux.HandleFunc("PUT /v1/config", s.handlePutConfig)
-	s.mux.HandleFunc("POST /v1/charges/lookup", s.handleLookup)
+	s.mux.HandleFunc("POST /v1/charges/lookup", s.handleKeyStates)
 	return s
 }
 
@@ -223,12 +276,12 @@ func New(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // SetConfig changes the simulator's behaviour for requests that arrive from
-// now on (Seed and MaxKeys are ignored). Out-of-range values are clamped.
+// now on (Seed, MaxKeys and MaxCharges are ignored). Out-of-range values are clamped.
 func (s *Server) SetConfig(cfg Config) {
 	cfg = cfg.sanitize()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cfg.Seed, cfg.MaxKeys = s.cfg.Seed, s.cfg.MaxKeys
+	cfg.Seed, cfg.MaxKeys, cfg.MaxCharges = s.cfg.Seed, s.cfg.MaxKeys, s.cfg.MaxCharges
 	s.cfg = cfg
 }
 
@@ -251,12 +304,20 @@ type Stats struct {
 	// DoubleCharged lists the payment ids charged under more than one key
 	// (at most 10,000 of them); empty when all is well.
 	DoubleCharged []string `json:"double_charged_payment_ids"`
+	// InFlightConflicts is the number of charge requests answered 409
+	// because the first request with the same key was still running: two
+	// calls for one key overlapped.
+	InFlightConflicts int64 `json:"in_flight_conflicts"`
+	// Lookups is the number of lookup requests (GET
+	// /v1/charges?idempotency_key=) received, whatever their answer.
+	Lookups int64 `json:"lookups"`
 }
 
 // Stats returns a snapshot of the simulator's counters.
 func (s *Server) Stats() Stats {
 	st := s.ledger.Stats()
-	return Stats{Charges: st.Charges, Keys: st.Keys, InFlight: st.InFlight, DoubleCharged: st.DoubleCharged}
+	return Stats{Charges: st.Charges, Keys: st.Keys, InFlight: st.InFlight, DoubleCharged: st.DoubleCharged,
+		InFlightConflicts: s.inFlightConflicts.Load(), Lookups: s.lookups.Load()}
 }
 
 // ChargesFor returns the number of real charges made for the idempotency
@@ -284,7 +345,10 @@ type KeyState struct {
 	DeclineCode string `json:"decline_code,omitempty"`
 }
 
-// Lookup returns what the simulator holds for the idempotency key.
+// Lookup returns what the simulator's idempotency layer holds for the key
+// (the test tool of POST /v1/charges/lookup, not the lookup of
+// docs/contract.md §5: a forgotten key is KeyUnknown here, while GET
+// /v1/charges?idempotency_key= still finds its charge).
 func (s *Server) Lookup(key string) KeyState {
 	state, res := s.ledger.Lookup(key)
 	ks := KeyState{Key: key, State: KeyUnknown}
@@ -324,6 +388,23 @@ func (s *Server) draw() plan {
 	p.hang = chance(c.TimeoutRate)
 	p.lost = chance(c.LostResponseRate)
 	p.decline = chance(c.DeclineRate)
+	return p
+}
+
+// drawLookup draws the faults of one lookup: none when lookups are spared,
+// and never latency or rate limiting.
+func (s *Server) drawLookup() plan {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.cfg
+	p := plan{hangFor: c.HangFor}
+	if c.SpareLookups {
+		return p
+	}
+	chance := func(rate float64) bool { return rate > 0 && s.rng.Float64() < rate }
+	p.fail = chance(c.ErrorRate)
+	p.hang = chance(c.TimeoutRate)
+	p.lost = chance(c.LostResponseRate)
 	return p
 }
 
@@ -392,6 +473,8 @@ func (s *Server) handleCharge(w http.ResponseWriter, r *http.Request) {
 			"idempotency key reused with a different request", 0)
 		return
 	case ledger.InFlight:
+		s.inFlightConflicts.Add(1)
+		s.conflicts.Inc()
 		s.fail(w, http.StatusConflict, ledger.CodeIdempotencyKeyInUse,
 			"a request with this idempotency key is in progress", 0)
 		return
@@ -433,7 +516,7 @@ func (s *Server) handleCharge(w http.ResponseWriter, r *http.Request) {
 	case p.decline:
 		res = s.ledger.Decline(key, ledger.CodeRandomDecline)
 	default:
-		res = s.ledger.Charge(key, f.PaymentID)
+		res = s.ledger.Charge(f)
 		s.charges.Inc()
 	}
 	log.Debug().Bool("charged", res.Charged).Str("charge_id", res.ChargeID).
@@ -504,13 +587,18 @@ func (s *Server) answer(w http.ResponseWriter, f ledger.ChargeFields, res ledger
 	})
 }
 
-// fail writes an error answer, with a Retry-After in whole seconds when
-// retryAfter > 0.
+// fail writes an error answer to a charge, with a Retry-After in whole
+// seconds when retryAfter > 0.
 func (s *Server) fail(w http.ResponseWriter, status int, code, msg string, retryAfter time.Duration) {
 	if retryAfter > 0 {
 		secs := (retryAfter + time.Second - 1) / time.Second
 		w.Header().Set("Retry-After", strconv.FormatInt(int64(secs), 10))
 	}
+	s.write(w, status, errorFor(status, code, msg))
+}
+
+// errorFor returns the body of an error answer.
+func errorFor(status int, code, msg string) errorAnswer {
 	typ := "invalid_request_error"
 	if status >= 500 {
 		typ = "api_error"
@@ -519,12 +607,83 @@ func (s *Server) fail(w http.ResponseWriter, status int, code, msg string, retry
 	} else if status == http.StatusConflict || status == http.StatusUnprocessableEntity {
 		typ = "idempotency_error"
 	}
-	s.write(w, status, errorAnswer{Error: errorBody{Type: typ, Code: code, Message: msg}})
+	return errorAnswer{Error: errorBody{Type: typ, Code: code, Message: msg}}
 }
 
+// write writes an answer to a charge.
 func (s *Server) write(w http.ResponseWriter, status int, v any) {
 	s.requests.WithLabelValues(strconv.Itoa(status)).Inc()
 	writeJSON(w, status, v)
+}
+
+// handleFind serves the lookup of docs/contract.md §5: GET
+// /v1/charges?idempotency_key=<key> answers 200 with the charge made under
+// the key (kept far longer than the key itself, Config.MaxCharges), 409
+// while the key's first charge request runs and no charge is kept for it,
+// and 404 no_such_charge otherwise: never charged, declined (a decline
+// moves no money), failed or forgotten. A missing, repeated or invalid key
+// is 400. Faults are drawn as Config says.
+func (s *Server) handleFind(w http.ResponseWriter, r *http.Request) {
+	s.lookups.Add(1)
+	reply := func(status int, v any) {
+		s.lookupsBy.WithLabelValues(strconv.Itoa(status)).Inc()
+		writeJSON(w, status, v)
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	keys := q["idempotency_key"]
+	problem := ""
+	switch {
+	case err != nil:
+		problem = "query is not valid"
+	case len(keys) != 1:
+		problem = "exactly one idempotency_key is required"
+	default:
+		if p := ledger.ValidateKey(keys[0]); p != "" {
+			problem = "idempotency_key: " + p
+		}
+	}
+	if problem != "" {
+		reply(http.StatusBadRequest, errorFor(http.StatusBadRequest, ledger.CodeInvalidRequest, problem))
+		return
+	}
+	key := keys[0]
+	log := s.logger.With().Str("idempotency_key", key).Logger()
+
+	p := s.drawLookup()
+	switch {
+	case p.fail:
+		reply(http.StatusServiceUnavailable, errorFor(http.StatusServiceUnavailable, ledger.CodeUnavailable, "simulated outage"))
+		return
+	case p.hang:
+		if !wait(r.Context(), p.hangFor) {
+			s.lookupsBy.WithLabelValues("canceled").Inc()
+			log.Debug().Msg("client gave up on a hanging lookup")
+			return
+		}
+		reply(http.StatusGatewayTimeout, errorFor(http.StatusGatewayTimeout, ledger.CodeTimeout, "simulated timeout"))
+		return
+	}
+
+	c, found, inFlight := s.ledger.Find(key)
+	log.Debug().Bool("found", found).Bool("in_flight", inFlight).Bool("response_lost", p.lost).Msg("lookup")
+	switch {
+	case p.lost:
+		reply(http.StatusInternalServerError, errorFor(http.StatusInternalServerError, ledger.CodeResponseLost, "lookup answer lost"))
+	case found:
+		reply(http.StatusOK, chargeAnswer{
+			ID:          c.ChargeID,
+			Object:      "charge",
+			Status:      "succeeded",
+			PaymentID:   c.PaymentID,
+			AmountMinor: c.AmountMinor,
+			Currency:    c.Currency,
+		})
+	case inFlight:
+		reply(http.StatusConflict, errorFor(http.StatusConflict, ledger.CodeIdempotencyKeyInUse,
+			"a request with this idempotency key is in progress"))
+	default:
+		reply(http.StatusNotFound, errorFor(http.StatusNotFound, ledger.CodeNoSuchCharge, "no charge under this idempotency key"))
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -567,7 +726,8 @@ func (s *Server) handlePutConfig(w http.ResponseWriter, r *http.Request) {
 	s.logger.Info().Dur("latency", cur.Latency).Dur("latency_jitter", cur.LatencyJitter).
 		Float64("decline_rate", cur.DeclineRate).Float64("error_rate", cur.ErrorRate).
 		Float64("rate_limit_rate", cur.RateLimitRate).Float64("timeout_rate", cur.TimeoutRate).
-		Float64("lost_response_rate", cur.LostResponseRate).Msg("configuration changed")
+		Float64("lost_response_rate", cur.LostResponseRate).Bool("spare_lookups", cur.SpareLookups).
+		Msg("configuration changed")
 	writeJSON(w, http.StatusOK, cur)
 }
 
@@ -584,7 +744,7 @@ type lookupAnswer struct {
 	Keys []KeyState `json:"keys"`
 }
 
-func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleKeyStates(w http.ResponseWriter, r *http.Request) {
 	var req lookupRequest
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLookupBytes))
 	if err == nil {
@@ -615,6 +775,8 @@ type configJSON struct {
 	HangFor          string  `json:"hang_for"`
 	Seed             int64   `json:"seed"`
 	MaxKeys          int     `json:"max_keys"`
+	MaxCharges       int     `json:"max_charges"`
+	SpareLookups     bool    `json:"spare_lookups"`
 }
 
 // MarshalJSON encodes c with durations as Go duration strings.
@@ -631,6 +793,8 @@ func (c Config) MarshalJSON() ([]byte, error) {
 		HangFor:          c.HangFor.String(),
 		Seed:             c.Seed,
 		MaxKeys:          c.MaxKeys,
+		MaxCharges:       c.MaxCharges,
+		SpareLookups:     c.SpareLookups,
 	})
 }
 
@@ -652,6 +816,8 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 		LostResponseRate: j.LostResponseRate,
 		Seed:             j.Seed,
 		MaxKeys:          j.MaxKeys,
+		MaxCharges:       j.MaxCharges,
+		SpareLookups:     j.SpareLookups,
 	}
 	var errs []error
 	for _, d := range []struct {

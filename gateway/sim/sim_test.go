@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -144,7 +145,7 @@ func TestInvalidRequests(t *testing.T) {
 	require.Zero(t, s.Stats().Keys, "refused requests record nothing")
 
 	w := httptest.NewRecorder()
-	s.ServeHTTP(w, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/v1/charges", nil))
+	s.ServeHTTP(w, httptest.NewRequestWithContext(t.Context(), http.MethodDelete, "/v1/charges", nil))
 	require.Equal(t, http.StatusMethodNotAllowed, w.Code)
 }
 
@@ -211,10 +212,15 @@ func TestInFlightConflict(t *testing.T) {
 	require.Equal(t, "idempotency_key_in_use", a.Error.Code)
 	b := post(t, t.Context(), s, "k", strings.Replace(okBody, "1000", "7", 1))
 	require.Equal(t, http.StatusUnprocessableEntity, b.Status)
+	require.Equal(t, http.StatusConflict, post(t, t.Context(), s, "k", okBody).Status)
+	require.Equal(t, int64(2), s.Stats().InFlightConflicts, "two 409s; the 422 is no overlap")
 
 	cancel()
 	<-done
 	require.Zero(t, s.Stats().InFlight)
+	s.SetConfig(sim.Config{})
+	require.Equal(t, http.StatusCreated, post(t, t.Context(), s, "k2", okBody).Status)
+	require.Equal(t, int64(2), s.Stats().InFlightConflicts)
 }
 
 func TestLostResponse(t *testing.T) {
@@ -250,12 +256,17 @@ func TestStatsEndpoint(t *testing.T) {
 	}
 	require.Equal(t, map[string]any{
 		"real_charges": 0.0, "distinct_keys": 0.0, "in_flight": 0.0, "double_charged_payment_ids": []any{},
+		"in_flight_conflicts": 0.0, "lookups": 0.0,
 	}, get())
 
 	require.Equal(t, http.StatusCreated, post(t, t.Context(), s, "k1", okBody).Status)
 	require.Equal(t, http.StatusCreated, post(t, t.Context(), s, "k2", okBody).Status) // same payment, new key
+	require.Equal(t, http.StatusOK, find(t, t.Context(), s, "k1").Status)
+	require.Equal(t, http.StatusNotFound, find(t, t.Context(), s, "k3").Status)
+	require.Equal(t, http.StatusBadRequest, find(t, t.Context(), s, "").Status)
 	require.Equal(t, map[string]any{
 		"real_charges": 2.0, "distinct_keys": 2.0, "in_flight": 0.0, "double_charged_payment_ids": []any{"p1"},
+		"in_flight_conflicts": 0.0, "lookups": 3.0,
 	}, get())
 }
 
@@ -267,12 +278,32 @@ func TestMetrics(t *testing.T) {
 	post(t, t.Context(), s, "k1", okBody)
 	post(t, t.Context(), s, "k2", strings.Replace(okBody, "1000", "13", 1))
 	post(t, t.Context(), s, "", okBody)
+	find(t, t.Context(), s, "k1")
+	find(t, t.Context(), s, "k2")
+	find(t, t.Context(), s, "k3")
+
+	// A 409: the first request for "slow" is still running.
+	s.SetConfig(sim.Config{Latency: time.Hour})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan answer, 1)
+	go func() { done <- post(t, ctx, s, "slow", okBody) }()
+	require.Eventually(t, func() bool { return s.Stats().InFlight == 1 }, 5*time.Second, time.Millisecond)
+	post(t, t.Context(), s, "slow", okBody)
+	find(t, t.Context(), s, "slow")
+	cancel()
+	<-done
 
 	require.Equal(t, map[string]float64{
-		"gatewaysim_real_charges_total":         1,
-		`gatewaysim_requests_total{code="201"}`: 2,
-		`gatewaysim_requests_total{code="400"}`: 1,
-		`gatewaysim_requests_total{code="402"}`: 1,
+		"gatewaysim_real_charges_total":              1,
+		"gatewaysim_in_flight_conflicts_total":       1,
+		`gatewaysim_requests_total{code="201"}`:      2,
+		`gatewaysim_requests_total{code="400"}`:      1,
+		`gatewaysim_requests_total{code="402"}`:      1,
+		`gatewaysim_requests_total{code="409"}`:      1,
+		`gatewaysim_requests_total{code="canceled"}`: 1,
+		`gatewaysim_lookups_total{code="200"}`:       1,
+		`gatewaysim_lookups_total{code="404"}`:       2,
+		`gatewaysim_lookups_total{code="409"}`:       1,
 	}, counters(t, reg))
 	require.Panics(t, func() { sim.New(sim.Config{}, zerolog.Nop(), reg) }, "metrics registered twice")
 }
@@ -295,10 +326,10 @@ func TestConfig(t *testing.T) {
 	require.Equal(t, sim.DefaultRetryAfter, d.RetryAfter)
 	require.Equal(t, sim.DefaultHangFor, d.HangFor)
 
-	s := newSim(t, sim.Config{Seed: 9, MaxKeys: 5})
-	s.SetConfig(sim.Config{ErrorRate: 3, DeclineRate: -1, Latency: -time.Second, Seed: 1, MaxKeys: 1})
+	s := newSim(t, sim.Config{Seed: 9, MaxKeys: 5, MaxCharges: 50})
+	s.SetConfig(sim.Config{ErrorRate: 3, DeclineRate: -1, Latency: -time.Second, Seed: 1, MaxKeys: 1, MaxCharges: 2})
 	got := s.Config()
-	require.Equal(t, sim.Config{ErrorRate: 1, RetryAfter: sim.DefaultRetryAfter, HangFor: sim.DefaultHangFor, Seed: 9, MaxKeys: 5}, got)
+	require.Equal(t, sim.Config{ErrorRate: 1, RetryAfter: sim.DefaultRetryAfter, HangFor: sim.DefaultHangFor, Seed: 9, MaxKeys: 5, MaxCharges: 50}, got)
 }
 
 // counters gathers reg and returns every counter as name{labels} → value.
@@ -340,13 +371,13 @@ func TestConfigEndpoint(t *testing.T) {
 	require.Equal(t, http.StatusOK, w.Code)
 	require.JSONEq(t, `{"latency":"0s","latency_jitter":"0s","decline_rate":0.25,"error_rate":0,
 		"rate_limit_rate":0,"timeout_rate":0,"lost_response_rate":0,"retry_after":"1s","hang_for":"1m0s",
-		"seed":3,"max_keys":7}`, w.Body.String())
+		"seed":3,"max_keys":7,"max_charges":0,"spare_lookups":false}`, w.Body.String())
 
-	// PUT replaces the whole configuration; seed and max_keys stay.
-	w = do(t, s, http.MethodPut, "/v1/config", `{"error_rate":1,"latency":"150ms","retry_after":"2s","seed":99}`)
+	// PUT replaces the whole configuration; seed, max_keys and max_charges stay.
+	w = do(t, s, http.MethodPut, "/v1/config", `{"error_rate":1,"latency":"150ms","retry_after":"2s","seed":99,"max_charges":1,"spare_lookups":true}`)
 	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
 	want := sim.Config{ErrorRate: 1, Latency: 150 * time.Millisecond, RetryAfter: 2 * time.Second,
-		HangFor: sim.DefaultHangFor, Seed: 3, MaxKeys: 7}
+		HangFor: sim.DefaultHangFor, Seed: 3, MaxKeys: 7, SpareLookups: true}
 	require.Equal(t, want, s.Config())
 	var echoed sim.Config
 	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &echoed))
@@ -371,7 +402,8 @@ func TestConfigEndpoint(t *testing.T) {
 
 	// Round trip through JSON.
 	c := sim.Config{Latency: time.Second, LatencyJitter: 5 * time.Millisecond, DeclineRate: 0.1, ErrorRate: 0.2,
-		RateLimitRate: 0.3, TimeoutRate: 0.4, LostResponseRate: 0.5, RetryAfter: 3 * time.Second, HangFor: time.Hour, Seed: 1, MaxKeys: -1}
+		RateLimitRate: 0.3, TimeoutRate: 0.4, LostResponseRate: 0.5, RetryAfter: 3 * time.Second, HangFor: time.Hour, Seed: 1, MaxKeys: -1,
+		MaxCharges: 9, SpareLookups: true}
 	b, err := json.Marshal(c)
 	require.NoError(t, err)
 	var back sim.Config
@@ -422,4 +454,146 @@ func TestLookupInFlight(t *testing.T) {
 	cancel()
 	<-done
 	require.Equal(t, sim.KeyUnknown, s.Lookup("hang").State)
+}
+
+// found is a decoded answer to a lookup.
+type found struct {
+	Status      int
+	ID          string `json:"id"`
+	State       string `json:"status"`
+	AmountMinor int64  `json:"amount_minor"`
+	Currency    string `json:"currency"`
+	PaymentID   string `json:"payment_id"`
+	Error       struct {
+		Code string `json:"code"`
+	} `json:"error"`
+}
+
+// find sends a lookup (GET /v1/charges?idempotency_key=key) to the handler;
+// an empty key sends none.
+func find(t *testing.T, ctx context.Context, s http.Handler, key string) found {
+	t.Helper()
+	target := "/v1/charges"
+	if key != "" {
+		target += "?" + url.Values{"idempotency_key": {key}}.Encode()
+	}
+	return findRaw(t, ctx, s, target)
+}
+
+func findRaw(t *testing.T, ctx context.Context, s http.Handler, target string) found {
+	t.Helper()
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, target, nil))
+	var f found
+	if w.Body.Len() > 0 {
+		require.NoError(t, json.Unmarshal(w.Body.Bytes(), &f), w.Body.String())
+		require.Equal(t, "application/json", w.Header().Get("Content-Type"))
+	}
+	f.Status = w.Code
+	return f
+}
+
+func TestFind(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, sim.Config{MaxKeys: 1})
+	const oddKey = "order/42+a%b&c=d~" // every character needs care in a query
+	charged := post(t, t.Context(), s, oddKey, okBody)
+	require.Equal(t, http.StatusCreated, charged.Status)
+
+	got := find(t, t.Context(), s, oddKey)
+	require.Equal(t, found{Status: http.StatusOK, ID: charged.ID, State: "succeeded", AmountMinor: 1000, Currency: "EUR", PaymentID: "p1"}, got)
+
+	// A decline moved no money: no charge under the key.
+	require.Equal(t, http.StatusPaymentRequired, post(t, t.Context(), s, "declined", strings.Replace(okBody, "1000", "1013", 1)).Status)
+	got = find(t, t.Context(), s, "declined")
+	require.Equal(t, http.StatusNotFound, got.Status)
+	require.Equal(t, "no_such_charge", got.Error.Code)
+	require.Equal(t, http.StatusNotFound, find(t, t.Context(), s, "never").Status)
+
+	// MaxKeys is 1: the charged key is forgotten for idempotency (a new
+	// body is a first request again) but its charge is still found.
+	require.Equal(t, sim.KeyUnknown, s.Lookup(oddKey).State)
+	require.Equal(t, charged.ID, find(t, t.Context(), s, oddKey).ID)
+
+	// A failed charge leaves nothing to find.
+	s.SetConfig(sim.Config{ErrorRate: 1, SpareLookups: true})
+	require.Equal(t, http.StatusServiceUnavailable, post(t, t.Context(), s, "failed", okBody).Status)
+	require.Equal(t, http.StatusNotFound, find(t, t.Context(), s, "failed").Status)
+
+	for name, target := range map[string]string{
+		"no key":      "/v1/charges",
+		"empty key":   "/v1/charges?idempotency_key=",
+		"two keys":    "/v1/charges?idempotency_key=a&idempotency_key=b",
+		"space":       "/v1/charges?idempotency_key=a+b",
+		"long key":    "/v1/charges?idempotency_key=" + strings.Repeat("k", 256),
+		"bad escape":  "/v1/charges?idempotency_key=%zz",
+		"other param": "/v1/charges?key=a",
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := findRaw(t, t.Context(), s, target)
+			require.Equal(t, http.StatusBadRequest, got.Status)
+			require.Equal(t, "invalid_request", got.Error.Code)
+		})
+	}
+	require.Equal(t, int64(1), s.Stats().Charges, "lookups charge nothing")
+}
+
+func TestFindInFlight(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, sim.Config{Latency: time.Hour})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan answer, 1)
+	go func() { done <- post(t, ctx, s, "k", okBody) }()
+	require.Eventually(t, func() bool { return s.Stats().InFlight == 1 }, 5*time.Second, time.Millisecond)
+
+	got := find(t, t.Context(), s, "k")
+	require.Equal(t, http.StatusConflict, got.Status, "lookups have no latency")
+	require.Equal(t, "idempotency_key_in_use", got.Error.Code)
+	require.Zero(t, s.Stats().InFlightConflicts, "only charges count as overlaps")
+
+	cancel()
+	<-done
+	require.Equal(t, http.StatusNotFound, find(t, t.Context(), s, "k").Status, "the canceled call charged nothing")
+}
+
+func TestFindFaults(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, sim.Config{})
+	charged := post(t, t.Context(), s, "k", okBody)
+	require.Equal(t, http.StatusCreated, charged.Status)
+
+	for _, tt := range []struct {
+		name   string
+		cfg    sim.Config
+		status int
+		code   string
+	}{
+		{"outage", sim.Config{ErrorRate: 1}, http.StatusServiceUnavailable, "service_unavailable"},
+		{"hang, then 504", sim.Config{TimeoutRate: 1, HangFor: time.Millisecond}, http.StatusGatewayTimeout, "timeout"},
+		{"lost answer", sim.Config{LostResponseRate: 1}, http.StatusInternalServerError, "internal_error"},
+		{"never rate limited", sim.Config{RateLimitRate: 1}, http.StatusOK, ""},
+		{"no latency", sim.Config{Latency: time.Hour}, http.StatusOK, ""},
+		{"declines do not apply", sim.Config{DeclineRate: 1}, http.StatusOK, ""},
+		{"spared", sim.Config{ErrorRate: 1, TimeoutRate: 1, LostResponseRate: 1, SpareLookups: true}, http.StatusOK, ""},
+	} {
+		s.SetConfig(tt.cfg)
+		got := find(t, t.Context(), s, "k")
+		require.Equal(t, tt.status, got.Status, tt.name)
+		require.Equal(t, tt.code, got.Error.Code, tt.name)
+		if tt.status == http.StatusOK {
+			require.Equal(t, charged.ID, got.ID, tt.name)
+		}
+	}
+	require.Equal(t, int64(1), s.Stats().Charges)
+	require.Equal(t, int64(7), s.Stats().Lookups)
+}
+
+func TestFindHangEndsWhenClientLeaves(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, sim.Config{TimeoutRate: 1, HangFor: time.Hour})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	got := find(t, ctx, s, "k")
+	require.Equal(t, http.StatusOK, got.Status, "the recorder's default: nothing was written")
+	require.Equal(t, int64(1), s.Stats().Lookups)
 }

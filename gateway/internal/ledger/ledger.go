@@ -22,6 +22,19 @@
 // at the default) and forgets the oldest beyond that, so a long benchmark
 // does not grow memory without bound. In-flight keys are never forgotten;
 // their number is bounded by the callers' concurrency.
+//
+// # Charges kept for lookup
+//
+// Like a real gateway, which keeps charges searchable for months after it
+// forgot their idempotency keys, the ledger keeps each charge (not a
+// decline) in a second, larger store that Find searches by key: the charge
+// number, amount, currency and payment id under a 128-bit hash of the key,
+// about 100 bytes per charge with a 20-byte payment id, plus the payment id's
+// length beyond that (TestMemoryPerCharge). It keeps the latest
+// Config.MaxCharges charges (default DefaultMaxCharges, 4,194,304: about
+// 400 MB when full; never fewer than MaxKeys, so that a lookup never says
+// "no charge" for a key whose charge is still replayed). A key charged again
+// after it was forgotten keeps its first charge for lookup.
 package ledger
 
 import (
@@ -36,6 +49,10 @@ import (
 // Config.MaxKeys is zero.
 const DefaultMaxKeys = 1 << 20
 
+// DefaultMaxCharges is the number of charges kept for lookup when
+// Config.MaxCharges is zero: four times DefaultMaxKeys.
+const DefaultMaxCharges = 4 * DefaultMaxKeys
+
 // MaxDoubleCharged bounds the number of payment ids listed in
 // Stats.DoubleCharged; more double charges are still counted in
 // Stats.DoubleChargedTotal.
@@ -49,6 +66,11 @@ type Config struct {
 	// MaxKeys is how many completed keys are retained before the oldest are
 	// forgotten. Zero means DefaultMaxKeys; a negative value means no limit.
 	MaxKeys int
+	// MaxCharges is how many charges are kept for Find before the oldest
+	// are forgotten. Zero means DefaultMaxCharges; a negative value means no
+	// limit. It is raised to MaxKeys when smaller, and has no limit when
+	// MaxKeys has none.
+	MaxCharges int
 }
 
 // Verdict is what Begin found for a key.
@@ -73,6 +95,14 @@ type Result struct {
 	Charged     bool
 	ChargeID    string
 	DeclineCode string
+}
+
+// ChargeRecord is a charge kept for lookup (Find).
+type ChargeRecord struct {
+	ChargeID    string
+	PaymentID   string
+	Currency    string
+	AmountMinor int64
 }
 
 // Stats are counters of a Ledger.
@@ -116,10 +146,19 @@ type retained struct {
 	pid uint64 // hash of the charged payment id; 0 when not charged
 }
 
+// kept is a charge kept for lookup, in compact form.
+type kept struct {
+	charge      uint64 // charge number
+	amountMinor int64
+	paymentID   string
+	currency    string
+}
+
 // Ledger is an idempotency ledger. It is safe for concurrent use.
 type Ledger struct {
-	prefix  string
-	maxKeys int
+	prefix     string
+	maxKeys    int
+	maxCharges int
 
 	mu         sync.Mutex
 	entries    map[keyHash]entry
@@ -128,6 +167,9 @@ type Ledger struct {
 	codeIndex  map[string]uint8
 	fifo       []retained // ring of completed keys, oldest at head
 	head, size int
+	kept       map[keyHash]kept // charges for Find
+	keptOrder  ring             // keys of kept, oldest first
+	currencies map[string]string
 	charges    int64
 	keys       int
 	inFlight   int
@@ -141,13 +183,26 @@ func New(cfg Config) *Ledger {
 	if maxKeys == 0 {
 		maxKeys = DefaultMaxKeys
 	}
+	maxCharges := cfg.MaxCharges
+	if maxCharges == 0 {
+		maxCharges = DefaultMaxCharges
+	}
+	switch {
+	case maxKeys < 0:
+		maxCharges = -1
+	case maxCharges >= 0:
+		maxCharges = max(maxCharges, maxKeys)
+	}
 	return &Ledger{
-		prefix:    cfg.ChargePrefix,
-		maxKeys:   maxKeys,
-		entries:   make(map[keyHash]entry),
-		paid:      make(map[uint64]uint8),
-		codes:     []string{"", declinedCode},
-		codeIndex: map[string]uint8{declinedCode: 1},
+		prefix:     cfg.ChargePrefix,
+		maxKeys:    maxKeys,
+		maxCharges: maxCharges,
+		kept:       make(map[keyHash]kept),
+		currencies: make(map[string]string),
+		entries:    make(map[keyHash]entry),
+		paid:       make(map[uint64]uint8),
+		codes:      []string{"", declinedCode},
+		codeIndex:  map[string]uint8{declinedCode: 1},
 	}
 }
 
@@ -215,23 +270,24 @@ func (l *Ledger) Abort(key string) {
 	}
 }
 
-// Charge records a real charge of paymentID as the result of a key in flight
-// and returns it. It panics if the key is not in flight (a caller bug).
-func (l *Ledger) Charge(key, paymentID string) Result {
-	return l.complete(key, paymentID, true, "")
+// Charge records a real charge of f as the result of its key, which must be
+// in flight, keeps the charge for Find, and returns the result. It panics if
+// the key is not in flight (a caller bug).
+func (l *Ledger) Charge(f ChargeFields) Result {
+	return l.complete(f.Key, f, true, "")
 }
 
 // Decline records a decline with the given code as the result of a key in
 // flight and returns it. It panics if the key is not in flight.
 func (l *Ledger) Decline(key, code string) Result {
-	return l.complete(key, "", false, code)
+	return l.complete(key, ChargeFields{}, false, code)
 }
 
-func (l *Ledger) complete(key, paymentID string, charged bool, code string) Result {
+func (l *Ledger) complete(key string, f ChargeFields, charged bool, code string) Result {
 	k := hashKey(key)
 	var pid uint64
 	if charged {
-		pid = hashPayment(paymentID)
+		pid = hashPayment(f.PaymentID)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -252,9 +308,10 @@ func (l *Ledger) complete(key, paymentID string, charged bool, code string) Resu
 			l.paid[pid] = 2
 			l.doublesN++
 			if len(l.doubles) < MaxDoubleCharged {
-				l.doubles = append(l.doubles, paymentID)
+				l.doubles = append(l.doubles, f.PaymentID)
 			}
 		}
+		l.keep(k, kept{charge: e.charge, amountMinor: f.AmountMinor, paymentID: f.PaymentID, currency: l.currency(f.Currency)})
 	} else {
 		e.decline = l.intern(code)
 	}
@@ -310,6 +367,86 @@ func (l *Ledger) retain(r retained) {
 	}
 	l.fifo[(l.head+l.size)%len(l.fifo)] = r
 	l.size++
+}
+
+// keep keeps a charge for Find, unless the key already has one, and
+// forgets the oldest charges beyond maxCharges. Called with l.mu held.
+func (l *Ledger) keep(k keyHash, c kept) {
+	if _, ok := l.kept[k]; ok {
+		return
+	}
+	if l.maxCharges >= 0 {
+		for l.keptOrder.len() >= l.maxCharges {
+			delete(l.kept, l.keptOrder.pop())
+		}
+		l.keptOrder.push(k, l.maxCharges)
+	}
+	l.kept[k] = c
+}
+
+// currency returns c, shared with earlier charges in the same currency so
+// that each kept charge does not hold its own copy; at most 1024 distinct
+// currencies are shared. Called with l.mu held.
+func (l *Ledger) currency(c string) string {
+	if shared, ok := l.currencies[c]; ok {
+		return shared
+	}
+	if len(l.currencies) < 1024 {
+		l.currencies[c] = c
+	}
+	return c
+}
+
+// Find returns the charge kept for key (found) and whether a request for
+// key is in flight. A charge made under key is found long after the key
+// itself was forgotten (Config.MaxCharges); a declined, aborted or unknown
+// key has none. It changes nothing.
+func (l *Ledger) Find(key string) (c ChargeRecord, found, inFlight bool) {
+	k := hashKey(key)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.entries[k]
+	inFlight = ok && e.state == stateInFlight
+	kc, found := l.kept[k]
+	if !found {
+		return ChargeRecord{}, false, inFlight
+	}
+	return ChargeRecord{
+		ChargeID:    l.chargeID(kc.charge),
+		PaymentID:   kc.paymentID,
+		Currency:    kc.currency,
+		AmountMinor: kc.amountMinor,
+	}, true, inFlight
+}
+
+// ring is a FIFO of key hashes that grows up to a bound.
+type ring struct {
+	buf        []keyHash
+	head, size int
+}
+
+func (r *ring) len() int { return r.size }
+
+// push appends k; the caller keeps len() below bound.
+func (r *ring) push(k keyHash, bound int) {
+	if r.size == len(r.buf) { // grow, keeping order
+		n := min(max(16, 2*len(r.buf)), bound)
+		grown := make([]keyHash, n)
+		for i := range r.size {
+			grown[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = grown, 0
+	}
+	r.buf[(r.head+r.size)%len(r.buf)] = k
+	r.size++
+}
+
+// pop removes and returns the oldest key.
+func (r *ring) pop() keyHash {
+	k := r.buf[r.head]
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+	return k
 }
 
 // result rebuilds the recorded result of a completed entry. Called with l.mu

@@ -22,6 +22,9 @@ const (
 	CodeUnavailable          = "service_unavailable"
 	CodeResponseLost         = "internal_error"
 	CodeTimeout              = "timeout"
+	// CodeNoSuchCharge is the code of a lookup's 404: no charge under the
+	// key and none in flight (docs/contract.md §5).
+	CodeNoSuchCharge = "no_such_charge"
 )
 
 // MaxKeyBytes is the longest idempotency key accepted.
@@ -48,13 +51,10 @@ type ChargeFields struct {
 // space, non-empty payment_id, merchant_id, currency and payment_method, and
 // amount_minor > 0.
 func (f ChargeFields) Validate() string {
+	if problem := ValidateKey(f.Key); problem != "" {
+		return "Idempotency-Key: " + problem
+	}
 	switch {
-	case f.Key == "":
-		return "missing Idempotency-Key header"
-	case len(f.Key) > MaxKeyBytes:
-		return fmt.Sprintf("Idempotency-Key longer than %d bytes", MaxKeyBytes)
-	case !printable(f.Key):
-		return "Idempotency-Key must be printable ASCII without space"
 	case f.PaymentID == "":
 		return "payment_id is required"
 	case f.MerchantID == "":
@@ -65,6 +65,20 @@ func (f ChargeFields) Validate() string {
 		return "payment_method is required"
 	case f.AmountMinor <= 0:
 		return "amount_minor must be an integer > 0"
+	}
+	return ""
+}
+
+// ValidateKey returns a description of the problem with an idempotency key,
+// or "" when it is 1–255 bytes of printable ASCII without space.
+func ValidateKey(key string) string {
+	switch {
+	case key == "":
+		return "missing"
+	case len(key) > MaxKeyBytes:
+		return fmt.Sprintf("longer than %d bytes", MaxKeyBytes)
+	case !printable(key):
+		return "must be printable ASCII without space"
 	}
 	return ""
 }
