@@ -251,18 +251,3 @@ func IsBreakerFailure(err error) bool {
 	}
 	return errors.Is(err, context.DeadlineExceeded)
 }
-
-// LookupResult is a gateway's answer to a lookup of an idempotency key
-// (docs/contract.md §5): whether it charged under that key, and the charge.
-// A lookup that reached no answer (the key still in flight, gateway trouble)
-// is a *GatewayError instead.
-type LookupResult struct {
-	// Found reports that the gateway charged under the key.
-	Found bool
-	// ChargeID, AmountMinor, Currency and PaymentID describe the charge
-	// when Found.
-	ChargeID    string
-	AmountMinor int64
-	Currency    string
-	PaymentID   string
-}

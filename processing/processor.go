@@ -180,6 +180,35 @@ type Processor struct {
 	// inFlight counts the Process calls running, so that a half-open
 	// breaker admits one message at a time.
 	inFlight atomic.Int64
+	// misconfigured holds the last gateway answer that said our own
+	// configuration is wrong (401, 403), until a call succeeds again.
+	misconfigured atomic.Pointer[payment.GatewayError]
+}
+
+// Ready reports whether the gateway accepts this worker's calls: an error
+// while its last answers said our credentials are wrong (docs/contract.md
+// §5: 401, 403), until a charge or lookup gets through again.
+func (p *Processor) Ready() error {
+	if ge := p.misconfigured.Load(); ge != nil {
+		return fmt.Errorf("gateway refuses our credentials: %w", ge)
+	}
+	return nil
+}
+
+// observe keeps Ready in step with a gateway answer.
+func (p *Processor) observe(err error) {
+	ge, ok := errors.AsType[*payment.GatewayError](err)
+	switch {
+	case ok && ge.Class.Misconfigured():
+		if p.misconfigured.Swap(ge) == nil {
+			p.log.Error().Err(ge).Msg("the gateway refuses our credentials: not ready until it accepts them")
+		}
+	case err == nil || ok:
+		// Any other answer from the gateway means it took our credentials.
+		if p.misconfigured.Swap(nil) != nil {
+			p.log.Info().Msg("the gateway accepts our credentials again")
+		}
+	}
 }
 
 // halfOpenPoll is how long the pull loop waits before asking Admit again
@@ -495,6 +524,9 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) 
 		}
 		return res, err
 	})
+	if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
+		p.observe(err)
+	}
 	p.m.GatewayDuration.Observe(time.Since(start).Seconds())
 	p.m.GatewayCalls.WithLabelValues(callLabel(res, err)).Inc()
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
@@ -641,6 +673,7 @@ func (p *Processor) lookup(ctx context.Context, key string) (payment.LookupResul
 	_, err := p.breaker.Execute(func() (payment.ChargeResult, error) {
 		var err error
 		found, err = p.gw.Lookup(ctx, key)
+		p.observe(err)
 		return payment.ChargeResult{}, err
 	})
 	switch {

@@ -290,3 +290,26 @@ func TestProcessExtendsTheLeaseDuringTheCall(t *testing.T) {
 		})
 	}
 }
+
+// TestProcessNotReadyWhileTheGatewayRefusesOurCredentials: a 401 or 403 is
+// our configuration's fault, not the payment's (docs/contract.md §5): the
+// payment is retried, and the worker says it is not ready until the gateway
+// takes its calls again.
+func TestProcessNotReadyWhileTheGatewayRefusesOurCredentials(t *testing.T) {
+	t.Parallel()
+	gw := newFakeGateway(gwErr(payment.ClassUnauthorized, 401, "invalid_api_key", 0), succeeded("ch_1"))
+	b := setup(t, testConfig(), nil, gw)
+	require.NoError(t, b.proc.Ready())
+
+	got := b.proc.Process(t.Context(), delivery(1))
+	require.Equal(t, processing.ActionRetry, got.Action)
+	require.Nil(t, got.DeadLetter, "nothing dead-lettered for our own credentials")
+	require.ErrorContains(t, b.proc.Ready(), "credentials")
+	_, _, releases := b.claims.calls()
+	require.Len(t, releases, 1)
+	require.False(t, releases[0].Ambiguous, "a refused call charged nothing")
+
+	got = b.proc.Process(t.Context(), delivery(2))
+	require.Equal(t, processing.ActionAck, got.Action)
+	require.NoError(t, b.proc.Ready(), "ready again once a call gets through")
+}

@@ -44,6 +44,7 @@ type worker struct {
 	batcher  *store.Batcher
 	cons     *consumer.Consumer
 	gw       processing.Gateway
+	proc     *processing.Processor
 	sweeper  *processing.Sweeper
 	recon    *processing.Reconciler
 	http     *http.Server
@@ -231,7 +232,8 @@ func (w *worker) newProcessor(m *telemetry.Metrics) (*processing.Processor, erro
 	w.gw = gw
 	w.store = store.New(w.pool)
 	w.batcher = store.NewBatcher(w.store, store.BatcherConfig{MaxBatch: w.cfg.BatchSize, MaxWait: w.cfg.BatchWait})
-	return processing.New(processingConfig(w.cfg), w.batcher, gw, w.log, m), nil
+	w.proc = processing.New(processingConfig(w.cfg), w.batcher, gw, w.log, m)
+	return w.proc, nil
 }
 
 // newConsumer provisions the streams and the consumer (unless
@@ -450,6 +452,9 @@ func (w *worker) ready(ctx context.Context) error {
 	}
 	if err := w.cons.Ready(); err != nil {
 		errs = append(errs, fmt.Errorf("consumer: %w", err))
+	}
+	if err := w.proc.Ready(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
