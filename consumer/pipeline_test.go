@@ -236,26 +236,37 @@ func TestGatewayTroubleIsRetriedUntilSuccess(t *testing.T) {
 	require.EqualValues(t, n, srv.Stats().Charges)
 }
 
+// TestGatewayDownIsExhausted: a gateway that answers 5xx to every charge and
+// every lookup leaves a payment whose deliveries ran out unknown — its
+// attempts may have charged — dead-lettered exhausted and not announced;
+// once the gateway answers again, the reconciler looks it up over HTTP and
+// settles it failed, announced once (docs/contract.md §6.8).
 func TestGatewayDownIsExhausted(t *testing.T) {
 	t.Parallel()
-	_, gw, calls := simGateway(t, sim.Config{ErrorRate: 1, Seed: 3}, 0)
+	srv, gw, calls := simGateway(t, sim.Config{ErrorRate: 1, Seed: 3}, 0)
 	s := newStack(t, stackOptions{gw: gw, maxDeliver: 3, failures: 1000})
 	s.publishRequest(request(1, 1000), "")
 	s.startWorker("w1")
 	s.waitFor("dead letter", 30*time.Second, func() bool { return s.streamCount("PAYMENTS_DLQ") == 1 })
 	s.waitSettled(20 * time.Second)
 
-	require.Equal(t, map[payment.Status]int{payment.StatusFailed: 1}, s.counts())
-	var code string
+	require.Equal(t, map[payment.Status]int{payment.StatusUnknown: 1}, s.counts())
 	var attempts int
-	require.NoError(t, s.pool.QueryRow(context.Background(),
-		`SELECT error_code, attempts FROM payments`).Scan(&code, &attempts))
-	require.Equal(t, "exhausted", code)
+	require.NoError(t, s.pool.QueryRow(context.Background(), `SELECT attempts FROM payments`).Scan(&attempts))
 	require.Equal(t, 3, attempts)
-	require.EqualValues(t, 3, calls.Load(), "one call per delivery")
+	require.EqualValues(t, 3, calls.Load(), "one charge per delivery")
 	dl := s.streamMsgs("PAYMENTS_DLQ")[0]
 	require.Equal(t, "payments.dlq.exhausted", dl.Subject)
 	require.Equal(t, "3", dl.Header.Get(consumer.HeaderDeliveries))
+	require.Zero(t, s.streamCount("PAYMENT_RESULTS"), "unknown is not announced")
+
+	srv.SetConfig(sim.Config{})
+	s.newRescuer(time.Minute, payment.Limits{}).run(t)
+	s.waitFor("settled", 30*time.Second, func() bool { return s.counts()[payment.StatusFailed] == 1 })
+	status, _, code := s.row("pay_000001")
+	require.Equal(t, payment.StatusFailed, status)
+	require.Equal(t, "exhausted", code)
+	require.Zero(t, srv.Stats().Charges, "failed: no money moved")
 	res := s.streamMsgs("PAYMENT_RESULTS")
 	require.Len(t, res, 1)
 	require.Equal(t, "payments.results.failed", res[0].Subject)
