@@ -703,8 +703,7 @@ func (p *Processor) keepLease(ctx context.Context, l *lease) (stop func()) {
 		t       *time.Timer
 	)
 	every := p.cfg.Lease / 3
-	var extend func()
-	extend = func() {
+	extend := func() {
 		defer running.Done()
 		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), every)
 		err := ext.ExtendLease(ectx, l.key, l.attempt, p.cfg.Owner, p.cfg.Lease)

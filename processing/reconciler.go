@@ -44,9 +44,9 @@ type ReconcilerConfig struct {
 // — succeeded with the gateway's charge id, or failed (exhausted) when
 // there was no charge.
 type Reconciler struct {
-	cfg      ReconcilerConfig
-	store    ReconcileStore
-	gw       interface {
+	cfg   ReconcilerConfig
+	store ReconcileStore
+	gw    interface {
 		Name() string
 		Lookup(ctx context.Context, key string) (payment.LookupResult, error)
 	}
