@@ -72,18 +72,12 @@ func NewReconciler(cfg ReconcilerConfig, store ReconcileStore, gw Gateway,
 
 // Run reconciles every interval until ctx ends; it returns nil then.
 func (r *Reconciler) Run(ctx context.Context) error {
-	t := time.NewTicker(r.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	every(ctx, r.cfg.Interval, func() {
 		if _, err := r.ReconcileOnce(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn().Err(err).Msg("reconcile")
 		}
-	}
+	})
+	return nil
 }
 
 // ReconcileOnce looks up the unknown rows that are due and settles those the

@@ -120,20 +120,28 @@ func NewSweeper(cfg SweeperConfig, deps SweeperDeps, logger zerolog.Logger, m *t
 
 // Run sweeps every interval until ctx ends; it returns nil then.
 func (s *Sweeper) Run(ctx context.Context) error {
-	t := time.NewTicker(s.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	every(ctx, s.cfg.Interval, func() {
 		if _, err := s.SweepOnce(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn().Err(err).Msg("sweep")
 		}
 		if err := s.deleteExpired(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn().Err(err).Msg("retention")
 		}
+	})
+	return nil
+}
+
+// every calls round every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, round func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		round()
 	}
 }
 
