@@ -125,6 +125,7 @@ type worker struct {
 	done   chan error
 	m      *telemetry.Metrics
 	reg    *prometheus.Registry
+	cons   *consumer.Consumer
 	once   sync.Once
 }
 
@@ -152,6 +153,7 @@ func (s *stack) startWorkerAt(name, urls string) *worker {
 	pcfg.Owner = name
 	proc := processing.New(pcfg, b, s.gw, s.log, w.m)
 	cons := consumer.New(js, s.ccfg, proc, s.log, w.m)
+	w.cons = cons
 
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel

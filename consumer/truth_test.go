@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -338,4 +339,37 @@ func TestStoredRequestBelowALoweredLimitIsSettledOnce(t *testing.T) {
 	require.Equal(t, payment.StatusFailed, outs[0].Status)
 	require.Zero(t, s.streamCount("PAYMENTS"), "never re-published")
 	require.Empty(t, func() []payment.Charge { c, _ := gw.charges(); return c }())
+}
+
+// TestNotReadyWhileOutcomesCannotBePublished: a worker that records outcomes
+// but cannot announce them holds its messages; it says so on /readyz instead
+// of looking healthy, and is ready again once publishing works.
+func TestNotReadyWhileOutcomesCannotBePublished(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{ackWait: 4 * time.Second})
+	w := s.startWorker("w1")
+	s.publishRequest(request(1, 1000), "")
+	s.waitFor("succeeded", 20*time.Second, func() bool { return s.counts()[payment.StatusSucceeded] == 1 })
+	s.waitFor("ready", 20*time.Second, func() bool { return w.cons.Ready() == nil })
+
+	// Without the results stream, no outcome event can be stored.
+	results := s.ccfg.ResultsStream
+	info, err := s.js.Stream(context.Background(), results)
+	require.NoError(t, err)
+	cfg := info.CachedInfo().Config
+	require.NoError(t, s.js.DeleteStream(context.Background(), results))
+	for i := 2; i <= 4; i++ {
+		s.publishRequest(request(i, 1000), "")
+	}
+	s.waitFor("not ready", 30*time.Second, func() bool {
+		err := w.cons.Ready()
+		return err != nil && strings.Contains(err.Error(), "publishing outcomes")
+	})
+	require.Zero(t, s.streamCount("PAYMENTS_DLQ"), "nothing dropped or dead-lettered meanwhile")
+
+	_, err = s.js.CreateStream(context.Background(), cfg)
+	require.NoError(t, err)
+	s.waitFor("announced", 30*time.Second, func() bool { return s.streamCount(results) == 3 })
+	s.waitFor("ready again", 20*time.Second, func() bool { return w.cons.Ready() == nil })
+	s.waitSettled(20 * time.Second)
 }

@@ -431,3 +431,18 @@ func TestSweepSettlesStoredRequestsThatNoLongerValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestSweepOnceStopsWithItsContext: a stopping worker's sweep re-publishes
+// nothing more; the rows come back after the grace period.
+func TestSweepOnceStopsWithItsContext(t *testing.T) {
+	t.Parallel()
+	store := &fakeSweepStore{rows: stuckRows, ok: true}
+	sw, _ := newTestSweeper(nil, store, false)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	n, err := sw.SweepOnce(ctx)
+	require.Zero(t, n)
+	require.ErrorIs(t, err, context.Canceled)
+	_, pubs, _ := store.snapshot()
+	require.Empty(t, pubs)
+}
