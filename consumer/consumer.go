@@ -82,6 +82,9 @@ func New(js jetstream.JetStream, cfg Config, proc Processor, logger zerolog.Logg
 	if js == nil || proc == nil || m == nil {
 		panic("consumer.New: jetstream, processor and metrics are required")
 	}
+	if err := cfg.Validate(); err != nil {
+		panic("consumer.New: invalid Config: " + err.Error())
+	}
 	return &Consumer{cfg: cfg.WithDefaults(), js: js, proc: proc, m: m,
 		log: logger.With().Str("component", "consumer").Logger()}
 }

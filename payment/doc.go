@@ -11,6 +11,8 @@
 //
 // Raw card numbers never belong in a request. Decode and Request.Validate
 // refuse a request that carries one in payment_method, description or a
-// metadata value, and MaskCardNumbers masks them in arbitrary bytes, such as
-// the body of a dead letter. Errors of this package never quote field values.
+// metadata value — also when written with JSON escapes. MaskCardNumbersJSON
+// masks them in every encoding of a body, such as a dead letter's, and
+// MaskCardNumbers in plain bytes. Errors of this package never quote field
+// values.
 package payment
