@@ -416,8 +416,9 @@ func (p *Processor) charged(ctx context.Context, msg Message, req *payment.Reque
 		stored, err := payment.Decode(msg.Subject, claim.Request, p.cfg.Limits)
 		if err != nil {
 			// The stored request no longer validates (a lowered limit):
-			// settle it failed rather than retry it for ever (§6.9).
-			return p.complete(ctx, msg, req, l.attempt,
+			// settle it failed rather than retry it for ever (§6.9) —
+			// after a lookup, when an earlier attempt may have charged.
+			return p.fail(ctx, msg, req, l, l.ambiguous,
 				payment.Completion{Status: payment.StatusFailed, ErrorCode: payment.ErrorCodeInvalid},
 				&PermanentError{Reason: payment.ReasonInvalid, Err: fmt.Errorf("stored request: %w", err)})
 		}

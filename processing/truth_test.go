@@ -201,6 +201,19 @@ func TestProcessSettlesAStoredRequestThatNoLongerValidates(t *testing.T) {
 	require.Equal(t, payment.StatusFailed, got.Outcome.Status)
 	require.Equal(t, payment.ErrorCodeInvalid, got.Outcome.ErrorCode)
 	require.Empty(t, b.gw.calls())
+	require.Empty(t, b.gw.lookupCalls(), "no attempt could have charged")
+
+	// When one could have, the gateway is asked first.
+	claims = &fakeClaims{claims: []claimStep{{res: payment.ClaimResult{Kind: payment.ClaimTakeover, Attempt: 2,
+		From: payment.StatusProcessing, Request: requestBody(), Record: payment.Record{Ambiguous: true}}}}}
+	gw := newFakeGateway()
+	gw.lookups = []lookupStep{{res: payment.LookupResult{Found: true, ChargeID: "ch_7"}}}
+	b = setup(t, cfg, claims, gw)
+	got = b.proc.Process(t.Context(), processing.Message{Subject: testSubject, Data: small, StreamSeq: 9, NumDelivered: 1})
+	require.Equal(t, processing.ActionAck, got.Action)
+	require.Equal(t, payment.StatusSucceeded, got.Outcome.Status)
+	require.Equal(t, "ch_7", got.Outcome.GatewayChargeID)
+	require.Empty(t, gw.calls())
 }
 
 // TestProcessHoldsTheLeaseUntilTheRetry: a release keeps the row leased
