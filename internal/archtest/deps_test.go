@@ -46,6 +46,9 @@ func TestImportDirection(t *testing.T) {
 			mod + "gateway", mod + "publish", mod + "internal/testenv", "github.com/jackc/"}},
 		{pkg: "publish", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			mod + "gateway", "github.com/jackc/"}},
+		// The outbox is the one part of publish that speaks Postgres.
+		{pkg: "publish/outbox", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
+			mod + "gateway", mod + "internal/"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.pkg, func(t *testing.T) {

@@ -1,0 +1,11 @@
+package outbox_test
+
+import (
+	"testing"
+
+	"github.com/paystream/paystream/internal/testenv/pgtest"
+)
+
+func TestMain(m *testing.M) {
+	pgtest.MainWithConfig(m, pgtest.MainConfig{CheckLeaks: true})
+}
