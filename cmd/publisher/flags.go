@@ -60,7 +60,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs := flag.NewFlagSet("publisher", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: publisher [flags]\n\nPublishes generated payment requests, or JSON lines with --from, to JetStream.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: publisher [flags]\n       publisher outbox migrate|relay [flags]\n\nPublishes generated payment requests, or JSON lines with --from, to JetStream.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 

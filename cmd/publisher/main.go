@@ -44,6 +44,20 @@
 // PAYSTREAM_NATS_TLS_CERT and PAYSTREAM_NATS_TLS_KEY, connected through
 // package natsconn as the worker connects (docs/security.md) — and
 // PAYSTREAM_STREAM and PAYSTREAM_SUBJECT_PREFIX.
+//
+// Two subcommands serve the transactional outbox of package
+// publish/outbox (docs/upstream.md):
+//
+//   - `publisher outbox migrate` creates or updates the outbox table in the
+//     database of PAYSTREAM_DATABASE_URL (the upstream service's own
+//     database) and exits.
+//   - `publisher outbox relay` publishes committed outbox rows until SIGINT or
+//     SIGTERM, then exits 0. It reads the NATS settings above,
+//     PAYSTREAM_STREAM, PAYSTREAM_DATABASE_URL, PAYSTREAM_HTTP_ADDR (serving
+//     /metrics and /healthz: 200 while the relay runs and the database
+//     answers) and PAYSTREAM_LOG_LEVEL and _FORMAT, plus its own flags
+//     --relay-batch-size and --relay-concurrency. It waits for NATS and
+//     reconnects for ever, as the worker does; several relays may run.
 package main
 
 import (

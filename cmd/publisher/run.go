@@ -37,6 +37,9 @@ const maxErrorLines = 20
 // code. It returns an error when the command line is wrong, when nothing can
 // be published, when any message failed, or when ctx ended first.
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "outbox" {
+		return runOutbox(ctx, args[1:], getenv, stderr)
+	}
 	o, err := parseFlags(args, getenv, stderr)
 	if err != nil {
 		return err

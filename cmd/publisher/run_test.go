@@ -18,15 +18,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/paystream/paystream/internal/testenv/defaults"
 	"github.com/paystream/paystream/internal/testenv/natstest"
+	"github.com/paystream/paystream/internal/testenv/pgtest"
 	"github.com/paystream/paystream/publish"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// The outbox tests need Postgres; the cluster starts on first use only.
+	pgtest.MainWithConfig(m, pgtest.MainConfig{CheckLeaks: true})
 }
 
 type testBundle struct {
