@@ -424,6 +424,9 @@ type results struct {
 	maxRSS     float64
 	headline   *scenario
 	headline20 *scenario
+	// directPerSec and relayPerSec are requests per second into the
+	// stream, published directly and relayed from the outbox.
+	directPerSec, relayPerSec float64
 }
 
 func (b *bench) runAll(ctx context.Context) (*results, error) {
@@ -465,6 +468,9 @@ func (b *bench) runAll(ctx context.Context) (*results, error) {
 	if res.p50, res.p99, err = b.latency(ctx, res.latencyAt, 1, b.o.concurrency); err != nil {
 		return nil, err
 	}
+	if res.directPerSec, res.relayPerSec, err = b.publishing(ctx); err != nil {
+		return nil, fmt.Errorf("publishing: %w", err)
+	}
 	return res, nil
 }
 
@@ -480,8 +486,10 @@ func (r *results) print(w io.Writer) {
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\nend-to-end latency at %.0f payments/s (half the 1-worker maximum): p50 %s ms, p99 %s ms\n\n",
 		r.latencyAt, ms(r.p50), ms(r.p99))
-	fmt.Fprintf(w, "bench payments_per_s=%.0f baseline_per_s=%.0f ratio=%.2f p99_ms=%s rss_mb=%.0f%s\n",
-		r.headline.perSec, r.baseline, r.headline.perSec/r.baseline, ms(r.p99), r.maxRSS, slow(r))
+	fmt.Fprintf(w, "publishing %d requests into the stream, no workers: direct %.0f/s, outbox relay %.0f/s (%.2f of direct)\n\n",
+		r.n, r.directPerSec, r.relayPerSec, r.relayPerSec/r.directPerSec)
+	fmt.Fprintf(w, "bench payments_per_s=%.0f baseline_per_s=%.0f ratio=%.2f p99_ms=%s rss_mb=%.0f%s publish_per_s=%.0f outbox_relay_per_s=%.0f\n",
+		r.headline.perSec, r.baseline, r.headline.perSec/r.baseline, ms(r.p99), r.maxRSS, slow(r), r.directPerSec, r.relayPerSec)
 }
 
 func slow(r *results) string {
