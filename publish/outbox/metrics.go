@@ -19,7 +19,7 @@ func newRelayMetrics() *relayMetrics {
 	return &relayMetrics{
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "paystream_outbox_pending_rows",
-			Help: "Rows in the outbox table, committed or not yet, as last measured.",
+			Help: "Committed rows waiting in the outbox table (a batch being relayed included), as last measured.",
 		}),
 		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "paystream_outbox_oldest_row_age_seconds",
