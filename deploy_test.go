@@ -76,6 +76,8 @@ const (
 	gatewaysimService = "gatewaysim"
 	workerService     = "worker"
 	publisherService  = "publisher"
+	outboxMigrate     = "outbox-migrate"
+	outboxRelay       = "outbox-relay"
 )
 
 // --- go.mod -----------------------------------------------------------------
@@ -477,6 +479,7 @@ type cmdSource struct {
 	strings map[string]bool   // every string literal
 	consts  map[string]string // string constants by name
 	refs    map[string]bool   // every qualified identifier, e.g. config.NATSSettings
+	found   bool              // for readFunc: the function exists
 }
 
 // sharedSettings returns the settings of the config package's table that a
@@ -515,6 +518,25 @@ func flagDefiner(method string) (kind string, nameArg int, ok bool) {
 // literals and string constants.
 func readCmd(t *testing.T, dir string) cmdSource {
 	t.Helper()
+	src := readSource(t, dir, "")
+	require.NotEmpty(t, src.flags, "%s defines no flags with the flag package; update deploy_test.go", dir)
+	return src
+}
+
+// readFunc is readCmd restricted to the function fn of dir (its body and
+// the closures in it), e.g. the settings and flags of one subcommand. It
+// fails when dir has no function fn.
+func readFunc(t *testing.T, dir, fn string) cmdSource {
+	t.Helper()
+	src := readSource(t, dir, fn)
+	require.True(t, src.found, "%s has no function %s; update deploy_test.go", dir, fn)
+	return src
+}
+
+// readSource collects what readCmd describes from the whole of dir, or
+// only from function fn when fn is not empty.
+func readSource(t *testing.T, dir, fn string) cmdSource {
+	t.Helper()
 	src := cmdSource{dir: dir, flags: map[string]cmdFlag{}, strings: map[string]bool{}, consts: map[string]string{}, refs: map[string]bool{}}
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
@@ -525,7 +547,20 @@ func readCmd(t *testing.T, dir string) cmdSource {
 		}
 		file, err := parser.ParseFile(fset, filepath.Join(dir, e.Name()), nil, 0)
 		require.NoError(t, err)
-		ast.Inspect(file, func(n ast.Node) bool {
+		var root ast.Node = file
+		if fn != "" {
+			root = nil
+			for _, d := range file.Decls {
+				if f, ok := d.(*ast.FuncDecl); ok && f.Recv == nil && f.Name.Name == fn {
+					root = f
+				}
+			}
+			if root == nil {
+				continue
+			}
+		}
+		src.found = true
+		ast.Inspect(root, func(n ast.Node) bool {
 			switch n := n.(type) {
 			case *ast.BasicLit:
 				if s, err := strconv.Unquote(n.Value); n.Kind == token.STRING && err == nil {
@@ -567,7 +602,6 @@ func readCmd(t *testing.T, dir string) cmdSource {
 			return true
 		})
 	}
-	require.NotEmpty(t, src.flags, "%s defines no flags with the flag package; update deploy_test.go", dir)
 	return src
 }
 
@@ -948,7 +982,7 @@ func TestComposeLoads(t *testing.T) {
 	p := loadProject(t, "*")
 	im := readImage(t)
 
-	for _, name := range []string{natsService, postgresService, gatewaysimService, workerService, publisherService} {
+	for _, name := range []string{natsService, postgresService, gatewaysimService, workerService, publisherService, outboxMigrate, outboxRelay} {
 		service(t, p, name)
 	}
 	for _, name := range p.ServiceNames() {
@@ -1128,33 +1162,7 @@ func TestComposeWorker(t *testing.T) {
 	})
 
 	t.Run("postgres", func(t *testing.T) {
-		pg := service(t, p, postgresService)
-		pgEnv := lookupEnv(pg.Environment)
-		u, err := url.Parse(cfg.DatabaseURL)
-		require.NoError(t, err, "worker: PAYSTREAM_DATABASE_URL must be a URL for this test")
-		require.Contains(t, []string{"postgres", "postgresql"}, u.Scheme, "worker: PAYSTREAM_DATABASE_URL %q", cfg.DatabaseURL)
-		require.Equal(t, postgresService, u.Hostname(), "worker: PAYSTREAM_DATABASE_URL does not point at the %s service", postgresService)
-		port := postgresDefaultPort
-		if v, ok := pgEnv("PGPORT"); ok {
-			port, err = strconv.Atoi(v)
-			require.NoError(t, err)
-		}
-		require.Equal(t, strconv.Itoa(port), orDefault(u.Port(), strconv.Itoa(postgresDefaultPort)), "worker: PAYSTREAM_DATABASE_URL port: postgres listens on %d", port)
-		db, _ := pgEnv("POSTGRES_DB")
-		require.Equal(t, "/"+db, u.Path, "worker: PAYSTREAM_DATABASE_URL names another database than POSTGRES_DB")
-		user := "postgres"
-		if v, ok := pgEnv("POSTGRES_USER"); ok {
-			user = v
-		}
-		require.Equal(t, user, u.User.Username(), "worker: PAYSTREAM_DATABASE_URL user is not the postgres service's POSTGRES_USER")
-		if pw, ok := u.User.Password(); ok {
-			want, _ := pgEnv("POSTGRES_PASSWORD")
-			require.Equal(t, want, pw, "worker: PAYSTREAM_DATABASE_URL password is not POSTGRES_PASSWORD")
-		} else {
-			method, _ := pgEnv("POSTGRES_HOST_AUTH_METHOD")
-			require.Equal(t, "trust", method, "worker: PAYSTREAM_DATABASE_URL has no password, so postgres must use trust authentication")
-		}
-		requireReachable(t, p, s, postgresService)
+		requirePostgresURL(t, p, s, cfg.DatabaseURL)
 	})
 
 	t.Run("gateway", func(t *testing.T) {
@@ -1251,6 +1259,114 @@ func TestComposePublisher(t *testing.T) {
 		d, ok := s.DependsOn[natsService]
 		require.True(t, ok && d.Condition == types.ServiceConditionHealthy, "publisher must wait for nats to be healthy")
 	})
+}
+
+// parseSubcommand parses the command of service s, which runs `publisher
+// <sub...> [flags]`, as the publisher does: with the flags defined in the
+// function flagsFunc of cmd/publisher and the config settings that the
+// function settingsFunc names. It returns the configuration and the
+// settings read.
+func parseSubcommand(t *testing.T, s types.ServiceConfig, sub []string, flagsFunc, settingsFunc string) (config.Config, []string) {
+	t.Helper()
+	cmd := []string(s.Command)
+	require.GreaterOrEqual(t, len(cmd), len(sub), "%s: command %q does not run `publisher %s`", s.Name, cmd, strings.Join(sub, " "))
+	require.Equal(t, sub, cmd[:len(sub)], "%s: command %q does not run `publisher %s`", s.Name, cmd, strings.Join(sub, " "))
+	settings := readFunc(t, "cmd/publisher", settingsFunc).sharedSettings()
+	require.Contains(t, settings, "DATABASE_URL", "cmd/publisher %s names no DATABASE_URL; update deploy_test.go", settingsFunc)
+	fs, _ := readFunc(t, "cmd/publisher", flagsFunc).flagSet()
+	cfg, err := config.ParseSettings(fs, cmd[len(sub):], lookupEnv(s.Environment), settings...)
+	require.NoError(t, err, "%s: command %q and environment do not parse with the settings and flags of `publisher %s`", s.Name, cmd, strings.Join(sub, " "))
+	require.Zero(t, fs.NArg(), "%s: unexpected arguments in %q", s.Name, cmd)
+	reads := map[string]bool{}
+	for _, name := range settings {
+		reads[config.EnvPrefix+"_"+name] = true
+	}
+	for k := range s.Environment {
+		if strings.HasPrefix(k, config.EnvPrefix+"_") {
+			require.True(t, reads[k], "%s: `publisher %s` does not read %s", s.Name, strings.Join(sub, " "), k)
+		}
+	}
+	return cfg, settings
+}
+
+// TestComposeOutbox checks the outbox services: outbox-migrate creates the
+// outbox table in the database that outbox-relay relays from, and the relay
+// starts after it, with a command that `publisher outbox relay` accepts.
+func TestComposeOutbox(t *testing.T) {
+	t.Parallel()
+	p := loadProject(t, "*")
+	im := readImage(t)
+	mig := service(t, p, outboxMigrate)
+	rel := service(t, p, outboxRelay)
+	require.Equal(t, "publisher", binaryOf(t, im, mig), "%s does not run the publisher", outboxMigrate)
+	require.Equal(t, "publisher", binaryOf(t, im, rel), "%s does not run the publisher", outboxRelay)
+
+	migCfg, _ := parseSubcommand(t, mig, []string{"outbox", "migrate"}, "outboxMigrate", "migrateSettings")
+	relCfg, relSettings := parseSubcommand(t, rel, []string{"outbox", "relay"}, "outboxRelay", "relaySettings")
+
+	t.Run("database", func(t *testing.T) {
+		requirePostgresURL(t, p, mig, migCfg.DatabaseURL)
+		requirePostgresURL(t, p, rel, relCfg.DatabaseURL)
+		require.Equal(t, migCfg.DatabaseURL, relCfg.DatabaseURL, "%s migrates another database than %s relays from", outboxMigrate, outboxRelay)
+		d, ok := mig.DependsOn[postgresService]
+		require.True(t, ok && d.Condition == types.ServiceConditionHealthy, "%s must wait for postgres to be healthy", outboxMigrate)
+		d, ok = rel.DependsOn[outboxMigrate]
+		require.True(t, ok && d.Condition == types.ServiceConditionCompletedSuccessfully,
+			"%s must start after %s completed successfully, or it relays from a table that does not exist yet", outboxRelay, outboxMigrate)
+		require.NotContains(t, []string{"always", "unless-stopped"}, strings.SplitN(mig.Restart, ":", 2)[0],
+			"%s: restart %q runs a one-shot job for ever", outboxMigrate, mig.Restart)
+	})
+
+	t.Run("nats", func(t *testing.T) {
+		require.Subset(t, relSettings, config.NATSSettings(), "outbox relay does not read the NATS settings")
+		requireNATSURLs(t, p, rel, readNATS(t, p), relCfg.NATSURLs)
+		d, ok := rel.DependsOn[natsService]
+		require.True(t, ok && d.Condition == types.ServiceConditionHealthy, "%s must wait for nats to be healthy", outboxRelay)
+		_, ok = rel.DependsOn[workerService]
+		require.True(t, ok, "%s must start after the workers, which create the PAYMENTS stream", outboxRelay)
+	})
+
+	t.Run("http", func(t *testing.T) {
+		require.NotEmpty(t, relCfg.HTTPAddr, "%s: the HTTP server (/healthz, /metrics) is disabled", outboxRelay)
+		host, port := splitHostPort(t, "PAYSTREAM_HTTP_ADDR", relCfg.HTTPAddr)
+		require.Contains(t, []string{"", "0.0.0.0", "::"}, host, "%s: PAYSTREAM_HTTP_ADDR %q is not reachable from other containers", outboxRelay, relCfg.HTTPAddr)
+		require.Contains(t, []string(rel.Expose), strconv.Itoa(port), "%s: expose does not list the HTTP port %d", outboxRelay, port)
+		require.Contains(t, []string{"always", "unless-stopped", "on-failure"}, strings.SplitN(rel.Restart, ":", 2)[0],
+			"%s: restart %q does not restart a crashed relay", outboxRelay, rel.Restart)
+	})
+}
+
+// requirePostgresURL checks that the database URL raw of service s points
+// at the postgres service's database with its user and authentication.
+func requirePostgresURL(t *testing.T, p *types.Project, s types.ServiceConfig, raw string) {
+	t.Helper()
+	pg := service(t, p, postgresService)
+	pgEnv := lookupEnv(pg.Environment)
+	u, err := url.Parse(raw)
+	require.NoError(t, err, "%s: PAYSTREAM_DATABASE_URL must be a URL for this test", s.Name)
+	require.Contains(t, []string{"postgres", "postgresql"}, u.Scheme, "%s: PAYSTREAM_DATABASE_URL %q", s.Name, raw)
+	require.Equal(t, postgresService, u.Hostname(), "%s: PAYSTREAM_DATABASE_URL does not point at the %s service", s.Name, postgresService)
+	port := postgresDefaultPort
+	if v, ok := pgEnv("PGPORT"); ok {
+		port, err = strconv.Atoi(v)
+		require.NoError(t, err)
+	}
+	require.Equal(t, strconv.Itoa(port), orDefault(u.Port(), strconv.Itoa(postgresDefaultPort)), "%s: PAYSTREAM_DATABASE_URL port: postgres listens on %d", s.Name, port)
+	db, _ := pgEnv("POSTGRES_DB")
+	require.Equal(t, "/"+db, u.Path, "%s: PAYSTREAM_DATABASE_URL names another database than POSTGRES_DB", s.Name)
+	user := "postgres"
+	if v, ok := pgEnv("POSTGRES_USER"); ok {
+		user = v
+	}
+	require.Equal(t, user, u.User.Username(), "%s: PAYSTREAM_DATABASE_URL user is not the postgres service's POSTGRES_USER", s.Name)
+	if pw, ok := u.User.Password(); ok {
+		want, _ := pgEnv("POSTGRES_PASSWORD")
+		require.Equal(t, want, pw, "%s: PAYSTREAM_DATABASE_URL password is not POSTGRES_PASSWORD", s.Name)
+	} else {
+		method, _ := pgEnv("POSTGRES_HOST_AUTH_METHOD")
+		require.Equal(t, "trust", method, "%s: PAYSTREAM_DATABASE_URL has no password, so postgres must use trust authentication", s.Name)
+	}
+	requireReachable(t, p, s, postgresService)
 }
 
 // orDefault returns a, or b if a is empty.
