@@ -49,6 +49,10 @@ func TestImportDirection(t *testing.T) {
 		// The outbox is the one part of publish that speaks Postgres.
 		{pkg: "publish/outbox", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			mod + "gateway", mod + "internal/"}},
+		// The example upstream uses only what another module can import
+		// and an upstream needs: payment, contract, publish/outbox.
+		{pkg: "examples/orders", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
+			mod + "gateway", mod + "telemetry", mod + "natsconn", mod + "internal/", mod + "cmd/"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.pkg, func(t *testing.T) {
@@ -67,10 +71,11 @@ func TestImportDirection(t *testing.T) {
 	}
 }
 
-// TestProductApartFromTools keeps the test harness (internal/testenv) and the
-// gateway simulator out of everything that ships: the worker and publisher
-// binaries and every product package. Only the tool binaries (demo, chaos,
-// bench, gatewaysim) may use them.
+// TestProductApartFromTools keeps the test harness (internal/testenv), the
+// gateway simulator and the examples (examples/...) out of everything that
+// ships: the worker and publisher binaries and every product package. Only
+// the tool binaries (demo, chaos, bench, gatewaysim) may use them; the
+// examples may import product packages, not the other way round.
 func TestProductApartFromTools(t *testing.T) {
 	t.Parallel()
 	out, err := exec.CommandContext(t.Context(), "go", "list", "-f",
@@ -82,7 +87,7 @@ func TestProductApartFromTools(t *testing.T) {
 	}
 	var checked int
 	for _, pkg := range strings.Fields(string(out)) {
-		if tools[pkg] || strings.HasPrefix(pkg, mod+"internal/") {
+		if tools[pkg] || strings.HasPrefix(pkg, mod+"internal/") || strings.HasPrefix(pkg, mod+"examples/") {
 			continue
 		}
 		checked++
@@ -92,6 +97,7 @@ func TestProductApartFromTools(t *testing.T) {
 		for _, d := range strings.Fields(string(deps)) {
 			require.False(t, strings.HasPrefix(d, mod+"internal/testenv"), "%s depends on the test harness %s", pkg, d)
 			require.NotEqual(t, mod+"gateway/sim", d, "%s depends on the gateway simulator", pkg)
+			require.False(t, strings.HasPrefix(d, mod+"examples/"), "%s depends on the example %s", pkg, d)
 		}
 	}
 	require.Greater(t, checked, 8, "too few product packages found: %s", out)
