@@ -53,6 +53,8 @@ func TestImportDirection(t *testing.T) {
 		// and an upstream needs: payment, contract, publish/outbox.
 		{pkg: "examples/orders", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			mod + "gateway", mod + "telemetry", mod + "natsconn", mod + "internal/", mod + "cmd/"}},
+		{pkg: "examples/orders/cmd/orders", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
+			mod + "gateway", mod + "telemetry", mod + "natsconn", mod + "internal/", mod + "cmd/"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.pkg, func(t *testing.T) {
