@@ -16,9 +16,9 @@
 //
 // It reads PAYSTREAM_DATABASE_URL (default
 // postgres://postgres@127.0.0.1:5432/paystream?sslmode=disable) and
-// PAYSTREAM_NATS_URL (default nats://127.0.0.1:4222). Amounts ending in 13
-// are declined by paystream's gateway simulator and fake gateway, so every
-// fourth order fails.
+// PAYSTREAM_NATS_URL (default nats://127.0.0.1:4222). Every fourth order is
+// for an amount ending in 13, which paystream's gateway simulator and fake
+// gateway decline; a simulator with a random decline rate fails a few more.
 package main
 
 import (
