@@ -55,7 +55,7 @@ fuzz: ## run each fuzz target for $(FUZZTIME) (make fuzz FUZZTIME=1m)
 # The local system as real processes (internal/testenv/localstack): NATS from the
 # nats-server version pinned in go.mod, a throwaway Postgres (or
 # PAYSTREAM_DATABASE_URL), the gateway simulator and three workers.
-.PHONY: nats-server chaos
+.PHONY: nats-server chaos demo-upstream
 
 nats-server: ## build the nats-server pinned in go.mod into ./bin
 	@mkdir -p $(BIN)
@@ -68,6 +68,10 @@ demo: build nats-server ## the whole system on one machine: 20,000 payments, a s
 dev: build nats-server ## the same system left running until Ctrl-C, with commands to publish and inspect
 	$(GO) build -trimpath -o $(BIN)/demo ./cmd/demo
 	$(BIN)/demo --dev --bin $(BIN)
+
+demo-upstream: build nats-server ## the outbox from an upstream's side: a relay process and the example order service (examples/orders)
+	$(GO) build -trimpath -o $(BIN)/demo ./cmd/demo
+	$(BIN)/demo --upstream --bin $(BIN)
 
 chaos: build nats-server ## fault-injection suite: kills, restarts, outages; exits 1 when an invariant fails
 	$(GO) build -trimpath -o $(BIN)/chaos ./cmd/chaos

@@ -44,6 +44,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.SetOutput(stderr)
 	var cfg demo.Config
 	dev := fs.Bool("dev", false, "start the stack and leave it running until Ctrl-C")
+	upstream := fs.Bool("upstream", false, "the upstream demo: the outbox relay and the example order service (examples/orders)")
 	fs.StringVar(&cfg.BinDir, "bin", "bin", "directory of the worker, gatewaysim, publisher and nats-server binaries")
 	fs.StringVar(&cfg.Dir, "dir", "", "working directory for stores and logs (default: a temporary directory, removed at the end)")
 	fs.IntVar(&cfg.Count, "count", demo.DefaultCount, "messages to publish")
@@ -60,8 +61,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg.DatabaseURL = getenv("PAYSTREAM_DATABASE_URL")
 	cfg.Out = stdout
-	if *dev {
+	switch {
+	case *dev && *upstream:
+		return errors.New("--dev and --upstream exclude each other")
+	case *dev:
 		return demo.Dev(ctx, cfg)
+	case *upstream:
+		return demo.Upstream(ctx, cfg)
 	}
 	return demo.Run(ctx, cfg)
 }

@@ -60,6 +60,20 @@ func TestRunSmall(t *testing.T) {
 	require.NotContains(t, s, "FAILED")
 }
 
+// TestUpstream runs the upstream demo: a real outbox relay process and the
+// example order service against the stack.
+func TestUpstream(t *testing.T) {
+	bin := binaries(t)
+	var out bytes.Buffer
+	err := demo.Upstream(t.Context(), demo.Config{BinDir: bin, Workers: 1, Seed: 7, SettleTimeout: time.Minute, Out: &out})
+	t.Log("\n" + out.String())
+	require.NoError(t, err)
+	s := out.String()
+	require.Contains(t, s, "outbox-relay pid")
+	require.Contains(t, s, "verdict: every committed order was paid or failed, the rolled-back one never charged")
+	require.GreaterOrEqual(t, strings.Count(s, " failed "), 3, "the orders for amounts ending in 13 are declined")
+}
+
 // lineWriter signals when a line containing want has been written.
 type lineWriter struct {
 	mu   sync.Mutex

@@ -452,6 +452,40 @@ func (s *Stack) StartWorker(ctx context.Context, name string, env map[string]str
 	return nil, fmt.Errorf("localstack: worker %s: %w", name, lastErr)
 }
 
+// StartOutboxRelay creates the outbox table in the stack's database
+// (`publisher outbox migrate`, run to completion), then starts `publisher
+// outbox relay` as a process named name and waits until it answers
+// /healthz. Its environment is the stack's NATS and database URLs,
+// PAYSTREAM_HTTP_ADDR on a free port and JSON logs (to Dir/name.log).
+func (s *Stack) StartOutboxRelay(ctx context.Context, name string) (*Process, error) {
+	migrate := exec.CommandContext(ctx, filepath.Join(s.binDir, BinPublisher), "outbox", "migrate")
+	migrate.Dir = s.dir
+	migrate.Env = env(map[string]string{"PAYSTREAM_DATABASE_URL": s.dbURL})
+	if out, err := migrate.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("localstack: publisher outbox migrate: %w: %s", err, out)
+	}
+	port, err := pgcluster.FreePort()
+	if err != nil {
+		return nil, fmt.Errorf("localstack: %w", err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p, err := s.start(name, BinPublisher, addr, []string{"outbox", "relay"}, map[string]string{
+		"PAYSTREAM_NATS_URL":     s.NATSURL(),
+		"PAYSTREAM_DATABASE_URL": s.dbURL,
+		"PAYSTREAM_HTTP_ADDR":    addr,
+		"PAYSTREAM_LOG_FORMAT":   "json",
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.waitHTTP(ctx, p, "http://"+addr+"/healthz"); err != nil {
+		p.stop(5 * time.Second)
+		return nil, fmt.Errorf("localstack: outbox relay %s: %w", name, err)
+	}
+	s.logf("%-12s pid %d, metrics http://%s/metrics", name, p.PID(), addr)
+	return p, nil
+}
+
 // waitHTTP polls url until it answers 200, the process exits, ctx ends or
 // the ready timeout passes.
 func (s *Stack) waitHTTP(ctx context.Context, p *Process, target string) error {
