@@ -3,13 +3,11 @@ package store
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
+	"github.com/paystream/paystream/internal/pgmigrate"
 )
 
 //go:embed migrations/*.sql
@@ -39,33 +37,11 @@ func Migrations() fs.FS {
 // for the duration (polled once a second, for up to ten minutes), on a
 // dedicated connection that Migrate opens and closes itself.
 func Migrate(ctx context.Context, databaseURL string) error {
-	// pgxpool's parser accepts (and drops) the pool_* settings a worker's
-	// database URL may carry.
-	cfg, err := pgxpool.ParseConfig(databaseURL)
-	if err != nil {
+	err := pgmigrate.Up(ctx, databaseURL, pgmigrate.Set{Files: Migrations(), Table: MigrationTable, LockID: migrationLockID})
+	switch {
+	case errors.Is(err, pgmigrate.ErrInvalidURL):
 		return fmt.Errorf("store: migrate: parse database url: %w", err)
-	}
-	db := stdlib.OpenDB(*cfg.ConnConfig)
-	defer db.Close()
-
-	locker, err := lock.NewPostgresSessionLocker(
-		lock.WithLockID(migrationLockID),
-		lock.WithLockTimeout(1, 600),
-		lock.WithUnlockTimeout(1, 60),
-	)
-	if err != nil {
-		return fmt.Errorf("store: migrate: create locker: %w", err)
-	}
-	provider, err := goose.NewProvider(goose.DialectPostgres, db, Migrations(),
-		goose.WithSessionLocker(locker),
-		goose.WithTableName(MigrationTable),
-		goose.WithDisableGlobalRegistry(true),
-		goose.WithLogger(goose.NopLogger()),
-	)
-	if err != nil {
-		return fmt.Errorf("store: migrate: create provider: %w", err)
-	}
-	if _, err := provider.Up(ctx); err != nil {
+	case err != nil:
 		return fmt.Errorf("store: migrate: %w", translate(err))
 	}
 	return nil

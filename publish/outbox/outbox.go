@@ -9,12 +9,9 @@ import (
 	"io/fs"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
 
 	"github.com/paystream/paystream/contract"
+	"github.com/paystream/paystream/internal/pgmigrate"
 	"github.com/paystream/paystream/payment"
 )
 
@@ -53,31 +50,11 @@ func Migrations() fs.FS {
 // once (a session advisory lock serialises them, polled once a second for up
 // to ten minutes).
 func Migrate(ctx context.Context, databaseURL string) error {
-	cfg, err := pgxpool.ParseConfig(databaseURL)
-	if err != nil {
+	err := pgmigrate.Up(ctx, databaseURL, pgmigrate.Set{Files: Migrations(), Table: MigrationTable, LockID: migrationLockID})
+	switch {
+	case errors.Is(err, pgmigrate.ErrInvalidURL):
 		return errors.New("outbox: migrate: invalid database connection string")
-	}
-	db := stdlib.OpenDB(*cfg.ConnConfig)
-	defer db.Close()
-
-	locker, err := lock.NewPostgresSessionLocker(
-		lock.WithLockID(migrationLockID),
-		lock.WithLockTimeout(1, 600),
-		lock.WithUnlockTimeout(1, 60),
-	)
-	if err != nil {
-		return fmt.Errorf("outbox: migrate: create locker: %w", err)
-	}
-	provider, err := goose.NewProvider(goose.DialectPostgres, db, Migrations(),
-		goose.WithSessionLocker(locker),
-		goose.WithTableName(MigrationTable),
-		goose.WithDisableGlobalRegistry(true),
-		goose.WithLogger(goose.NopLogger()),
-	)
-	if err != nil {
-		return fmt.Errorf("outbox: migrate: create provider: %w", err)
-	}
-	if _, err := provider.Up(ctx); err != nil {
+	case err != nil:
 		return fmt.Errorf("outbox: migrate: %w", err)
 	}
 	return nil
