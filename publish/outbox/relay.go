@@ -222,12 +222,14 @@ func (r *Relay) Run(ctx context.Context) error {
 func (r *Relay) loop(ctx context.Context, i int) {
 	wait := r.cfg.RetryWait
 	for ctx.Err() == nil {
+		// A partition that fails does not hold up the others of this
+		// goroutine: the round goes on, and backs off after it.
 		full, err := false, error(nil)
-		for p := int32(i); p < Partitions; p += int32(r.cfg.Concurrency) {
-			var f bool
-			f, err = r.relayPartition(ctx, p)
-			if err != nil {
-				break
+		for p := int32(i); p < Partitions && ctx.Err() == nil; p += int32(r.cfg.Concurrency) {
+			f, perr := r.relayPartition(ctx, p)
+			if perr != nil {
+				err = perr
+				continue
 			}
 			full = full || f
 		}
