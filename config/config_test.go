@@ -573,6 +573,8 @@ func TestValidate(t *testing.T) {
 		{"SweepGraceNegative", func(c *config.Config) { c.SweepGrace = -time.Second }, "PAYSTREAM_SWEEP_GRACE", []string{"at least 0s"}},
 		{"SweepGraceBelowBackoff", func(c *config.Config) { c.SweepGrace, c.RetryBackoffMax = 10*time.Second, time.Minute },
 			"PAYSTREAM_SWEEP_GRACE", []string{"must be at least PAYSTREAM_RETRY_BACKOFF_MAX (--retry-backoff-max)"}},
+		{"SweepGraceDefaultBelowBackoff", func(c *config.Config) { c.SweepGrace, c.RetryBackoffMax = 0, 10*time.Minute },
+			"PAYSTREAM_SWEEP_GRACE", []string{"5m0s must be at least PAYSTREAM_RETRY_BACKOFF_MAX"}},
 		{"RetentionShort", func(c *config.Config) { c.StreamMaxAge, c.Retention = time.Hour, 47*time.Hour }, "PAYSTREAM_RETENTION", []string{"at least 48h0m0s"}},
 		{"RetentionNotOverMaxAge", func(c *config.Config) { c.StreamMaxAge = 2160 * time.Hour }, "PAYSTREAM_RETENTION",
 			[]string{"must be longer than PAYSTREAM_STREAM_MAX_AGE (--stream-max-age)"}},

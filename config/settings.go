@@ -359,8 +359,12 @@ func (c *Config) settings() []setting {
 				// nak brings the redelivery at most a backoff after that: a
 				// shorter grace re-publishes payments that merely wait.
 				{deps: []string{"RETRY_BACKOFF_MAX"}, fn: func() error {
-					if c.SweepGrace != 0 && c.SweepGrace < c.RetryBackoffMax {
-						return fmt.Errorf("%s must be at least %s (%s)", c.SweepGrace, ref("RETRY_BACKOFF_MAX"), c.RetryBackoffMax)
+					grace := c.SweepGrace
+					if grace == 0 { // the worker sweeps with the default grace then
+						grace = Default().SweepGrace
+					}
+					if grace < c.RetryBackoffMax {
+						return fmt.Errorf("%s must be at least %s (%s)", grace, ref("RETRY_BACKOFF_MAX"), c.RetryBackoffMax)
 					}
 					return nil
 				}},
