@@ -136,10 +136,9 @@ func (r *Report) Percentile(q float64) time.Duration {
 }
 
 // statusUnknown is the status of a row whose gateway call was ambiguous
-// and is awaiting reconciliation (docs/contract.md §6.8, issue 10). The
-// audit reads it as text, so that it counts such rows whether or not the
-// payment package names the status yet.
-const statusUnknown = "unknown"
+// and is awaiting reconciliation (docs/contract.md §6.8), as the audit reads
+// it from the table.
+const statusUnknown = string(payment.StatusUnknown)
 
 // request is one request message as the audit understands it.
 type request struct {
@@ -404,7 +403,7 @@ func describe(q *request) string {
 // checkGateway compares the rows with what the gateway recorded.
 func checkGateway(r *Report, snap *Snapshot, rows map[string]Row) {
 	r.RealCharges = snap.Gateway.Charges
-	r.InFlightConflicts = snap.InFlightConflicts
+	r.InFlightConflicts = snap.Gateway.InFlightConflicts
 	r.DoubleCharged = slices.Clone(snap.Gateway.DoubleCharged)
 	succeeded, otherCharged := 0, 0 // rows the gateway charged: succeeded, and failed or unknown
 	for _, k := range sortedKeys(rows) {
@@ -428,7 +427,7 @@ func checkGateway(r *Report, snap *Snapshot, rows map[string]Row) {
 				otherCharged++
 				r.FalseFailed = append(r.FalseFailed, fmt.Sprintf("%s: failed (%s), but the gateway charged %s", k, row.ErrorCode, ks.ChargeID))
 			}
-		case statusUnknown:
+		case payment.StatusUnknown:
 			if ks.Charged {
 				otherCharged++ // reported as unknown
 			}

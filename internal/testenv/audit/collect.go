@@ -273,12 +273,10 @@ type Snapshot struct {
 	Results     []Message
 	DeadLetters []Message
 	Rows        []Row
-	// Gateway is the simulator's GET /v1/stats.
+	// Gateway is the simulator's GET /v1/stats, in_flight_conflicts (the
+	// requests answered 409 because a call with the same key was still
+	// running) included.
 	Gateway sim.Stats
-	// InFlightConflicts is the simulator's count of requests answered 409
-	// because a call with the same key was still running (the optional
-	// field in_flight_conflicts of GET /v1/stats; 0 when absent).
-	InFlightConflicts int64
 	// Charges is what the simulator holds for the key of every row.
 	Charges map[string]sim.KeyState
 }
@@ -409,32 +407,10 @@ func (a *Auditor) rows(ctx context.Context) ([]Row, error) {
 	return out, nil
 }
 
-// stats reads the simulator's GET /v1/stats into snap: sim.Stats, and the
-// optional in_flight_conflicts counter, which a simulator without it leaves
-// at 0.
+// stats reads the simulator's GET /v1/stats into snap.Gateway; a simulator
+// without the in_flight_conflicts counter leaves it at 0.
 func (a *Auditor) stats(ctx context.Context, snap *Snapshot) error {
-	var raw json.RawMessage
-	if err := a.getJSON(ctx, http.MethodGet, a.cfg.GatewayURL+"/v1/stats", nil, &raw); err != nil {
-		return err
-	}
-	var err error
-	snap.Gateway, snap.InFlightConflicts, err = decodeStats(raw)
-	return err
-}
-
-// decodeStats decodes a GET /v1/stats answer: sim.Stats, and the optional
-// in_flight_conflicts (0 when absent).
-func decodeStats(raw []byte) (sim.Stats, int64, error) {
-	var (
-		st    sim.Stats
-		extra struct {
-			InFlightConflicts int64 `json:"in_flight_conflicts"`
-		}
-	)
-	if err := errors.Join(json.Unmarshal(raw, &st), json.Unmarshal(raw, &extra)); err != nil {
-		return sim.Stats{}, 0, fmt.Errorf("audit: GET /v1/stats: %w", err)
-	}
-	return st, extra.InFlightConflicts, nil
+	return a.getJSON(ctx, http.MethodGet, a.cfg.GatewayURL+"/v1/stats", nil, &snap.Gateway)
 }
 
 // lookup asks the simulator what it holds for each key, in chunks.

@@ -1,12 +1,17 @@
 package audit
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/paystream/paystream/gateway/sim"
 )
 
-func TestDecodeStatsReadsTheOptionalConflictCounter(t *testing.T) {
+// TestStatsReadTheOptionalConflictCounter: the audit decodes GET /v1/stats
+// into sim.Stats; a simulator without in_flight_conflicts reads as 0.
+func TestStatsReadTheOptionalConflictCounter(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name      string
@@ -18,13 +23,13 @@ func TestDecodeStatsReadsTheOptionalConflictCounter(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			st, conflicts, err := decodeStats([]byte(tc.body))
-			require.NoError(t, err)
+			var st sim.Stats
+			require.NoError(t, json.Unmarshal([]byte(tc.body), &st))
 			require.Equal(t, int64(3), st.Charges)
 			require.Equal(t, 4, st.Keys)
-			require.Equal(t, tc.conflicts, conflicts)
+			require.Equal(t, tc.conflicts, st.InFlightConflicts)
 		})
 	}
-	_, _, err := decodeStats([]byte(`{"in_flight_conflicts":"many"}`))
-	require.Error(t, err)
+	var st sim.Stats
+	require.Error(t, json.Unmarshal([]byte(`{"in_flight_conflicts":"many"}`), &st))
 }
