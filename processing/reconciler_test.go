@@ -63,8 +63,17 @@ func TestReconcileOnce(t *testing.T) {
 		{},
 		{err: &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 503}},
 	}
-	var announced []payment.Outcome
-	announce := func(_ context.Context, o payment.Outcome) error { announced = append(announced, o); return nil }
+	var (
+		announced     []payment.Outcome
+		settledBefore []int // rows settled when each announcement went out
+	)
+	announce := func(_ context.Context, o payment.Outcome) error {
+		store.mu.Lock()
+		settledBefore = append(settledBefore, len(store.settled))
+		store.mu.Unlock()
+		announced = append(announced, o)
+		return nil
+	}
 	m := telemetry.New(prometheus.NewRegistry())
 	r := processing.NewReconciler(processing.ReconcilerConfig{Interval: time.Second, Limit: 10,
 		BackoffBase: time.Second, BackoffMax: time.Minute, LookupTimeout: time.Second}, store, gw, announce, zerolog.Nop(), m)
@@ -78,7 +87,8 @@ func TestReconcileOnce(t *testing.T) {
 		Gateway: testGateway, GatewayChargeID: "ch_9", Ambiguous: true}, store.settled[0])
 	require.Equal(t, payment.Completion{Key: "not-charged", Attempt: 3, Status: payment.StatusFailed,
 		Gateway: testGateway, ErrorCode: payment.ErrorCodeExhausted, Ambiguous: true}, store.settled[1])
-	require.Len(t, announced, 2, "announced before recorded, the unanswered one not at all")
+	require.Len(t, announced, 2, "the unanswered one is not announced")
+	require.Equal(t, []int{0, 1}, settledBefore, "each outcome is announced before it is recorded")
 	require.Equal(t, payment.StatusSucceeded, announced[0].Status)
 	require.Equal(t, "ch_9", announced[0].GatewayChargeID)
 	require.True(t, announced[0].CompletedAt.Equal(store.settleAt[0]), "the event and the row carry one completion time")

@@ -287,13 +287,13 @@ func TestProcessExtendsTheLeaseDuringTheCall(t *testing.T) {
 
 			done := make(chan processing.Decision, 1)
 			go func() { done <- b.proc.Process(t.Context(), delivery(1)) }()
-			require.Equal(t, 1, <-claims.extended)
-			require.Equal(t, 2, <-claims.extended)
+			require.Equal(t, 1, receive(t, claims.extended))
+			require.Equal(t, 2, receive(t, claims.extended))
 			if fenceAt == 0 {
-				require.Equal(t, 3, <-claims.extended, "extending goes on while the call runs")
+				require.Equal(t, 3, receive(t, claims.extended), "extending goes on while the call runs")
 			}
 			close(gw.release)
-			got := <-done
+			got := receive(t, done)
 			require.Equal(t, processing.ActionAck, got.Action, "%v", got.Err)
 			if fenceAt != 0 {
 				claims.mu.Lock()
@@ -325,4 +325,17 @@ func TestProcessNotReadyWhileTheGatewayRefusesOurCredentials(t *testing.T) {
 	got = b.proc.Process(t.Context(), delivery(2))
 	require.Equal(t, processing.ActionAck, got.Action)
 	require.NoError(t, b.proc.Ready(), "ready again once a call gets through")
+}
+
+// receive takes one value from c, failing the test (not hanging it) when
+// none comes within 10 s.
+func receive[T any](t *testing.T, c <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing received within 10s")
+		panic("unreachable")
+	}
 }

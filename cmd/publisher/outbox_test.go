@@ -137,11 +137,18 @@ func TestOutboxUsage(t *testing.T) {
 // waitForAddr returns the address the relay logs that it serves on.
 func waitForAddr(t *testing.T, stderr *syncBuffer, done <-chan error) string {
 	t.Helper()
-	var addr string
+	var (
+		addr   string
+		ended  bool
+		endErr error
+	)
 	require.Eventually(t, func() bool {
+		// Eventually runs this on its own goroutine, where FailNow is not
+		// allowed: note an early end here, fail below.
 		select {
-		case err := <-done:
-			t.Fatalf("relay ended early: %v\n%s", err, stderr.String())
+		case endErr = <-done:
+			ended = true
+			return true
 		default:
 		}
 		for line := range strings.SplitSeq(stderr.String(), "\n") {
@@ -153,6 +160,9 @@ func waitForAddr(t *testing.T, stderr *syncBuffer, done <-chan error) string {
 		}
 		return false
 	}, 30*time.Second, 10*time.Millisecond, "the relay serves HTTP")
+	if ended {
+		t.Fatalf("relay ended early: %v\n%s", endErr, stderr.String())
+	}
 	return addr
 }
 

@@ -722,7 +722,11 @@ func (r *run) killLoop(ctx context.Context, loadDone, faultsDone <-chan struct{}
 			r.release(s, nil)
 			continue
 		}
-		_, _ = s.proc.Wait(context.WithoutCancel(ctx))
+		// A killed process is reaped at once; bound the wait all the same,
+		// so that one that cannot be reaped does not hang the kill loop.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_, _ = s.proc.Wait(wctx)
+		cancel()
 		r.kills.Add(1)
 		r.event("kill -9 %s (pid %d), kill #%d", s.name, s.proc.PID(), r.kills.Load())
 		if !sleep(ctx, r.between(300*time.Millisecond, time.Second)) {
