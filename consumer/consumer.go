@@ -446,7 +446,7 @@ func deadLetterMsg(dlqSubject, subject string, body []byte, dl processing.DeadLe
 		m.Header.Set(HeaderRedacted, "true")
 	}
 	if size > payment.MaxBodyBytes {
-		body = body[:deadLetterKeep]
+		body = body[:min(deadLetterKeep, len(body))]
 		m.Header.Set(HeaderTruncated, "true")
 		// And mask after: the cut may end a run of digits early and make
 		// a card number of its head.

@@ -10,6 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/paystream/paystream/gateway/internal/ledger"
 	"github.com/paystream/paystream/payment"
 )
 
@@ -49,7 +50,7 @@ var (
 // CodeNoSuchCharge is the error code of a lookup's 404 answer that means
 // "no charge under this key" (docs/contract.md §5). A 404 without it (a
 // proxy's page, a gateway without the lookup endpoint) is no such answer.
-const CodeNoSuchCharge = "no_such_charge"
+const CodeNoSuchCharge = ledger.CodeNoSuchCharge
 
 // wireLookup is the 200 body of a lookup that ClassifyLookup reads.
 type wireLookup struct {

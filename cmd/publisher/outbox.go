@@ -77,11 +77,10 @@ func parseOutboxFlags(name string, args []string, getenv func(string) string, st
 		add(fs)
 	}
 	cfg, err := config.ParseSettings(fs, args, lookupEnv(getenv), names...)
-	var settingErr *config.SettingError
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return cfg, err
-	case errors.As(err, &settingErr), err != nil:
+	case err != nil:
 		return cfg, &usageError{err}
 	}
 	if fs.NArg() > 0 {

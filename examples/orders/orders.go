@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -164,6 +165,10 @@ func (s *Service) ApplyOutcome(ctx context.Context, o payment.Outcome) (bool, er
 // <subjectPrefix>.results.> ("payments" when empty). An outcome is
 // acknowledged only after it was recorded; one that cannot be recorded now
 // is redelivered; a message that is not an outcome is terminated.
+// redeliverAfter is how long an outcome that could not be recorded waits
+// before it comes again.
+const redeliverAfter = 2 * time.Second
+
 func (s *Service) ConsumeResults(ctx context.Context, js jetstream.JetStream, subjectPrefix string) error {
 	if subjectPrefix == "" {
 		subjectPrefix = contract.SubjectPrefix
@@ -196,7 +201,8 @@ func (s *Service) ConsumeResults(ctx context.Context, js jetstream.JetStream, su
 			continue
 		}
 		if _, err := s.ApplyOutcome(ctx, o); err != nil {
-			_ = m.Nak()
+			// The database is down, say: ask again later, not at once.
+			_ = m.NakWithDelay(redeliverAfter)
 			continue
 		}
 		_ = m.Ack()
