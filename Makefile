@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN := bin
-CMDS := worker publisher gatewaysim
+CMDS := worker publisher gatewaysim paystreamctl
 
 .PHONY: all build test test-short lint fmt vet demo dev bench clean
 
