@@ -4,13 +4,19 @@
 //
 //	chaos payments=… messages=… kills=… restarts=… worker_restarts=… lost=0 double_charged=0 stuck=0 wrong_dead_letters=0 exhausted=… duration=… freezes=… in_flight_conflicts=… false_failed=0 unknown=0
 //
+// and then runs the transactional outbox's scenario (relays killed with
+// SIGKILL while an upstream enqueues inside its transactions, some rolled
+// back), printing its own line:
+//
+//	chaos-outbox committed=… rolled_back=… relay_kills=… published=… lost=0 extra=0 out_of_order=0 unprocessed=0 left=0 duration=…
+//
 // It exits 1 when any invariant fails — lost, double_charged, stuck,
 // false_failed and unknown among them (the working directory with every
 // process's log is kept then, and printed). See docs/reliability.md.
 //
 // Usage (after make build nats-server, which make chaos runs):
 //
-//	chaos [--bin bin] [--payments 20000] [--load-duration 45s] [--min-kills 10] [--runs 1] [--seed N]
+//	chaos [--bin bin] [--payments 20000] [--load-duration 45s] [--min-kills 10] [--runs 1] [--seed N] [--outbox-payments 5000]
 package main
 
 import (
@@ -50,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed of the load and the chaos (default: random)")
 	fs.BoolVar(&cfg.KeepDir, "keep", false, "keep the working directory (logs, stores) even when the run passes")
 	runs := fs.Int("runs", 1, "runs in a row; stops at the first failure")
+	outboxPayments := fs.Int("outbox-payments", 5000, "transactions of the outbox scenario, run after the others (0 skips it)")
 	fs.Func("set", "`NAME=VALUE` worker setting over the suite's (repeatable), e.g. PAYSTREAM_MAX_DELIVER=5", func(s string) error {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok || !strings.HasPrefix(k, "PAYSTREAM_") {
@@ -85,6 +92,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
 			return fmt.Errorf("run %d of %d: %d invariants failed (seed %d)", i+1, *runs, len(res.Problems), res.Seed)
 		}
+	}
+	if *outboxPayments <= 0 {
+		return nil
+	}
+	res, err := chaos.RunOutbox(ctx, chaos.OutboxConfig{BinDir: cfg.BinDir, Payments: *outboxPayments, Seed: seed, Out: stdout})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res.FigureLine())
+	if !res.OK() {
+		for _, p := range res.Problems {
+			fmt.Fprintln(stdout, "  FAILED:", p)
+		}
+		fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
+		return fmt.Errorf("outbox scenario: %d invariants failed (seed %d)", len(res.Problems), res.Seed)
 	}
 	return nil
 }

@@ -123,3 +123,43 @@ func containsEvent(events []string, s string) bool {
 	}
 	return false
 }
+
+// TestChaosOutboxSmall is the CI-sized run of the outbox scenario: relays
+// killed with SIGKILL while an upstream enqueues, some transactions rolled
+// back.
+func TestChaosOutboxSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs real processes for about half a minute")
+	}
+	if _, err := pgcluster.FindBinDir(); errors.Is(err, pgcluster.ErrNoBinaries) {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	bin := t.TempDir()
+	require.NoError(t, localstack.Build(ctx, bin))
+
+	out := newSyncBuffer()
+	res, err := chaos.RunOutbox(ctx, chaos.OutboxConfig{
+		BinDir:   bin,
+		Payments: 600,
+		Duration: 6 * time.Second,
+		MinKills: 5,
+		Seed:     7,
+		Out:      out,
+	})
+	t.Log("\n" + out.String())
+	require.NoError(t, err)
+	t.Log(res.FigureLine())
+	require.GreaterOrEqual(t, res.Kills, 5)
+	require.Equal(t, 600, res.Committed+res.RolledBack)
+	require.Positive(t, res.RolledBack)
+	require.Equal(t, res.Committed, res.Published, "each committed request once, no rolled-back one")
+	require.Empty(t, res.Lost)
+	require.Empty(t, res.Extra)
+	require.Empty(t, res.OutOfOrder)
+	require.Empty(t, res.Unprocessed)
+	require.Zero(t, res.Left)
+	require.True(t, res.OK(), "problems %v, kept in %s", res.Problems, res.Dir)
+	require.Contains(t, res.FigureLine(), "lost=0 extra=0 out_of_order=0 unprocessed=0 left=0")
+}
