@@ -162,7 +162,7 @@ func (r Replayer) Replay(ctx context.Context, req ReplayRequest) (ReplayReport, 
 				}
 			}
 			r.publish(ctx, byseq[it.Seq], it)
-			if it.Result == ResultPublished {
+			if it.Result == ResultPublished || it.Result == ResultDuplicate {
 				published = append(published, int64(it.Seq))
 			}
 		}

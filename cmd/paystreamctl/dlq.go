@@ -70,10 +70,10 @@ func (f *timeFlag) Set(v string) error {
 
 // filterFlags are the dead-letter filters shared by ls and replay.
 type filterFlags struct {
-	reasons                                   listFlag
-	since, until                              timeFlag
+	reasons                                    listFlag
+	since, until                               timeFlag
 	merchant, paymentID, key, errText, subject string
-	limit                                     int
+	limit                                      int
 }
 
 func (ff *filterFlags) register(fs *flag.FlagSet) {
@@ -178,17 +178,23 @@ type dlqShowOutput struct {
 
 func dlqShow(ctx context.Context, e *env, args []string) int {
 	f := newFlags(e, "dlq show")
+	// The sequence may come before the flags or after them.
+	var pos []string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		pos, args = args[:1], args[1:]
+	}
 	cfg, code, ok := f.parse(e, args)
 	if !ok {
 		return code
 	}
-	if f.fs.NArg() != 1 {
+	pos = append(pos, f.fs.Args()...)
+	if len(pos) != 1 {
 		fmt.Fprintln(e.stderr, "usage: paystreamctl dlq show <seq> [--json]")
 		return exitUsage
 	}
-	seq, err := strconv.ParseUint(f.fs.Arg(0), 10, 64)
+	seq, err := strconv.ParseUint(pos[0], 10, 64)
 	if err != nil || seq == 0 {
-		fmt.Fprintf(e.stderr, "paystreamctl dlq show: %q is not a dead-letter sequence\n", f.fs.Arg(0))
+		fmt.Fprintf(e.stderr, "paystreamctl dlq show: %q is not a dead-letter sequence\n", pos[0])
 		return exitUsage
 	}
 	dl, closeNATS, err := deadLetters(cfg)

@@ -15,8 +15,9 @@ CREATE TABLE operator_actions (
     duplicates  integer     NOT NULL DEFAULT 0,
     refused     integer     NOT NULL DEFAULT 0,
     failed      integer     NOT NULL DEFAULT 0,
-    -- published_seqs are the dead-letter stream sequences re-published (a
-    -- later replay of one of them is refused as already replayed).
+    -- published_seqs are the dead-letter stream sequences a replay
+    -- re-published, or found re-published already (a JetStream duplicate);
+    -- a later replay of one of them is refused as already replayed.
     published_seqs bigint[] NOT NULL DEFAULT '{}',
     -- result holds the rest of the outcome as JSON (retention: rows deleted
     -- by status).
