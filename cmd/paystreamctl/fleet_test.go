@@ -261,10 +261,19 @@ func (f *fleet) waitIdle() {
 // stdout and stderr.
 func (f *fleet) ctl(args ...string) (int, string, string) {
 	f.t.Helper()
+	return f.ctlEnv(nil, args...)
+}
+
+// ctlEnv is ctl with more PAYSTREAM_* variables.
+func (f *fleet) ctlEnv(extra map[string]string, args ...string) (int, string, string) {
+	f.t.Helper()
 	var stdout, stderr bytes.Buffer
 	vars := map[string]string{
 		"PAYSTREAM_NATS_URL":     f.nats.URL(),
 		"PAYSTREAM_DATABASE_URL": f.dbURL,
+	}
+	for k, v := range extra {
+		vars[k] = v
 	}
 	e := &env{
 		lookupEnv: func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
