@@ -73,6 +73,13 @@ type ReplayRequest struct {
 	Filter DeadLetterFilter
 	// DryRun plans and publishes nothing (the plan is still audited).
 	DryRun bool
+	// ChargeMissingRow plans to charge a dead letter whose key has no
+	// payments row — one written while the database was unreachable, so
+	// that no claim ever stored a row — instead of refusing it. The row may
+	// also be missing because retention deleted it (a final row older than
+	// its period that a much later duplicate met while the database was
+	// down): only the operator can tell, so this is never the default.
+	ChargeMissingRow bool
 	// Rate is the most publishes per second; 0 means no limit.
 	Rate float64
 	// Actor is who replays (required): the operator_actions actor.
@@ -131,7 +138,7 @@ func (r Replayer) Replay(ctx context.Context, req ReplayRequest) (ReplayReport, 
 	if err != nil {
 		return rep, err
 	}
-	items, err := r.plan(ctx, dls)
+	items, err := r.plan(ctx, dls, req.ChargeMissingRow)
 	if err != nil {
 		return rep, err
 	}
@@ -226,6 +233,9 @@ func replayArguments(req ReplayRequest) map[string]any {
 	if req.Rate > 0 {
 		args["rate"] = req.Rate
 	}
+	if req.ChargeMissingRow {
+		args["charge_missing_row"] = true
+	}
 	return args
 }
 
@@ -256,7 +266,7 @@ func (r Replayer) selectDeadLetters(ctx context.Context, req ReplayRequest) (dls
 }
 
 // plan decides what replaying each dead letter would do.
-func (r Replayer) plan(ctx context.Context, dls []DeadLetter) ([]ReplayItem, error) {
+func (r Replayer) plan(ctx context.Context, dls []DeadLetter, chargeMissing bool) ([]ReplayItem, error) {
 	seqs := make([]int64, len(dls))
 	for i, d := range dls {
 		seqs[i] = int64(d.Seq)
@@ -277,8 +287,11 @@ func (r Replayer) plan(ctx context.Context, dls []DeadLetter) ([]ReplayItem, err
 		if it.Why == "" {
 			rec, err := r.Store.Get(ctx, d.IdempotencyKey)
 			switch {
+			case errors.Is(err, store.ErrNotFound) && chargeMissing:
+				it.Plan, it.Why = PlanCharge, "no payments row (dead-lettered while the database was unreachable): charged as a new payment"
 			case errors.Is(err, store.ErrNotFound):
-				it.Why = "no payments row for the key (deleted by retention?): a replay would charge it as a new payment"
+				it.Why = "no payments row for the key: a replay would charge it as a new payment; " +
+					"if the database was unreachable when it was dead-lettered, replay it with --charge-missing-row"
 			case err != nil:
 				return nil, fmt.Errorf("ops: plan the replay of %d: %w", d.Seq, err)
 			default:

@@ -232,15 +232,18 @@ func dlqShow(ctx context.Context, e *env, args []string) int {
 func dlqReplay(ctx context.Context, e *env, args []string) int {
 	f := newFlags(e, "dlq replay")
 	var (
-		ff     filterFlags
-		ids    listFlag
-		dryRun bool
-		rps    float64
-		actor  string
+		ff            filterFlags
+		ids           listFlag
+		dryRun        bool
+		chargeMissing bool
+		rps           float64
+		actor         string
 	)
 	ff.register(f.fs)
 	f.fs.Var(&ids, "id", "dead-letter sequence to replay (repeatable, or comma-separated); excludes the filters")
 	f.fs.BoolVar(&dryRun, "dry-run", false, "print what each replay would do; publish nothing")
+	f.fs.BoolVar(&chargeMissing, "charge-missing-row", false,
+		"charge dead letters whose key has no payments row (dead-lettered while the database was unreachable) instead of refusing them")
 	f.fs.Float64Var(&rps, "rate", 0, "at most this many publishes per second; 0 = no limit")
 	f.fs.StringVar(&actor, "actor", e.user, "who replays, for the audit (default $USER)")
 	cfg, code, ok := f.parse(e, args, append(connectionSettings(), "MAX_AMOUNT_MINOR", "REPLAY_HORIZON")...)
@@ -288,7 +291,8 @@ func dlqReplay(ctx context.Context, e *env, args []string) int {
 	defer pool.Close()
 	r := ops.Replayer{DeadLetters: dl, Store: store.New(pool), Horizon: cfg.ReplayHorizon,
 		Limits: payment.Limits{MaxAmountMinor: cfg.MaxAmountMinor, SubjectPrefix: cfg.SubjectPrefix}}
-	req := ops.ReplayRequest{Seqs: seqs, Filter: filter, DryRun: dryRun, Rate: rps, Actor: actor}
+	req := ops.ReplayRequest{Seqs: seqs, Filter: filter, DryRun: dryRun, Rate: rps, Actor: actor,
+		ChargeMissingRow: chargeMissing}
 	var bar *progressbar.ProgressBar
 	if e.terminal && !dryRun {
 		req.Progress = func(done, total int) {

@@ -8,10 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/gateway/sim"
 	"github.com/paystream/paystream/ops"
+	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/store"
 )
 
@@ -231,4 +233,57 @@ func TestReplayUsage(t *testing.T) {
 		e := &env{lookupEnv: func(string) (string, bool) { return "", false }, stdout: &out, stderr: &errOut, user: "u"}
 		require.Equal(t, exitUsage, run(context.Background(), args, e), "%v: %s", args, errOut.String())
 	}
+}
+
+// TestReplayEdgeCases: a dead letter whose key has no row (the database was
+// down when it was written) is refused unless the operator says so; a
+// redacted or truncated body is never replayed.
+func TestReplayEdgeCases(t *testing.T) {
+	f := newFleet(t, sim.Config{})
+	deadLetter := func(r *payment.Request, headers map[string]string) uint64 {
+		t.Helper()
+		body, err := json.Marshal(r)
+		require.NoError(t, err)
+		m := nats.NewMsg("payments.dlq.exhausted")
+		m.Data = body
+		m.Header.Set("Paystream-Dlq-Reason", "exhausted")
+		m.Header.Set("Paystream-Error", "claim: database unreachable")
+		m.Header.Set("Paystream-Original-Subject", "payments.requests."+r.MerchantID)
+		m.Header.Set("Paystream-Stream-Seq", "7")
+		m.Header.Set("Paystream-Deliveries", "3")
+		for k, v := range headers {
+			m.Header.Set(k, v)
+		}
+		ack, err := f.js.PublishMsg(context.Background(), m)
+		require.NoError(t, err)
+		return ack.Sequence
+	}
+	norow := deadLetter(request("pay_z", 4200), nil)
+	redacted := deadLetter(request("pay_r", 4300), map[string]string{"Paystream-Redacted": "true"})
+	truncated := deadLetter(request("pay_t", 4400), map[string]string{"Paystream-Truncated": "true"})
+
+	rep := ctlJSON[ops.ReplayReport](f, exitDegraded, "dlq", "replay", "--id", seqArg(norow, redacted, truncated), "--dry-run")
+	require.Equal(t, "tester", rep.Actor, "the actor defaults to $USER")
+	why := map[uint64]string{}
+	for _, it := range rep.Items {
+		require.Equal(t, ops.PlanRefuse, it.Plan)
+		why[it.Seq] = it.Why
+	}
+	require.Contains(t, why[norow], "--charge-missing-row")
+	require.Contains(t, why[redacted], "redacted")
+	require.Contains(t, why[truncated], "truncated")
+
+	// Filters: error text, merchant, original subject.
+	byErr := ctlJSON[ops.DeadLetterList](f, exitOK, "dlq", "ls", "--error", "DATABASE", "--merchant", "m001",
+		"--subject", "payments.requests.m001", "--since", "1h")
+	require.Equal(t, 3, byErr.Total)
+	none := ctlJSON[ops.DeadLetterList](f, exitOK, "dlq", "ls", "--reason", "conflict")
+	require.Zero(t, none.Total)
+	require.Empty(t, ctlJSON[ops.DeadLetterList](f, exitOK, "dlq", "ls", "--until", "1h").Items)
+
+	f.startWorker("w1")
+	ok := ctlJSON[ops.ReplayReport](f, exitOK, "dlq", "replay", "--id", seqArg(norow), "--charge-missing-row", "--actor", "alice")
+	require.Equal(t, 1, ok.Published)
+	f.waitStatus("succeeded", "pay_z")
+	require.Equal(t, 1, f.charges("pay_z"))
 }
