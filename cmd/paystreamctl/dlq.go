@@ -70,10 +70,10 @@ func (f *timeFlag) Set(v string) error {
 
 // filterFlags are the dead-letter filters shared by ls and replay.
 type filterFlags struct {
-	reasons                                    listFlag
-	since, until                               timeFlag
-	merchant, paymentID, key, errText, subject string
-	limit                                      int
+	reasons                               listFlag
+	since, until                          timeFlag
+	merchant, paymentID, errText, subject string
+	limit                                 int
 }
 
 func (ff *filterFlags) register(fs *flag.FlagSet) {
