@@ -129,7 +129,7 @@ func (r *Retention) leaseTTL() time.Duration { return max(time.Minute, 10*r.cfg.
 // each. A dry run only counts them (and takes no lease). Run reports
 // Ran=false when another runner holds the job; it stops when ctx ends.
 func (r *Retention) Run(ctx context.Context, dryRun bool) (RetentionReport, error) {
-	rep := RetentionReport{DryRun: dryRun}
+	rep := RetentionReport{DryRun: dryRun, Status: []RetentionStatus{}}
 	now := r.now()
 	if !dryRun {
 		ok, err := r.store.AcquireJobLease(ctx, RetentionJob, r.cfg.Owner, r.leaseTTL())
