@@ -281,9 +281,35 @@ func TestReplayEdgeCases(t *testing.T) {
 	require.Zero(t, none.Total)
 	require.Empty(t, ctlJSON[ops.DeadLetterList](f, exitOK, "dlq", "ls", "--until", "1h").Items)
 
+	// The JSON documents keep their field names (docs/contract.md §9).
+	lsDoc := ctlJSON[map[string]any](f, exitOK, "dlq", "ls")
+	require.ElementsMatch(t, []string{"items", "counts", "total", "truncated"}, keysOf(lsDoc))
+	require.ElementsMatch(t, []string{"seq", "subject", "reason", "error", "original_subject", "original_seq", "deliveries",
+		"redacted", "truncated", "received_at", "payment_id", "idempotency_key", "merchant_id", "size"},
+		keysOf(lsDoc["items"].([]any)[0].(map[string]any)))
+	showDoc := ctlJSON[map[string]any](f, exitOK, "dlq", "show", seqArg(norow))
+	require.Subset(t, keysOf(showDoc), []string{"seq", "headers", "body", "payment_id"})
+	planDoc := ctlJSON[map[string]any](f, exitDegraded, "dlq", "replay", "--id", seqArg(norow), "--dry-run")
+	require.ElementsMatch(t, []string{"action_id", "actor", "dry_run", "items", "charge", "published", "duplicates", "refused", "failed"},
+		keysOf(planDoc))
+	require.ElementsMatch(t, []string{"seq", "reason", "payment_id", "idempotency_key", "original_subject", "plan", "why", "result", "msg_id"},
+		keysOf(planDoc["items"].([]any)[0].(map[string]any)))
+	code, out, _ := f.ctl("dlq", "ls")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "SEQ")
+	require.Contains(t, out, "3 dead letters; exhausted 3")
+
 	f.startWorker("w1")
 	ok := ctlJSON[ops.ReplayReport](f, exitOK, "dlq", "replay", "--id", seqArg(norow), "--charge-missing-row", "--actor", "alice")
 	require.Equal(t, 1, ok.Published)
 	f.waitStatus("succeeded", "pay_z")
 	require.Equal(t, 1, f.charges("pay_z"))
+}
+
+func keysOf(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
 }

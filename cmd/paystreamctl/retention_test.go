@@ -125,8 +125,17 @@ func TestRetentionRun(t *testing.T) {
 	busy := ctlRetention(t, f, exitDegraded, "--actor", "alice")
 	require.False(t, busy.Ran)
 
+	// The JSON document keeps its field names (docs/contract.md §9).
+	code, out, _ := f.ctlEnv(retentionEnv, "retention", "run", "--dry-run", "--json", "--actor", "bob")
+	require.Equal(t, exitOK, code)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &doc))
+	require.ElementsMatch(t, []string{"ran", "dry_run", "total", "statuses", "action_id", "actor"}, keysOf(doc))
+	require.ElementsMatch(t, []string{"status", "period", "kept_for_ever", "before", "rows", "batches"},
+		keysOf(doc["statuses"].([]any)[0].(map[string]any)))
+
 	// The table names what would go.
-	code, out, _ := f.ctlEnv(retentionEnv, "retention", "run", "--dry-run", "--actor", "bob")
+	code, out, _ = f.ctlEnv(retentionEnv, "retention", "run", "--dry-run", "--actor", "bob")
 	require.Equal(t, exitOK, code)
 	require.Contains(t, out, "WOULD_DELETE")
 	require.Contains(t, out, "for ever")
