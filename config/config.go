@@ -196,11 +196,34 @@ type Config struct {
 	// the default: the worker sweeps with 5m (a sweep needs a grace, which
 	// also spaces the re-publishing of one row).
 	SweepGrace time.Duration
+	// ReplayHorizon is how old a dead letter may be for paystreamctl dlq
+	// replay to re-publish it (PAYSTREAM_REPLAY_HORIZON, --replay-horizon),
+	// > 0; every retention period is at least this long, so that a replayed
+	// dead letter still finds its payment's row. Default 168h (7 days).
+	ReplayHorizon time.Duration
 	// Retention is how long final rows are kept (PAYSTREAM_RETENTION,
-	// --retention): at least 48h and longer than StreamMaxAge, so that a
-	// redelivery or replay still finds its row (docs/contract.md §11.5). Default
+	// --retention): at least 48h, longer than StreamMaxAge and at least
+	// ReplayHorizon, so that a redelivery or replay still finds its row
+	// (docs/contract.md §11.5); KeepForever (-1) keeps them for ever. It is
+	// the period of every status whose own period below is 0. Default
 	// 2160h (90 days).
 	Retention time.Duration
+	// RetentionSucceeded, RetentionDeclined and RetentionFailed are the
+	// periods of one status (PAYSTREAM_RETENTION_SUCCEEDED, …), with the
+	// rules of Retention; 0, the default, means Retention; KeepForever
+	// keeps the status's rows for ever. Use RetentionFor.
+	RetentionSucceeded time.Duration
+	RetentionDeclined  time.Duration
+	RetentionFailed    time.Duration
+	// RetentionInterval is how often the fleet runs retention, one worker
+	// at a time (PAYSTREAM_RETENTION_INTERVAL), > 0. Default 10m.
+	RetentionInterval time.Duration
+	// RetentionBatch is how many rows one retention statement deletes
+	// (PAYSTREAM_RETENTION_BATCH), 1 to 100,000. Default 1000.
+	RetentionBatch int
+	// RetentionPause is the pause between two retention batches
+	// (PAYSTREAM_RETENTION_PAUSE), 0 to 1m. Default 100ms.
+	RetentionPause time.Duration
 	// FakeLatency is the fake gateway's delay per call
 	// (PAYSTREAM_FAKE_LATENCY, --fake-latency), ≥ 0. Default 0.
 	FakeLatency time.Duration
@@ -466,3 +489,26 @@ func flagName(name string) string { return strings.ToLower(strings.ReplaceAll(na
 // ref names setting name in a message about another one, e.g.
 // "PAYSTREAM_GATEWAY_TIMEOUT (--gateway-timeout)".
 func ref(name string) string { return envVar(name) + " (--" + flagName(name) + ")" }
+
+// KeepForever is the retention period (-1 in a setting) that keeps rows
+// for ever.
+const KeepForever time.Duration = -1
+
+// RetentionFor returns the retention period of final rows of status
+// ("succeeded", "declined" or "failed"): its own setting, or Retention when
+// that is 0. KeepForever keeps them for ever.
+func (c Config) RetentionFor(status string) time.Duration {
+	var d time.Duration
+	switch status {
+	case "succeeded":
+		d = c.RetentionSucceeded
+	case "declined":
+		d = c.RetentionDeclined
+	case "failed":
+		d = c.RetentionFailed
+	}
+	if d == 0 {
+		return c.Retention
+	}
+	return d
+}

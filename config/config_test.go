@@ -111,7 +111,11 @@ func TestDefault(t *testing.T) {
 		DuplicateWindow:    2 * time.Minute,
 		SweepInterval:      30 * time.Second,
 		SweepGrace:         5 * time.Minute,
+		ReplayHorizon:      168 * time.Hour,
 		Retention:          2160 * time.Hour,
+		RetentionInterval:  10 * time.Minute,
+		RetentionBatch:     1000,
+		RetentionPause:     100 * time.Millisecond,
 		BatchSize:          128,
 		BatchWait:          500 * time.Microsecond,
 	}
@@ -207,7 +211,14 @@ func TestParseEachSetting(t *testing.T) {
 		{"PAYSTREAM_DUPLICATE_WINDOW", "5m", nil, func(c *config.Config) { c.DuplicateWindow = 5 * time.Minute }},
 		{"PAYSTREAM_SWEEP_INTERVAL", "10s", nil, func(c *config.Config) { c.SweepInterval = 10 * time.Second }},
 		{"PAYSTREAM_SWEEP_GRACE", "0s", nil, func(c *config.Config) { c.SweepGrace = 0 }},
+		{"PAYSTREAM_REPLAY_HORIZON", "72h", nil, func(c *config.Config) { c.ReplayHorizon = 72 * time.Hour }},
 		{"PAYSTREAM_RETENTION", "720h", nil, func(c *config.Config) { c.Retention = 720 * time.Hour }},
+		{"PAYSTREAM_RETENTION_SUCCEEDED", "-1", nil, func(c *config.Config) { c.RetentionSucceeded = config.KeepForever }},
+		{"PAYSTREAM_RETENTION_DECLINED", "240h", nil, func(c *config.Config) { c.RetentionDeclined = 240 * time.Hour }},
+		{"PAYSTREAM_RETENTION_FAILED", "4320h", nil, func(c *config.Config) { c.RetentionFailed = 4320 * time.Hour }},
+		{"PAYSTREAM_RETENTION_INTERVAL", "1h", nil, func(c *config.Config) { c.RetentionInterval = time.Hour }},
+		{"PAYSTREAM_RETENTION_BATCH", "50", nil, func(c *config.Config) { c.RetentionBatch = 50 }},
+		{"PAYSTREAM_RETENTION_PAUSE", "1s", nil, func(c *config.Config) { c.RetentionPause = time.Second }},
 		{"PAYSTREAM_FAKE_LATENCY", "25ms", nil, func(c *config.Config) { c.FakeLatency = 25 * time.Millisecond }},
 		{"PAYSTREAM_FAKE_FAILURE_RATE", "0.1", nil, func(c *config.Config) { c.FakeFailureRate = 0.1 }},
 		{"PAYSTREAM_FAKE_DECLINE_RATE", "0.2", nil, func(c *config.Config) { c.FakeDeclineRate = 0.2 }},
@@ -578,6 +589,18 @@ func TestValidate(t *testing.T) {
 		{"RetentionShort", func(c *config.Config) { c.StreamMaxAge, c.Retention = time.Hour, 47*time.Hour }, "PAYSTREAM_RETENTION", []string{"at least 48h0m0s"}},
 		{"RetentionNotOverMaxAge", func(c *config.Config) { c.StreamMaxAge = 2160 * time.Hour }, "PAYSTREAM_RETENTION",
 			[]string{"must be longer than PAYSTREAM_STREAM_MAX_AGE (--stream-max-age)"}},
+		{"RetentionForEver", func(c *config.Config) { c.Retention = config.KeepForever }, "", nil},
+		{"RetentionNegative", func(c *config.Config) { c.Retention = -2 * time.Hour }, "PAYSTREAM_RETENTION", []string{"a duration or -1"}},
+		{"RetentionBelowHorizon", func(c *config.Config) { c.ReplayHorizon = 2400 * time.Hour }, "PAYSTREAM_RETENTION",
+			[]string{"must be at least PAYSTREAM_REPLAY_HORIZON (--replay-horizon)"}},
+		{"RetentionFailedBelowHorizon", func(c *config.Config) { c.ReplayHorizon, c.RetentionFailed = 500*time.Hour, 200*time.Hour }, "PAYSTREAM_RETENTION_FAILED",
+			[]string{"must be at least PAYSTREAM_REPLAY_HORIZON"}},
+		{"RetentionSucceededNotOverMaxAge", func(c *config.Config) { c.RetentionSucceeded = 168 * time.Hour }, "PAYSTREAM_RETENTION_SUCCEEDED",
+			[]string{"must be longer than PAYSTREAM_STREAM_MAX_AGE"}},
+		{"RetentionDeclinedForEver", func(c *config.Config) { c.RetentionDeclined = config.KeepForever }, "", nil},
+		{"ReplayHorizonZero", func(c *config.Config) { c.ReplayHorizon = 0 }, "PAYSTREAM_REPLAY_HORIZON", []string{"greater than 0"}},
+		{"RetentionBatchZero", func(c *config.Config) { c.RetentionBatch = 0 }, "PAYSTREAM_RETENTION_BATCH", []string{"between 1 and 100000"}},
+		{"RetentionPauseLong", func(c *config.Config) { c.RetentionPause = 2 * time.Minute }, "PAYSTREAM_RETENTION_PAUSE", []string{"between 0s and 1m0s"}},
 		{"FakeLatencyNegative", func(c *config.Config) { c.FakeLatency = -time.Millisecond }, "PAYSTREAM_FAKE_LATENCY", []string{"at least 0s"}},
 		{"FakeFailureRateOverOne", func(c *config.Config) { c.FakeFailureRate = 1.5 }, "PAYSTREAM_FAKE_FAILURE_RATE", []string{"between 0 and 1, got 1.5"}},
 		{"FakeDeclineRateNegative", func(c *config.Config) { c.FakeDeclineRate = -0.1 }, "PAYSTREAM_FAKE_DECLINE_RATE", []string{"between 0 and 1"}},
@@ -663,7 +686,7 @@ func TestVars(t *testing.T) {
 	t.Parallel()
 
 	vars := config.Vars()
-	require.Len(t, vars, 49)
+	require.Len(t, vars, 56)
 	require.Equal(t, "PAYSTREAM_NATS_URL", vars[0], "declaration order")
 	seen := map[string]bool{}
 	for _, v := range vars {

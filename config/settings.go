@@ -371,19 +371,36 @@ func (c *Config) settings() []setting {
 			},
 		},
 		{
-			name:  "RETENTION",
-			usage: "how long final payment rows are kept; longer than the stream max age",
-			value: newDuration(&c.Retention, 90*24*time.Hour),
-			rules: []rule{
-				{fn: atLeast(&c.Retention, minRetention)},
-				{deps: []string{"STREAM_MAX_AGE"}, fn: func() error {
-					if c.Retention <= c.StreamMaxAge {
-						return fmt.Errorf("must be longer than %s, got %v with a max age of %v",
-							ref("STREAM_MAX_AGE"), c.Retention, c.StreamMaxAge)
-					}
-					return nil
-				}},
-			},
+			name:  "REPLAY_HORIZON",
+			usage: "how old a dead letter may be for paystreamctl dlq replay; every retention period is at least this long",
+			value: newDuration(&c.ReplayHorizon, 168*time.Hour),
+			rules: []rule{{fn: positive(&c.ReplayHorizon)}},
+		},
+		c.retentionSetting("RETENTION", "how long final payment rows are kept (-1: for ever); longer than the stream max age",
+			&c.Retention, 90*24*time.Hour),
+		c.retentionSetting("RETENTION_SUCCEEDED", "how long succeeded rows are kept (-1: for ever); 0: as --retention",
+			&c.RetentionSucceeded, 0),
+		c.retentionSetting("RETENTION_DECLINED", "how long declined rows are kept (-1: for ever); 0: as --retention",
+			&c.RetentionDeclined, 0),
+		c.retentionSetting("RETENTION_FAILED", "how long failed rows are kept (-1: for ever); 0: as --retention",
+			&c.RetentionFailed, 0),
+		{
+			name:  "RETENTION_INTERVAL",
+			usage: "how often the fleet runs retention (one worker at a time)",
+			value: newDuration(&c.RetentionInterval, 10*time.Minute),
+			rules: []rule{{fn: positive(&c.RetentionInterval)}},
+		},
+		{
+			name:  "RETENTION_BATCH",
+			usage: "rows deleted per retention statement",
+			value: newInt(&c.RetentionBatch, 1000),
+			rules: []rule{{fn: between(&c.RetentionBatch, 1, 100_000)}},
+		},
+		{
+			name:  "RETENTION_PAUSE",
+			usage: "pause between two retention batches",
+			value: newDuration(&c.RetentionPause, 100*time.Millisecond),
+			rules: []rule{{fn: between(&c.RetentionPause, 0, time.Minute)}},
 		},
 		{
 			name:  "FAKE_LATENCY",
@@ -424,6 +441,46 @@ func (c *Config) settings() []setting {
 			name:  "PPROF",
 			usage: "also serve Go's /debug/pprof profiles on the HTTP address (never expose it publicly)",
 			value: newBool(&c.Pprof, false),
+		},
+	}
+}
+
+// retentionSetting is a retention period: a duration, -1 (KeepForever)
+// keeping rows for ever, or, when def is 0, 0 meaning "as RETENTION". A
+// period is at least 48h, longer than STREAM_MAX_AGE (a redelivery must
+// find its row) and at least REPLAY_HORIZON (so must a replay).
+func (c *Config) retentionSetting(name, usage string, p *time.Duration, def time.Duration) setting {
+	return setting{
+		name:  name,
+		usage: usage,
+		value: newRetention(p, def),
+		rules: []rule{
+			{fn: func() error {
+				if *p < 0 && *p != KeepForever {
+					return fmt.Errorf("must be a duration or -1 (for ever), got %v", *p)
+				}
+				if *p == 0 && def != 0 {
+					return fmt.Errorf("must be a duration or -1 (for ever), got 0")
+				}
+				if *p > 0 && *p < minRetention {
+					return fmt.Errorf("must be at least %v, got %v", minRetention, *p)
+				}
+				return nil
+			}},
+			{deps: []string{"STREAM_MAX_AGE"}, fn: func() error {
+				if *p > 0 && *p <= c.StreamMaxAge {
+					return fmt.Errorf("must be longer than %s, got %v with a max age of %v",
+						ref("STREAM_MAX_AGE"), *p, c.StreamMaxAge)
+				}
+				return nil
+			}},
+			{deps: []string{"REPLAY_HORIZON"}, fn: func() error {
+				if *p > 0 && *p < c.ReplayHorizon {
+					return fmt.Errorf("must be at least %s, got %v with a horizon of %v",
+						ref("REPLAY_HORIZON"), *p, c.ReplayHorizon)
+				}
+				return nil
+			}},
 		},
 	}
 }

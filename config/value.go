@@ -189,6 +189,25 @@ func newDuration(p *time.Duration, def time.Duration) *value[time.Duration] {
 	}
 }
 
+// newRetention is a duration that also accepts -1 (KeepForever).
+func newRetention(p *time.Duration, def time.Duration) *value[time.Duration] {
+	v := newDuration(p, def)
+	parse := v.parse
+	v.parse = func(s string) (time.Duration, error) {
+		if strings.TrimSpace(s) == "-1" {
+			return KeepForever, nil
+		}
+		return parse(s)
+	}
+	v.format = func(d time.Duration) string {
+		if d == KeepForever {
+			return "-1"
+		}
+		return d.String()
+	}
+	return v
+}
+
 // numError describes a strconv failure without repeating strconv's prefix.
 func numError(s, what string, err error) error {
 	if ne := (*strconv.NumError)(nil); errors.As(err, &ne) && errors.Is(ne.Err, strconv.ErrRange) {

@@ -74,9 +74,9 @@ func TestSweeperConfigValidate(t *testing.T) {
 
 	err := processing.SweeperConfig{}.Validate()
 	require.EqualError(t, err, "interval 0s: must be greater than 0\ngrace 0s: must be greater than 0\nlookup timeout 0s: must be greater than 0")
-	err = processing.SweeperConfig{Interval: -1, Grace: -1, Limit: -1, Retention: -1}.Validate()
+	err = processing.SweeperConfig{Interval: -1, Grace: -1, Limit: -1, RetentionInterval: -1}.Validate()
 	for _, w := range []string{"interval -1ns: must be greater than 0", "grace -1ns: must be greater than 0",
-		"limit -1: must not be negative", "retention -1ns: must not be negative"} {
+		"limit -1: must not be negative", "retention interval -1ns: must not be negative"} {
 		require.ErrorContains(t, err, w)
 	}
 }

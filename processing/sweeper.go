@@ -28,9 +28,10 @@ type SweeperConfig struct {
 	// Limit is the most rows re-published per sweep. It is no setting of
 	// the worker: 0 means DefaultSweepLimit.
 	Limit int
-	// Retention is how long final rows are kept (PAYSTREAM_RETENTION); 0
-	// keeps them for ever.
-	Retention time.Duration
+	// RetentionInterval is how often a sweeping worker calls
+	// SweeperDeps.RetainFunc (PAYSTREAM_RETENTION_INTERVAL); 0 calls it
+	// after every sweep. Must not be negative.
+	RetentionInterval time.Duration
 	// Limits are the request limits a stored request must still meet to be
 	// re-published; one that no longer does is settled failed (§6.9).
 	Limits payment.Limits
@@ -56,8 +57,8 @@ func (c SweeperConfig) Validate() error {
 	if c.Limit < 0 {
 		errs = append(errs, fmt.Errorf("limit %d: must not be negative", c.Limit))
 	}
-	if c.Retention < 0 {
-		errs = append(errs, fmt.Errorf("retention %v: must not be negative", c.Retention))
+	if c.RetentionInterval < 0 {
+		errs = append(errs, fmt.Errorf("retention interval %v: must not be negative", c.RetentionInterval))
 	}
 	if c.LookupTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("lookup timeout %v: must be greater than 0", c.LookupTimeout))
@@ -67,7 +68,7 @@ func (c SweeperConfig) Validate() error {
 
 // SweeperDeps are what a Sweeper works with. FindFunc, RepublishFunc,
 // SettleFunc, DeadLetterFunc, AnnounceFunc and LookupFunc are required;
-// without DeleteFunc there is no retention.
+// without RetainFunc there is no retention.
 type SweeperDeps struct {
 	// FindFunc returns stuck rows and marks them swept; ok is false when
 	// another worker holds the sweep lock.
@@ -75,8 +76,10 @@ type SweeperDeps struct {
 	// RepublishFunc publishes a stored request on its subject with a
 	// message id.
 	RepublishFunc func(ctx context.Context, subject string, body []byte, msgID string) error
-	// DeleteFunc deletes up to limit final rows completed before a time.
-	DeleteFunc func(ctx context.Context, before time.Time, limit int) (int64, error)
+	// RetainFunc runs retention once: Retention.Run, which deletes final
+	// rows past their status's period in batches, one runner of the fleet
+	// at a time.
+	RetainFunc func(ctx context.Context) error
 	// SettleFunc records the final outcome of a row no lease holds, fenced
 	// on its status and attempts.
 	SettleFunc func(ctx context.Context, c payment.Completion, from payment.Status, completedAt time.Time) (payment.Record, error)
@@ -92,7 +95,7 @@ type SweeperDeps struct {
 // Sweeper rescues payments stuck in processing (docs/contract.md §6.7) — a
 // holder that died on its message's last delivery, say — by re-publishing
 // their requests; settles those whose stored request no longer validates
-// (§6.9); and deletes final rows older than the retention. One worker of the
+// (§6.9); and runs retention (RetainFunc) every RetentionInterval. One worker of the
 // fleet sweeps at a time: FindFunc reports ok=false when another holds the
 // sweep lock.
 type Sweeper struct {
@@ -120,11 +123,16 @@ func NewSweeper(cfg SweeperConfig, deps SweeperDeps, logger zerolog.Logger, m *t
 
 // Run sweeps every interval until ctx ends; it returns nil then.
 func (s *Sweeper) Run(ctx context.Context) error {
+	var retained time.Time
 	every(ctx, s.cfg.Interval, func() {
 		if _, err := s.SweepOnce(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn().Err(err).Msg("sweep")
 		}
-		if err := s.deleteExpired(ctx); err != nil && ctx.Err() == nil {
+		if s.deps.RetainFunc == nil || (!retained.IsZero() && time.Since(retained) < s.cfg.RetentionInterval) {
+			return
+		}
+		retained = time.Now()
+		if err := s.deps.RetainFunc(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn().Err(err).Msg("retention")
 		}
 	})
@@ -191,20 +199,6 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 			Int("attempts", r.Attempts).Msg("re-published a payment stuck in processing")
 	}
 	return n, errors.Join(errs...)
-}
-
-func (s *Sweeper) deleteExpired(ctx context.Context) error {
-	if s.deps.DeleteFunc == nil || s.cfg.Retention <= 0 {
-		return nil
-	}
-	n, err := s.deps.DeleteFunc(ctx, time.Now().Add(-s.cfg.Retention), 10_000)
-	if err != nil {
-		return fmt.Errorf("delete final rows older than %s: %w", s.cfg.Retention, err)
-	}
-	if n > 0 {
-		s.log.Info().Int64("deleted", n).Msg("deleted final rows past retention")
-	}
-	return nil
 }
 
 // settleInvalid ends a stuck row whose stored request no longer validates

@@ -49,9 +49,9 @@ type findCall struct {
 	limit int
 }
 
+// deleteCall is one retention run.
 type deleteCall struct {
-	before time.Time
-	limit  int
+	at time.Time
 }
 
 func (s *fakeSweepStore) find(_ context.Context, grace time.Duration, limit int) ([]payment.Stuck, bool, error) {
@@ -83,11 +83,11 @@ func (s *fakeSweepStore) republish(_ context.Context, subject string, body []byt
 	return nil
 }
 
-func (s *fakeSweepStore) delete(_ context.Context, before time.Time, limit int) (int64, error) {
+func (s *fakeSweepStore) retain(_ context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.deletes = append(s.deletes, deleteCall{before, limit})
-	return 3, nil
+	s.deletes = append(s.deletes, deleteCall{at: time.Now()})
+	return nil
 }
 
 func (s *fakeSweepStore) snapshot() (finds []findCall, pubs []published, dels []deleteCall) {
@@ -153,7 +153,7 @@ func (s *fakeSweepStore) deps(withDelete bool) processing.SweeperDeps {
 	d := processing.SweeperDeps{FindFunc: s.find, RepublishFunc: s.republish, SettleFunc: s.settle,
 		DeadLetterFunc: s.deadLetter, AnnounceFunc: s.announce, LookupFunc: s.lookup}
 	if withDelete {
-		d.DeleteFunc = s.delete
+		d.RetainFunc = s.retain
 	}
 	return d
 }
@@ -280,11 +280,10 @@ func TestSweeperRun(t *testing.T) {
 	t.Run("sweeps and deletes every interval until cancelled", func(t *testing.T) {
 		t.Parallel()
 		store := &fakeSweepStore{rows: stuckRows[:1], ok: true, findSeen: make(chan struct{}, 1)}
-		sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval, c.Retention = time.Millisecond, time.Hour }, store, true)
+		sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval = time.Millisecond }, store, true)
 
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
-		start := time.Now()
 		go func() { done <- sw.Run(ctx) }()
 		for range 3 {
 			<-store.findSeen
@@ -295,16 +294,28 @@ func TestSweeperRun(t *testing.T) {
 		finds, pubs, dels := store.snapshot()
 		require.GreaterOrEqual(t, len(finds), 3)
 		require.GreaterOrEqual(t, len(pubs), 3)
-		require.GreaterOrEqual(t, len(dels), 2, "each sweep is followed by a retention pass")
-		for _, d := range dels {
-			require.Equal(t, 10_000, d.limit)
-			require.WithinRange(t, d.before, start.Add(-time.Hour), time.Now().Add(-time.Hour))
+		require.GreaterOrEqual(t, len(dels), 2, "with a retention interval of 0 each sweep is followed by a retention run")
+	})
+
+	t.Run("retention at most every retention interval", func(t *testing.T) {
+		t.Parallel()
+		store := &fakeSweepStore{ok: true, findSeen: make(chan struct{}, 1)}
+		sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval, c.RetentionInterval = time.Millisecond, time.Hour }, store, true)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- sw.Run(ctx) }()
+		for range 4 {
+			<-store.findSeen
 		}
+		cancel()
+		require.NoError(t, <-done)
+		_, _, dels := store.snapshot()
+		require.Len(t, dels, 1, "the first round runs retention, the next ones wait for the interval")
 	})
 
 	t.Run("retention off", func(t *testing.T) {
 		t.Parallel()
-		for _, withDelete := range []bool{true, false} {
+		for _, withDelete := range []bool{false} {
 			store := &fakeSweepStore{ok: true, findSeen: make(chan struct{}, 1)}
 			sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval = time.Millisecond }, store, withDelete)
 			ctx, cancel := context.WithCancel(t.Context())

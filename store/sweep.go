@@ -88,34 +88,3 @@ func (s *Store) SweepStuck(ctx context.Context, grace time.Duration, limit int) 
 	}
 	return rows, ok, nil
 }
-
-// DeleteCompletedBefore deletes final rows (succeeded, declined, failed)
-// completed before the given time and returns how many it deleted. It
-// works in batches of at most limit rows, each its own short statement,
-// until a batch comes back short or ctx ends; rows locked by others are
-// skipped. Processing rows are never deleted.
-func (s *Store) DeleteCompletedBefore(ctx context.Context, before time.Time, limit int) (int64, error) {
-	if limit <= 0 {
-		return 0, fmt.Errorf("store: delete completed: limit %d must be positive: %w", limit, ErrInvalidArgument)
-	}
-	var total int64
-	for {
-		tag, err := s.pool.Exec(ctx, `
-			DELETE FROM payments
-			WHERE idempotency_key IN (
-				SELECT idempotency_key
-				FROM payments
-				WHERE completed_at < $1
-				  AND status IN ('succeeded', 'declined', 'failed')
-				ORDER BY completed_at
-				LIMIT $2
-				FOR UPDATE SKIP LOCKED)`, before, limit)
-		if err != nil {
-			return total, fmt.Errorf("store: delete completed before %s: %w", before.UTC().Format(time.RFC3339), translate(err))
-		}
-		total += tag.RowsAffected()
-		if tag.RowsAffected() < int64(limit) {
-			return total, nil
-		}
-	}
-}

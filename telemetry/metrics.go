@@ -61,6 +61,12 @@ type Metrics struct {
 	// SettledInvalid counts stored requests that no longer validate, settled
 	// failed by the sweeper.
 	SettledInvalid prometheus.Counter
+	// RetentionDeleted counts final rows deleted by retention, by status
+	// (succeeded, declined, failed).
+	RetentionDeleted *prometheus.CounterVec
+	// RetentionRuns counts retention runs by result: done, busy (another
+	// worker held the job) or error.
+	RetentionRuns *prometheus.CounterVec
 }
 
 // New creates the collectors and registers them on reg.
@@ -121,6 +127,18 @@ func New(reg prometheus.Registerer) *Metrics {
 		SettledInvalid: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "paystream_settled_invalid_total", Help: "Stored requests that no longer validate, settled failed by the sweeper.",
 		}),
+		RetentionDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paystream_retention_deleted_rows_total", Help: "Final payment rows deleted by retention, by status.",
+		}, []string{"status"}),
+		RetentionRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paystream_retention_runs_total", Help: "Retention runs, by result: done, busy or error.",
+		}, []string{"result"}),
+	}
+	for _, st := range []payment.Status{payment.StatusSucceeded, payment.StatusDeclined, payment.StatusFailed} {
+		m.RetentionDeleted.WithLabelValues(string(st))
+	}
+	for _, r := range []string{"done", "busy", "error"} {
+		m.RetentionRuns.WithLabelValues(r)
 	}
 	for _, r := range []string{"found", "not_found", "error"} {
 		m.Lookups.WithLabelValues(r)
@@ -139,6 +157,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.GatewayCalls, m.GatewayDuration,
 		m.BreakerState, m.LimiterWait, m.DeadLetters, m.Redeliveries, m.Panics, m.Fetches, m.Swept,
-		m.Lookups, m.Reconciliations, m.UnknownRows, m.UnknownOldest, m.SettledInvalid)
+		m.Lookups, m.Reconciliations, m.UnknownRows, m.UnknownOldest, m.SettledInvalid,
+		m.RetentionDeleted, m.RetentionRuns)
 	return m
 }

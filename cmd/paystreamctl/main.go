@@ -78,7 +78,10 @@ type command struct {
 
 // commands is every command, in the order help lists them.
 func commands() []command {
-	return []command{}
+	var cmds []command
+	cmds = append(cmds, dlqCommands()...)
+	cmds = append(cmds, retentionCommands()...)
+	return cmds
 }
 
 func run(ctx context.Context, args []string, e *env) int {

@@ -258,10 +258,14 @@ func (w *worker) newConsumer(ctx context.Context, proc consumer.Processor, m *te
 // validate — and the reconciler, which settles unknown rows by lookup.
 func (w *worker) newSweeper(m *telemetry.Metrics) {
 	st := w.store
+	retention := processing.NewRetention(retentionConfig(w.cfg, w.cfg.WorkerID), st, w.log, m)
 	w.sweeper = processing.NewSweeper(sweeperConfig(w.cfg), processing.SweeperDeps{
-		FindFunc:       st.SweepStuck,
-		RepublishFunc:  w.cons.Republish,
-		DeleteFunc:     st.DeleteCompletedBefore,
+		FindFunc:      st.SweepStuck,
+		RepublishFunc: w.cons.Republish,
+		RetainFunc: func(ctx context.Context) error {
+			_, err := retention.Run(ctx, false)
+			return err
+		},
 		SettleFunc:     st.Settle,
 		DeadLetterFunc: w.cons.PublishDeadLetter,
 		AnnounceFunc:   w.cons.PublishOutcome,
@@ -341,8 +345,18 @@ func sweeperConfig(cfg config.Config) processing.SweeperConfig {
 	if grace == 0 {
 		grace = config.Default().SweepGrace
 	}
-	return processing.SweeperConfig{Interval: cfg.SweepInterval, Grace: grace, Retention: cfg.Retention,
+	return processing.SweeperConfig{Interval: cfg.SweepInterval, Grace: grace, RetentionInterval: cfg.RetentionInterval,
 		Limits: limits(cfg), LookupTimeout: cfg.GatewayTimeout}
+}
+
+// retentionConfig is the retention part of cfg, run by owner: the period
+// of each final status (KeepForever, negative, keeps it for ever).
+func retentionConfig(cfg config.Config, owner string) processing.RetentionConfig {
+	periods := map[payment.Status]time.Duration{}
+	for _, st := range []payment.Status{payment.StatusSucceeded, payment.StatusDeclined, payment.StatusFailed} {
+		periods[st] = cfg.RetentionFor(string(st))
+	}
+	return processing.RetentionConfig{Periods: periods, Batch: cfg.RetentionBatch, Pause: cfg.RetentionPause, Owner: owner}
 }
 
 // natsOptions are the NATS connection settings of cfg.

@@ -49,6 +49,10 @@ func TestImportDirection(t *testing.T) {
 		// The outbox is the one part of publish that speaks Postgres.
 		{pkg: "publish/outbox", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			mod + "gateway", mod + "internal/testenv"}},
+		// The operators' queries and actions: Postgres through store only,
+		// no settings (the faces map them), no gateway, no harness.
+		{pkg: "ops", banned: []string{mod + "config", mod + "gateway", mod + "cmd/", mod + "internal/testenv",
+			mod + "console"}},
 		// The example upstream uses only what an upstream needs: payment,
 		// contract, publish/outbox (whose own internal/pgmigrate another
 		// module reaches through it, as Go allows).

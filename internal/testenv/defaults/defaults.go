@@ -60,10 +60,10 @@ func Processing(owner string) processing.Config {
 func Sweeper() processing.SweeperConfig {
 	d := config.Default()
 	return processing.SweeperConfig{
-		Interval:      d.SweepInterval,
-		Grace:         d.SweepGrace,
-		Retention:     d.Retention,
-		Limits:        payment.Limits{MaxAmountMinor: d.MaxAmountMinor, SubjectPrefix: d.SubjectPrefix},
-		LookupTimeout: d.GatewayTimeout,
+		Interval:          d.SweepInterval,
+		Grace:             d.SweepGrace,
+		RetentionInterval: d.RetentionInterval,
+		Limits:            payment.Limits{MaxAmountMinor: d.MaxAmountMinor, SubjectPrefix: d.SubjectPrefix},
+		LookupTimeout:     d.GatewayTimeout,
 	}
 }
