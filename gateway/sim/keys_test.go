@@ -45,7 +45,7 @@ func TestParseKeys(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name, data, err string
-		accepted      int
+		accepted        int
 	}{
 		{"one key", "sk_a\n", "", 1},
 		{"overlap", "# rotation: both\nsk_old\n\nsk_new\n", "", 2},
