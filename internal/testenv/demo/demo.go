@@ -266,6 +266,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	// once they have stopped.
 	scan := newLeakScan(s.apiKey)
 	scan.pages(ctx, scanPages(s))
+	keyErr := checkKeyRequired(ctx, s.simURL)
 
 	fmt.Fprintf(out, "\nstopping the workers with SIGTERM\n")
 	rss := peakRSS(s.workers)
@@ -280,6 +281,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	fmt.Fprintf(out, "  secrets\n    %-18s %10s  %s\n", "gateway API key", "", leakSummary)
 	problems := rep.Problems()
 	problems = append(problems, leaks...)
+	if keyErr != nil {
+		problems = append(problems, keyErr.Error())
+	}
 	if settleErr != nil {
 		problems = append(problems, fmt.Sprintf("not settled within %s", cfg.SettleTimeout))
 	}

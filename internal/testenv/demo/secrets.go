@@ -281,3 +281,23 @@ func (r *recorder) Bytes() []byte {
 	defer r.mu.Unlock()
 	return bytes.Clone(r.buf.Bytes())
 }
+
+// checkKeyRequired asks the simulator for a lookup without the API key and
+// reports a problem unless it refuses with 401: the run's calls went
+// through only because the workers sent the key.
+func checkKeyRequired(ctx context.Context, simURL string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, simURL+"/v1/charges?idempotency_key=keyless-probe", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("probe the gateway simulator without a key: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		return fmt.Errorf("the gateway simulator answered %d to a call without an API key, not 401: it does not require one", resp.StatusCode)
+	}
+	return nil
+}
