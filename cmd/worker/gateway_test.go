@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -281,4 +284,65 @@ func TestBadGatewayKeyFileStopsTheStart(t *testing.T) {
 			require.NotContains(t, logs.String(), "sk_secret")
 		})
 	}
+}
+
+// TestWorkerPaysOverVerifiedTLS runs the worker against a simulator that
+// serves HTTPS with a throwaway CA's certificate, requires a client
+// certificate and an API key: with PAYSTREAM_GATEWAY_CA_FILE, the client
+// certificate and the key file, payments succeed. A second worker without
+// the CA file refuses the gateway's certificate: its payment is retried,
+// never recorded failed or dead-lettered, and the gateway charges nothing.
+func TestWorkerPaysOverVerifiedTLS(t *testing.T) {
+	t.Parallel()
+	const key = "sk_tls_5e6f7a8b"
+	f := natstest.NewTLSFiles(t)
+	s := sim.New(sim.Config{}, zerolog.Nop(), nil)
+	s.RequireKeys(sim.NewKeys([]string{key}, nil))
+	cert, err := tls.LoadX509KeyPair(f.ServerCert, f.ServerKey)
+	require.NoError(t, err)
+	caPEM, err := os.ReadFile(f.CA)
+	require.NoError(t, err)
+	clientCAs := x509.NewCertPool()
+	require.True(t, clientCAs.AppendCertsFromPEM(caPEM))
+	ts := httptest.NewUnstartedServer(s)
+	ts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
+		ClientCAs: clientCAs, ClientAuth: tls.RequireAndVerifyClientCert}
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	keyFile := filepath.Join(t.TempDir(), "gateway.key")
+	replaceFile(t, keyFile, key)
+
+	t.Run("verified", func(t *testing.T) {
+		t.Parallel()
+		ns := natstest.New(t)
+		dbURL := pgtest.NewDatabase(t)
+		env := gatewayEnv(t, ns.URL(), dbURL, ts.URL, keyFile)
+		env["PAYSTREAM_GATEWAY_CA_FILE"] = f.CA
+		env["PAYSTREAM_GATEWAY_TLS_CERT"] = f.ClientCert
+		env["PAYSTREAM_GATEWAY_TLS_KEY"] = f.ClientKey
+		w := startRun(t, env)
+		js := clientJS(t, ns.URL())
+		publishJSON(t, js, "payments.requests.m1", payment.Request{PaymentID: "tls1", MerchantID: "m1",
+			AmountMinor: 1500, Currency: "EUR", PaymentMethod: "pm_card_visa"})
+		require.Equal(t, payment.StatusSucceeded, waitFinal(t, newPool(t, dbURL), "tls1"))
+		w.stop(t)
+	})
+	t.Run("unknown authority", func(t *testing.T) {
+		t.Parallel()
+		ns := natstest.New(t)
+		dbURL := pgtest.NewDatabase(t)
+		env := gatewayEnv(t, ns.URL(), dbURL, ts.URL, keyFile) // the system roots
+		w := startRun(t, env)
+		js := clientJS(t, ns.URL())
+		publishJSON(t, js, "payments.requests.m1", payment.Request{PaymentID: "tls2", MerchantID: "m1",
+			AmountMinor: 1500, Currency: "EUR", PaymentMethod: "pm_card_visa"})
+		require.Eventually(t, func() bool { return strings.Contains(w.logs.String(), "certificate signed by unknown authority") },
+			20*time.Second, 20*time.Millisecond, "the worker refuses the gateway's certificate")
+		pool := newPool(t, dbURL)
+		require.Zero(t, streamMsgs(t, js, "PAYMENTS_DLQ"), "gateway trouble is retried, not dead-lettered")
+		require.Zero(t, countRows(t, pool, payment.StatusFailed))
+		require.Zero(t, s.ChargesFor("tls2"))
+		w.stop(t)
+	})
 }
