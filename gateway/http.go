@@ -177,7 +177,8 @@ type chargeBody struct {
 }
 
 // Charge asks the gateway to charge c, sending c.IdempotencyKey as the
-// Idempotency-Key header. It returns a Result when the gateway decided
+// Idempotency-Key header (and the API key, when HTTPConfig.APIKey gives one,
+// as "Authorization: Bearer"). It returns a Result when the gateway decided
 // (succeeded or declined) and otherwise a *payment.GatewayError (see Classify); a call that
 // runs out of HTTPConfig.Timeout is a payment.ClassTrouble *payment.GatewayError with Code
 // payment.CodeTimeout. When ctx ends first, Charge returns ctx's error wrapped, not
