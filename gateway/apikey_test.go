@@ -242,3 +242,26 @@ func TestHTTPSendsAPIKey(t *testing.T) {
 type staticKey string
 
 func (k staticKey) Key() string { return string(k) }
+
+// TestHTTPScrubsAnEchoedKey: a gateway that quotes the key it refused in
+// its error message does not get it into the client's error.
+func TestHTTPScrubsAnEchoedKey(t *testing.T) {
+	t.Parallel()
+	const key = "sk_echoed_1234abcd"
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"error":{"code":"unauthorized","message":"Invalid API key provided: ` +
+			strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ") + `"}}`))
+	}))
+	t.Cleanup(ts.Close)
+	c, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: ts.URL, APIKey: staticKey(key)})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	_, err = c.Charge(t.Context(), testCharge("e1", 1000))
+	ge := requireGatewayError(t, err, payment.ClassUnauthorized, http.StatusUnauthorized)
+	require.Contains(t, ge.Error(), "Invalid API key provided: xxxxx")
+	require.NotContains(t, ge.Error(), key)
+	_, err = c.Lookup(t.Context(), "e1")
+	require.NotContains(t, err.Error(), key)
+}

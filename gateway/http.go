@@ -259,9 +259,10 @@ func (g *HTTP) call(ctx context.Context, op, method, target string, header http.
 		return 0, nil, nil, &payment.GatewayError{Class: payment.ClassRejected, Code: code, Message: "build " + op + " request", Err: err}
 	}
 	req.Header = header
+	var apiKey string
 	if g.apiKey != nil {
-		if key := g.apiKey.Key(); key != "" {
-			req.Header.Set("Authorization", "Bearer "+key)
+		if apiKey = g.apiKey.Key(); apiKey != "" {
+			req.Header.Set("Authorization", "Bearer "+apiKey)
 		}
 	}
 
@@ -280,6 +281,11 @@ func (g *HTTP) call(ctx context.Context, op, method, target string, header http.
 				Message: fmt.Sprintf("response body over %d bytes", MaxResponseBytes)}
 		}
 		data = data[:MaxResponseBytes]
+	}
+	if apiKey != "" {
+		// A gateway that echoes the key in an error message must not put
+		// it into our errors, logs and dead letters.
+		data = bytes.ReplaceAll(data, []byte(apiKey), []byte("xxxxx"))
 	}
 	return resp.StatusCode, resp.Header, data, nil
 }
