@@ -27,7 +27,8 @@ const EnvPrefix = "PAYSTREAM"
 //
 // Config holds secrets (NATSPassword, NATSToken, passwords inside
 // DatabaseURL, NATSURLs and GatewayURL): log Redacted, never the Config itself
-// with %v. MarshalZerologObject redacts on its own.
+// with %v. MarshalZerologObject redacts on its own. Secrets kept in files
+// (NATSCreds, GatewayAPIKeyFile, the TLS keys) are held as paths only.
 type Config struct {
 	// NATSURLs are the NATS servers to connect to (PAYSTREAM_NATS_URL,
 	// --nats-url: comma-separated). Each must be a nats://, tls://, ws:// or
@@ -82,6 +83,26 @@ type Config struct {
 	// GatewayTimeout bounds one gateway call (PAYSTREAM_GATEWAY_TIMEOUT,
 	// --gateway-timeout). Must be > 0. Default 10s.
 	GatewayTimeout time.Duration
+	// GatewayAPIKeyFile is the path of a file holding the gateway API key
+	// (PAYSTREAM_GATEWAY_API_KEY_FILE, --gateway-api-key-file), sent as
+	// "Authorization: Bearer <key>" on every gateway call and read again
+	// when the file changes, so that a key rotates without a restart. It
+	// must be readable and not empty at start. The key itself never enters a
+	// Config. Default "": no Authorization header.
+	GatewayAPIKeyFile string
+	// GatewayCAFile is the path of a PEM file of CA certificates that
+	// verify the gateway's certificate (PAYSTREAM_GATEWAY_CA_FILE,
+	// --gateway-ca-file); it needs an https GatewayURL. Default "": the
+	// system roots. Verification is never turned off.
+	GatewayCAFile string
+	// GatewayTLSCert is the path of a PEM client certificate for a gateway
+	// that requires mutual TLS (PAYSTREAM_GATEWAY_TLS_CERT,
+	// --gateway-tls-cert); set together with GatewayTLSKey or not at all,
+	// with an https GatewayURL. Default "": none.
+	GatewayTLSCert string
+	// GatewayTLSKey is the path of the PEM private key of GatewayTLSCert
+	// (PAYSTREAM_GATEWAY_TLS_KEY, --gateway-tls-key). Default "": none.
+	GatewayTLSKey string
 
 	// Concurrency is the number of payments in flight per worker process
 	// (PAYSTREAM_CONCURRENCY, --concurrency), 1 to 4096. Default 64.

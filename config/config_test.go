@@ -183,6 +183,18 @@ func TestParseEachSetting(t *testing.T) {
 		}},
 		{"PAYSTREAM_GATEWAY_NAME", "acme", nil, func(c *config.Config) { c.GatewayName = "acme" }},
 		{"PAYSTREAM_GATEWAY_TIMEOUT", "5s", nil, func(c *config.Config) { c.GatewayTimeout = 5 * time.Second }},
+		{"PAYSTREAM_GATEWAY_API_KEY_FILE", key, nil, func(c *config.Config) { c.GatewayAPIKeyFile = key }},
+		{"PAYSTREAM_GATEWAY_CA_FILE", ca, map[string]string{"PAYSTREAM_GATEWAY_URL": "https://gw:8443"}, func(c *config.Config) {
+			c.GatewayURL, c.GatewayName, c.GatewayCAFile = "https://gw:8443", "gw:8443", ca
+		}},
+		{"PAYSTREAM_GATEWAY_TLS_CERT", cert, map[string]string{"PAYSTREAM_GATEWAY_TLS_KEY": key, "PAYSTREAM_GATEWAY_URL": "https://gw:8443"},
+			func(c *config.Config) {
+				c.GatewayURL, c.GatewayName, c.GatewayTLSCert, c.GatewayTLSKey = "https://gw:8443", "gw:8443", cert, key
+			}},
+		{"PAYSTREAM_GATEWAY_TLS_KEY", key, map[string]string{"PAYSTREAM_GATEWAY_TLS_CERT": cert, "PAYSTREAM_GATEWAY_URL": "https://gw:8443"},
+			func(c *config.Config) {
+				c.GatewayURL, c.GatewayName, c.GatewayTLSCert, c.GatewayTLSKey = "https://gw:8443", "gw:8443", cert, key
+			}},
 		{"PAYSTREAM_CONCURRENCY", "8", nil, func(c *config.Config) { c.Concurrency = 8 }},
 		{"PAYSTREAM_MAX_DELIVER", "3", nil, func(c *config.Config) { c.MaxDeliver = 3 }},
 		{"PAYSTREAM_ACK_WAIT", "45s", nil, func(c *config.Config) { c.AckWait = 45 * time.Second }},
@@ -493,6 +505,8 @@ func TestValidate(t *testing.T) {
 	cert := tempFile(t, "cert.pem")
 	key := tempFile(t, "key.pem")
 	missing := filepath.Join(dir, "missing.creds")
+	emptyFile := filepath.Join(dir, "empty.key")
+	require.NoError(t, os.WriteFile(emptyFile, []byte(" \n"), 0o600))
 
 	tests := []struct {
 		name    string
@@ -519,6 +533,23 @@ func TestValidate(t *testing.T) {
 		{"TLSCertMissingFile", func(c *config.Config) { c.NATSTLSCert, c.NATSTLSKey = missing, key }, "PAYSTREAM_NATS_TLS_CERT",
 			[]string{"cannot read file", "no such file"}},
 		{"TLSCAMissingFile", func(c *config.Config) { c.NATSTLSCA = missing }, "PAYSTREAM_NATS_TLS_CA", []string{"cannot read file"}},
+		{"GatewayAPIKeyFileMissing", func(c *config.Config) { c.GatewayAPIKeyFile = missing }, "PAYSTREAM_GATEWAY_API_KEY_FILE",
+			[]string{"cannot read file", "missing.creds"}},
+		{"GatewayAPIKeyFileEmpty", func(c *config.Config) { c.GatewayAPIKeyFile = emptyFile }, "PAYSTREAM_GATEWAY_API_KEY_FILE",
+			[]string{"is empty"}},
+		{"GatewayAPIKeyFile", func(c *config.Config) { c.GatewayAPIKeyFile = key }, "", nil},
+		{"GatewayCAFileWithHTTP", func(c *config.Config) { c.GatewayURL, c.GatewayCAFile = "http://gw:80", cert }, "PAYSTREAM_GATEWAY_CA_FILE",
+			[]string{`needs an https:// PAYSTREAM_GATEWAY_URL (--gateway-url), got scheme "http"`}},
+		{"GatewayCAFileWithHTTPS", func(c *config.Config) { c.GatewayURL, c.GatewayCAFile = "https://gw", cert }, "", nil},
+		{"GatewayCAFileMissing", func(c *config.Config) { c.GatewayURL, c.GatewayCAFile = "https://gw", missing }, "PAYSTREAM_GATEWAY_CA_FILE",
+			[]string{"cannot read file"}},
+		{"GatewayTLSCertWithoutKey", func(c *config.Config) { c.GatewayURL, c.GatewayTLSCert = "https://gw", cert }, "PAYSTREAM_GATEWAY_TLS_KEY",
+			[]string{"required when PAYSTREAM_GATEWAY_TLS_CERT (--gateway-tls-cert) is set"}},
+		{"GatewayTLSKeyWithoutCert", func(c *config.Config) { c.GatewayURL, c.GatewayTLSKey = "https://gw", key }, "PAYSTREAM_GATEWAY_TLS_CERT",
+			[]string{"required when PAYSTREAM_GATEWAY_TLS_KEY (--gateway-tls-key) is set"}},
+		{"GatewayTLSCertWithHTTP", func(c *config.Config) { c.GatewayURL, c.GatewayTLSCert, c.GatewayTLSKey = "http://gw", cert, key },
+			"PAYSTREAM_GATEWAY_TLS_CERT", []string{"needs an https://"}},
+		{"GatewayTLSCertAndKey", func(c *config.Config) { c.GatewayURL, c.GatewayTLSCert, c.GatewayTLSKey = "https://gw", cert, key }, "", nil},
 		{"CredsMissing", func(c *config.Config) { c.NATSCreds = missing }, "PAYSTREAM_NATS_CREDS", []string{"cannot read file", "missing.creds"}},
 		{"CredsIsADirectory", func(c *config.Config) { c.NATSCreds = dir }, "PAYSTREAM_NATS_CREDS", []string{"is a directory"}},
 		{"PasswordWithoutUser", func(c *config.Config) { c.NATSPassword = "pw" }, "PAYSTREAM_NATS_PASSWORD", []string{"needs PAYSTREAM_NATS_USER (--nats-user)"}},
@@ -686,7 +717,7 @@ func TestVars(t *testing.T) {
 	t.Parallel()
 
 	vars := config.Vars()
-	require.Len(t, vars, 56)
+	require.Len(t, vars, 60)
 	require.Equal(t, "PAYSTREAM_NATS_URL", vars[0], "declaration order")
 	seen := map[string]bool{}
 	for _, v := range vars {

@@ -16,8 +16,9 @@ const mask = "xxxxx"
 // Redacted returns a copy of c that is safe to log: NATSPassword and
 // NATSToken become "xxxxx" when set, and so do the passwords (and tokens)
 // inside NATSURLs, DatabaseURL (user:password, password and sslpassword
-// parameters, keyword/value password=) and GatewayURL. The paths of the creds
-// and TLS files are kept; their contents are never read into a Config.
+// parameters, keyword/value password=) and GatewayURL. The paths of the creds,
+// gateway API key and TLS files are kept; their contents are never read into
+// a Config.
 // Redacted does not change c.
 func (c Config) Redacted() Config {
 	r := c

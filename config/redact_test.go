@@ -3,6 +3,9 @@ package config_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -147,4 +150,33 @@ func TestMarshalZerologObject(t *testing.T) {
 			require.Equal(t, "u", m["nats_user"])
 		})
 	}
+}
+
+// TestAPIKeyFileHeldAsPath checks that the gateway API key file enters a
+// Config as its path: the key is neither in the Config, printed or logged,
+// nor in the error of an invalid configuration.
+func TestAPIKeyFileHeldAsPath(t *testing.T) {
+	t.Parallel()
+	const secret = "sk_live_never_in_config_7f3a"
+	keyFile := filepath.Join(t.TempDir(), "gateway.key")
+	require.NoError(t, os.WriteFile(keyFile, []byte(secret+"\n"), 0o600))
+
+	env := map[string]string{"PAYSTREAM_GATEWAY_URL": "http://gw:8080", "PAYSTREAM_GATEWAY_API_KEY_FILE": keyFile}
+	c, err := parse(nil, env)
+	require.NoError(t, err)
+	require.Equal(t, keyFile, c.GatewayAPIKeyFile)
+	var buf bytes.Buffer
+	log := zerolog.New(&buf)
+	log.Info().EmbedObject(c).Msg("configuration")
+	require.Contains(t, buf.String(), `"gateway_api_key_file":"`+keyFile+`"`)
+	for _, s := range []string{fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c.Redacted()), buf.String()} {
+		require.NotContains(t, s, secret)
+	}
+
+	// An invalid configuration that involves the file: the error names
+	// the setting and the path, not the key.
+	env["PAYSTREAM_GATEWAY_CA_FILE"] = keyFile
+	_, err = parse(nil, env)
+	require.ErrorContains(t, err, "PAYSTREAM_GATEWAY_CA_FILE")
+	require.NotContains(t, err.Error(), secret)
 }

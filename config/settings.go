@@ -152,6 +152,50 @@ func (c *Config) settings() []setting {
 			rules: []rule{{fn: positive(&c.GatewayTimeout)}},
 		},
 		{
+			name:  "GATEWAY_API_KEY_FILE",
+			usage: "file holding the gateway API key, sent as Authorization: Bearer and read again when it changes",
+			value: newString(&c.GatewayAPIKeyFile, ""),
+			rules: []rule{{fn: readableFile(&c.GatewayAPIKeyFile)}, {fn: holdsText(&c.GatewayAPIKeyFile)}},
+		},
+		{
+			name:  "GATEWAY_CA_FILE",
+			usage: "PEM file of CA certificates that verify the gateway (https); default the system roots",
+			value: newString(&c.GatewayCAFile, ""),
+			rules: []rule{
+				{fn: readableFile(&c.GatewayCAFile)},
+				{deps: []string{"GATEWAY_URL"}, fn: needsHTTPS(&c.GatewayCAFile, &c.GatewayURL)},
+			},
+		},
+		{
+			name:  "GATEWAY_TLS_CERT",
+			usage: "PEM client certificate for the gateway (mutual TLS); needs --gateway-tls-key",
+			value: newString(&c.GatewayTLSCert, ""),
+			rules: []rule{
+				{fn: func() error {
+					if c.GatewayTLSCert == "" && c.GatewayTLSKey != "" {
+						return fmt.Errorf("required when %s is set", ref("GATEWAY_TLS_KEY"))
+					}
+					return nil
+				}},
+				{fn: readableFile(&c.GatewayTLSCert)},
+				{deps: []string{"GATEWAY_URL"}, fn: needsHTTPS(&c.GatewayTLSCert, &c.GatewayURL)},
+			},
+		},
+		{
+			name:  "GATEWAY_TLS_KEY",
+			usage: "PEM private key of the gateway client certificate",
+			value: newString(&c.GatewayTLSKey, ""),
+			rules: []rule{
+				{fn: func() error {
+					if c.GatewayTLSKey == "" && c.GatewayTLSCert != "" {
+						return fmt.Errorf("required when %s is set", ref("GATEWAY_TLS_CERT"))
+					}
+					return nil
+				}},
+				{fn: readableFile(&c.GatewayTLSKey)},
+			},
+		},
+		{
 			name:  "CONCURRENCY",
 			usage: "payments in flight per worker process",
 			value: newInt(&c.Concurrency, 64),
@@ -586,6 +630,38 @@ func readableFile(p *string) func() error {
 		}
 		if st.IsDir() {
 			return fmt.Errorf("%s is a directory, not a file", *p)
+		}
+		return nil
+	}
+}
+
+// holdsText accepts an empty path or a file holding something besides
+// whitespace. The contents never enter a message.
+func holdsText(p *string) func() error {
+	return func() error {
+		if *p == "" {
+			return nil
+		}
+		b, err := os.ReadFile(*p)
+		if err != nil {
+			return fmt.Errorf("cannot read file: %w", err)
+		}
+		if strings.TrimSpace(string(b)) == "" {
+			return fmt.Errorf("%s is empty", *p)
+		}
+		return nil
+	}
+}
+
+// needsHTTPS refuses a TLS file *p for an http:// gateway URL *gw, where it
+// would not be used; the fake gateway ignores it.
+func needsHTTPS(p, gw *string) func() error {
+	return func() error {
+		if *p == "" || *gw == FakeGateway {
+			return nil
+		}
+		if u, err := url.Parse(*gw); err == nil && u.Scheme != "https" {
+			return fmt.Errorf("needs an https:// %s, got scheme %q", ref("GATEWAY_URL"), u.Scheme)
 		}
 		return nil
 	}

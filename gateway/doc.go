@@ -11,6 +11,19 @@
 //     tests. It honours idempotency keys like a real gateway, with the same
 //     ledger as the simulator.
 //
+// # Credentials and TLS
+//
+// HTTPConfig.APIKey sends "Authorization: Bearer <key>" on every charge and
+// lookup. A KeyFile reads the key from a file (PAYSTREAM_GATEWAY_API_KEY_FILE)
+// and reads it again, at most once a second, when a call finds the file
+// changed, so that a key rotates without a restart; each client may have its
+// own. HTTPConfig.TLS, built by TLSFiles.Config from a CA file and an
+// optional client certificate, verifies an https gateway against that CA
+// instead of the system roots; verification is never turned off, and NewHTTP
+// refuses a configuration that would. A gateway that refuses the key answers
+// 401 or 403, payment.ClassUnauthorized below; a certificate it cannot
+// verify is a connection error, payment.ClassTrouble.
+//
 // # Results and errors
 //
 // Both speak the gateway port of package payment: Charge takes a

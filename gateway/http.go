@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +49,16 @@ type HTTPConfig struct {
 	// client is copied with its CheckRedirect replaced. HTTP.Close closes
 	// its idle connections either way.
 	Client *http.Client
+	// APIKey supplies the key sent as "Authorization: Bearer <key>" on
+	// every charge and lookup (docs/contract.md §5), typically a *KeyFile.
+	// nil, or a Key of "", sends no Authorization header.
+	APIKey KeySource
+	// TLS is the TLS configuration of the default client's transport for an
+	// https BaseURL (see TLSFiles.Config). nil means Go's defaults: the
+	// system roots, no client certificate. It cannot be combined with
+	// Client (configure that client's transport instead), and a
+	// configuration that turns certificate verification off is refused.
+	TLS *tls.Config
 }
 
 // HTTP is a gateway client speaking docs/contract.md §5 over HTTP: Charge
@@ -58,6 +69,7 @@ type HTTP struct {
 	endpoint string
 	timeout  time.Duration
 	client   *http.Client
+	apiKey   KeySource
 }
 
 // errCallTimeout is the cancellation cause of a call that ran out of
@@ -65,8 +77,9 @@ type HTTP struct {
 var errCallTimeout = errors.New("gateway call timed out")
 
 // NewHTTP returns a client for the gateway at cfg.BaseURL. It fails when the
-// URL is not an absolute http(s) URL without user info, or Timeout is
-// negative.
+// URL is not an absolute http(s) URL without user info, Timeout is
+// negative, or TLS is set together with Client or turns certificate
+// verification off.
 func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	u, err := url.Parse(cfg.BaseURL)
 	if err != nil {
@@ -88,6 +101,12 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	if cfg.Timeout < 0 {
 		problems = append(problems, fmt.Errorf("gateway: timeout must not be negative, got %s", cfg.Timeout))
 	}
+	if cfg.TLS != nil && cfg.Client != nil {
+		problems = append(problems, errors.New("gateway: TLS and Client exclude each other: configure the client's transport"))
+	}
+	if cfg.TLS != nil && cfg.TLS.InsecureSkipVerify {
+		problems = append(problems, errors.New("gateway: certificate verification must stay on: give the gateway's CA instead"))
+	}
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)
 	}
@@ -96,6 +115,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		endpoint: strings.TrimSuffix(u.String(), "/") + "/v1/charges",
 		timeout:  cfg.Timeout,
 		client:   cfg.Client,
+		apiKey:   cfg.APIKey,
 	}
 	if g.name == "" {
 		g.name = u.Host
@@ -104,7 +124,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		g.timeout = DefaultTimeout
 	}
 	if g.client == nil {
-		g.client = newClient()
+		g.client = newClient(cfg.TLS)
 	} else {
 		c := *g.client // the caller's client keeps following redirects elsewhere
 		c.CheckRedirect = noRedirect
@@ -114,9 +134,10 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 }
 
 // newClient returns the default client: its own transport, sized for many
-// concurrent calls to one host, and no redirects (a payment POST is never
-// re-sent elsewhere; a 3xx is classified instead).
-func newClient() *http.Client {
+// concurrent calls to one host, TLS as tlsCfg says (nil: Go's defaults), and
+// no redirects (a payment POST is never re-sent elsewhere; a 3xx is
+// classified instead).
+func newClient(tlsCfg *tls.Config) *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Client{
 		Transport: &http.Transport{
@@ -128,6 +149,7 @@ func newClient() *http.Client {
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   5 * time.Second,
 			ExpectContinueTimeout: time.Second,
+			TLSClientConfig:       tlsCfg,
 		},
 		CheckRedirect: noRedirect,
 	}
@@ -155,7 +177,8 @@ type chargeBody struct {
 }
 
 // Charge asks the gateway to charge c, sending c.IdempotencyKey as the
-// Idempotency-Key header. It returns a Result when the gateway decided
+// Idempotency-Key header (and the API key, when HTTPConfig.APIKey gives one,
+// as "Authorization: Bearer"). It returns a Result when the gateway decided
 // (succeeded or declined) and otherwise a *payment.GatewayError (see Classify); a call that
 // runs out of HTTPConfig.Timeout is a payment.ClassTrouble *payment.GatewayError with Code
 // payment.CodeTimeout. When ctx ends first, Charge returns ctx's error wrapped, not
@@ -236,6 +259,12 @@ func (g *HTTP) call(ctx context.Context, op, method, target string, header http.
 		return 0, nil, nil, &payment.GatewayError{Class: payment.ClassRejected, Code: code, Message: "build " + op + " request", Err: err}
 	}
 	req.Header = header
+	var apiKey string
+	if g.apiKey != nil {
+		if apiKey = g.apiKey.Key(); apiKey != "" {
+			req.Header.Set("Authorization", "Bearer "+apiKey)
+		}
+	}
 
 	resp, err := g.client.Do(req)
 	if err != nil {
@@ -252,6 +281,11 @@ func (g *HTTP) call(ctx context.Context, op, method, target string, header http.
 				Message: fmt.Sprintf("response body over %d bytes", MaxResponseBytes)}
 		}
 		data = data[:MaxResponseBytes]
+	}
+	if apiKey != "" {
+		// A gateway that echoes the key in an error message must not put
+		// it into our errors, logs and dead letters.
+		data = bytes.ReplaceAll(data, []byte(apiKey), []byte("xxxxx"))
 	}
 	return resp.StatusCode, resp.Header, data, nil
 }

@@ -9,6 +9,12 @@
 // flag), POST /v1/charges/lookup (what the simulator recorded per
 // idempotency key), GET /metrics, GET /healthz. See package gateway/sim.
 //
+// With --keys-file the gateway API requires "Authorization: Bearer <key>"
+// with a key listed in the file (one per line, every one accepted; "revoked
+// <key>" lines are refused with 403), read again when the file changes. With
+// --tls-cert and --tls-key it serves HTTPS, and with --tls-client-ca it also
+// requires a client certificate signed by that CA (mutual TLS).
+//
 // Every flag has an environment variable: GATEWAYSIM_ plus the flag name in
 // upper case with - as _ (--error-rate → GATEWAYSIM_ERROR_RATE). Flags win.
 // SIGINT or SIGTERM shut the server down gracefully.
@@ -16,6 +22,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,6 +63,10 @@ type options struct {
 	logFormat       string
 	logLevel        string
 	shutdownTimeout time.Duration
+	keysFile        string
+	tlsCert         string
+	tlsKey          string
+	tlsClientCA     string
 }
 
 // parse reads flags from args, then fills every flag not given from its
@@ -80,6 +92,10 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
+	fs.StringVar(&o.keysFile, "keys-file", "", "file of accepted API keys, one per line (\"revoked <key>\" lines get 403), read again when it changes; empty: no key required")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM server certificate: serve HTTPS (needs --tls-key)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA file: require client certificates it signed (mutual TLS; needs --tls-cert)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -113,6 +129,12 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	if o.shutdownTimeout <= 0 {
 		problems = append(problems, fmt.Errorf("shutdown timeout must be positive, got %s", o.shutdownTimeout))
 	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		problems = append(problems, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if o.tlsClientCA != "" && o.tlsCert == "" {
+		problems = append(problems, errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
+	}
 	if len(problems) > 0 {
 		return o, fmt.Errorf("invalid settings:\n%w", errors.Join(problems...))
 	}
@@ -140,6 +162,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, _, stde
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	simulator := sim.New(o.sim, logger, reg)
+	if o.keysFile != "" {
+		keys, err := sim.OpenKeysFile(o.keysFile, logger, nil)
+		if err != nil {
+			return fmt.Errorf("--keys-file: %w", err)
+		}
+		simulator.RequireKeys(keys)
+	}
+	tlsCfg, err := serverTLS(o)
+	if err != nil {
+		return err
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", simulator)
@@ -153,6 +186,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, _, stde
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.addr, err)
 	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -164,6 +200,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, _, stde
 		Float64("decline_rate", cfg.DeclineRate).Float64("error_rate", cfg.ErrorRate).
 		Float64("rate_limit_rate", cfg.RateLimitRate).Float64("timeout_rate", cfg.TimeoutRate).
 		Float64("lost_response_rate", cfg.LostResponseRate).
+		Bool("tls", tlsCfg != nil).Bool("client_certs_required", o.tlsClientCA != "").
+		Bool("api_keys_required", o.keysFile != "").
 		Msg("gatewaysim listening")
 
 	serveErr := make(chan error, 1)
@@ -188,6 +226,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, _, stde
 	st := simulator.Stats()
 	logger.Info().Int64("real_charges", st.Charges).Int("distinct_keys", st.Keys).
 		Int("double_charged", len(st.DoubleCharged)).Int64("in_flight_conflicts", st.InFlightConflicts).
-		Int64("lookups", st.Lookups).Msg("gatewaysim stopped")
+		Int64("lookups", st.Lookups).Int64("unauthorized", st.Unauthorized).Int64("forbidden", st.Forbidden).
+		Msg("gatewaysim stopped")
 	return nil
+}
+
+// serverTLS is the TLS configuration of --tls-cert, --tls-key and
+// --tls-client-ca, or nil without them.
+func serverTLS(o options) (*tls.Config, error) {
+	if o.tlsCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if o.tlsClientCA != "" {
+		pem, err := os.ReadFile(o.tlsClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-client-ca %s: no PEM certificate in it", o.tlsClientCA)
+		}
+		c.ClientCAs, c.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return c, nil
 }

@@ -3,10 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +21,7 @@ import (
 
 	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/gateway/sim"
+	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/payment"
 )
 
@@ -236,4 +241,109 @@ func TestParse(t *testing.T) {
 		}
 		require.GreaterOrEqual(t, flags, 10)
 	})
+}
+
+// startSim runs the binary's run with args and environment e until the end
+// of the test, and returns its listening address.
+func startSim(t *testing.T, args []string, e map[string]string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	logs := &logLines{lines: make(chan string, 100)}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, env(e), io.Discard, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(15 * time.Second):
+			t.Error("run did not return after cancel")
+		}
+	})
+	for {
+		select {
+		case line := <-logs.lines:
+			var entry struct {
+				Message string `json:"message"`
+				Addr    string `json:"addr"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(line), &entry), line)
+			if entry.Message == "gatewaysim listening" {
+				return entry.Addr
+			}
+		case err := <-done:
+			t.Fatalf("run returned early: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no listening log line")
+		}
+	}
+}
+
+// TestRunWithKeysAndMutualTLS runs the simulator as a locked-down gateway:
+// HTTPS with a throwaway CA's certificate, client certificates required,
+// and an API key from a keys file. Only a client with all three gets a
+// charge through; a wrong key is a 401 that the client classifies as a
+// configuration error, and a missing client certificate never gets to HTTP.
+func TestRunWithKeysAndMutualTLS(t *testing.T) {
+	t.Parallel()
+	f := natstest.NewTLSFiles(t)
+	keys := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(keys, []byte("sk_sim_right\n"), 0o600))
+	addr := startSim(t, []string{"--addr", "127.0.0.1:0", "--tls-cert", f.ServerCert, "--tls-key", f.ServerKey},
+		map[string]string{"GATEWAYSIM_KEYS_FILE": keys, "GATEWAYSIM_TLS_CLIENT_CA": f.CA})
+	base := "https://" + addr
+
+	client := func(files gateway.TLSFiles, key string) *gateway.HTTP {
+		tlsCfg, err := files.Config()
+		require.NoError(t, err)
+		cfg := gateway.HTTPConfig{BaseURL: base, TLS: tlsCfg}
+		if key != "" {
+			keyFile := filepath.Join(t.TempDir(), "api.key")
+			require.NoError(t, os.WriteFile(keyFile, []byte(key), 0o600))
+			cfg.APIKey, err = gateway.OpenKeyFile(gateway.KeyFileConfig{Path: keyFile})
+			require.NoError(t, err)
+		}
+		g, err := gateway.NewHTTP(cfg)
+		require.NoError(t, err)
+		t.Cleanup(g.Close)
+		return g
+	}
+	charge := payment.Charge{IdempotencyKey: "k1", PaymentID: "p1", MerchantID: "m1", Currency: "EUR",
+		PaymentMethod: "pm_card_visa", AmountMinor: 1000}
+	full := gateway.TLSFiles{CA: f.CA, Cert: f.ClientCert, Key: f.ClientKey}
+
+	res, err := client(full, "sk_sim_right").Charge(t.Context(), charge)
+	require.NoError(t, err)
+	require.Equal(t, payment.StatusSucceeded, res.Status)
+
+	_, err = client(full, "sk_sim_wrong").Charge(t.Context(), charge)
+	ge, ok := errors.AsType[*payment.GatewayError](err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, payment.ClassUnauthorized, ge.Class)
+	require.Equal(t, http.StatusUnauthorized, ge.StatusCode)
+
+	_, err = client(gateway.TLSFiles{CA: f.CA}, "sk_sim_right").Charge(t.Context(), charge)
+	ge, ok = errors.AsType[*payment.GatewayError](err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, payment.ClassTrouble, ge.Class, "no client certificate: refused in the handshake")
+
+	_, err = client(gateway.TLSFiles{}, "sk_sim_right").Charge(t.Context(), charge)
+	_, ok = errors.AsType[x509.UnknownAuthorityError](err)
+	require.True(t, ok, "the system roots do not know the throwaway CA: %v", err)
+}
+
+func TestParseTLSAndKeys(t *testing.T) {
+	t.Parallel()
+	_, err := parse([]string{"--tls-cert", "c.pem", "--tls-client-ca", "ca.pem"}, env(nil), io.Discard)
+	require.ErrorContains(t, err, "--tls-cert and --tls-key go together")
+	_, err = parse([]string{"--tls-client-ca", "ca.pem"}, env(nil), io.Discard)
+	require.ErrorContains(t, err, "--tls-client-ca needs --tls-cert and --tls-key")
+	o, err := parse(nil, env(map[string]string{"GATEWAYSIM_KEYS_FILE": "/k", "GATEWAYSIM_TLS_CERT": "/c", "GATEWAYSIM_TLS_KEY": "/key"}), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "/k", o.keysFile)
+	require.Equal(t, "/c", o.tlsCert)
+	require.Equal(t, "/key", o.tlsKey)
+
+	err = run(t.Context(), []string{"--addr", "127.0.0.1:0", "--keys-file", filepath.Join(t.TempDir(), "none")}, env(nil), io.Discard, io.Discard)
+	require.ErrorContains(t, err, "--keys-file")
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paystream/paystream/gateway/sim"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/internal/testenv/pgtest"
 	"github.com/paystream/paystream/payment"
@@ -285,7 +287,9 @@ func (a allSecretsAuth) Check(c server.ClientAuthentication) bool {
 
 // TestLogsHoldNoSecrets runs the worker at debug level with every secret it
 // can be given (database password, NATS password, token and credentials
-// file) through successes, gateway failures and their retries, a NATS
+// file, gateway API key file) through successes, gateway failures (a
+// simulator that requires the key and fails 30% of calls) and their
+// retries, a NATS
 // restart, a duplicate, a conflict and an invalid request carrying a card
 // number, and checks that no log line holds a secret, the payment method or
 // the card number.
@@ -314,8 +318,15 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	env["PAYSTREAM_NATS_PASSWORD"] = natsPassword
 	env["PAYSTREAM_NATS_TOKEN"] = natsToken
 	env["PAYSTREAM_NATS_CREDS"] = op.CredsFile
-	// Gateway failures, so that retries and their errors are logged too.
-	env["PAYSTREAM_FAKE_FAILURE_RATE"] = "0.3"
+	// A gateway that requires an API key and fails, so that retries and
+	// their errors are logged too.
+	const gatewayKey = "sk_live_in_no_log_9d8c7b6a"
+	gw := newKeyedSim(t, gatewayKey+"\n")
+	gw.sim.SetConfig(sim.Config{ErrorRate: 0.3, SpareLookups: true})
+	keyFile := filepath.Join(t.TempDir(), "gateway.key")
+	replaceFile(t, keyFile, gatewayKey+"\n")
+	env["PAYSTREAM_GATEWAY_URL"] = gw.url
+	env["PAYSTREAM_GATEWAY_API_KEY_FILE"] = keyFile
 	env["PAYSTREAM_RETRY_BACKOFF"] = "10ms"
 	env["PAYSTREAM_RETRY_BACKOFF_MAX"] = "50ms"
 	env["PAYSTREAM_BREAKER_FAILURES"] = "1000"
@@ -367,6 +378,9 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	require.Eventually(t, func() bool { return dlqCount() == 2 }, 20*time.Second, 20*time.Millisecond,
 		"the conflict is dead-lettered")
 	w.stop(t)
+	st := gw.sim.Stats()
+	require.Zero(t, st.Unauthorized, "every call carried the key")
+	require.GreaterOrEqual(t, st.Charges, int64(n), "the payments went through the simulator")
 
 	out := w.logs.String()
 	// The logs are there to be searched: configuration, per-payment debug
@@ -375,6 +389,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		"starting worker", `"payment_id":"p7"`, "retry later", "nats disconnected", "nats reconnected",
 		`"reason":"invalid"`, `"reason":"conflict"`, `"database_url":"postgres://ps_role_`,
 		`"nats_creds":"` + op.CredsFile + `"`, // the path, not the contents
+		`"gateway_api_key_file":"` + keyFile + `"`,
 	} {
 		require.Contains(t, out, want)
 	}
@@ -387,6 +402,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		"payment method":     paymentMethod,
 		"card number":        card,
 		"card number digits": strings.ReplaceAll(card, " ", ""),
+		"gateway API key":    gatewayKey,
 	}
 	lines := strings.Split(out, "\n")
 	require.Greater(t, len(lines), n)

@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -222,7 +224,7 @@ func newMetrics() (*prometheus.Registry, *telemetry.Metrics) {
 // newProcessor builds the gateway client, the batching store and the
 // processor on them.
 func (w *worker) newProcessor(m *telemetry.Metrics) (*processing.Processor, error) {
-	gw, err := newGateway(w.cfg)
+	gw, err := newGateway(w.cfg, w.log)
 	if err != nil {
 		return nil, err
 	}
@@ -403,19 +405,50 @@ func retryUntil(ctx context.Context, log zerolog.Logger, what string, op func(co
 	}
 }
 
-func newGateway(cfg config.Config) (processing.Gateway, error) {
-	if cfg.GatewayURL == "fake" {
+// newGateway returns the fake gateway, or the HTTP client with the API key
+// file and TLS files of cfg. A key file or TLS file that cannot be used stops
+// the start, naming its setting (never the key).
+func newGateway(cfg config.Config, log zerolog.Logger) (processing.Gateway, error) {
+	if cfg.GatewayURL == config.FakeGateway {
 		return gateway.NewFake(gateway.FakeConfig{
 			Latency:     cfg.FakeLatency,
 			FailureRate: cfg.FakeFailureRate,
 			DeclineRate: cfg.FakeDeclineRate,
 		}), nil
 	}
-	gw, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: cfg.GatewayURL, Timeout: cfg.GatewayTimeout, Name: cfg.GatewayName})
+	hcfg := gateway.HTTPConfig{BaseURL: cfg.GatewayURL, Timeout: cfg.GatewayTimeout, Name: cfg.GatewayName}
+	if cfg.GatewayAPIKeyFile != "" {
+		key, err := gateway.OpenKeyFile(gateway.KeyFileConfig{Path: cfg.GatewayAPIKeyFile,
+			Logger: log.With().Str("component", "gateway").Logger()})
+		if err != nil {
+			return nil, fmt.Errorf("PAYSTREAM_GATEWAY_API_KEY_FILE: %w", err)
+		}
+		hcfg.APIKey = key
+		if u, err := url.Parse(cfg.GatewayURL); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			log.Warn().Str("gateway", hcfg.Name).Msg("the gateway API key goes over plain http: use an https:// PAYSTREAM_GATEWAY_URL")
+		}
+	}
+	if strings.HasPrefix(cfg.GatewayURL, "https://") {
+		tlsCfg, err := gateway.TLSFiles{CA: cfg.GatewayCAFile, Cert: cfg.GatewayTLSCert, Key: cfg.GatewayTLSKey}.Config()
+		if err != nil {
+			return nil, fmt.Errorf("PAYSTREAM_GATEWAY_CA_FILE, PAYSTREAM_GATEWAY_TLS_CERT, PAYSTREAM_GATEWAY_TLS_KEY: %w", err)
+		}
+		hcfg.TLS = tlsCfg
+	}
+	gw, err := gateway.NewHTTP(hcfg)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	return gw, nil
+}
+
+// isLoopback reports whether host is localhost or a loopback address.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func defaultWorkerID() string {

@@ -28,7 +28,8 @@
 //	                         500 when a fault is drawn (Config.SpareLookups)
 //	GET  /v1/stats           {"real_charges":…,"distinct_keys":…,"in_flight":…,
 //	                         "double_charged_payment_ids":[…],
-//	                         "in_flight_conflicts":…,"lookups":…}
+//	                         "in_flight_conflicts":…,"lookups":…,
+//	                         "unauthorized":…,"forbidden":…}
 //	GET  /v1/config          the current Config as JSON (durations as Go duration strings)
 //	PUT  /v1/config          replace the Config (fields left out become zero; seed,
 //	                         max_keys and max_charges are ignored); 400 with every
@@ -43,6 +44,11 @@
 // on and off while a load runs, and check outcomes from the outside.
 // in_flight_conflicts counts the charge requests answered 409, each an
 // overlap of two calls for one key.
+//
+// With RequireKeys the two endpoints of docs/contract.md §5 require
+// "Authorization: Bearer <key>" with an accepted key (a KeysFile rotates
+// them without a restart): 401 unauthorized without one, 403 forbidden for a
+// revoked one, counted in Stats. The test and operator endpoints stay open.
 //
 // /metrics and /healthz are mounted by the binary, not here.
 package sim
@@ -213,6 +219,9 @@ type Server struct {
 
 	inFlightConflicts atomic.Int64
 	lookups           atomic.Int64
+	unauthorized      atomic.Int64
+	forbidden         atomic.Int64
+	keys              atomic.Pointer[KeySource] // nil: the API is open
 
 	mu  sync.Mutex // guards cfg and rng
 	cfg Config
@@ -311,13 +320,20 @@ type Stats struct {
 	// Lookups is the number of lookup requests (GET
 	// /v1/charges?idempotency_key=) received, whatever their answer.
 	Lookups int64 `json:"lookups"`
+	// Unauthorized is the number of charges and lookups refused 401: no API
+	// key, or one the simulator does not accept (see RequireKeys).
+	Unauthorized int64 `json:"unauthorized"`
+	// Forbidden is the number of charges and lookups refused 403 for a
+	// revoked API key.
+	Forbidden int64 `json:"forbidden"`
 }
 
 // Stats returns a snapshot of the simulator's counters.
 func (s *Server) Stats() Stats {
 	st := s.ledger.Stats()
 	return Stats{Charges: st.Charges, Keys: st.Keys, InFlight: st.InFlight, DoubleCharged: st.DoubleCharged,
-		InFlightConflicts: s.inFlightConflicts.Load(), Lookups: s.lookups.Load()}
+		InFlightConflicts: s.inFlightConflicts.Load(), Lookups: s.lookups.Load(),
+		Unauthorized: s.unauthorized.Load(), Forbidden: s.forbidden.Load()}
 }
 
 // ChargesFor returns the number of real charges made for the idempotency
@@ -443,6 +459,9 @@ func decode(key string, body []byte) (f ledger.ChargeFields, problem string) {
 }
 
 func (s *Server) handleCharge(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(w, r, func(status int, v any) { s.write(w, status, v) }) {
+		return
+	}
 	key := r.Header.Get("Idempotency-Key")
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
@@ -628,6 +647,9 @@ func (s *Server) handleFind(w http.ResponseWriter, r *http.Request) {
 	reply := func(status int, v any) {
 		s.lookupsBy.WithLabelValues(strconv.Itoa(status)).Inc()
 		writeJSON(w, status, v)
+	}
+	if !s.authorized(w, r, reply) {
+		return
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	keys := q["idempotency_key"]

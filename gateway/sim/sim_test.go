@@ -256,7 +256,7 @@ func TestStatsEndpoint(t *testing.T) {
 	}
 	require.Equal(t, map[string]any{
 		"real_charges": 0.0, "distinct_keys": 0.0, "in_flight": 0.0, "double_charged_payment_ids": []any{},
-		"in_flight_conflicts": 0.0, "lookups": 0.0,
+		"in_flight_conflicts": 0.0, "lookups": 0.0, "unauthorized": 0.0, "forbidden": 0.0,
 	}, get())
 
 	require.Equal(t, http.StatusCreated, post(t, t.Context(), s, "k1", okBody).Status)
@@ -266,7 +266,7 @@ func TestStatsEndpoint(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, find(t, t.Context(), s, "").Status)
 	require.Equal(t, map[string]any{
 		"real_charges": 2.0, "distinct_keys": 2.0, "in_flight": 0.0, "double_charged_payment_ids": []any{"p1"},
-		"in_flight_conflicts": 0.0, "lookups": 3.0,
+		"in_flight_conflicts": 0.0, "lookups": 3.0, "unauthorized": 0.0, "forbidden": 0.0,
 	}, get())
 }
 

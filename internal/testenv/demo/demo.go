@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,6 +127,9 @@ type stack struct {
 	*localstack.Stack
 	simURL  string
 	workers []*localstack.Process
+	// apiKey is the gateway API key the simulator requires and the workers
+	// send (from keyFile); no output of the run may hold it.
+	apiKey, keyFile string
 }
 
 func startStack(ctx context.Context, cfg Config, out io.Writer) (*stack, error) {
@@ -140,11 +144,21 @@ func startStack(ctx context.Context, cfg Config, out io.Writer) (*stack, error) 
 		return nil, err
 	}
 	s := &stack{Stack: ls}
-	if _, s.simURL, err = ls.StartGatewaySim(ctx, append(simArgs, "--seed", strconv.FormatInt(cfg.Seed, 10))...); err != nil {
+	// The simulator requires an API key, as a real gateway does; the
+	// workers read theirs from a file.
+	key, simKeys, workerKey, err := writeAPIKey(ls.Dir())
+	if err != nil {
+		_ = ls.Close()
+		return nil, err
+	}
+	s.apiKey, s.keyFile = key, workerKey
+	args := append(slices.Clone(simArgs), "--seed", strconv.FormatInt(cfg.Seed, 10), "--keys-file", simKeys)
+	if _, s.simURL, err = ls.StartGatewaySim(ctx, args...); err != nil {
 		_ = ls.Close()
 		return nil, err
 	}
 	env := workerEnv(s.simURL)
+	env["PAYSTREAM_GATEWAY_API_KEY_FILE"] = workerKey
 	for i := range cfg.Workers {
 		w, err := ls.StartWorker(ctx, fmt.Sprintf("w%d", i+1), env)
 		if err != nil {
@@ -178,8 +192,8 @@ func Dev(ctx context.Context, cfg Config) error {
 	for _, w := range s.workers {
 		fmt.Fprintf(&b, "  metrics:  http://%s/metrics   (%s; /readyz)\n", w.HTTPAddr(), w.Name())
 	}
-	fmt.Fprintf(&b, "  env:      export PAYSTREAM_NATS_URL=%s PAYSTREAM_DATABASE_URL='%s' PAYSTREAM_GATEWAY_URL=%s\n",
-		s.NATSURL(), s.DatabaseURL(), s.simURL)
+	fmt.Fprintf(&b, "  env:      export PAYSTREAM_NATS_URL=%s PAYSTREAM_DATABASE_URL='%s' PAYSTREAM_GATEWAY_URL=%s PAYSTREAM_GATEWAY_API_KEY_FILE=%s\n",
+		s.NATSURL(), s.DatabaseURL(), s.simURL, s.keyFile)
 	_, _ = io.WriteString(out, b.String())
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nstopping every process")
@@ -190,7 +204,8 @@ func Dev(ctx context.Context, cfg Config) error {
 // returns ErrVerdict (wrapped) when a guarantee failed.
 func Run(ctx context.Context, cfg Config) (err error) {
 	cfg = cfg.WithDefaults()
-	out := cfg.Out
+	rec := &recorder{w: cfg.Out}
+	out := io.Writer(rec)
 	start := time.Now()
 	fmt.Fprintf(out, "paystream demo: %d payment requests through NATS JetStream, Postgres, a gateway simulator and %d workers\n\n",
 		cfg.Count, cfg.Workers)
@@ -246,12 +261,29 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	rep := audit.Check(snap, exp)
 
+	// Search everything the run produced for the gateway API key: the
+	// pages now, while the workers serve them; logs, streams and tables
+	// once they have stopped.
+	scan := newLeakScan(s.apiKey)
+	scan.pages(ctx, scanPages(s))
+	keyErr := checkKeyRequired(ctx, s.simURL)
+
 	fmt.Fprintf(out, "\nstopping the workers with SIGTERM\n")
 	rss := peakRSS(s.workers)
 	stopErr := stopWorkers(s.workers, 20*time.Second)
+	scan.logs(s.Dir())
+	scan.streams(ctx, s.NATSURL())
+	scan.rows(ctx, s.DatabaseURL())
 
 	printSummary(out, rep, rss, stopErr)
+	scan.check("demo output", "the demo's output", rec.Bytes())
+	leaks, leakSummary := scan.verdict()
+	fmt.Fprintf(out, "  secrets\n    %-18s %10s  %s\n", "gateway API key", "", leakSummary)
 	problems := rep.Problems()
+	problems = append(problems, leaks...)
+	if keyErr != nil {
+		problems = append(problems, keyErr.Error())
+	}
 	if settleErr != nil {
 		problems = append(problems, fmt.Sprintf("not settled within %s", cfg.SettleTimeout))
 	}
@@ -268,6 +300,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	fmt.Fprintf(out, "verdict: nothing lost, nobody charged twice\n")
 	return nil
+}
+
+// scanPages are the HTTP pages of the run to search for the API key: each
+// worker's /metrics and /readyz, and the simulator's /metrics, /v1/stats
+// and /v1/config.
+func scanPages(s *stack) []string {
+	var urls []string
+	for _, w := range s.workers {
+		urls = append(urls, "http://"+w.HTTPAddr()+"/metrics", "http://"+w.HTTPAddr()+"/readyz")
+	}
+	return append(urls, s.simURL+"/metrics", s.simURL+"/v1/stats", s.simURL+"/v1/config")
 }
 
 // publisherSummary is the publisher's --summary-json output.

@@ -58,6 +58,9 @@ func TestRunSmall(t *testing.T) {
 		require.Contains(t, s, want)
 	}
 	require.NotContains(t, s, "FAILED")
+	// The simulator required an API key, and the secret scan searched
+	// every log, page, stream message and row for it without finding it.
+	require.Regexp(t, `gateway API key\s+not found in [1-9]\d* log files, [1-9]\d* pages, [1-9]\d* stream messages, [1-9]\d* table rows, 1 demo output`, s)
 }
 
 // TestUpstream runs the upstream demo: a real outbox relay process and the
