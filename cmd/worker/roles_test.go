@@ -141,3 +141,29 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 		w.stop(t)
 	})
 }
+
+// TestWorkerOverVerifiedTLS runs the worker, migrations included, against a
+// server that accepts TLS only, with PAYSTREAM_DATABASE_URL in
+// sslmode=verify-full with the CA of the server's certificate.
+func TestWorkerOverVerifiedTLS(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.StartTLS(t)
+	dbURL := srv.NewDatabase(t)
+	require.Contains(t, dbURL, "sslmode=verify-full")
+	require.Contains(t, dbURL, "sslrootcert=")
+	ns := natstest.New(t)
+	env := baseEnv(t, dbURL)
+	env["PAYSTREAM_NATS_URL"] = ns.URL()
+	env["PAYSTREAM_MIGRATE"] = "true"
+	w := startRun(t, env)
+	js := clientJS(t, ns.URL())
+	publishJSON(t, js, "payments.requests.m1", payment.Request{PaymentID: "p-tls", MerchantID: "m1",
+		AmountMinor: 700, Currency: "EUR", PaymentMethod: "pm_card_visa"})
+	pool := newPool(t, dbURL)
+	require.Equal(t, payment.StatusSucceeded, waitFinal(t, pool, "p-tls"))
+	var ssl bool
+	require.NoError(t, pool.QueryRow(context.Background(),
+		"SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE datname = current_database()").Scan(&ssl))
+	require.True(t, ssl, "a connection to the database is not encrypted")
+	w.stop(t)
+}
