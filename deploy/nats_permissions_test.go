@@ -249,7 +249,8 @@ func TestWorkerCannotPublishRequests(t *testing.T) {
 	require.Zero(t, subjectCount(t, admin.js, cfg.Stream, "payments.requests.merchant-a"))
 
 	// No stream administration without the provisioner's rights: a worker
-	// with PAYSTREAM_PROVISION=true fails to start under this user.
+	// with PAYSTREAM_PROVISION=true retries provisioning under this user and
+	// never starts work.
 	require.Error(t, consumer.Provision(ctxRefused(t), w.js, cfg), "the worker user provisions streams")
 	w.requireViolation(t, "$JS.API.STREAM.UPDATE.PAYMENTS")
 }
