@@ -65,6 +65,13 @@ type Config struct {
 	// --database-url). May hold a password. Default
 	// postgres://postgres@127.0.0.1:5432/paystream?sslmode=disable.
 	DatabaseURL string
+	// MigrateDatabaseURL is the Postgres connection string that `worker
+	// migrate` and `worker --migrate` apply the migrations with, as the
+	// role that owns the schema (PAYSTREAM_MIGRATE_DATABASE_URL,
+	// --migrate-database-url), so that the runtime role of DatabaseURL needs
+	// no DDL rights (deploy/postgres/roles.sql). May hold a password.
+	// Default "": DatabaseURL.
+	MigrateDatabaseURL string
 	// DBMaxConns is the size of the Postgres connection pool
 	// (PAYSTREAM_DB_MAX_CONNS, --db-max-conns). 0, the default, means sized
 	// to the work: the worker derives it from Concurrency (pgxpool's own

@@ -177,6 +177,7 @@ func TestParseEachSetting(t *testing.T) {
 			c.NATSTLSCert, c.NATSTLSKey = cert, key
 		}},
 		{"PAYSTREAM_DATABASE_URL", "postgres://u@db:5433/x", nil, func(c *config.Config) { c.DatabaseURL = "postgres://u@db:5433/x" }},
+		{"PAYSTREAM_MIGRATE_DATABASE_URL", "postgres://owner@db:5433/x", nil, func(c *config.Config) { c.MigrateDatabaseURL = "postgres://owner@db:5433/x" }},
 		{"PAYSTREAM_DB_MAX_CONNS", "20", nil, func(c *config.Config) { c.DBMaxConns = 20 }},
 		{"PAYSTREAM_GATEWAY_URL", "http://gw:8090", nil, func(c *config.Config) {
 			c.GatewayURL, c.GatewayName = "http://gw:8090", "gw:8090"
@@ -568,6 +569,9 @@ func TestValidate(t *testing.T) {
 		{"DatabaseURLEmpty", func(c *config.Config) { c.DatabaseURL = "" }, "PAYSTREAM_DATABASE_URL", []string{"must not be empty"}},
 		{"DatabaseURLBadPort", func(c *config.Config) { c.DatabaseURL = "postgres://u:secret@h:notaport/db" }, "PAYSTREAM_DATABASE_URL",
 			[]string{"cannot parse `postgres://u:xxxxx@h:notaport/db` as a Postgres connection string: invalid port"}},
+		{"MigrateDatabaseURLEmptyIsDatabaseURL", func(c *config.Config) { c.MigrateDatabaseURL = "" }, "", nil},
+		{"MigrateDatabaseURLBadPort", func(c *config.Config) { c.MigrateDatabaseURL = "postgres://owner:secret@h:notaport/db" }, "PAYSTREAM_MIGRATE_DATABASE_URL",
+			[]string{"cannot parse `postgres://owner:xxxxx@h:notaport/db` as a Postgres connection string: invalid port"}},
 		{"DBMaxConnsNegative", func(c *config.Config) { c.DBMaxConns = -1 }, "PAYSTREAM_DB_MAX_CONNS", []string{"got -1"}},
 		{"GatewayURLHTTPS", func(c *config.Config) { c.GatewayURL = "https://gw.example.com/base" }, "", nil},
 		{"GatewayURLFTP", func(c *config.Config) { c.GatewayURL = "ftp://gw" }, "PAYSTREAM_GATEWAY_URL", []string{`must be "fake" or an absolute http:// or https:// URL`}},
@@ -717,7 +721,7 @@ func TestVars(t *testing.T) {
 	t.Parallel()
 
 	vars := config.Vars()
-	require.Len(t, vars, 60)
+	require.Len(t, vars, 61)
 	require.Equal(t, "PAYSTREAM_NATS_URL", vars[0], "declaration order")
 	seen := map[string]bool{}
 	for _, v := range vars {

@@ -36,6 +36,12 @@ func TestRedacted(t *testing.T) {
 				require.Contains(t, r.DatabaseURL, "password=xxxxx")
 				require.Contains(t, r.DatabaseURL, "postgres://u@h/db?")
 			}},
+		{"MigrateDatabaseURLPassword", func(c *config.Config) {
+			c.MigrateDatabaseURL = "postgres://owner:secret@h/db?sslmode=verify-full&sslpassword=secret2"
+		}, func(t *testing.T, r config.Config) {
+			require.NotContains(t, r.MigrateDatabaseURL, "secret")
+			require.Contains(t, r.MigrateDatabaseURL, "postgres://owner:xxxxx@h/db?")
+		}},
 		{"DatabaseURLWithoutPassword", func(c *config.Config) {}, func(t *testing.T, r config.Config) {
 			require.Equal(t, config.Default().DatabaseURL, r.DatabaseURL)
 		}},

@@ -128,6 +128,17 @@ func (c *Config) settings() []setting {
 			rules: []rule{{fn: func() error { return checkDatabaseURL(c.DatabaseURL) }}},
 		},
 		{
+			name:  "MIGRATE_DATABASE_URL",
+			usage: "Postgres connection string of the schema owner that migrations run as; empty = DATABASE_URL",
+			value: newString(&c.MigrateDatabaseURL, ""),
+			rules: []rule{{fn: func() error {
+				if c.MigrateDatabaseURL == "" {
+					return nil
+				}
+				return checkDatabaseURL(c.MigrateDatabaseURL)
+			}}},
+		},
+		{
 			name:  "DB_MAX_CONNS",
 			usage: "Postgres connection pool size; 0 = sized to the work",
 			value: newInt(&c.DBMaxConns, 0),

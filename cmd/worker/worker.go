@@ -95,7 +95,7 @@ func migrateOnly(ctx context.Context, args []string, lookupEnv func(string) (str
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+	if err := store.Migrate(ctx, migrateURL(cfg)); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	log.Info().Msg("migrations applied")
@@ -164,11 +164,21 @@ func (w *worker) migrate(ctx context.Context) error {
 	if !w.cfg.Migrate {
 		return nil
 	}
-	if err := store.Migrate(ctx, w.cfg.DatabaseURL); err != nil {
+	if err := store.Migrate(ctx, migrateURL(w.cfg)); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	w.log.Info().Msg("migrations applied")
 	return nil
+}
+
+// migrateURL is the connection string migrations run with: the schema
+// owner's PAYSTREAM_MIGRATE_DATABASE_URL when set, else the runtime
+// PAYSTREAM_DATABASE_URL.
+func migrateURL(cfg config.Config) string {
+	if cfg.MigrateDatabaseURL != "" {
+		return cfg.MigrateDatabaseURL
+	}
+	return cfg.DatabaseURL
 }
 
 // openDatabase opens the connection pool and waits until Postgres answers.

@@ -21,6 +21,10 @@
 // (fsync off), listens on 127.0.0.1 on a free port with trust
 // authentication, and is killed with the test binary even when the binary
 // panics or times out.
+//
+// StartTLS starts a separate cluster for one test that accepts TLS only,
+// with a server certificate from a throwaway CA, for tests of
+// sslmode=verify-full.
 package pgtest
 
 import (
