@@ -533,8 +533,8 @@ func checkRefs(b *bundle) []error {
 				for _, it := range v.Secret.Items {
 					secretKey(v.Secret.SecretName, it.Key)
 				}
-				if len(v.Secret.Items) == 0 {
-					secretKey(v.Secret.SecretName, "")
+				if len(v.Secret.Items) == 0 && b.hasSecrets() && b.secret(v.Secret.SecretName) == nil {
+					fail("no Secret %s", v.Secret.SecretName)
 				}
 			}
 		}
