@@ -22,6 +22,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"net"
 	"os"
 	"path"
@@ -98,11 +99,39 @@ var fileVars = []string{
 	"PAYSTREAM_GATEWAY_API_KEY_FILE",
 }
 
-// relaySettings are the settings `publisher outbox relay` reads: a copy of
-// relaySettings in cmd/publisher/outbox.go (package main cannot be
-// imported).
-func relaySettings() []string {
-	return append(config.NATSSettings(), "STREAM", "DATABASE_URL", "HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT")
+// relaySettings are the settings `publisher outbox relay` reads, taken from
+// the source of relaySettings in cmd/publisher/outbox.go (package main
+// cannot be imported): the string literals of its body, plus
+// config.NATSSettings() when it calls that.
+func relaySettings(t *testing.T) []string {
+	t.Helper()
+	file, err := parser.ParseFile(token.NewFileSet(), filepath.Join("..", "..", "cmd", "publisher", "outbox.go"), nil, 0)
+	require.NoError(t, err)
+	var names []string
+	var found bool
+	for _, decl := range file.Decls {
+		fn, ok := decl.(*ast.FuncDecl)
+		if !ok || fn.Name.Name != "relaySettings" {
+			continue
+		}
+		found = true
+		ast.Inspect(fn.Body, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.BasicLit:
+				if v, err := strconv.Unquote(n.Value); err == nil && n.Kind == token.STRING {
+					names = append(names, v)
+				}
+			case *ast.SelectorExpr:
+				if x, ok := n.X.(*ast.Ident); ok && x.Name == "config" && n.Sel.Name == "NATSSettings" {
+					names = append(names, config.NATSSettings()...)
+				}
+			}
+			return true
+		})
+	}
+	require.True(t, found, "no func relaySettings in cmd/publisher/outbox.go")
+	require.Contains(t, names, "HTTP_ADDR")
+	return names
 }
 
 // ---------------------------------------------------------------------------
@@ -111,7 +140,7 @@ func relaySettings() []string {
 // github.com/kedacore/keda/v2 is not served by the module proxy this project
 // uses (and would bring in most of KEDA). These types copy the JSON shape of
 // keda.sh/v1alpha1 ScaledObject (apis/keda/v1alpha1/scaledobject_types.go and
-// scaletriggers_types.go, KEDA 2.17+) field for field, without status, and
+// scaletriggers_types.go, as on KEDA's main branch in 2026) field for field, without status, and
 // are decoded with unknown fields refused like the others. Trigger metadata
 // is a free map in KEDA; triggerKeys lists the keys each scaler used here
 // accepts, so that a misspelt key fails too.
@@ -267,7 +296,7 @@ func decode(dir string, docs [][]byte) (*bundle, error) {
 			err = fmt.Errorf("no API type known for %s %s", tm.APIVersion, tm.Kind)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %s %s: %w", dir, tm.Kind, firstLine(doc), err))
+			errs = append(errs, fmt.Errorf("%s: %s %s: %w", dir, tm.Kind, objectName(doc), err))
 		}
 	}
 	return b, errors.Join(errs...)
@@ -282,7 +311,7 @@ func into[T any](doc []byte, list *[]*T) error {
 	return nil
 }
 
-func firstLine(doc []byte) string {
+func objectName(doc []byte) string {
 	if m := regexp.MustCompile(`(?m)^  name: (\S+)$`).FindSubmatch(doc); m != nil {
 		return string(m[1])
 	}
@@ -694,7 +723,7 @@ func probe(c corev1.Container, p *corev1.Probe, kind string, paths map[string]bo
 		return 0, fmt.Errorf("container %s: no HTTP %s probe", c.Name, kind)
 	}
 	if !paths[p.HTTPGet.Path] {
-		return 0, fmt.Errorf("container %s: %s probe path %s is not served (routes: %v)", c.Name, kind, p.HTTPGet.Path, slices.Sorted(mapKeys(paths)))
+		return 0, fmt.Errorf("container %s: %s probe path %s is not served (routes: %v)", c.Name, kind, p.HTTPGet.Path, slices.Sorted(maps.Keys(paths)))
 	}
 	if want != "" && p.HTTPGet.Path != want {
 		return 0, fmt.Errorf("container %s: %s probe path %s, want %s", c.Name, kind, p.HTTPGet.Path, want)
@@ -713,16 +742,6 @@ func containerPort(c corev1.Container, p intstr.IntOrString) (int32, bool) {
 		}
 	}
 	return 0, false
-}
-
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // addrPort is the port of a listen address such as ":8080".
@@ -1014,8 +1033,8 @@ func checkScaledObject(b *bundle, cfg config.Config, metrics metricsInfo) []erro
 			fail("scalingModifiers.formula %q: %s must be the target %s (a worker count times the target)", mod.Formula, n, mod.Target)
 		}
 	}
-	if !maps(idents, byName) {
-		fail("scalingModifiers.formula %q must use each trigger name (%v) and nothing else", mod.Formula, slices.Sorted(mapKeys(byName)))
+	if !sameKeys(idents, byName) {
+		fail("scalingModifiers.formula %q must use each trigger name (%v) and nothing else", mod.Formula, slices.Sorted(maps.Keys(byName)))
 	}
 
 	// The backlog trigger.
@@ -1076,8 +1095,8 @@ func checkScaledObject(b *bundle, cfg config.Config, metrics metricsInfo) []erro
 	return errs
 }
 
-// maps says whether a and b have the same keys.
-func maps[V any](a map[string]bool, b map[string]V) bool {
+// sameKeys says whether a and b have the same keys.
+func sameKeys[V any](a map[string]bool, b map[string]V) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -1110,9 +1129,12 @@ func checkQuery(b *bundle, query string, metrics metricsInfo, maxReplicas int32)
 	for _, sel := range sels {
 		name := sel[1]
 		base := name
-		for _, suf := range []string{"_bucket", "_sum", "_count"} {
-			if _, ok := metrics.labels[name]; !ok {
-				base = strings.TrimSuffix(base, suf)
+		if _, ok := metrics.labels[name]; !ok {
+			// A histogram's series: <name>_bucket, _sum, _count.
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if _, ok := metrics.labels[strings.TrimSuffix(name, suf)]; ok && strings.HasSuffix(name, suf) {
+					base = strings.TrimSuffix(name, suf)
+				}
 			}
 		}
 		lbls, ok := metrics.labels[base]
@@ -1153,7 +1175,7 @@ func checkQuery(b *bundle, query string, metrics metricsInfo, maxReplicas int32)
 // checkRelay: the relay runs `publisher outbox relay` with only the settings
 // that command reads, which parse; its probes hit /healthz on the port of
 // PAYSTREAM_HTTP_ADDR; the migration Job runs `publisher outbox migrate`.
-func checkRelay(t *testing.T, b *bundle, relayRoutes map[string]bool) []error {
+func checkRelay(t *testing.T, b *bundle, relayRoutes map[string]bool, settings []string) []error {
 	d := b.deployment(relayName)
 	if d == nil {
 		return []error{fmt.Errorf("%s: no Deployment %s", b.dir, relayName)}
@@ -1169,8 +1191,8 @@ func checkRelay(t *testing.T, b *bundle, relayRoutes map[string]bool) []error {
 	}
 	env, names, envErrs := containerEnv(b, p, c, t.TempDir())
 	errs = append(errs, envErrs...)
-	errs = append(errs, checkNames(b, "relay", names, relaySettings())...)
-	cfg, err := config.ParseSettings(flag.NewFlagSet("relay", flag.ContinueOnError), nil, lookup(env), relaySettings()...)
+	errs = append(errs, checkNames(b, "relay", names, settings)...)
+	cfg, err := config.ParseSettings(flag.NewFlagSet("relay", flag.ContinueOnError), nil, lookup(env), settings...)
 	if err != nil {
 		fail("relay settings do not parse: %v", err)
 		return errs
@@ -1231,7 +1253,7 @@ func workerChecks(t *testing.T, b *bundle, overlay bool, metrics metricsInfo, wo
 }
 
 func relayChecks(t *testing.T, b *bundle, overlay bool, relayRoutes map[string]bool) []error {
-	errs := checkRelay(t, b, relayRoutes)
+	errs := checkRelay(t, b, relayRoutes, relaySettings(t))
 	errs = append(errs, checkPodSecurity(b, overlay)...)
 	errs = append(errs, checkRefs(b)...)
 	errs = append(errs, checkMetrics(b, relayName, relayRoutes)...)
