@@ -23,6 +23,7 @@ import (
 	"go/parser"
 	"go/token"
 	"maps"
+	"math"
 	"net"
 	"os"
 	"path"
@@ -34,6 +35,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/expr-lang/expr"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -1293,6 +1295,57 @@ func TestManifests(t *testing.T) {
 				}
 				require.NotEmpty(t, b.secrets, "an overlay supplies (placeholder) Secrets")
 			}
+		})
+	}
+}
+
+// TestScalingFormula evaluates the ScaledObject's formula with expr, the
+// expression language KEDA's scalingModifiers use, and follows the HPA's
+// arithmetic for an AverageValue target (desired = ceil(value / target),
+// within min and max): a backlog asks for workers in units of the target
+// while the gateway is not throttling, and the fleet holds its size while it
+// is.
+func TestScalingFormula(t *testing.T) {
+	b := load(t, exampleDir)
+	require.Len(t, b.scaledObjects, 1)
+	s := b.scaledObjects[0].Spec
+	mod := s.Advanced.ScalingModifiers
+	target, err := strconv.ParseFloat(mod.Target, 64)
+	require.NoError(t, err)
+	minR, maxR := float64(*s.MinReplicaCount), float64(*s.MaxReplicaCount)
+	program, err := expr.Compile(mod.Formula, expr.Env(map[string]float64{"backlog": 0, "gateway": 0}), expr.AsFloat64())
+	require.NoError(t, err, "formula %q", mod.Formula)
+	// The addend of the gateway query when it is not throttling.
+	m := regexp.MustCompile(`\+\s*(\d+)\s*\*`).FindStringSubmatch(s.Triggers[1].Metadata["query"])
+	require.NotNil(t, m)
+	unthrottled, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+
+	desired := func(backlog, gateway float64) float64 {
+		v, err := expr.Run(program, map[string]float64{"backlog": backlog, "gateway": gateway})
+		require.NoError(t, err)
+		return math.Min(maxR, math.Max(minR, math.Ceil(v.(float64)/target)))
+	}
+	for _, tc := range []struct {
+		name     string
+		pods     float64
+		backlog  float64
+		throttle bool
+		want     float64
+	}{
+		{"idle", 2, 0, false, minR},
+		{"in-flight work alone", 2, 2 * 64, false, minR},
+		{"one target's worth per worker", 2, 3 * target, false, 3},
+		{"burst, capped at max", 2, 20000, false, maxR},
+		{"burst while the gateway throttles: hold", 4, 20000, true, 4},
+		{"backlog below the fleet while throttled: shrink", 6, 2 * target, true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gateway := tc.pods
+			if !tc.throttle {
+				gateway += unthrottled
+			}
+			require.Equal(t, tc.want, desired(tc.backlog, gateway))
 		})
 	}
 }
