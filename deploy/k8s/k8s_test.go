@@ -11,7 +11,8 @@
 // (package contract), and the termination grace period against the drain.
 //
 // TestChecksCanFail breaks each cross-reference in turn and expects the
-// check to say so.
+// check to say so; TestScalingFormula evaluates the KEDA formula with expr,
+// the expression language KEDA uses.
 package k8s_test
 
 import (
