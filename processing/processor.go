@@ -195,6 +195,22 @@ func (p *Processor) Ready() error {
 	return nil
 }
 
+// BreakerState returns the gateway breaker's state: closed, half_open or
+// open.
+func (p *Processor) BreakerState() string {
+	switch p.breaker.State() {
+	case gobreaker.StateOpen:
+		return "open"
+	case gobreaker.StateHalfOpen:
+		return "half_open"
+	default:
+		return "closed"
+	}
+}
+
+// InFlight returns the number of Process calls running.
+func (p *Processor) InFlight() int { return int(p.inFlight.Load()) }
+
 // observe keeps Ready in step with a gateway answer.
 func (p *Processor) observe(err error) {
 	ge, ok := errors.AsType[*payment.GatewayError](err)
