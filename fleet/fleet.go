@@ -189,9 +189,7 @@ func List(ctx context.Context, js jetstream.JetStream, bucket string) ([]Heartbe
 	for k := range lister.Keys() {
 		keys = append(keys, k)
 	}
-	if err := lister.Stop(); err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, fmt.Errorf("fleet: list heartbeats: %w", err)
-	}
+	_ = lister.Stop() // the listing is complete once Keys closes; Stop only unsubscribes
 	out := make([]Heartbeat, 0, len(keys))
 	for _, k := range keys {
 		e, err := kv.Get(ctx, k)

@@ -5,13 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ScanDeadLetters returns a DeadLettersFunc that reads the whole dead-letter
-// stream (an ordered consumer, from the first message to the last present
+// stream (one direct get per message, from the first to the last present
 // when called) and keeps the dead letters whose body names the payment id
 // or the effective key. A stopgap until the DLQ reader of package ops
 // answers it by index: fine for tests and small streams.
@@ -31,49 +30,30 @@ func ScanDeadLetters(js jetstream.JetStream, stream string) DeadLettersFunc {
 		if info.State.Msgs == 0 {
 			return nil, nil
 		}
-		last := info.State.LastSeq
-		c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-		if err != nil {
-			return nil, fmt.Errorf("dead-letter stream %s: %w", stream, err)
-		}
 		var out []DeadLetterRef
-		for {
-			batch, err := c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue // deleted
+			}
 			if err != nil {
-				return nil, fmt.Errorf("read dead letters: %w", err)
+				return nil, fmt.Errorf("read dead letter %d: %w", seq, err)
 			}
-			got := 0
-			for m := range batch.Messages() {
-				got++
-				md, err := m.Metadata()
-				if err != nil {
-					continue
-				}
-				var body struct {
-					PaymentID      string `json:"payment_id"`
-					IdempotencyKey string `json:"idempotency_key"`
-				}
-				_ = json.Unmarshal(m.Data(), &body)
-				eff := body.IdempotencyKey
-				if eff == "" {
-					eff = body.PaymentID
-				}
-				if (body.PaymentID != "" && body.PaymentID == paymentID) || (eff != "" && eff == key) {
-					h := m.Headers()
-					out = append(out, DeadLetterRef{StreamSeq: md.Sequence.Stream, Subject: m.Subject(),
-						Reason: h.Get("Paystream-Dlq-Reason"), Error: h.Get("Paystream-Error"),
-						Time: md.Timestamp.UTC(), Deliveries: h.Get("Paystream-Deliveries")})
-				}
-				if md.Sequence.Stream >= last {
-					return out, nil
-				}
+			var body struct {
+				PaymentID      string `json:"payment_id"`
+				IdempotencyKey string `json:"idempotency_key"`
 			}
-			if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-				return nil, fmt.Errorf("read dead letters: %w", err)
+			_ = json.Unmarshal(m.Data, &body)
+			eff := body.IdempotencyKey
+			if eff == "" {
+				eff = body.PaymentID
 			}
-			if got == 0 {
-				return out, nil
+			if (body.PaymentID != "" && body.PaymentID == paymentID) || (eff != "" && eff == key) {
+				out = append(out, DeadLetterRef{StreamSeq: m.Sequence, Subject: m.Subject,
+					Reason: m.Header.Get("Paystream-Dlq-Reason"), Error: m.Header.Get("Paystream-Error"),
+					Time: m.Time.UTC(), Deliveries: m.Header.Get("Paystream-Deliveries")})
 			}
 		}
+		return out, nil
 	}
 }
