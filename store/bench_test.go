@@ -86,6 +86,26 @@ func BenchmarkClaimComplete(b *testing.B) {
 		}()
 		runParallel(b, callers, batcher.Claim, batcher.Complete)
 	})
+	// The same with the attempt history: each completion records its
+	// gateway call in payment_attempts, as the worker does.
+	b.Run("parallel64-batcher-attempts", func(b *testing.B) {
+		s := store.New(newBenchPool(b))
+		batcher := store.NewBatcher(s, store.BatcherConfig{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- batcher.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				b.Error(err)
+			}
+		}()
+		runParallel(b, callers, batcher.Claim, func(ctx context.Context, c payment.Completion) (payment.Record, error) {
+			c.Attempts = []payment.Attempt{{Kind: payment.AttemptCharge, StartedAt: time.Now(), Duration: time.Millisecond,
+				Class: payment.AttemptClassOK, Result: string(c.Status), ChargeID: c.GatewayChargeID}}
+			return batcher.Complete(ctx, c)
+		})
+	})
 }
 
 func newBenchPool(b *testing.B) *pgxpool.Pool {
