@@ -178,3 +178,36 @@ func TestListPaymentsKeyset(t *testing.T) {
 	_, err = store.ParseCursor("!!")
 	require.ErrorIs(t, err, store.ErrBadCursor)
 }
+
+// TestSettleRecordsItsLookup: the reconciler's settling lookup is written
+// with the settlement; a fenced settlement adds nothing.
+func TestSettleRecordsItsLookup(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const key = "unk"
+	res := b.claimNew(t, newClaim(key, 1))
+	_, err := b.store.Complete(b.ctx, payment.Completion{Key: key, Attempt: res.Attempt, Owner: ownerA,
+		Status: payment.StatusUnknown, Ambiguous: true})
+	require.NoError(t, err)
+
+	found := call(payment.AttemptLookup, payment.AttemptClassOK, payment.LookupFound, 0)
+	found.ChargeID = "ch_late"
+	stale := payment.Completion{Key: key, Attempt: res.Attempt + 1, Status: payment.StatusSucceeded,
+		GatewayChargeID: "ch_late", Owner: "reconciler", Attempts: []payment.Attempt{found}}
+	_, err = b.store.Settle(b.ctx, stale, payment.StatusUnknown, time.Now())
+	require.ErrorIs(t, err, payment.ErrFenced)
+	got, err := b.store.Attempts(b.ctx, key)
+	require.NoError(t, err)
+	require.Empty(t, got)
+
+	stale.Attempt = res.Attempt
+	rec, err := b.store.Settle(b.ctx, stale, payment.StatusUnknown, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, payment.StatusSucceeded, rec.Status)
+	got, err = b.store.Attempts(b.ctx, key)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Equal(t, "reconciler", got[0].WorkerID)
+	require.Equal(t, "ch_late", got[0].ChargeID)
+	require.Equal(t, res.Attempt, got[0].LeaseAttempt)
+}
