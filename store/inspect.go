@@ -200,8 +200,8 @@ func ParseCursor(s string) (Cursor, error) {
 // after, newest first (created_at, then key, both descending), and the
 // cursor of the next page ("" when this page is the last). Keyset
 // pagination: every row that exists throughout appears exactly once across
-// the pages, whatever is written meanwhile. The indexes on (created_at,
-// key) and (merchant_id, created_at, key) serve the order.
+// the pages, whatever is written meanwhile. The index on created_at serves
+// the order (ties sorted by key after it).
 func (s *Store) ListPayments(ctx context.Context, f ListFilter, after Cursor, limit int) ([]payment.Record, Cursor, error) {
 	if limit <= 0 {
 		return nil, Cursor{}, fmt.Errorf("store: list payments: limit %d: %w", limit, ErrInvalidArgument)
@@ -240,7 +240,9 @@ func (s *Store) ListPayments(ctx context.Context, f ListFilter, after Cursor, li
 		where = append(where, "amount_minor <= "+arg(f.MaxAmount))
 	}
 	if after.Key != "" {
-		where = append(where, "(created_at, idempotency_key) < ("+arg(after.CreatedAt)+", "+arg(after.Key)+")")
+		ts := arg(after.CreatedAt)
+		// created_at <= ts lets the created_at index bound the scan.
+		where = append(where, "created_at <= "+ts, "(created_at, idempotency_key) < ("+ts+", "+arg(after.Key)+")")
 	}
 	q := `SELECT idempotency_key, payment_id, merchant_id, amount_minor, currency,
 	       status, attempts, gateway, gateway_charge_id, error_code,

@@ -2,9 +2,16 @@
 -- payment_attempts: every gateway call made under a lease (docs/contract.md §7),
 -- written by paystream_complete and paystream_release in the same fenced
 -- statement that records the outcome or gives the lease back: a write fenced
--- out adds no attempt either. Deleting a payment deletes its attempts.
+-- out adds no attempt either.
+--
+-- Deleting a payment deletes its attempts, like ON DELETE CASCADE, but by a
+-- statement-level trigger rather than a foreign key: a foreign key checks
+-- every inserted attempt against payments (one RI trigger per row, measured
+-- about 15 % of the batched write path), and here no attempt can be
+-- inserted without its payment row, which the same statement has just
+-- updated under a row lock.
 CREATE TABLE payment_attempts (
-    idempotency_key text        NOT NULL REFERENCES payments (idempotency_key) ON DELETE CASCADE,
+    idempotency_key text        NOT NULL,
     -- seq orders the calls of a key (and of the fleet).
     seq             bigint      GENERATED ALWAYS AS IDENTITY,
     -- attempt is the row's attempts (the lease's fence token) at the call.
@@ -26,10 +33,31 @@ CREATE TABLE payment_attempts (
     PRIMARY KEY (idempotency_key, seq)
 );
 
--- paystreamctl payments ls pages newest first by (created_at, key), and by
--- merchant the same way.
-CREATE INDEX payments_created_at_key_idx ON payments (created_at, idempotency_key);
-CREATE INDEX payments_merchant_created_at_idx ON payments (merchant_id, created_at, idempotency_key);
+-- +goose StatementBegin
+CREATE FUNCTION paystream_delete_attempts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM payment_attempts a
+    USING old_payments o
+    WHERE a.idempotency_key = o.idempotency_key;
+    RETURN NULL;
+END;
+$$;
+-- +goose StatementEnd
+
+CREATE TRIGGER payments_delete_attempts
+    AFTER DELETE ON payments
+    REFERENCING OLD TABLE AS old_payments
+    FOR EACH STATEMENT EXECUTE FUNCTION paystream_delete_attempts();
+
+-- paystreamctl payments ls pages newest first by (created_at, key): one
+-- narrow index on created_at (ties are sorted by key after it, an
+-- incremental sort). Every write of a row is a new row version (the lease
+-- columns are indexed), so each index costs an entry per claim, release and
+-- completion: a (created_at, key) index and a (merchant_id, created_at, key)
+-- one, with the key in every entry, cost about 20 % of the batched write
+-- path as measured; a merchant filter walks this index instead.
+CREATE INDEX payments_created_at_idx ON payments (created_at);
 
 DROP FUNCTION paystream_release(text[], integer[], text[], bigint[], boolean[]);
 DROP FUNCTION paystream_complete(text[], integer[], text[], text[], text[], text[], text[], boolean[]);
@@ -267,8 +295,9 @@ DROP FUNCTION paystream_release(text[], integer[], text[], bigint[], boolean[],
     integer[], text[], timestamptz[], bigint[], integer[], text[], text[], text[], text[]);
 DROP FUNCTION paystream_complete(text[], integer[], text[], text[], text[], text[], text[], boolean[],
     integer[], text[], timestamptz[], bigint[], integer[], text[], text[], text[], text[]);
-DROP INDEX payments_merchant_created_at_idx;
-DROP INDEX payments_created_at_key_idx;
+DROP INDEX payments_created_at_idx;
+DROP TRIGGER payments_delete_attempts ON payments;
+DROP FUNCTION paystream_delete_attempts();
 DROP TABLE payment_attempts;
 
 -- The functions of version 3, as 00003 created them.
