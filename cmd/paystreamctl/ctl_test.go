@@ -226,6 +226,7 @@ func TestCommandsOnAMixedFleet(t *testing.T) {
 		// The table says the same.
 		code, out, _ = f.ctl(t, "status")
 		require.Equal(t, exitOK, code)
+		t.Logf("status:\n%s", out)
 		require.Contains(t, out, "healthy")
 		require.Contains(t, out, "w1")
 	})
@@ -259,6 +260,7 @@ func TestCommandsOnAMixedFleet(t *testing.T) {
 
 		code, out, _ = f.ctl(t, "payment", "show", "p07")
 		require.Equal(t, exitOK, code)
+		t.Logf("payment show p07:\n%s", out)
 		require.Contains(t, out, "amount_not_allowed")
 		require.Contains(t, out, "gateway_rejected")
 
@@ -311,6 +313,7 @@ func TestCommandsOnAMixedFleet(t *testing.T) {
 
 		code, out, _ = f.ctl(t, "payments", "ls", "--error-code", "card_declined", "--merchant", "m1")
 		require.Equal(t, exitOK, code)
+		t.Logf("payments ls:\n%s", out)
 		require.Contains(t, out, "p05")
 		require.NotContains(t, out, "p01")
 

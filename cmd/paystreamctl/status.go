@@ -101,8 +101,12 @@ func statusTable(w io.Writer, r ops.StatusReport) {
 		if !hb.LastPull.IsZero() {
 			last = hb.LastPull.UTC().Format(time.RFC3339)
 		}
+		started := "-"
+		if !hb.StartedAt.IsZero() {
+			started = hb.StartedAt.UTC().Format(time.RFC3339)
+		}
 		fmt.Fprintf(w, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\n", hb.WorkerID, ready, hb.InFlight, hb.Concurrency,
-			hb.Breaker, rate, last, hb.Version, hb.Host, hb.StartedAt.UTC().Format(time.RFC3339))
+			hb.Breaker, rate, last, hb.Version, hb.Host, started)
 	}
 	if len(r.Workers) == 0 {
 		fmt.Fprintln(w, "(no live worker)")
