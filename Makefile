@@ -79,9 +79,12 @@ chaos: build nats-server ## fault-injection suite: kills, restarts, outages; exi
 
 # bench: end-to-end throughput of worker processes on real NATS and Postgres
 # against raw JetStream fetch-and-ack of the same messages (BENCH_N payments
-# per scenario, default 100000), then the hot-path micro-benchmarks.
+# per scenario, default 100000), then the hot-path micro-benchmarks. The store
+# lines compare the batched claim+complete path without the attempt history,
+# with it (-attempts), and with neither it nor the listing index (-v3-writes).
 BENCH_N ?= 100000
 .PHONY: bench
 bench: build nats-server ## end-to-end benchmark: one table and a last line "bench payments_per_s=…"
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./payment/
+	$(GO) test -run='^$$' -bench='BenchmarkClaimComplete/parallel64-batcher' -benchtime=20000x -count=1 ./store/
 	BENCH_N=$(BENCH_N) $(GO) run ./cmd/bench -bin $(BIN)

@@ -92,6 +92,15 @@ func New(js jetstream.JetStream, cfg Config, proc Processor, logger zerolog.Logg
 // Config returns the effective configuration.
 func (c *Consumer) Config() Config { return c.cfg }
 
+// LastPull returns when the last pull request ended without error; zero
+// before the first.
+func (c *Consumer) LastPull() time.Time {
+	if n := c.lastPull.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
 // Ready reports whether the consumer is bound, its pulls succeed, and its
 // outcome events and dead letters get published: a worker that cannot
 // announce what it records holds its messages (and slots) until it can.

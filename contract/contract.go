@@ -25,4 +25,7 @@ const (
 	// requests go to <prefix>.requests.<merchant_id>, outcomes to
 	// <prefix>.results.<status>, dead letters to <prefix>.dlq.<reason>.
 	SubjectPrefix = "payments"
+	// WorkersBucket is the NATS KV bucket in which every worker keeps its
+	// heartbeat record (package fleet).
+	WorkersBucket = "paystream_workers"
 )

@@ -192,6 +192,9 @@ type Completion struct {
 	ErrorCode       string
 	// Ambiguous marks the row ambiguous (see Record.Ambiguous) as well.
 	Ambiguous bool
+	// Attempts are the gateway calls made under the lease, recorded in
+	// payment_attempts in the same fenced write (none when fenced out).
+	Attempts []Attempt
 }
 
 // Release gives a held lease back after a retryable failure. The row stays
@@ -206,6 +209,9 @@ type Release struct {
 	// Ambiguous marks the row ambiguous: the released attempt may have
 	// charged.
 	Ambiguous bool
+	// Attempts are the gateway calls made under the lease, recorded like
+	// Completion.Attempts.
+	Attempts []Attempt
 }
 
 // Stuck is a row left in processing whose lease expired long ago

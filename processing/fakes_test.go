@@ -128,12 +128,43 @@ func (f *fakeClaims) Release(_ context.Context, r payment.Release) error {
 	return f.releaseErr
 }
 
+// calls returns the calls made, without the gateway calls that completions
+// and releases carry (see gatewayCalls).
 func (f *fakeClaims) calls() (claims []payment.Claim, completes []payment.Completion, releases []payment.Release) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]payment.Claim(nil), f.claimCalls...),
-		append([]payment.Completion(nil), f.completeCalls...),
-		append([]payment.Release(nil), f.releaseCalls...)
+	claims = append([]payment.Claim(nil), f.claimCalls...)
+	for _, c := range f.completeCalls {
+		c.Attempts = nil
+		completes = append(completes, c)
+	}
+	for _, r := range f.releaseCalls {
+		r.Attempts = nil
+		releases = append(releases, r)
+	}
+	return claims, completes, releases
+}
+
+// gatewayCalls returns the gateway calls recorded with each completion and
+// release, in call order, with start times and durations zeroed.
+func (f *fakeClaims) gatewayCalls() (completes, releases [][]payment.Attempt) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	strip := func(as []payment.Attempt) []payment.Attempt {
+		out := make([]payment.Attempt, 0, len(as))
+		for _, a := range as {
+			a.StartedAt, a.Duration = time.Time{}, 0
+			out = append(out, a)
+		}
+		return out
+	}
+	for _, c := range f.completeCalls {
+		completes = append(completes, strip(c.Attempts))
+	}
+	for _, r := range f.releaseCalls {
+		releases = append(releases, strip(r.Attempts))
+	}
+	return completes, releases
 }
 
 // gwStep is one scripted answer of fakeGateway.Charge.

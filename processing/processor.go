@@ -195,6 +195,22 @@ func (p *Processor) Ready() error {
 	return nil
 }
 
+// BreakerState returns the gateway breaker's state: closed, half_open or
+// open.
+func (p *Processor) BreakerState() string {
+	switch p.breaker.State() {
+	case gobreaker.StateOpen:
+		return "open"
+	case gobreaker.StateHalfOpen:
+		return "half_open"
+	default:
+		return "closed"
+	}
+}
+
+// InFlight returns the number of Process calls running.
+func (p *Processor) InFlight() int { return int(p.inFlight.Load()) }
+
 // observe keeps Ready in step with a gateway answer.
 func (p *Processor) observe(err error) {
 	ge, ok := errors.AsType[*payment.GatewayError](err)
@@ -404,6 +420,10 @@ type lease struct {
 	key       string
 	attempt   int
 	ambiguous bool
+	// calls are the gateway calls made under the lease, recorded with its
+	// completion or release (payment_attempts). Only the goroutine running
+	// Process touches them.
+	calls []payment.Attempt
 }
 
 // charged runs the gateway part of a held claim: the charge body is the one
@@ -430,12 +450,12 @@ func (p *Processor) charged(ctx context.Context, msg Message, req *payment.Reque
 		// A replay of a row recorded failed after an attempt that may have
 		// charged: the gateway may have forgotten the key by now, so ask
 		// before charging again.
-		found, err := p.lookup(ctx, l.key)
+		found, err := p.lookup(ctx, l)
 		switch {
 		case err != nil:
 			return p.unresolved(ctx, msg, req, l, fmt.Errorf("look up %s before a replay: %w", l.key, err))
 		case found.Found:
-			return p.complete(ctx, msg, req, l.attempt, payment.Completion{Status: payment.StatusSucceeded,
+			return p.complete(ctx, msg, req, l, payment.Completion{Status: payment.StatusSucceeded,
 				GatewayChargeID: found.ChargeID, Ambiguous: true}, nil)
 		}
 	}
@@ -492,7 +512,7 @@ func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Req
 				&PermanentError{Reason: payment.ReasonExhausted,
 					Err: fmt.Errorf("%w after %d deliveries: %w", ErrExhausted, msg.NumDelivered, err)})
 		}
-		p.release(ctx, payment.Release{Key: held.key, Attempt: held.attempt, Owner: p.cfg.Owner, Ambiguous: true})
+		p.release(ctx, payment.Release{Key: held.key, Attempt: held.attempt, Owner: p.cfg.Owner, Attempts: held.calls, Ambiguous: true})
 	}
 	d = p.decide(msg, req, attempt, err)
 	if d.Action == ActionRetry {
@@ -520,9 +540,10 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) 
 			// Against the Gateway contract. Recording it would fail on
 			// every retry (the store takes final statuses only); treat it
 			// as a malformed answer, which the breaker counts.
-			return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassTrouble, Code: payment.CodeMalformedResponse,
+			res, err = payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassTrouble, Code: payment.CodeMalformedResponse,
 				Message: "result is neither succeeded nor declined"}
 		}
+		l.calls = append(l.calls, payment.ChargeAttempt(start, time.Since(start), res, err))
 		return res, err
 	})
 	if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
@@ -569,7 +590,7 @@ func (p *Processor) record(ctx context.Context, msg Message, req *payment.Reques
 	gwErr, isGatewayErr := errors.AsType[*payment.GatewayError](err)
 	switch {
 	case err == nil:
-		return p.complete(ctx, msg, req, l.attempt, payment.Completion{
+		return p.complete(ctx, msg, req, l, payment.Completion{
 			Status: res.Status, GatewayChargeID: res.ChargeID, ErrorCode: res.DeclineCode,
 		}, nil)
 	case isGatewayErr && gwErr.Class.Final():
@@ -582,7 +603,7 @@ func (p *Processor) record(ctx context.Context, msg Message, req *payment.Reques
 	case ctx.Err() != nil:
 		// Hard stop: give the lease back so the redelivery needs no wait.
 		// On the last delivery the released row is rescued by the sweeper.
-		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Ambiguous: maybe})
+		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Attempts: l.calls, Ambiguous: maybe})
 		return p.decide(msg, req, l.attempt, fmt.Errorf("%w: %w", ErrShutdown, err))
 	case p.lastDelivery(msg):
 		return p.fail(ctx, msg, req, l, l.ambiguous || maybe,
@@ -590,7 +611,7 @@ func (p *Processor) record(ctx context.Context, msg Message, req *payment.Reques
 			&PermanentError{Reason: payment.ReasonExhausted, Err: fmt.Errorf("%w after %d deliveries: %w", ErrExhausted, msg.NumDelivered, err)})
 	default:
 		d := p.decide(msg, req, l.attempt, err)
-		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner,
+		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Attempts: l.calls,
 			Hold: holdFor(err, d.Delay), Ambiguous: maybe})
 		return d
 	}
@@ -633,18 +654,18 @@ func mayHaveCharged(err error) bool {
 // answered, see unresolved.
 func (p *Processor) fail(ctx context.Context, msg Message, req *payment.Request, l *lease, ambiguous bool, c payment.Completion, cause *PermanentError) Decision {
 	if !ambiguous {
-		return p.complete(ctx, msg, req, l.attempt, c, cause)
+		return p.complete(ctx, msg, req, l, c, cause)
 	}
-	found, err := p.lookup(ctx, l.key)
+	found, err := p.lookup(ctx, l)
 	switch {
 	case err != nil:
 		return p.unresolved(ctx, msg, req, l, fmt.Errorf("look up %s before recording failed (%s): %w", l.key, cause.Err, err))
 	case found.Found:
-		return p.complete(ctx, msg, req, l.attempt, payment.Completion{Status: payment.StatusSucceeded,
+		return p.complete(ctx, msg, req, l, payment.Completion{Status: payment.StatusSucceeded,
 			GatewayChargeID: found.ChargeID, Ambiguous: true}, nil)
 	default:
 		c.Ambiguous = true
-		return p.complete(ctx, msg, req, l.attempt, c, cause)
+		return p.complete(ctx, msg, req, l, c, cause)
 	}
 }
 
@@ -654,26 +675,29 @@ func (p *Processor) fail(ctx context.Context, msg Message, req *payment.Request,
 // (docs/contract.md §6.8).
 func (p *Processor) unresolved(ctx context.Context, msg Message, req *payment.Request, l *lease, err error) Decision {
 	if ctx.Err() != nil {
-		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Ambiguous: true})
+		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Attempts: l.calls, Ambiguous: true})
 		return p.decide(msg, req, l.attempt, fmt.Errorf("%w: %w", ErrShutdown, err))
 	}
 	if !p.lastDelivery(msg) {
 		d := p.decide(msg, req, l.attempt, err)
-		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner,
+		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Attempts: l.calls,
 			Hold: holdFor(err, d.Delay), Ambiguous: true})
 		return d
 	}
-	return p.complete(ctx, msg, req, l.attempt, payment.Completion{Status: payment.StatusUnknown, Ambiguous: true},
+	return p.complete(ctx, msg, req, l, payment.Completion{Status: payment.StatusUnknown, Ambiguous: true},
 		&PermanentError{Reason: payment.ReasonExhausted, Err: fmt.Errorf("%w after %d deliveries, outcome unknown: %w",
 			ErrExhausted, msg.NumDelivered, err)})
 }
 
 // lookup asks the gateway, through the breaker, whether it charged under key.
-func (p *Processor) lookup(ctx context.Context, key string) (payment.LookupResult, error) {
+// The call, when the breaker let it through, is added to l's calls.
+func (p *Processor) lookup(ctx context.Context, l *lease) (payment.LookupResult, error) {
 	var found payment.LookupResult
 	_, err := p.breaker.Execute(func() (payment.ChargeResult, error) {
 		var err error
-		found, err = p.gw.Lookup(ctx, key)
+		start := time.Now()
+		found, err = p.gw.Lookup(ctx, l.key)
+		l.calls = append(l.calls, payment.LookupAttempt(start, time.Since(start), found, err))
 		p.observe(err)
 		return payment.ChargeResult{}, err
 	})
@@ -741,9 +765,9 @@ func (p *Processor) keepLease(ctx context.Context, l *lease) (stop func()) {
 
 // complete records a final row and returns the decision announcing it. cause,
 // when set, is the permanent error that dead-letters the message as well.
-func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Request, attempt int, c payment.Completion, cause *PermanentError) Decision {
-	key := req.EffectiveKey()
-	c.Key, c.Attempt, c.Owner, c.Gateway = key, attempt, p.cfg.Owner, p.gw.Name()
+func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Request, l *lease, c payment.Completion, cause *PermanentError) Decision {
+	key, attempt := req.EffectiveKey(), l.attempt
+	c.Key, c.Attempt, c.Owner, c.Gateway, c.Attempts = key, attempt, p.cfg.Owner, p.gw.Name(), l.calls
 	// Record even if the worker is being stopped hard: the gateway answered,
 	// and losing the answer costs a second (idempotent) call.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -25,6 +25,13 @@ type ReconcileStore interface {
 	UnknownStats(ctx context.Context) (count int64, oldest time.Duration, err error)
 }
 
+// The worker_id recorded for the lookups of rows that no lease holds,
+// settled by the reconciler or the sweeper (Completion.Owner of Settle).
+const (
+	SettleOwnerReconciler = "reconciler"
+	SettleOwnerSweeper    = "sweeper"
+)
+
 // ReconcilerConfig configures a Reconciler; every field is required.
 type ReconcilerConfig struct {
 	// Interval between rounds.
@@ -112,13 +119,18 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) (int, error) {
 
 func (r *Reconciler) settle(ctx context.Context, row payment.Record) error {
 	lctx, cancel := context.WithTimeout(ctx, r.cfg.LookupTimeout)
+	start := time.Now()
 	found, err := r.gw.Lookup(lctx, row.IdempotencyKey)
+	call := payment.LookupAttempt(start, time.Since(start), found, err)
 	cancel()
 	if err != nil {
 		r.m.Reconciliations.WithLabelValues("error").Inc()
 		return fmt.Errorf("look up %s: %w", row.IdempotencyKey, err)
 	}
-	c := payment.Completion{Key: row.IdempotencyKey, Attempt: row.Attempts, Gateway: row.Gateway, Ambiguous: true}
+	// The settling lookup is recorded with the settlement (a lookup that got
+	// no answer writes nothing, so it is not recorded).
+	c := payment.Completion{Key: row.IdempotencyKey, Attempt: row.Attempts, Gateway: row.Gateway, Ambiguous: true,
+		Owner: SettleOwnerReconciler, Attempts: []payment.Attempt{call}}
 	if c.Gateway == "" {
 		c.Gateway = r.gw.Name()
 	}

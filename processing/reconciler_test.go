@@ -83,6 +83,18 @@ func TestReconcileOnce(t *testing.T) {
 	require.ErrorContains(t, err, "look up down")
 	require.Equal(t, []string{"charged", "not-charged", "down"}, gw.lookupCalls())
 	require.Len(t, store.settled, 2)
+	for i, want := range []payment.Attempt{
+		{Kind: payment.AttemptLookup, Class: payment.AttemptClassOK, Result: payment.LookupFound, ChargeID: "ch_9"},
+		{Kind: payment.AttemptLookup, Class: payment.AttemptClassOK, Result: payment.LookupNotFound},
+	} {
+		c := &store.settled[i]
+		require.Equal(t, processing.SettleOwnerReconciler, c.Owner)
+		require.Len(t, c.Attempts, 1, "the settling lookup is recorded with the settlement")
+		require.False(t, c.Attempts[0].StartedAt.IsZero())
+		c.Attempts[0].StartedAt, c.Attempts[0].Duration = time.Time{}, 0
+		require.Equal(t, want, c.Attempts[0])
+		c.Owner, c.Attempts = "", nil
+	}
 	require.Equal(t, payment.Completion{Key: "charged", Attempt: 3, Status: payment.StatusSucceeded,
 		Gateway: testGateway, GatewayChargeID: "ch_9", Ambiguous: true}, store.settled[0])
 	require.Equal(t, payment.Completion{Key: "not-charged", Attempt: 3, Status: payment.StatusFailed,

@@ -210,13 +210,17 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 // that cannot be answered leaves the row for the next round.
 func (s *Sweeper) settleInvalid(ctx context.Context, r payment.Stuck, invalid error) error {
 	lctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
+	start := time.Now()
 	found, err := s.deps.LookupFunc(lctx, r.Key)
+	call := payment.LookupAttempt(start, time.Since(start), found, err)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("look up before settling an invalid stored request: %w", err)
 	}
 	at := time.Now().UTC().Truncate(time.Microsecond)
-	c := payment.Completion{Key: r.Key, Attempt: r.Attempts, Ambiguous: true}
+	// The lookup is recorded with the settlement, under the sweeper's name.
+	c := payment.Completion{Key: r.Key, Attempt: r.Attempts, Ambiguous: true, Owner: SettleOwnerSweeper,
+		Attempts: []payment.Attempt{call}}
 	if found.Found {
 		c.Status, c.GatewayChargeID = payment.StatusSucceeded, found.ChargeID
 	} else {

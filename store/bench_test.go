@@ -86,6 +86,50 @@ func BenchmarkClaimComplete(b *testing.B) {
 		}()
 		runParallel(b, callers, batcher.Claim, batcher.Complete)
 	})
+	// The same with the attempt history (each completion records its
+	// gateway call in payment_attempts, as the worker does), and, to see
+	// what the listing index of migration 4 costs, without attempts and
+	// without that index (the write path of schema version 3).
+	withAttempts := func(complete completeFn) completeFn {
+		return func(ctx context.Context, c payment.Completion) (payment.Record, error) {
+			c.Attempts = []payment.Attempt{{Kind: payment.AttemptCharge, StartedAt: time.Now(), Duration: time.Millisecond,
+				Class: payment.AttemptClassOK, Result: string(c.Status), ChargeID: c.GatewayChargeID}}
+			return complete(ctx, c)
+		}
+	}
+	for _, v := range []struct {
+		name          string
+		attempts      bool
+		dropListIndex bool
+	}{
+		{"parallel64-batcher-attempts", true, false},
+		{"parallel64-batcher-v3-writes", false, true},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			pool := newBenchPool(b)
+			if v.dropListIndex {
+				if _, err := pool.Exec(b.Context(), `DROP INDEX payments_created_at_idx`); err != nil {
+					b.Fatal(err)
+				}
+			}
+			s := store.New(pool)
+			batcher := store.NewBatcher(s, store.BatcherConfig{})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- batcher.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					b.Error(err)
+				}
+			}()
+			complete := completeFn(batcher.Complete)
+			if v.attempts {
+				complete = withAttempts(complete)
+			}
+			runParallel(b, callers, batcher.Claim, complete)
+		})
+	}
 }
 
 func newBenchPool(b *testing.B) *pgxpool.Pool {

@@ -29,9 +29,9 @@ SELECT o_ord, o_fenced,
        o_idempotency_key, o_payment_id, o_merchant_id, o_amount_minor, o_currency,
        o_status, o_attempts, o_gateway, o_gateway_charge_id, o_error_code,
        o_created_at, o_updated_at, o_completed_at, o_ambiguous
-FROM paystream_complete($1, $2, $3, $4, $5, $6, $7, $8)`
+FROM paystream_complete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
 
-const releaseSQL = `SELECT o_ord, o_fenced FROM paystream_release($1, $2, $3, $4, $5)`
+const releaseSQL = `SELECT o_ord, o_fenced FROM paystream_release($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
 
 var claimKinds = map[string]payment.ClaimKind{
 	"new":       payment.ClaimNew,
@@ -215,6 +215,9 @@ func (s *Store) CompleteBatch(ctx context.Context, cs []payment.Completion) ([]C
 		if err := validateFence("complete", c.Key, c.Attempt, c.Owner); err != nil {
 			return nil, err
 		}
+		if err := validateAttempts("complete", c.Key, c.Attempts); err != nil {
+			return nil, err
+		}
 		if !c.Status.Final() && c.Status != payment.StatusUnknown {
 			return nil, fmt.Errorf("store: complete key %q: status %q is neither final nor unknown: %w", c.Key, c.Status, ErrInvalidArgument)
 		}
@@ -222,7 +225,12 @@ func (s *Store) CompleteBatch(ctx context.Context, cs []payment.Completion) ([]C
 		gateways[i], charges[i], codes[i], ambig[i] = c.Gateway, c.GatewayChargeID, c.ErrorCode, c.Ambiguous
 	}
 
-	rows, err := s.pool.Query(ctx, completeSQL, keys, attempts, owners, statuses, gateways, charges, codes, ambig)
+	var calls attemptArrays
+	for i, c := range cs {
+		calls.add(i, c.Attempts)
+	}
+	rows, err := s.pool.Query(ctx, completeSQL, append([]any{keys, attempts, owners, statuses, gateways, charges, codes, ambig},
+		calls.args()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", describeFenced("complete", keys), translate(err))
 	}
@@ -294,10 +302,17 @@ func (s *Store) ReleaseBatch(ctx context.Context, rs []payment.Release) ([]error
 		if err := validateFence("release", r.Key, r.Attempt, r.Owner); err != nil {
 			return nil, err
 		}
+		if err := validateAttempts("release", r.Key, r.Attempts); err != nil {
+			return nil, err
+		}
 		keys[i], attempts[i], owners[i] = r.Key, int32(r.Attempt), r.Owner
 		holds[i], ambig[i] = max(r.Hold, 0).Microseconds(), r.Ambiguous
 	}
-	rows, err := s.pool.Query(ctx, releaseSQL, keys, attempts, owners, holds, ambig)
+	var calls attemptArrays
+	for i, r := range rs {
+		calls.add(i, r.Attempts)
+	}
+	rows, err := s.pool.Query(ctx, releaseSQL, append([]any{keys, attempts, owners, holds, ambig}, calls.args()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", describeFenced("release", keys), translate(err))
 	}
@@ -345,6 +360,16 @@ func validateFence(op, key string, attempt int, owner string) error {
 	return fmt.Errorf("store: %s key %q: %s: %w", op, key, problem, ErrInvalidArgument)
 }
 
+func validateAttempts(op, key string, calls []payment.Attempt) error {
+	for i, c := range calls {
+		if (c.Kind != payment.AttemptCharge && c.Kind != payment.AttemptLookup) || c.Class == "" || c.StartedAt.IsZero() {
+			return fmt.Errorf("store: %s key %q: gateway call %d: kind %q, class %q, start %v: %w",
+				op, key, i+1, c.Kind, c.Class, c.StartedAt, ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
 func describeFenced(op string, keys []string) string {
 	if len(keys) == 1 {
 		return fmt.Sprintf("%s key %q", op, keys[0])
@@ -359,4 +384,41 @@ func checkSeen(seen []bool, keys []string, op string) error {
 		}
 	}
 	return nil
+}
+
+// attemptArrays are the gateway calls of a batch, flattened into the
+// parallel arrays that paystream_complete and paystream_release take: ords
+// holds the 1-based item each call belongs to.
+type attemptArrays struct {
+	ords      []int32
+	kinds     []string
+	started   []time.Time
+	durations []int64
+	http      []int32
+	classes   []string
+	results   []string
+	codes     []string
+	chargeIDs []string
+}
+
+func (a *attemptArrays) add(item int, calls []payment.Attempt) {
+	for _, c := range calls {
+		a.ords = append(a.ords, int32(item+1))
+		a.kinds = append(a.kinds, string(c.Kind))
+		a.started = append(a.started, c.StartedAt)
+		a.durations = append(a.durations, c.Duration.Microseconds())
+		a.http = append(a.http, int32(c.HTTPStatus))
+		a.classes = append(a.classes, c.Class)
+		a.results = append(a.results, c.Result)
+		a.codes = append(a.codes, c.ErrorCode)
+		a.chargeIDs = append(a.chargeIDs, c.ChargeID)
+	}
+}
+
+// args returns the arrays in parameter order; empty arrays, never NULL.
+func (a *attemptArrays) args() []any {
+	if a.ords == nil {
+		return []any{[]int32{}, []string{}, []time.Time{}, []int64{}, []int32{}, []string{}, []string{}, []string{}, []string{}}
+	}
+	return []any{a.ords, a.kinds, a.started, a.durations, a.http, a.classes, a.results, a.codes, a.chargeIDs}
 }

@@ -116,7 +116,19 @@ func (s *Store) Settle(ctx context.Context, c payment.Completion, from payment.S
 	if from != payment.StatusUnknown && from != payment.StatusProcessing {
 		return payment.Record{}, fmt.Errorf("store: settle key %q from %q: %w", c.Key, from, ErrInvalidArgument)
 	}
+	if err := validateAttempts("settle", c.Key, c.Attempts); err != nil {
+		return payment.Record{}, err
+	}
+	var calls attemptArrays
+	calls.add(0, c.Attempts)
+	owner := c.Owner
+	if owner == "" {
+		owner = "settle"
+	}
+	// The lookups that decided the settlement are recorded in the same
+	// statement, only when the fenced update wrote the row.
 	row := s.pool.QueryRow(ctx, `
+		WITH upd AS (
 		UPDATE payments SET
 			status            = $4,
 			gateway           = coalesce(nullif($5, ''), gateway),
@@ -134,9 +146,20 @@ func (s *Store) Settle(ctx context.Context, c payment.Completion, from payment.S
 		  AND (status <> 'processing' OR lease_until < clock_timestamp())
 		RETURNING idempotency_key, payment_id, merchant_id, amount_minor, currency,
 		          status, attempts, gateway, gateway_charge_id, error_code,
-		          created_at, updated_at, completed_at, ambiguous`,
-		c.Key, string(from), int32(c.Attempt), string(c.Status), c.Gateway, c.GatewayChargeID,
-		c.ErrorCode, c.Ambiguous, completedAt.UTC())
+		          created_at, updated_at, completed_at, ambiguous
+		), calls AS (
+			INSERT INTO payment_attempts (idempotency_key, attempt, kind, worker_id,
+				started_at, duration_us, http_status, class, result, error_code, charge_id)
+			SELECT upd.idempotency_key, upd.attempts, a.kind, $10,
+				a.started, a.duration_us, nullif(a.http, 0), a.class,
+				nullif(a.result, ''), nullif(a.code, ''), nullif(a.charge_id, '')
+			FROM upd, unnest($11::integer[], $12::text[], $13::timestamptz[], $14::bigint[], $15::integer[],
+			                 $16::text[], $17::text[], $18::text[], $19::text[])
+			     WITH ORDINALITY AS a(ord, kind, started, duration_us, http, class, result, code, charge_id, n)
+		)
+		SELECT * FROM upd`,
+		append([]any{c.Key, string(from), int32(c.Attempt), string(c.Status), c.Gateway, c.GatewayChargeID,
+			c.ErrorCode, c.Ambiguous, completedAt.UTC(), owner}, calls.args()...)...)
 	var rs recordScan
 	if err := row.Scan(rs.dest()...); err != nil {
 		if err == pgx.ErrNoRows {

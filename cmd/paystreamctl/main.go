@@ -78,7 +78,11 @@ type command struct {
 
 // commands is every command, in the order help lists them.
 func commands() []command {
-	var cmds []command
+	cmds := []command{
+		{name: "status", summary: "the fleet's health: consumers, rows, dead letters, workers; exit 1 when degraded", run: status},
+		{name: "payment show", summary: "a payment's whole story: row, request (masked), gateway calls, leases, dead letters", run: paymentShow},
+		{name: "payments ls", summary: "list payments by status, merchant, error code, time, amount (keyset pages, --all)", run: paymentsLs},
+	}
 	cmds = append(cmds, dlqCommands()...)
 	cmds = append(cmds, retentionCommands()...)
 	return cmds

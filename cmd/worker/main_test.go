@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paystream/paystream/fleet"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/internal/testenv/pgtest"
 	"github.com/paystream/paystream/payment"
@@ -131,6 +132,15 @@ func TestWorkerEndToEnd(t *testing.T) {
 	require.Contains(t, body, `paystream_messages_total{outcome="declined"} 1`) // amount 113
 	require.Contains(t, body, `paystream_gateway_calls_total{result="succeeded"} 99`)
 	require.Contains(t, body, "paystream_processing_duration_seconds_bucket")
+	require.Contains(t, body, `paystream_worker_info{host=`)
+	require.Contains(t, body, "paystream_worker_concurrency 16")
+
+	// The worker's heartbeat record is in the fleet bucket while it runs.
+	require.Eventually(t, func() bool {
+		hbs, err := fleet.List(context.Background(), js, "")
+		return err == nil && len(hbs) == 1 && hbs[0].WorkerID == "test-worker" && hbs[0].Ready && hbs[0].Concurrency == 16
+	}, 15*time.Second, 50*time.Millisecond)
+	require.Contains(t, get2(t, httpAddr), "paystream_worker_ready 1")
 
 	cancel()
 	select {
@@ -140,6 +150,9 @@ func TestWorkerEndToEnd(t *testing.T) {
 		t.Fatal("worker did not stop within its shutdown timeout")
 	}
 	done <- nil // for the cleanup
+	hbs, err := fleet.List(context.Background(), js, "")
+	require.NoError(t, err)
+	require.Empty(t, hbs, "a clean stop deletes the heartbeat record")
 
 	out := logs.String()
 	require.Contains(t, out, "worker stopped")
@@ -187,4 +200,15 @@ func TestDatabaseSSLModeIsHonoured(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "connect to the database")
 	require.Contains(t, strings.ToLower(err.Error()), "tls", "the refusal says TLS was asked for")
+}
+
+// get2 returns the body of /metrics.
+func get2(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/paystream/paystream/config"
 	"github.com/paystream/paystream/consumer"
+	"github.com/paystream/paystream/fleet"
 	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/natsconn"
 	"github.com/paystream/paystream/payment"
@@ -49,6 +50,7 @@ type worker struct {
 	proc     *processing.Processor
 	sweeper  *processing.Sweeper
 	recon    *processing.Reconciler
+	beat     *fleet.Beater
 	http     *http.Server
 	listener net.Listener
 	closeGW  func()
@@ -137,6 +139,9 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 		return nil, err
 	}
 	w.newSweeper(m)
+	if err := w.newHeartbeat(reg); err != nil {
+		return nil, err
+	}
 	if err := w.listenHTTP(reg); err != nil {
 		return nil, err
 	}
@@ -534,6 +539,7 @@ func (w *worker) run(ctx context.Context) error {
 	})
 	wg.Go(func() { _ = w.sweeper.Run(ctx) })
 	wg.Go(func() { _ = w.recon.Run(ctx) })
+	wg.Go(func() { _ = w.beat.Run(bgCtx) }) // beats while draining; deletes its record at the end
 	if w.http != nil {
 		wg.Go(func() {
 			if err := w.http.Serve(w.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {

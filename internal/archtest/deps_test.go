@@ -42,6 +42,12 @@ func TestImportDirection(t *testing.T) {
 		{pkg: "consumer", banned: []string{mod + "store", mod + "config", "github.com/jackc/"}},
 		{pkg: "telemetry", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			mod + "gateway", mod + "internal/", "github.com/jackc/", "github.com/nats-io/"}},
+		{pkg: "fleet", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
+			mod + "gateway", mod + "internal/", "github.com/jackc/"}},
+		// ops holds the operators' queries and actions for the CLI and the
+		// console: it may use store and fleet, never the flow itself.
+		{pkg: "ops", banned: []string{mod + "processing", mod + "consumer", mod + "config", mod + "gateway",
+			mod + "internal/testenv", mod + "cmd/"}},
 		{pkg: "natsconn", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",
 			mod + "gateway", mod + "publish", mod + "internal/testenv", "github.com/jackc/"}},
 		{pkg: "publish", banned: []string{mod + "store", mod + "processing", mod + "consumer", mod + "config",

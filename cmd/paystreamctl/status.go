@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/paystream/paystream/ops"
+	"github.com/paystream/paystream/store"
+)
+
+// status is `paystreamctl status`: exit 1, with the reasons on one line on
+// stderr, when the fleet is degraded.
+func status(ctx context.Context, e *env, args []string) int {
+	f := newFlags(e, "status")
+	var (
+		stuckAfter, window, maxOldest time.Duration
+		maxPending                    uint64
+	)
+	f.fs.DurationVar(&stuckAfter, "stuck-after", time.Minute, "a processing row whose lease ended longer ago is stuck")
+	f.fs.DurationVar(&window, "window", 5*time.Minute, "how far back outcomes and throughput are counted")
+	f.fs.Uint64Var(&maxPending, "max-pending", 10000, "consumer lag (messages not yet delivered) above which the fleet is degraded; 0 off")
+	f.fs.DurationVar(&maxOldest, "max-oldest", 5*time.Minute, "age of the oldest unacknowledged message above which the fleet is degraded; 0 off")
+	cfg, code, ok := f.parse(e, args)
+	if !ok {
+		return code
+	}
+	if f.fs.NArg() > 0 || stuckAfter < 0 || window <= 0 || maxOldest < 0 {
+		fmt.Fprintln(e.stderr, "paystreamctl status: no arguments; --window must be positive, --stuck-after and --max-oldest not negative")
+		return exitUsage
+	}
+	pool, err := openDB(ctx, cfg)
+	if err != nil {
+		return fail(e, err)
+	}
+	defer pool.Close()
+	nc, js, err := openNATS(cfg)
+	if err != nil {
+		return fail(e, err)
+	}
+	defer nc.Close()
+	rep, err := ops.Status(ctx, store.New(pool), js, ops.StatusConfig{
+		Stream: cfg.Stream, DLQStream: cfg.DLQStream, DLQSubjects: cfg.SubjectPrefix + ".dlq.>",
+		StuckAfter: stuckAfter, Window: window, MaxPending: maxPending, MaxOldest: maxOldest,
+	})
+	if err != nil {
+		return fail(e, err)
+	}
+	if err := output(e, f.json, rep, func(w io.Writer) { statusTable(w, rep) }); err != nil {
+		return fail(e, err)
+	}
+	if !rep.Healthy {
+		fmt.Fprintf(e.stderr, "paystreamctl: degraded: %s\n", rep.Degraded())
+		return exitDegraded
+	}
+	return exitOK
+}
+
+func statusTable(w io.Writer, r ops.StatusReport) {
+	verdict := "healthy"
+	if !r.Healthy {
+		verdict = "DEGRADED: " + r.Degraded()
+	}
+	fmt.Fprintf(w, "fleet\t%s\n", verdict)
+	fmt.Fprintf(w, "time\t%s\n\n", r.Time.Format(time.RFC3339))
+	fmt.Fprintln(w, "CONSUMER\tPENDING\tACK PENDING\tREDELIVERED\tWAITING\tOLDEST UNACKED")
+	for _, c := range r.Consumers {
+		fmt.Fprintf(w, "%s/%s\t%d\t%d\t%d\t%d\t%s\n", c.Stream, c.Name, c.Pending, c.AckPending, c.Redelivered, c.Waiting,
+			secs(c.OldestUnackedSeconds))
+	}
+	fmt.Fprintln(w, "\nROWS\tCOUNT")
+	for _, s := range []string{"processing", "succeeded", "declined", "failed", "unknown"} {
+		fmt.Fprintf(w, "%s\t%d\n", s, r.Rows.ByStatus[s])
+	}
+	fmt.Fprintf(w, "stuck processing (lease ended > %s)\t%d (oldest %s)\n", secs(r.Rows.StuckAfterSeconds),
+		r.Rows.StuckProcessing, secs(r.Rows.OldestStuckSeconds))
+	fmt.Fprintf(w, "unknown (awaiting lookup)\t%d (oldest %s)\n", r.Rows.Unknown, secs(r.Rows.OldestUnknownSeconds))
+	fmt.Fprintln(w, "\nDEAD LETTERS\tCOUNT")
+	reasons := make([]string, 0, len(r.DeadLetters))
+	for k := range r.DeadLetters {
+		reasons = append(reasons, k)
+	}
+	sort.Strings(reasons)
+	for _, k := range reasons {
+		fmt.Fprintf(w, "%s\t%d\n", k, r.DeadLetters[k])
+	}
+	fmt.Fprintln(w, "\nWORKER\tREADY\tIN FLIGHT\tBREAKER\tRATE LIMIT\tLAST PULL\tVERSION\tHOST\tSTARTED")
+	for _, hb := range r.Workers {
+		ready := "yes"
+		if !hb.Ready {
+			ready = "no: " + hb.NotReady
+		}
+		rate := "unlimited"
+		if hb.RateLimit > 0 {
+			rate = fmt.Sprintf("%g/s", hb.RateLimit)
+		}
+		last := "-"
+		if !hb.LastPull.IsZero() {
+			last = hb.LastPull.UTC().Format(time.RFC3339)
+		}
+		started := "-"
+		if !hb.StartedAt.IsZero() {
+			started = hb.StartedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\n", hb.WorkerID, ready, hb.InFlight, hb.Concurrency,
+			hb.Breaker, rate, last, hb.Version, hb.Host, started)
+	}
+	if len(r.Workers) == 0 {
+		fmt.Fprintln(w, "(no live worker)")
+	}
+	parts := make([]string, 0, 3)
+	for _, s := range []string{"succeeded", "declined", "failed"} {
+		parts = append(parts, fmt.Sprintf("%s %d", s, r.Recent.ByStatus[s]))
+	}
+	fmt.Fprintf(w, "\nlast %s\t%s; %.1f/s\n", secs(r.Recent.WindowSeconds), strings.Join(parts, ", "), r.Recent.PerSecond)
+}
+
+func secs(s float64) string {
+	return (time.Duration(s * float64(time.Second))).Round(time.Second).String()
+}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/paystream/paystream/fleet"
+	"github.com/paystream/paystream/telemetry"
+)
+
+// newHeartbeat builds the worker's heartbeat (package fleet): its record in
+// the workers bucket, and the same on /metrics.
+func (w *worker) newHeartbeat(reg prometheus.Registerer) error {
+	js, err := jetstream.New(w.nc)
+	if err != nil {
+		return err
+	}
+	m := telemetry.NewWorker(reg)
+	host, _ := os.Hostname()
+	version := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		version = bi.Main.Version
+	}
+	started := time.Now().UTC()
+	m.Info.WithLabelValues(w.cfg.WorkerID, version, host).Set(1)
+	m.Concurrency.Set(float64(w.cfg.Concurrency))
+	m.RateLimit.Set(w.cfg.RateLimit)
+	w.beat = fleet.NewBeater(js, fleet.Config{Replicas: w.cfg.StreamReplicas}, func(ctx context.Context) fleet.Heartbeat {
+		hb := fleet.Heartbeat{WorkerID: w.cfg.WorkerID, Version: version, Host: host, StartedAt: started,
+			InFlight: w.proc.InFlight(), Concurrency: w.cfg.Concurrency, Breaker: w.proc.BreakerState(),
+			RateLimit: w.cfg.RateLimit, LastPull: w.cons.LastPull(), Ready: true}
+		if err := w.ready(ctx); err != nil {
+			hb.Ready, hb.NotReady = false, err.Error()
+		}
+		if !hb.LastPull.IsZero() {
+			m.LastPull.Set(float64(hb.LastPull.UnixNano()) / 1e9)
+		}
+		m.Ready.Set(map[bool]float64{true: 1}[hb.Ready])
+		return hb
+	}, w.log)
+	return nil
+}
