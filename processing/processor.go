@@ -605,6 +605,18 @@ func (p *Processor) record(ctx context.Context, msg Message, req *payment.Reques
 		// On the last delivery the released row is rescued by the sweeper.
 		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Attempts: l.calls, Ambiguous: maybe})
 		return p.decide(msg, req, l.attempt, fmt.Errorf("%w: %w", ErrShutdown, err))
+	case p.lastDelivery(msg) && p.misconfigured.Load() != nil:
+		// The gateway refuses our credentials (docs/contract.md §5: 401,
+		// 403), and its breaker keeps the call from being made. The payment
+		// is not at fault: it must not end failed and dead-lettered
+		// exhausted as if it were. Give the lease back, held like a retry;
+		// JetStream makes no further delivery, and the sweeper re-publishes
+		// the row once lease and grace have passed, with fresh deliveries,
+		// until the credentials are fixed (the operator sees /readyz).
+		d := p.decide(msg, req, l.attempt, err)
+		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Attempts: l.calls,
+			Hold: holdFor(err, d.Delay), Ambiguous: maybe})
+		return d
 	case p.lastDelivery(msg):
 		return p.fail(ctx, msg, req, l, l.ambiguous || maybe,
 			payment.Completion{Status: payment.StatusFailed, ErrorCode: payment.ErrorCodeExhausted},

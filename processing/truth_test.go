@@ -327,6 +327,36 @@ func TestProcessNotReadyWhileTheGatewayRefusesOurCredentials(t *testing.T) {
 	require.NoError(t, b.proc.Ready(), "ready again once a call gets through")
 }
 
+// TestProcessLastDeliveryWhileTheGatewayRefusesOurCredentials: a credentials
+// outage longer than a payment's deliveries does not end it failed and
+// dead-lettered exhausted: its lease is given back for the sweeper to
+// re-publish, and the payment is charged once the credentials work again.
+func TestProcessLastDeliveryWhileTheGatewayRefusesOurCredentials(t *testing.T) {
+	t.Parallel()
+	refused := gwErr(payment.ClassUnauthorized, 403, "key_revoked", 0)
+	gw := newFakeGateway(refused, refused, succeeded("ch_1"))
+	cfg := testConfig()
+	b := setup(t, cfg, nil, gw)
+
+	got := b.proc.Process(t.Context(), delivery(1))
+	require.Equal(t, processing.ActionRetry, got.Action)
+	require.ErrorContains(t, b.proc.Ready(), "credentials")
+
+	last := delivery(uint64(cfg.MaxDeliver))
+	got = b.proc.Process(t.Context(), last)
+	require.NotEqual(t, processing.ActionTerm, got.Action, "%v", got.Err)
+	require.Nil(t, got.DeadLetter, "nothing dead-lettered for our own credentials, even on the last delivery")
+	_, completes, releases := b.claims.calls()
+	require.Empty(t, completes, "no row recorded failed")
+	require.Len(t, releases, 2, "the lease is given back for the sweeper")
+	require.Positive(t, releases[1].Hold)
+
+	// The sweeper's copy, once the key is fixed: charged.
+	got = b.proc.Process(t.Context(), delivery(1))
+	require.Equal(t, processing.ActionAck, got.Action, "%v", got.Err)
+	require.NoError(t, b.proc.Ready())
+}
+
 // receive takes one value from c, failing the test (not hanging it) when
 // none comes within 10 s.
 func receive[T any](t *testing.T, c <-chan T) T {
