@@ -166,29 +166,52 @@ func consumers(ctx context.Context, js jetstream.JetStream, stream string, now t
 	out := []ConsumerStatus{}
 	lister := s.ListConsumers(ctx)
 	for ci := range lister.Info() {
-		c := ConsumerStatus{Stream: stream, Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
-			Redelivered: ci.NumRedelivered, Waiting: ci.NumWaiting}
-		// The oldest message not acknowledged: just above the ack floor
-		// when some are delivered and pending, else the next to deliver.
-		var seq uint64
-		switch {
-		case ci.NumAckPending > 0:
-			seq = ci.AckFloor.Stream + 1
-		case ci.NumPending > 0:
-			seq = ci.Delivered.Stream + 1
-		}
-		if seq > 0 {
-			if m, err := s.GetMsg(ctx, seq); err == nil {
-				c.OldestUnackedSeconds = max(now.Sub(m.Time), 0).Seconds()
-			}
-		}
-		out = append(out, c)
+		out = append(out, consumerStatus(ctx, s, ci, now))
 	}
 	if err := lister.Err(); err != nil {
 		return nil, fmt.Errorf("consumers of %s: %w", stream, err)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// ConsumerLag reports one consumer of stream: what ConsumerStatus says of
+// it, as status shows it. The worker exports the same on /metrics.
+func ConsumerLag(ctx context.Context, js jetstream.JetStream, stream, consumer string, now time.Time) (ConsumerStatus, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return ConsumerStatus{}, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	c, err := s.Consumer(ctx, consumer)
+	if err != nil {
+		return ConsumerStatus{}, fmt.Errorf("consumer %s: %w", consumer, err)
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return ConsumerStatus{}, fmt.Errorf("consumer %s: %w", consumer, err)
+	}
+	return consumerStatus(ctx, s, ci, now), nil
+}
+
+// consumerStatus is ci's figures, with the age of the oldest message not
+// acknowledged: just above the ack floor when some are delivered and
+// pending, else the next to deliver.
+func consumerStatus(ctx context.Context, s jetstream.Stream, ci *jetstream.ConsumerInfo, now time.Time) ConsumerStatus {
+	c := ConsumerStatus{Stream: ci.Stream, Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
+		Redelivered: ci.NumRedelivered, Waiting: ci.NumWaiting}
+	var seq uint64
+	switch {
+	case ci.NumAckPending > 0:
+		seq = ci.AckFloor.Stream + 1
+	case ci.NumPending > 0:
+		seq = ci.Delivered.Stream + 1
+	}
+	if seq > 0 {
+		if m, err := s.GetMsg(ctx, seq); err == nil {
+			c.OldestUnackedSeconds = max(now.Sub(m.Time), 0).Seconds()
+		}
+	}
+	return c
 }
 
 func deadLetterCounts(ctx context.Context, js jetstream.JetStream, stream, subjects string) (map[string]uint64, error) {

@@ -326,11 +326,7 @@ func (s *Store) Count(ctx context.Context, grace, window time.Duration) (Counts,
 			return err
 		}
 		var stuckUs, unknownUs *int64
-		if err := tx.QueryRow(ctx, `
-			SELECT count(*), (extract(epoch FROM clock_timestamp() - min(lease_until)) * 1000000)::bigint
-			FROM payments
-			WHERE status = 'processing' AND lease_until < clock_timestamp() - $1 * interval '1 microsecond'`,
-			grace.Microseconds()).Scan(&c.StuckProcessing, &stuckUs); err != nil {
+		if err := tx.QueryRow(ctx, stuckQuery, grace.Microseconds()).Scan(&c.StuckProcessing, &stuckUs); err != nil {
 			return err
 		}
 		if err := tx.QueryRow(ctx, `
@@ -364,4 +360,23 @@ func (s *Store) Count(ctx context.Context, grace, window time.Duration) (Counts,
 		return Counts{}, fmt.Errorf("store: count: %w", translate(err))
 	}
 	return c, nil
+}
+
+// stuckQuery counts the rows in processing whose lease ended more than $1
+// microseconds ago, and the age of the oldest such lease end.
+const stuckQuery = `
+	SELECT count(*), (extract(epoch FROM clock_timestamp() - min(lease_until)) * 1000000)::bigint
+	FROM payments
+	WHERE status = 'processing' AND lease_until < clock_timestamp() - $1 * interval '1 microsecond'`
+
+// StuckStats returns the number of rows in processing whose lease ended
+// more than grace ago — no worker holds them and the sweeper has not brought
+// them back — and how long ago the oldest one's lease ended (0 when none),
+// for metrics.
+func (s *Store) StuckStats(ctx context.Context, grace time.Duration) (count int64, oldest time.Duration, err error) {
+	var ageUs *int64
+	if err := s.pool.QueryRow(ctx, stuckQuery, grace.Microseconds()).Scan(&count, &ageUs); err != nil {
+		return 0, 0, fmt.Errorf("store: stuck stats: %w", translate(err))
+	}
+	return count, time.Duration(deref(ageUs)) * time.Microsecond, nil
 }

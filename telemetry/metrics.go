@@ -148,6 +148,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	for _, v := range payment.Verdicts() {
 		m.Messages.WithLabelValues(v.String())
+		m.Duration.WithLabelValues(v.String())
 	}
 	for _, r := range payment.DeadLetterReasons() {
 		m.DeadLetters.WithLabelValues(string(r))

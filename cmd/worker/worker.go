@@ -51,6 +51,7 @@ type worker struct {
 	sweeper  *processing.Sweeper
 	recon    *processing.Reconciler
 	beat     *fleet.Beater
+	gauges   *fleetGauges
 	http     *http.Server
 	listener net.Listener
 	closeGW  func()
@@ -140,6 +141,9 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 	}
 	w.newSweeper(m)
 	if err := w.newHeartbeat(reg); err != nil {
+		return nil, err
+	}
+	if err := w.newFleetGauges(reg); err != nil {
 		return nil, err
 	}
 	if err := w.listenHTTP(reg); err != nil {
@@ -540,6 +544,7 @@ func (w *worker) run(ctx context.Context) error {
 	wg.Go(func() { _ = w.sweeper.Run(ctx) })
 	wg.Go(func() { _ = w.recon.Run(ctx) })
 	wg.Go(func() { _ = w.beat.Run(bgCtx) }) // beats while draining; deletes its record at the end
+	wg.Go(func() { w.gauges.run(ctx) })
 	if w.http != nil {
 		wg.Go(func() {
 			if err := w.http.Serve(w.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
