@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -194,6 +195,8 @@ func Dev(ctx context.Context, cfg Config) error {
 	}
 	fmt.Fprintf(&b, "  env:      export PAYSTREAM_NATS_URL=%s PAYSTREAM_DATABASE_URL='%s' PAYSTREAM_GATEWAY_URL=%s PAYSTREAM_GATEWAY_API_KEY_FILE=%s\n",
 		s.NATSURL(), s.DatabaseURL(), s.simURL, s.keyFile)
+	fmt.Fprintf(&b, "  operate:  %s status   (after the export; also payment show, payments ls, dlq ls|show|replay, retention run: docs/operations.md)\n",
+		filepath.Join(bin, "paystreamctl"))
 	_, _ = io.WriteString(out, b.String())
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nstopping every process")
@@ -267,6 +270,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	scan := newLeakScan(s.apiKey)
 	scan.pages(ctx, scanPages(s))
 	keyErr := checkKeyRequired(ctx, s.simURL)
+	// The operators' view of the run, while the workers still run.
+	ctlOut, ctlCode, ctlErr := ctlStatus(ctx, cfg.BinDir, s)
+	scan.check("paystreamctl", "paystreamctl status", ctlOut)
 
 	fmt.Fprintf(out, "\nstopping the workers with SIGTERM\n")
 	rss := peakRSS(s.workers)
@@ -276,6 +282,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	scan.rows(ctx, s.DatabaseURL())
 
 	printSummary(out, rep, rss, stopErr)
+	printStatus(out, cfg.BinDir, ctlOut, ctlCode, ctlErr)
 	scan.check("demo output", "the demo's output", rec.Bytes())
 	leaks, leakSummary := scan.verdict()
 	fmt.Fprintf(out, "  secrets\n    %-18s %10s  %s\n", "gateway API key", "", leakSummary)
@@ -289,6 +296,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	if stopErr != nil {
 		problems = append(problems, stopErr.Error())
+	}
+	if ctlErr != nil {
+		problems = append(problems, "paystreamctl status: "+ctlErr.Error())
 	}
 	fmt.Fprintf(out, "\ntotal time %.1fs\n", time.Since(start).Seconds())
 	if len(problems) > 0 {
@@ -465,4 +475,50 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// ctlStatus runs `paystreamctl status` against the stack, as an operator
+// would, and returns its standard output and exit status. err is set when
+// it could not run or exited 2 (a usage error); 1 (degraded) is reported,
+// not failed: the verdict is about the payments.
+func ctlStatus(ctx context.Context, binDir string, s *stack) (out []byte, code int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "paystreamctl"), "status")
+	cmd.Env = append(os.Environ(), "PAYSTREAM_NATS_URL="+s.NATSURL(), "PAYSTREAM_DATABASE_URL="+s.DatabaseURL())
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err = cmd.Output()
+	if exit, ok := errors.AsType[*exec.ExitError](err); ok && exit.ExitCode() == 1 {
+		return append(out, []byte("degraded: "+stderr.String())...), 1, nil
+	}
+	if err != nil {
+		return out, -1, fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return out, 0, nil
+}
+
+// printStatus prints paystreamctl's view of the run and the commands that
+// go further.
+func printStatus(out io.Writer, binDir string, status []byte, code int, err error) {
+	fmt.Fprintf(out, "\npaystreamctl status (taken before the workers stopped; exit %d)\n", code)
+	if err != nil {
+		fmt.Fprintf(out, "  could not run: %v\n", err)
+		return
+	}
+	for line := range strings.SplitSeq(strings.TrimRight(string(status), "\n"), "\n") {
+		fmt.Fprintln(out, strings.TrimRight("  "+line, " "))
+	}
+	ctl := filepath.Join(binDir, "paystreamctl")
+	fmt.Fprintf(out, "\nthe operators' other commands (run them against `make dev`, which prints the variables to export):\n")
+	for _, c := range []string{
+		"payment show <payment_id>          a payment's whole story: request (masked), every gateway call, dead letters",
+		"payments ls --status declined      payments by status, merchant, error code, time, amount; keyset pages",
+		"dlq ls --reason invalid            dead letters, with counts by reason; dlq show <seq> for one",
+		"dlq replay --reason exhausted --dry-run --actor $USER   what a replay would do; without --dry-run it does it",
+		"retention run --dry-run            rows past their retention period",
+	} {
+		fmt.Fprintf(out, "  %s %s\n", ctl, c)
+	}
+	fmt.Fprintf(out, "  (docs/operations.md walks through an outage with them)\n")
 }

@@ -41,6 +41,9 @@ const (
 	BinGatewaySim = "gatewaysim"
 	BinPublisher  = "publisher"
 	BinNATSServer = "nats-server"
+	// BinPaystreamctl is the operators' command, which the demo runs at
+	// its end; Start does not need it.
+	BinPaystreamctl = "paystreamctl"
 )
 
 // DatabaseName is the database the stack creates in its throwaway cluster.
@@ -627,6 +630,7 @@ func Build(ctx context.Context, dir string) error {
 		"github.com/paystream/paystream/cmd/worker",
 		"github.com/paystream/paystream/cmd/gatewaysim",
 		"github.com/paystream/paystream/cmd/publisher",
+		"github.com/paystream/paystream/cmd/paystreamctl",
 		"github.com/nats-io/nats-server/v2")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
