@@ -33,6 +33,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/config"
+	"github.com/paystream/paystream/internal/cmdwire"
 	"github.com/paystream/paystream/natsconn"
 )
 
@@ -207,17 +208,7 @@ func openDB(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
 
 // openNATS connects to the fleet's NATS and returns its JetStream handle.
 func openNATS(cfg config.Config) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := natsconn.Connect(natsconn.Options{
-		URLs:      cfg.NATSURLs,
-		CredsFile: cfg.NATSCreds,
-		User:      cfg.NATSUser,
-		Password:  cfg.NATSPassword,
-		Token:     cfg.NATSToken,
-		TLSCA:     cfg.NATSTLSCA,
-		TLSCert:   cfg.NATSTLSCert,
-		TLSKey:    cfg.NATSTLSKey,
-		Name:      "paystreamctl",
-	})
+	nc, err := natsconn.Connect(cmdwire.NATSOptions(cfg, "paystreamctl"))
 	if err != nil {
 		return nil, nil, err
 	}

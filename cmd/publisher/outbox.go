@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/paystream/paystream/config"
+	"github.com/paystream/paystream/internal/cmdwire"
 	"github.com/paystream/paystream/natsconn"
 	"github.com/paystream/paystream/publish/outbox"
 )
@@ -237,18 +238,9 @@ func openOutboxDB(ctx context.Context, databaseURL string) (*pgxpool.Pool, error
 // connectRelay connects as the worker does: it waits for NATS and
 // reconnects for ever, so that rows wait in the outbox while NATS is away.
 func connectRelay(cfg config.Config, log zerolog.Logger) (*nats.Conn, error) {
-	return natsconn.Connect(natsconn.Options{
-		URLs:      cfg.NATSURLs,
-		CredsFile: cfg.NATSCreds,
-		User:      cfg.NATSUser,
-		Password:  cfg.NATSPassword,
-		Token:     cfg.NATSToken,
-		TLSCA:     cfg.NATSTLSCA,
-		TLSCert:   cfg.NATSTLSCert,
-		TLSKey:    cfg.NATSTLSKey,
-		Name:      "paystream-outbox-relay",
-		Logger:    log,
-	},
+	o := cmdwire.NATSOptions(cfg, "paystream-outbox-relay")
+	o.Logger = log
+	return natsconn.Connect(o,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),

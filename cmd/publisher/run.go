@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
+	"github.com/paystream/paystream/internal/cmdwire"
 	"github.com/paystream/paystream/natsconn"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/publish"
@@ -168,17 +169,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 // connect connects to NATS with the shared connection code, as the worker
 // does, but fails at once when no server answers.
 func connect(o options) (*nats.Conn, error) {
-	return natsconn.Connect(natsconn.Options{
-		URLs:      o.cfg.NATSURLs,
-		CredsFile: o.cfg.NATSCreds,
-		User:      o.cfg.NATSUser,
-		Password:  o.cfg.NATSPassword,
-		Token:     o.cfg.NATSToken,
-		TLSCA:     o.cfg.NATSTLSCA,
-		TLSCert:   o.cfg.NATSTLSCert,
-		TLSKey:    o.cfg.NATSTLSKey,
-		Name:      "paystream-publisher",
-	})
+	return natsconn.Connect(cmdwire.NATSOptions(o.cfg, "paystream-publisher"))
 }
 
 // counters are the run's tallies, updated from publish goroutines.

@@ -29,6 +29,7 @@ import (
 	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/fleet"
 	"github.com/paystream/paystream/gateway"
+	"github.com/paystream/paystream/internal/cmdwire"
 	"github.com/paystream/paystream/natsconn"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
@@ -217,8 +218,7 @@ func (w *worker) openDatabase(ctx context.Context) (err error) {
 func (w *worker) connectNATS() (err error) {
 	closed := make(chan struct{})
 	w.ncClosed = closed
-	o := natsOptions(w.cfg)
-	o.Name = "paystream-worker " + w.cfg.WorkerID
+	o := cmdwire.NATSOptions(w.cfg, "paystream-worker "+w.cfg.WorkerID)
 	o.Logger = w.log
 	o.ClosedFunc = func() { close(closed) }
 	w.nc, err = natsconn.Connect(o,
@@ -378,20 +378,6 @@ func retentionConfig(cfg config.Config, owner string) processing.RetentionConfig
 		periods[st] = cfg.RetentionFor(string(st))
 	}
 	return processing.RetentionConfig{Periods: periods, Batch: cfg.RetentionBatch, Pause: cfg.RetentionPause, Owner: owner}
-}
-
-// natsOptions are the NATS connection settings of cfg.
-func natsOptions(cfg config.Config) natsconn.Options {
-	return natsconn.Options{
-		URLs:      cfg.NATSURLs,
-		CredsFile: cfg.NATSCreds,
-		User:      cfg.NATSUser,
-		Password:  cfg.NATSPassword,
-		Token:     cfg.NATSToken,
-		TLSCA:     cfg.NATSTLSCA,
-		TLSCert:   cfg.NATSTLSCert,
-		TLSKey:    cfg.NATSTLSKey,
-	}
 }
 
 // provision creates the streams and consumer, waiting for NATS if it is not
