@@ -82,25 +82,54 @@ func TestCompose(t *testing.T) {
 
 	var ledger Ledger
 	seed := time.Now().UnixNano() % 1_000_000
-	publish := func(n int) {
-		t.Helper()
+	// publishing starts the publisher service with a batch of n at rate
+	// per second (0: at once) and returns a function that waits for it
+	// and records the batch. The faults below run while it publishes, so
+	// that they hit work in flight.
+	publishing := func(t *testing.T, n int, rate float64) (wait func()) {
 		seed++
-		b := Batch{Seed: seed, Count: n}
+		b := Batch{Seed: seed, Count: n, Rate: rate}
 		pstart := time.Now()
-		sum, err := s.Publish(ctx, b)
-		require.NoError(t, err, "publish %d", n)
-		ledger.Add(b)
-		logf("published %d messages (seed %d, %d valid, %d duplicates, %d invalid) in %s",
-			sum.Sent, b.Seed, sum.Valid, sum.Duplicates, sum.Invalid, time.Since(pstart).Round(100*time.Millisecond))
+		type result struct {
+			sum PublishSummary
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			sum, err := s.Publish(ctx, b)
+			done <- result{sum, err}
+		}()
+		var once bool
+		var res result
+		wait = func() {
+			if !once {
+				once, res = true, <-done
+			}
+		}
+		// A phase that fails first still waits for its publisher (which
+		// ends with ctx).
+		t.Cleanup(wait)
+		return func() {
+			t.Helper()
+			wait()
+			require.NoError(t, res.err, "publish %d", n)
+			ledger.Add(b)
+			logf("published %d messages (seed %d, %d valid, %d duplicates, %d invalid) in %s",
+				res.sum.Sent, b.Seed, res.sum.Valid, res.sum.Duplicates, res.sum.Invalid, time.Since(pstart).Round(100*time.Millisecond))
+		}
 	}
-	check := func(phase string) {
+	publish := func(t *testing.T, n int) { publishing(t, n, 0)() }
+	// rate spreads a fault's batch over about 30s: the fault starts 5s
+	// into it and lasts 20-40s.
+	rate := float64(batch) / 30
+	check := func(t *testing.T, phase string) {
 		t.Helper()
 		r, line, err := Audit(ctx, a, &ledger, phase, 6*time.Minute)
 		require.NoError(t, err)
 		fmt.Println(line)
 		require.True(t, r.OK(), "%s: %s", phase, strings.Join(r.Problems(), "\n"))
 	}
-	worker := func(i int) string {
+	worker := func(t *testing.T, i int) string {
 		t.Helper()
 		ids, err := s.Containers(ctx, "worker")
 		require.NoError(t, err)
@@ -115,14 +144,15 @@ func TestCompose(t *testing.T) {
 	}
 
 	// 1. The first batch, no fault.
-	publish(first)
-	check("baseline")
+	publish(t, first)
+	check(t, "baseline")
 
 	// 2. A worker frozen past its lease (30s) while it holds claims; its
 	// late writes after the thaw must be fenced.
 	t.Run("pause", func(t *testing.T) {
-		publish(batch)
-		id := worker(0)
+		published := publishing(t, batch, rate)
+		sleep(5 * time.Second)
+		id := worker(t, 0)
 		_, err := s.Docker(ctx, time.Minute, "pause", id)
 		require.NoError(t, err)
 		logf("paused worker %s for 40s", short(id))
@@ -130,13 +160,15 @@ func TestCompose(t *testing.T) {
 		_, err = s.Docker(ctx, time.Minute, "unpause", id)
 		require.NoError(t, err)
 		require.NoError(t, s.WaitHealthy(ctx, id, 2*time.Minute))
-		check("pause")
+		published()
+		check(t, "pause")
 	})
 
 	// 3. A worker cut off from the network (NATS, Postgres, gateway) for 20s.
 	t.Run("partition", func(t *testing.T) {
-		publish(batch)
-		id := worker(1)
+		published := publishing(t, batch, rate)
+		sleep(5 * time.Second)
+		id := worker(t, 1)
 		_, err := s.Docker(ctx, time.Minute, "network", "disconnect", "--force", s.Network(), id)
 		require.NoError(t, err)
 		logf("disconnected worker %s from %s for 20s", short(id), s.Network())
@@ -144,21 +176,24 @@ func TestCompose(t *testing.T) {
 		_, err = s.Docker(ctx, time.Minute, "network", "connect", s.Network(), id)
 		require.NoError(t, err)
 		require.NoError(t, s.WaitHealthy(ctx, id, 2*time.Minute))
-		check("partition")
+		published()
+		check(t, "partition")
 	})
 
-	// 4. docker kill (SIGKILL) of a worker mid-work. The restart policy
-	// brings it back where Docker restarts killed containers; otherwise
-	// the test starts it again, as an operator would.
+	// 4. docker kill (SIGKILL) of a worker mid-work. Docker's restart
+	// policy does not restart a container killed through the API (20.10
+	// does not), so unless it did after 5s the test starts it again, as an
+	// operator would.
 	t.Run("kill", func(t *testing.T) {
-		publish(batch)
-		id := worker(2)
+		published := publishing(t, batch, rate)
+		sleep(5 * time.Second)
+		id := worker(t, 2)
 		before, err := s.Inspect(ctx, id)
 		require.NoError(t, err)
 		_, err = s.Docker(ctx, time.Minute, "kill", id)
 		require.NoError(t, err)
 		restarted := false
-		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); sleep(time.Second) {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); sleep(time.Second) {
 			if st, err := s.Inspect(ctx, id); err == nil && st.RestartCount > before.RestartCount && st.Running {
 				restarted = true
 				break
@@ -170,13 +205,24 @@ func TestCompose(t *testing.T) {
 		}
 		logf("killed worker %s; restarted by %s", short(id), map[bool]string{true: "its restart policy", false: "docker start"}[restarted])
 		require.NoError(t, s.WaitServiceHealthy(ctx, "worker", 3, 3*time.Minute))
-		check("kill")
+		published()
+		check(t, "kill")
 	})
 
-	// 5. and 6. Postgres, then NATS, restarted under load.
+	// 5. and 6. Postgres, then NATS, restarted under load. The publisher
+	// keeps publishing through the Postgres restart; it would fail on a
+	// NATS that is down (its publishes are not retried across a restart),
+	// so the NATS batch is published first and restarted while the
+	// workers process it.
 	for _, svc := range []string{"postgres", "nats"} {
 		t.Run(svc+"-restart", func(t *testing.T) {
-			publish(batch)
+			var published func()
+			if svc == "nats" {
+				publish(t, batch)
+			} else {
+				published = publishing(t, batch, rate)
+				sleep(5 * time.Second)
+			}
 			id, err := s.Container(ctx, svc)
 			require.NoError(t, err)
 			_, err = s.Docker(ctx, 2*time.Minute, "restart", "--time", "10", id)
@@ -184,20 +230,25 @@ func TestCompose(t *testing.T) {
 			logf("restarted %s %s", svc, short(id))
 			require.NoError(t, s.WaitHealthy(ctx, id, 3*time.Minute))
 			require.NoError(t, s.WaitServiceHealthy(ctx, "worker", 3, 3*time.Minute))
-			check(svc + "-restart")
+			if published != nil {
+				published()
+			}
+			check(t, svc + "-restart")
 		})
 	}
 
 	// 7. Scale the workers 3 → 6 → 3 with load flowing.
 	for _, n := range []int{6, 3} {
 		t.Run(fmt.Sprintf("scale-%d", n), func(t *testing.T) {
-			publish(batch)
+			published := publishing(t, batch, rate)
+			sleep(5 * time.Second)
 			_, err := s.Compose(ctx, 5*time.Minute, "up", "--detach", "--no-build", "--pull", "never", "--no-recreate",
 				"--scale", fmt.Sprintf("worker=%d", n), "--wait", "--wait-timeout", "180", "worker")
 			require.NoError(t, err)
 			logf("scaled workers to %d", n)
 			require.NoError(t, s.WaitServiceHealthy(ctx, "worker", n, 3*time.Minute))
-			check(fmt.Sprintf("scale-%d", n))
+			published()
+			check(t, fmt.Sprintf("scale-%d", n))
 		})
 	}
 	logf("done: %d payments audited after 8 phases", ledger.Keys())

@@ -16,10 +16,12 @@ const (
 	Invalid    = 0.01
 )
 
-// Batch is one run of the publisher: Count generated items of Seed.
+// Batch is one run of the publisher: Count generated items of Seed, at
+// Rate messages per second (0: as fast as it can).
 type Batch struct {
 	Seed  int64
 	Count int
+	Rate  float64
 }
 
 // Ledger is what has been published so far, as the generator makes it

@@ -15,7 +15,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -296,12 +295,13 @@ type PublishSummary struct {
 	Rate        float64
 }
 
-// Publish runs the publisher service once (docker compose run): count
-// generated items of seed with 5% duplicates and 1% invalid messages, from
-// merchants m001…m010.
+// Publish runs the publisher service once (docker compose run): b.Count
+// generated items of b.Seed with 5% duplicates and 1% invalid messages,
+// from merchants m001…m010.
+// A positive b.Rate spreads the batch over Count/Rate seconds.
 func (s *Stack) Publish(ctx context.Context, b Batch) (PublishSummary, error) {
 	out, err := s.Compose(ctx, 5*time.Minute, "run", "--rm", "--no-deps", "-T", "publisher",
-		"--count", strconv.Itoa(b.Count), "--seed", strconv.FormatInt(b.Seed, 10),
+		"--count", strconv.Itoa(b.Count), "--seed", strconv.FormatInt(b.Seed, 10), "--rate", fmt.Sprint(b.Rate),
 		"--merchants", strconv.Itoa(Merchants), "--duplicates", fmt.Sprint(Duplicates), "--invalid", fmt.Sprint(Invalid),
 		"--summary-json", "--quiet")
 	var sum PublishSummary
@@ -319,6 +319,3 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
 }
-
-// errNotRunning is returned when a container that should run does not.
-var errNotRunning = errors.New("not running")
