@@ -233,7 +233,7 @@ func TestCompose(t *testing.T) {
 			if published != nil {
 				published()
 			}
-			check(t, svc + "-restart")
+			check(t, svc+"-restart")
 		})
 	}
 
