@@ -86,7 +86,7 @@ func TestCompose(t *testing.T) {
 	// per second (0: at once) and returns a function that waits for it
 	// and records the batch. The faults below run while it publishes, so
 	// that they hit work in flight.
-	publishing := func(t *testing.T, n int, rate float64) (wait func()) {
+	publishing := func(t *testing.T, n int, rate float64) (published func()) {
 		seed++
 		b := Batch{Seed: seed, Count: n, Rate: rate}
 		pstart := time.Now()
@@ -101,7 +101,7 @@ func TestCompose(t *testing.T) {
 		}()
 		var once bool
 		var res result
-		wait = func() {
+		wait := func() {
 			if !once {
 				once, res = true, <-done
 			}
