@@ -101,7 +101,7 @@ IMAGE_VARS = PAYSTREAM_IMAGE=$(PAYSTREAM_IMAGE) PAYSTREAM_NATS_IMAGE=$(PAYSTREAM
 COMPOSE_TEST_PAYMENTS ?= 10000
 COMPOSE_TEST_BATCH ?= 1000
 
-.PHONY: images compose-v2 compose-test compose-up compose-down
+.PHONY: images compose-v2 compose-test compose-test-cluster compose-up compose-down
 
 images: ## build the compose images offline: paystream and nats-server FROM scratch, PostgreSQL from debootstrap
 	$(IMAGE_VARS) GO=$(GO) deploy/images/build.sh
@@ -121,3 +121,8 @@ compose-up: ## the stack from the offline images, left running (make compose-dow
 compose-down:
 	@set -euo pipefail; compose="$$(GO=$(GO) deploy/images/compose-v2.sh)"; \
 	$(IMAGE_VARS) $$compose down --volumes
+
+compose-test-cluster: ## the "cluster" profile (3 NATS nodes, R3 streams): partition the stream leader mid-run, audit
+	@set -euo pipefail; compose="$$(GO=$(GO) deploy/images/compose-v2.sh)"; \
+	COMPOSE="$$compose" $(IMAGE_VARS) \
+		$(GO) test -tags composetest -run '^TestComposeCluster$$' -count=1 -v -timeout 30m ./internal/testenv/composetest/

@@ -30,6 +30,22 @@ func envInt(t *testing.T, name string, def int) int {
 	return n
 }
 
+// repoRoot is the repository's root, where docker-compose.yml is.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("../../..")
+	require.NoError(t, err)
+	return root
+}
+
+// composeCommand is COMPOSE split into words, default "docker compose".
+func composeCommand() []string {
+	if c := strings.Fields(os.Getenv("COMPOSE")); len(c) > 0 {
+		return c
+	}
+	return []string{"docker", "compose"}
+}
+
 // TestCompose runs the whole compose stack and its faults; see the package
 // documentation. Settings (environment): COMPOSE (the compose command,
 // default "docker compose"), COMPOSE_TEST_PAYMENTS (the first batch,
@@ -38,12 +54,8 @@ func envInt(t *testing.T, name string, def int) int {
 // image variables of docker-compose.yml (PAYSTREAM_IMAGE,
 // PAYSTREAM_NATS_IMAGE, PAYSTREAM_POSTGRES_IMAGE).
 func TestCompose(t *testing.T) {
-	root, err := filepath.Abs("../../..")
-	require.NoError(t, err)
-	composeCmd := strings.Fields(os.Getenv("COMPOSE"))
-	if len(composeCmd) == 0 {
-		composeCmd = []string{"docker", "compose"}
-	}
+	root := repoRoot(t)
+	composeCmd := composeCommand()
 	first := envInt(t, "COMPOSE_TEST_PAYMENTS", 10000)
 	batch := envInt(t, "COMPOSE_TEST_BATCH", 1000)
 	project := fmt.Sprintf("paystream-ct-%d", time.Now().UnixNano()%1_000_000_000)

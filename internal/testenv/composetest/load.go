@@ -62,11 +62,23 @@ func Audit(ctx context.Context, a *audit.Auditor, l *Ledger, phase string, limit
 		return nil, "", fmt.Errorf("%s: not settled within %s: final %d/%d, dead letters %d/%d, pending %d, ack pending %d: %w",
 			phase, limit, p.Final, len(l.keys), p.DeadLetters, l.invalid, p.Pending, p.AckPending, err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	snap, err := a.Collect(cctx)
-	cancel()
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: collect: %w", phase, err)
+	// A read can meet a stream between leaders (after a NATS restart or a
+	// partition): retry it for a while.
+	var snap *audit.Snapshot
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		snap, err = a.Collect(cctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if attempt == 10 || ctx.Err() != nil {
+			return nil, "", fmt.Errorf("%s: collect: %w", phase, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(3 * time.Second):
+		}
 	}
 	r := audit.Check(snap, audit.Expect{ValidKeys: l.keys, InvalidMessages: l.invalid})
 	line := fmt.Sprintf("compose-test audit %-14s ok=%t keys=%d requests=%d succeeded=%d declined=%d failed=%d dead_letters=%d outcomes=%d real_charges=%d lost=%d dead_lettered_only=%d stuck=%d unknown=%d double_charged=%d false_failed=%d charge_mismatches=%d outcome_problems=%d in_flight_conflicts=%d settled_in=%s",
