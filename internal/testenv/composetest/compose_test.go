@@ -103,13 +103,14 @@ func TestCompose(t *testing.T) {
 		b := Batch{Seed: seed, Count: n, Rate: rate}
 		pstart := time.Now()
 		type result struct {
-			sum PublishSummary
-			err error
+			sum  PublishSummary
+			err  error
+			took time.Duration
 		}
 		done := make(chan result, 1)
 		go func() {
 			sum, err := s.Publish(ctx, b)
-			done <- result{sum, err}
+			done <- result{sum, err, time.Since(pstart)}
 		}()
 		var once bool
 		var res result
@@ -127,7 +128,7 @@ func TestCompose(t *testing.T) {
 			require.NoError(t, res.err, "publish %d", n)
 			ledger.Add(b)
 			logf("published %d messages (seed %d, %d valid, %d duplicates, %d invalid) in %s",
-				res.sum.Sent, b.Seed, res.sum.Valid, res.sum.Duplicates, res.sum.Invalid, time.Since(pstart).Round(100*time.Millisecond))
+				res.sum.Sent, b.Seed, res.sum.Valid, res.sum.Duplicates, res.sum.Invalid, res.took.Round(100*time.Millisecond))
 		}
 	}
 	publish := func(t *testing.T, n int) { publishing(t, n, 0)() }
