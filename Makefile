@@ -88,3 +88,44 @@ bench: build nats-server ## end-to-end benchmark: one table and a last line "ben
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./payment/
 	$(GO) test -run='^$$' -bench='BenchmarkClaimComplete/parallel64-batcher' -benchtime=20000x -count=1 ./store/
 	BENCH_N=$(BENCH_N) $(GO) run ./cmd/bench -bin $(BIN)
+
+# --- Docker Compose without a registry (docs/compose.md) ----------------------
+# `make images` builds the images docker-compose.yml selects through
+# PAYSTREAM_IMAGE, PAYSTREAM_NATS_IMAGE and PAYSTREAM_POSTGRES_IMAGE from the
+# Go module proxy and Debian's packages (deploy/images/build.sh); `make
+# compose-test` runs the stack with them and audits it through faults
+# (internal/testenv/composetest). Both need a Docker engine; `make test`
+# does not.
+PAYSTREAM_IMAGE ?= paystream:offline
+PAYSTREAM_NATS_IMAGE ?= paystream-nats:offline
+PAYSTREAM_POSTGRES_IMAGE ?= paystream-postgres:offline
+IMAGE_VARS = PAYSTREAM_IMAGE=$(PAYSTREAM_IMAGE) PAYSTREAM_NATS_IMAGE=$(PAYSTREAM_NATS_IMAGE) PAYSTREAM_POSTGRES_IMAGE=$(PAYSTREAM_POSTGRES_IMAGE)
+# The first batch of compose-test and the batch published with each fault.
+COMPOSE_TEST_PAYMENTS ?= 10000
+COMPOSE_TEST_BATCH ?= 1000
+
+.PHONY: images compose-v2 compose-test compose-test-cluster compose-up compose-down
+
+images: ## build the compose images offline: paystream and nats-server FROM scratch, PostgreSQL from debootstrap
+	$(IMAGE_VARS) GO=$(GO) deploy/images/build.sh
+
+compose-v2: ## print the compose command (docker compose, or a compose v2 built from the Go module proxy)
+	@GO=$(GO) deploy/images/compose-v2.sh
+
+compose-test: ## run the compose stack with the offline images, publish, inject container faults, audit after each
+	@set -euo pipefail; compose="$$(GO=$(GO) deploy/images/compose-v2.sh)"; \
+	COMPOSE="$$compose" $(IMAGE_VARS) COMPOSE_TEST_PAYMENTS=$(COMPOSE_TEST_PAYMENTS) COMPOSE_TEST_BATCH=$(COMPOSE_TEST_BATCH) \
+		$(GO) test -tags composetest -run '^TestCompose$$' -count=1 -v -timeout 40m ./internal/testenv/composetest/
+
+compose-up: ## the stack from the offline images, left running (make compose-down removes it)
+	@set -euo pipefail; compose="$$(GO=$(GO) deploy/images/compose-v2.sh)"; \
+	$(IMAGE_VARS) $$compose up --detach --no-build --pull never --wait
+
+compose-down:
+	@set -euo pipefail; compose="$$(GO=$(GO) deploy/images/compose-v2.sh)"; \
+	$(IMAGE_VARS) $$compose down --volumes
+
+compose-test-cluster: ## the "cluster" profile (3 NATS nodes, R3 streams): partition the stream leader mid-run, audit
+	@set -euo pipefail; compose="$$(GO=$(GO) deploy/images/compose-v2.sh)"; \
+	COMPOSE="$$compose" $(IMAGE_VARS) \
+		$(GO) test -tags composetest -run '^TestComposeCluster$$' -count=1 -v -timeout 30m ./internal/testenv/composetest/

@@ -78,6 +78,9 @@ const (
 	publisherService  = "publisher"
 	outboxMigrate     = "outbox-migrate"
 	outboxRelay       = "outbox-relay"
+	// clusterProfile holds the three-node NATS cluster and its workers
+	// (docs/compose.md); only those services may sit in it.
+	clusterProfile = "cluster"
 )
 
 // --- go.mod -----------------------------------------------------------------
@@ -1215,9 +1218,11 @@ func TestComposePublisher(t *testing.T) {
 		s := service(t, all, publisherService)
 		require.Equal(t, []string{"tools"}, s.Profiles, "publisher: profiles")
 		for _, name := range all.ServiceNames() {
-			if name != publisherService {
-				require.Empty(t, all.Services[name].Profiles, "service %s must start with a plain `docker compose up`", name)
+			profiles := all.Services[name].Profiles
+			if name == publisherService || slices.Equal(profiles, []string{clusterProfile}) {
+				continue
 			}
+			require.Empty(t, profiles, "service %s must start with a plain `docker compose up`", name)
 		}
 
 		def := loadProject(t)
@@ -1375,4 +1380,53 @@ func orDefault(a, b string) string {
 		return b
 	}
 	return a
+}
+
+// TestComposeImageVariables checks that the images of docker-compose.yml
+// are chosen through PAYSTREAM_IMAGE, PAYSTREAM_NATS_IMAGE and
+// PAYSTREAM_POSTGRES_IMAGE (make images builds offline equivalents; see
+// docs/compose.md), one compose file for both, and that every service built
+// here keeps its build section, so that `up --build` still works online.
+// It also checks that the worker and gatewaysim services probe themselves
+// with the binaries' healthcheck subcommands.
+func TestComposeImageVariables(t *testing.T) {
+	t.Parallel()
+	root, err := filepath.Abs(".")
+	require.NoError(t, err)
+	vars := map[string]string{
+		"PAYSTREAM_IMAGE":          "example/paystream:test",
+		"PAYSTREAM_NATS_IMAGE":     "example/nats:test",
+		"PAYSTREAM_POSTGRES_IMAGE": "example/postgres:test",
+	}
+	var env []string
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, composeFile)},
+		cli.WithWorkingDirectory(root), cli.WithProfiles([]string{"*"}), cli.WithEnv(env))
+	require.NoError(t, err)
+	p, err := opts.LoadProject(t.Context())
+	require.NoError(t, err)
+	defaults := loadProject(t, "*")
+
+	require.Equal(t, vars["PAYSTREAM_NATS_IMAGE"], service(t, p, natsService).Image, "nats: image is not ${PAYSTREAM_NATS_IMAGE:-...}")
+	require.Equal(t, vars["PAYSTREAM_POSTGRES_IMAGE"], service(t, p, postgresService).Image, "postgres: image is not ${PAYSTREAM_POSTGRES_IMAGE:-...}")
+	require.True(t, strings.HasPrefix(service(t, defaults, postgresService).Image, "postgres:15"),
+		"postgres: the default image %q is not the official postgres 15", service(t, defaults, postgresService).Image)
+	for _, name := range p.ServiceNames() {
+		s := p.Services[name]
+		if !builtHere(t, s) {
+			continue
+		}
+		require.Equal(t, vars["PAYSTREAM_IMAGE"], s.Image, "%s: image is not ${PAYSTREAM_IMAGE:-...}", name)
+		require.Equal(t, "paystream:local", defaults.Services[name].Image, "%s: the default image", name)
+	}
+
+	for name, bin := range map[string]string{workerService: "worker", gatewaysimService: "gatewaysim"} {
+		hc := service(t, p, name).HealthCheck
+		require.NotNil(t, hc, "%s: no healthcheck", name)
+		require.Equal(t, []string{"CMD", imageBinDir + "/" + bin, "healthcheck"}, []string(hc.Test), "%s: healthcheck", name)
+		src := readSource(t, "cmd/"+bin, "")
+		require.True(t, src.strings["healthcheck"], "cmd/%s has no healthcheck subcommand", bin)
+	}
 }

@@ -18,6 +18,11 @@
 // Every flag has an environment variable: GATEWAYSIM_ plus the flag name in
 // upper case with - as _ (--error-rate → GATEWAYSIM_ERROR_RATE). Flags win.
 // SIGINT or SIGTERM shut the server down gracefully.
+//
+// `gatewaysim healthcheck [flags]` reads the same flags and variables and
+// GETs /healthz of the server they configure on this host: exit 0 when it
+// answers 200, 1 otherwise (a container healthcheck for images without a
+// shell or an HTTP client).
 package main
 
 import (
@@ -49,6 +54,11 @@ const envPrefix = "GATEWAYSIM_"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	run := run
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		run = healthcheck
+		os.Args = os.Args[1:]
+	}
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "gatewaysim:", err)
 		stop()
@@ -254,4 +264,43 @@ func serverTLS(o options) (*tls.Config, error) {
 		c.ClientCAs, c.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return c, nil
+}
+
+// healthcheckTimeout bounds the whole probe; container healthchecks give a
+// probe a few seconds (docker-compose.yml: timeout 3s).
+const healthcheckTimeout = 2 * time.Second
+
+// healthcheck parses args and the environment as run does and GETs /healthz
+// of the server that configuration listens on, dialling the loopback
+// address for an unspecified host. It returns an error unless the answer is
+// 200.
+func healthcheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parse(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(o.addr)
+	if err != nil {
+		return fmt.Errorf("healthcheck: listen address %q: %w", o.addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	url := "http://" + net.JoinHostPort(host, port) + "/healthz"
+	ctx, cancel := context.WithTimeout(ctx, healthcheckTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(stdout, io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: GET %s: %s", url, resp.Status)
+	}
+	return nil
 }
