@@ -41,9 +41,13 @@ type StatusReport struct {
 	// Healthy is false when Reasons is not empty.
 	Healthy bool     `json:"healthy"`
 	Reasons []string `json:"reasons"`
-	// Time is the database clock when the rows were counted.
-	Time      time.Time        `json:"time"`
-	Consumers []ConsumerStatus `json:"consumers"`
+	// Time is the database clock when the rows were counted (this host's
+	// clock when the database could not be reached).
+	Time time.Time `json:"time"`
+	// DatabaseError says why the rows could not be counted; Rows is empty
+	// then, and the fleet degraded. Omitted when the database answered.
+	DatabaseError string           `json:"database_error,omitempty"`
+	Consumers     []ConsumerStatus `json:"consumers"`
 	// DeadLetters counts the dead letters in the stream by reason.
 	DeadLetters map[string]uint64 `json:"dead_letters"`
 	Rows        RowStatus         `json:"rows"`
@@ -81,12 +85,27 @@ type Recent struct {
 	PerSecond     float64          `json:"per_second"`
 }
 
-// Status gathers the fleet's status and decides whether it is degraded.
+// Status gathers the fleet's status and decides whether it is degraded. st
+// nil, or a database that does not answer, leaves the rows out and makes
+// the fleet degraded, with the consumers, dead letters and workers still
+// reported: what an operator needs most while the database is down.
 func Status(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg StatusConfig) (StatusReport, error) {
 	r := StatusReport{Reasons: []string{}, DeadLetters: map[string]uint64{}, Consumers: []ConsumerStatus{}}
-	counts, err := st.Count(ctx, cfg.StuckAfter, cfg.Window)
+	var (
+		counts store.Counts
+		err    error
+	)
+	if st == nil {
+		err = errors.New("no connection")
+	} else {
+		counts, err = st.Count(ctx, cfg.StuckAfter, cfg.Window)
+	}
 	if err != nil {
-		return r, err
+		if ctx.Err() != nil {
+			return r, err
+		}
+		r.DatabaseError = err.Error()
+		counts.Now = time.Now()
 	}
 	r.Time = counts.Now.UTC()
 	r.Rows = RowStatus{ByStatus: map[string]int64{}, StuckProcessing: counts.StuckProcessing,
@@ -121,6 +140,9 @@ func Status(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg St
 
 	// The verdict.
 	reason := func(format string, args ...any) { r.Reasons = append(r.Reasons, fmt.Sprintf(format, args...)) }
+	if r.DatabaseError != "" {
+		reason("database unreachable: %s", r.DatabaseError)
+	}
 	ready := 0
 	for _, w := range r.Workers {
 		if w.Ready {

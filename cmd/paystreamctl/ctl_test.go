@@ -346,3 +346,36 @@ func TestCommandsOnAMixedFleet(t *testing.T) {
 		require.Greater(t, rep.Consumers[0].OldestUnackedSeconds, 0.0)
 	})
 }
+
+// TestStatusWithoutTheDatabase: while the database does not answer, status
+// still reports the consumers, the dead letters and the workers, and is
+// degraded with the reason — what an operator needs most in that outage.
+func TestStatusWithoutTheDatabase(t *testing.T) {
+	f := startFleet(t)
+	f.env["PAYSTREAM_DATABASE_URL"] = "postgres://postgres@127.0.0.1:1/paystream?sslmode=disable&connect_timeout=2"
+	require.Eventually(t, func() bool {
+		code, _, _ := f.ctl(t, "status")
+		return code == exitDegraded
+	}, 10*time.Second, 50*time.Millisecond)
+
+	code, stdout, stderr := f.ctl(t, "status", "--json")
+	require.Equal(t, exitDegraded, code, stderr)
+	var rep struct {
+		DatabaseError string            `json:"database_error"`
+		Reasons       []string          `json:"reasons"`
+		Consumers     []json.RawMessage `json:"consumers"`
+		Workers       []struct {
+			WorkerID string `json:"worker_id"`
+		} `json:"workers"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rep))
+	require.NotEmpty(t, rep.DatabaseError)
+	require.Contains(t, strings.Join(rep.Reasons, "; "), "database unreachable")
+	require.Len(t, rep.Consumers, 1, "the consumer is reported without the database")
+	require.Len(t, rep.Workers, 1)
+	require.Equal(t, "w1", rep.Workers[0].WorkerID)
+
+	_, table, _ := f.ctl(t, "status")
+	require.Contains(t, table, "ROWS  unavailable:")
+	require.Contains(t, table, "PAYMENTS/payment-workers")
+}

@@ -32,17 +32,19 @@ func status(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintln(e.stderr, "paystreamctl status: no arguments; --window must be positive, --stuck-after and --max-oldest not negative")
 		return exitUsage
 	}
-	pool, err := openDB(ctx, cfg)
-	if err != nil {
-		return fail(e, err)
+	// A database that does not answer is part of the status, not a reason
+	// to show none: ops.Status reports the rest and says why.
+	var st *store.Store
+	if pool, err := openDB(ctx, cfg); err == nil {
+		defer pool.Close()
+		st = store.New(pool)
 	}
-	defer pool.Close()
 	nc, js, err := openNATS(cfg)
 	if err != nil {
 		return fail(e, err)
 	}
 	defer nc.Close()
-	rep, err := ops.Status(ctx, store.New(pool), js, ops.StatusConfig{
+	rep, err := ops.Status(ctx, st, js, ops.StatusConfig{
 		Stream: cfg.Stream, DLQStream: cfg.DLQStream, DLQSubjects: cfg.SubjectPrefix + ".dlq.>",
 		StuckAfter: stuckAfter, Window: window, MaxPending: maxPending, MaxOldest: maxOldest,
 	})
@@ -71,13 +73,11 @@ func statusTable(w io.Writer, r ops.StatusReport) {
 		fmt.Fprintf(w, "%s/%s\t%d\t%d\t%d\t%d\t%s\n", c.Stream, c.Name, c.Pending, c.AckPending, c.Redelivered, c.Waiting,
 			secs(c.OldestUnackedSeconds))
 	}
-	fmt.Fprintln(w, "\nROWS\tCOUNT")
-	for _, s := range []string{"processing", "succeeded", "declined", "failed", "unknown"} {
-		fmt.Fprintf(w, "%s\t%d\n", s, r.Rows.ByStatus[s])
+	if r.DatabaseError != "" {
+		fmt.Fprintf(w, "\nROWS\tunavailable: %s\n", r.DatabaseError)
+	} else {
+		rowsTable(w, r)
 	}
-	fmt.Fprintf(w, "stuck processing (lease ended > %s)\t%d (oldest %s)\n", secs(r.Rows.StuckAfterSeconds),
-		r.Rows.StuckProcessing, secs(r.Rows.OldestStuckSeconds))
-	fmt.Fprintf(w, "unknown (awaiting lookup)\t%d (oldest %s)\n", r.Rows.Unknown, secs(r.Rows.OldestUnknownSeconds))
 	fmt.Fprintln(w, "\nDEAD LETTERS\tCOUNT")
 	reasons := make([]string, 0, len(r.DeadLetters))
 	for k := range r.DeadLetters {
@@ -120,4 +120,15 @@ func statusTable(w io.Writer, r ops.StatusReport) {
 
 func secs(s float64) string {
 	return (time.Duration(s * float64(time.Second))).Round(time.Second).String()
+}
+
+// rowsTable prints the rows by status, the stuck and the unknown ones.
+func rowsTable(w io.Writer, r ops.StatusReport) {
+	fmt.Fprintln(w, "\nROWS\tCOUNT")
+	for _, s := range []string{"processing", "succeeded", "declined", "failed", "unknown"} {
+		fmt.Fprintf(w, "%s\t%d\n", s, r.Rows.ByStatus[s])
+	}
+	fmt.Fprintf(w, "stuck processing (lease ended > %s)\t%d (oldest %s)\n", secs(r.Rows.StuckAfterSeconds),
+		r.Rows.StuckProcessing, secs(r.Rows.OldestStuckSeconds))
+	fmt.Fprintf(w, "unknown (awaiting lookup)\t%d (oldest %s)\n", r.Rows.Unknown, secs(r.Rows.OldestUnknownSeconds))
 }
