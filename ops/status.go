@@ -17,6 +17,9 @@ import (
 
 // StatusConfig says where the fleet is and when it counts as degraded.
 type StatusConfig struct {
+	// DatabaseErr is why there is no store (Status's st is nil), reported
+	// as the database error.
+	DatabaseErr error
 	// Stream is the requests stream, whose consumers are reported.
 	Stream string
 	// DLQStream is the dead-letter stream; DLQSubjects its subject filter
@@ -96,7 +99,10 @@ func Status(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg St
 		err    error
 	)
 	if st == nil {
-		err = errors.New("no connection")
+		err = cfg.DatabaseErr
+		if err == nil {
+			err = errors.New("no connection")
+		}
 	} else {
 		counts, err = st.Count(ctx, cfg.StuckAfter, cfg.Window)
 	}

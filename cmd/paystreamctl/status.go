@@ -35,7 +35,8 @@ func status(ctx context.Context, e *env, args []string) int {
 	// A database that does not answer is part of the status, not a reason
 	// to show none: ops.Status reports the rest and says why.
 	var st *store.Store
-	if pool, err := openDB(ctx, cfg); err == nil {
+	pool, dbErr := openDB(ctx, cfg)
+	if dbErr == nil {
 		defer pool.Close()
 		st = store.New(pool)
 	}
@@ -44,7 +45,7 @@ func status(ctx context.Context, e *env, args []string) int {
 		return fail(e, err)
 	}
 	defer nc.Close()
-	rep, err := ops.Status(ctx, st, js, ops.StatusConfig{
+	rep, err := ops.Status(ctx, st, js, ops.StatusConfig{DatabaseErr: dbErr,
 		Stream: cfg.Stream, DLQStream: cfg.DLQStream, DLQSubjects: cfg.SubjectPrefix + ".dlq.>",
 		StuckAfter: stuckAfter, Window: window, MaxPending: maxPending, MaxOldest: maxOldest,
 	})
