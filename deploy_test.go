@@ -42,6 +42,7 @@ import (
 	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
 
 	"github.com/paystream/paystream/config"
 	"github.com/paystream/paystream/gateway/sim"
@@ -81,6 +82,8 @@ const (
 	// clusterProfile holds the three-node NATS cluster and its workers
 	// (docs/compose.md); only those services may sit in it.
 	clusterProfile = "cluster"
+	// observabilityProfile holds Prometheus and Grafana.
+	observabilityProfile = "observability"
 )
 
 // --- go.mod -----------------------------------------------------------------
@@ -1219,7 +1222,8 @@ func TestComposePublisher(t *testing.T) {
 		require.Equal(t, []string{"tools"}, s.Profiles, "publisher: profiles")
 		for _, name := range all.ServiceNames() {
 			profiles := all.Services[name].Profiles
-			if name == publisherService || slices.Equal(profiles, []string{clusterProfile}) {
+			if name == publisherService || slices.Equal(profiles, []string{clusterProfile}) ||
+				slices.Equal(profiles, []string{observabilityProfile}) {
 				continue
 			}
 			require.Empty(t, profiles, "service %s must start with a plain `docker compose up`", name)
@@ -1429,4 +1433,82 @@ func TestComposeImageVariables(t *testing.T) {
 		src := readSource(t, "cmd/"+bin, "")
 		require.True(t, src.strings["healthcheck"], "cmd/%s has no healthcheck subcommand", bin)
 	}
+}
+
+// TestComposeObservability checks the observability profile against the
+// rest of the file: Prometheus and Grafana mount files that exist, and
+// every target Prometheus scrapes is a service of the file on a port it
+// exposes (deploy/observability/prometheus.yml).
+func TestComposeObservability(t *testing.T) {
+	t.Parallel()
+	p := loadProject(t, observabilityProfile)
+	for _, name := range []string{"prometheus", "grafana"} {
+		s := service(t, p, name)
+		require.Equal(t, []string{observabilityProfile}, s.Profiles, name)
+		for _, v := range s.Volumes {
+			_, err := os.Stat(v.Source)
+			require.NoError(t, err, "%s mounts %s", name, v.Source)
+		}
+	}
+	b, err := os.ReadFile("deploy/observability/prometheus.yml")
+	require.NoError(t, err)
+	var prom struct {
+		Global        map[string]string `json:"global"`
+		RuleFiles     []string          `json:"rule_files"`
+		ScrapeConfigs []struct {
+			JobName   string `json:"job_name"`
+			DNSSDConf []struct {
+				Names   []string `json:"names"`
+				Type    string   `json:"type"`
+				Port    int      `json:"port"`
+				Refresh string   `json:"refresh_interval"`
+			} `json:"dns_sd_configs"`
+			StaticConfigs []struct {
+				Targets []string `json:"targets"`
+			} `json:"static_configs"`
+		} `json:"scrape_configs"`
+	}
+	require.NoError(t, yaml.UnmarshalStrict(b, &prom, func(d *json.Decoder) *json.Decoder { return d }))
+	mounted := map[string]bool{}
+	for _, v := range service(t, p, "prometheus").Volumes {
+		mounted[v.Target] = true
+	}
+	for _, f := range prom.RuleFiles {
+		require.True(t, mounted[f], "rule file %s is mounted into prometheus", f)
+	}
+	exposes := func(svc string, port int) bool {
+		s, ok := p.Services[svc]
+		if !ok {
+			return false
+		}
+		for _, e := range s.Expose {
+			if e == strconv.Itoa(port) {
+				return true
+			}
+		}
+		return false
+	}
+	n := 0
+	for _, sc := range prom.ScrapeConfigs {
+		for _, d := range sc.DNSSDConf {
+			for _, name := range d.Names {
+				n++
+				require.True(t, exposes(name, d.Port), "job %s scrapes %s:%d, which no service exposes", sc.JobName, name, d.Port)
+			}
+		}
+		for _, st := range sc.StaticConfigs {
+			for _, target := range st.Targets {
+				host, port, err := net.SplitHostPort(target)
+				require.NoError(t, err)
+				if host == "127.0.0.1" {
+					continue // Prometheus itself
+				}
+				n++
+				pn, err := strconv.Atoi(port)
+				require.NoError(t, err)
+				require.True(t, exposes(host, pn), "job %s scrapes %s, which no service exposes", sc.JobName, target)
+			}
+		}
+	}
+	require.GreaterOrEqual(t, n, 2, "the workers and the relay are scraped")
 }
