@@ -47,6 +47,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/paystream/paystream/gateway/sim"
+	"github.com/paystream/paystream/internal/cmdwire"
 )
 
 const envPrefix = "GATEWAYSIM_"
@@ -266,10 +267,6 @@ func serverTLS(o options) (*tls.Config, error) {
 	return c, nil
 }
 
-// healthcheckTimeout bounds the whole probe; container healthchecks give a
-// probe a few seconds (docker-compose.yml: timeout 3s).
-const healthcheckTimeout = 2 * time.Second
-
 // healthcheck parses args and the environment as run does and GETs /healthz
 // of the server that configuration listens on, dialling the loopback
 // address for an unspecified host. It returns an error unless the answer is
@@ -279,28 +276,8 @@ func healthcheck(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
-	host, port, err := net.SplitHostPort(o.addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(o.addr); err != nil {
 		return fmt.Errorf("healthcheck: listen address %q: %w", o.addr, err)
 	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	url := "http://" + net.JoinHostPort(host, port) + "/healthz"
-	ctx, cancel := context.WithTimeout(ctx, healthcheckTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(stdout, io.LimitReader(resp.Body, 4<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: GET %s: %s", url, resp.Status)
-	}
-	return nil
+	return cmdwire.Probe(ctx, o.addr, "/healthz", stdout)
 }

@@ -20,12 +20,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
+
+	"github.com/paystream/paystream/internal/cmdwire"
 )
 
 func main() {
@@ -58,10 +57,6 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	return w.run(ctx)
 }
 
-// healthcheckTimeout bounds the whole probe; container healthchecks give a
-// probe a few seconds (docker-compose.yml: timeout 3s).
-const healthcheckTimeout = 2 * time.Second
-
 // healthcheck reads the same flags and settings as the worker and asks the
 // worker serving PAYSTREAM_HTTP_ADDR on this host whether it is ready
 // (GET /readyz). It prints the answer and returns an error unless it is
@@ -75,39 +70,5 @@ func healthcheck(ctx context.Context, args []string, lookupEnv func(string) (str
 	if cfg.HTTPAddr == "" {
 		return errors.New("healthcheck: PAYSTREAM_HTTP_ADDR is empty: the worker serves no /readyz")
 	}
-	return probe(ctx, "http://"+localAddr(cfg.HTTPAddr)+"/readyz", stdout)
-}
-
-// localAddr turns a listen address into one to dial on this host: an
-// empty or unspecified host becomes the loopback address.
-func localAddr(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return listen
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
-}
-
-// probe GETs url within healthcheckTimeout, copies the start of the answer
-// to out and fails unless the status is 200.
-func probe(ctx context.Context, url string, out io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, healthcheckTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(out, io.LimitReader(resp.Body, 4<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: GET %s: %s", url, resp.Status)
-	}
-	return nil
+	return cmdwire.Probe(ctx, cfg.HTTPAddr, "/readyz", stdout)
 }
