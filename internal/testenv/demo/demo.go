@@ -282,10 +282,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	scan.rows(ctx, s.DatabaseURL())
 
 	printSummary(out, rep, rss, stopErr)
-	printStatus(out, cfg.BinDir, ctlOut, ctlCode, ctlErr)
 	scan.check("demo output", "the demo's output", rec.Bytes())
 	leaks, leakSummary := scan.verdict()
 	fmt.Fprintf(out, "  secrets\n    %-18s %10s  %s\n", "gateway API key", "", leakSummary)
+	printStatus(out, cfg.BinDir, ctlOut, ctlCode, ctlErr)
 	problems := rep.Problems()
 	problems = append(problems, leaks...)
 	if keyErr != nil {
