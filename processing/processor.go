@@ -606,13 +606,18 @@ func (p *Processor) record(ctx context.Context, msg Message, req *payment.Reques
 		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Attempts: l.calls, Ambiguous: maybe})
 		return p.decide(msg, req, l.attempt, fmt.Errorf("%w: %w", ErrShutdown, err))
 	case p.lastDelivery(msg) && p.misconfigured.Load() != nil:
-		// The gateway refuses our credentials (docs/contract.md §5: 401,
-		// 403), and its breaker keeps the call from being made. The payment
-		// is not at fault: it must not end failed and dead-lettered
-		// exhausted as if it were. Give the lease back, held like a retry;
-		// JetStream makes no further delivery, and the sweeper re-publishes
-		// the row once lease and grace have passed, with fresh deliveries,
-		// until the credentials are fixed (the operator sees /readyz).
+		// The gateway's latest answer refused our credentials
+		// (docs/contract.md §5: 401, 403; observe clears the mark on any
+		// other answer): this call was refused, or the breaker those
+		// refusals opened kept it from being made. The payment is not at
+		// fault: it must not end failed and dead-lettered exhausted as if it
+		// were. Give the lease back, held like a retry. The consumer's
+		// safety-net delivery (MaxDeliver+1) finds the lease held and is
+		// nak'ed without a dead letter, or takes it over and comes here
+		// again (or charges, if the credentials work by then); then, while
+		// the row stays in processing, the sweeper re-publishes the
+		// row once lease and grace have passed, with fresh deliveries, until
+		// the credentials are fixed (the operator sees /readyz).
 		d := p.decide(msg, req, l.attempt, err)
 		p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Attempts: l.calls,
 			Hold: holdFor(err, d.Delay), Ambiguous: maybe})

@@ -40,7 +40,7 @@ type RetentionConfig struct {
 func (c RetentionConfig) Validate() error {
 	var errs []error
 	for st := range c.Periods {
-		if st != payment.StatusSucceeded && st != payment.StatusDeclined && st != payment.StatusFailed {
+		if !st.Final() {
 			errs = append(errs, fmt.Errorf("period of status %q: only succeeded, declined and failed rows may be deleted", st))
 		}
 	}

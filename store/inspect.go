@@ -329,9 +329,7 @@ func (s *Store) Count(ctx context.Context, grace, window time.Duration) (Counts,
 		if err := tx.QueryRow(ctx, stuckQuery, grace.Microseconds()).Scan(&c.StuckProcessing, &stuckUs); err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, `
-			SELECT count(*), (extract(epoch FROM clock_timestamp() - min(updated_at)) * 1000000)::bigint
-			FROM payments WHERE status = 'unknown'`).Scan(&c.Unknown, &unknownUs); err != nil {
+		if err := tx.QueryRow(ctx, unknownQuery).Scan(&c.Unknown, &unknownUs); err != nil {
 			return err
 		}
 		c.OldestStuck = time.Duration(deref(stuckUs)) * time.Microsecond

@@ -170,13 +170,17 @@ func (s *Store) Settle(ctx context.Context, c payment.Completion, from payment.S
 	return rs.record(), nil
 }
 
+// unknownQuery counts the rows in unknown, and the age in microseconds of
+// the oldest one since its last update (NULL when none).
+const unknownQuery = `
+	SELECT count(*), (extract(epoch FROM clock_timestamp() - min(updated_at)) * 1000000)::bigint
+	FROM payments WHERE status = 'unknown'`
+
 // UnknownStats returns the number of rows in unknown and the age of the
 // oldest one (0 when there is none), for metrics and status.
 func (s *Store) UnknownStats(ctx context.Context) (count int64, oldest time.Duration, err error) {
 	var ageUs *int64
-	err = s.pool.QueryRow(ctx, `
-		SELECT count(*), (extract(epoch FROM clock_timestamp() - min(updated_at)) * 1000000)::bigint
-		FROM payments WHERE status = 'unknown'`).Scan(&count, &ageUs)
+	err = s.pool.QueryRow(ctx, unknownQuery).Scan(&count, &ageUs)
 	if err != nil {
 		return 0, 0, fmt.Errorf("store: unknown stats: %w", translate(err))
 	}

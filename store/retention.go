@@ -8,19 +8,13 @@ import (
 	"github.com/paystream/paystream/payment"
 )
 
-// retainable reports whether retention may delete rows of status: only
-// final ones. Rows in processing or unknown are never deleted.
-func retainable(status payment.Status) bool {
-	return status == payment.StatusSucceeded || status == payment.StatusDeclined || status == payment.StatusFailed
-}
-
 // DeleteExpired deletes one batch: at most limit rows of the final status
 // completed before the given time, oldest first, skipping rows locked by
 // others, in one short statement. It returns how many it deleted; fewer
 // than limit means none is left (but for skipped rows). The payment's
 // attempts go with it (ON DELETE CASCADE).
 func (s *Store) DeleteExpired(ctx context.Context, status payment.Status, before time.Time, limit int) (int64, error) {
-	if !retainable(status) || limit <= 0 {
+	if !status.Final() || limit <= 0 {
 		return 0, fmt.Errorf("store: delete expired %q rows, limit %d: only final statuses and a positive limit: %w",
 			status, limit, ErrInvalidArgument)
 	}
@@ -48,7 +42,7 @@ func (s *Store) DeleteExpired(ctx context.Context, status payment.Status, before
 // CountExpired returns how many rows of the final status were completed
 // before the given time: what DeleteExpired would delete in all.
 func (s *Store) CountExpired(ctx context.Context, status payment.Status, before time.Time) (int64, error) {
-	if !retainable(status) {
+	if !status.Final() {
 		return 0, fmt.Errorf("store: count expired %q rows: only final statuses: %w", status, ErrInvalidArgument)
 	}
 	var n int64
