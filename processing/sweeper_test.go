@@ -315,20 +315,18 @@ func TestSweeperRun(t *testing.T) {
 
 	t.Run("retention off", func(t *testing.T) {
 		t.Parallel()
-		for _, withDelete := range []bool{false} {
-			store := &fakeSweepStore{ok: true, findSeen: make(chan struct{}, 1)}
-			sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval = time.Millisecond }, store, withDelete)
-			ctx, cancel := context.WithCancel(t.Context())
-			done := make(chan error, 1)
-			go func() { done <- sw.Run(ctx) }()
-			for range 3 {
-				<-store.findSeen
-			}
-			cancel()
-			require.NoError(t, <-done)
-			_, _, dels := store.snapshot()
-			require.Empty(t, dels)
+		store := &fakeSweepStore{ok: true, findSeen: make(chan struct{}, 1)}
+		sw, _ := newTestSweeper(func(c *processing.SweeperConfig) { c.Interval = time.Millisecond }, store, false)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- sw.Run(ctx) }()
+		for range 3 {
+			<-store.findSeen
 		}
+		cancel()
+		require.NoError(t, <-done)
+		_, _, dels := store.snapshot()
+		require.Empty(t, dels)
 	})
 
 	t.Run("keeps sweeping after errors", func(t *testing.T) {
