@@ -134,11 +134,11 @@ func (r *Retention) Run(ctx context.Context, dryRun bool) (RetentionReport, erro
 	if !dryRun {
 		ok, err := r.store.AcquireJobLease(ctx, RetentionJob, r.cfg.Owner, r.leaseTTL())
 		if err != nil {
-			r.count("error")
+			r.count(ctx, "error")
 			return rep, fmt.Errorf("retention: %w", err)
 		}
 		if !ok {
-			r.count("busy")
+			r.count(ctx, "busy")
 			return rep, nil
 		}
 		defer func() {
@@ -177,7 +177,7 @@ func (r *Retention) Run(ctx context.Context, dryRun bool) (RetentionReport, erro
 			if err != nil {
 				rep.Total += s.Rows
 				rep.Status = append(rep.Status, s)
-				r.count("error")
+				r.count(ctx, "error")
 				return rep, err
 			}
 		}
@@ -185,7 +185,7 @@ func (r *Retention) Run(ctx context.Context, dryRun bool) (RetentionReport, erro
 		rep.Status = append(rep.Status, s)
 	}
 	if !dryRun {
-		r.count("done")
+		r.count(ctx, "done")
 	}
 	return rep, nil
 }
@@ -222,7 +222,12 @@ func (r *Retention) deleteStatus(ctx context.Context, s *RetentionStatus, first 
 	}
 }
 
-func (r *Retention) count(result string) {
+// count counts a run by result; a run stopped by shutdown (ctx ended) is
+// no failure and is not counted as one.
+func (r *Retention) count(ctx context.Context, result string) {
+	if result == "error" && ctx.Err() != nil {
+		return
+	}
 	if r.m != nil {
 		r.m.RetentionRuns.WithLabelValues(result).Inc()
 	}
