@@ -151,6 +151,9 @@ func (b *Beater) Run(ctx context.Context) error {
 		}
 		if err != nil && ctx.Err() == nil {
 			b.log.Warn().Err(err).Msg("write heartbeat record")
+			// The bucket may be gone (deleted, or its stream lost): look
+			// it up, or create it, again on the next beat.
+			kv = nil
 		}
 		t.Reset(b.cfg.Interval)
 	}

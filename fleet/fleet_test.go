@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/paystream/paystream/contract"
 	"github.com/paystream/paystream/fleet"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 )
@@ -81,6 +82,30 @@ func TestBeaterKeepsAndDeletesItsRecord(t *testing.T) {
 		hbs, err := fleet.List(t.Context(), js, "")
 		return err == nil && len(hbs) == 0
 	}, 10*time.Second, 50*time.Millisecond, "expired after three intervals")
+}
+
+// TestBeaterRecreatesADeletedBucket: a bucket deleted under a running
+// Beater (by an operator, or lost with its stream) is recreated on a later
+// beat, and the record comes back.
+func TestBeaterRecreatesADeletedBucket(t *testing.T) {
+	t.Parallel()
+	js := connect(t)
+	cfg := fleet.Config{Interval: 50 * time.Millisecond}
+	b := fleet.NewBeater(js, cfg, func(context.Context) fleet.Heartbeat {
+		return fleet.Heartbeat{WorkerID: "w1", Ready: true}
+	}, zerolog.Nop())
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = b.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+
+	listed := func() bool {
+		hbs, err := fleet.List(t.Context(), js, "")
+		return err == nil && len(hbs) == 1 && hbs[0].WorkerID == "w1"
+	}
+	require.Eventually(t, listed, 5*time.Second, 20*time.Millisecond)
+	require.NoError(t, js.DeleteKeyValue(t.Context(), contract.WorkersBucket))
+	require.Eventually(t, listed, 5*time.Second, 20*time.Millisecond, "the bucket and the record are back")
 }
 
 func TestKey(t *testing.T) {
