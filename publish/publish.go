@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/paystream/paystream/contract"
+	"github.com/paystream/paystream/internal/jsretry"
 	"github.com/paystream/paystream/payment"
 )
 
@@ -332,7 +332,7 @@ func (p *Publisher) publish(ctx context.Context, m Msg) Result {
 			res.Err = fmt.Errorf("publish to %s (msg id %s, %d attempts): %w", m.Subject, safeID(m.MsgID), res.Attempts, err)
 			return res
 		}
-		t := time.NewTimer(jitter(wait))
+		t := time.NewTimer(jsretry.Jitter(wait))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -361,22 +361,13 @@ func transient(err error, hasID bool) bool {
 	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 		return true
 	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.Code == 503 {
+	if jsretry.Unavailable(err) {
 		return true
 	}
 	if hasID && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
 		return true
 	}
 	return false
-}
-
-// jitter returns d ± 20%.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d - d/5 + rand.N(2*d/5+1) //nolint:gosec // jitter needs no crypto
 }
 
 // safeID returns id when it is a plausible identifier, for error messages,

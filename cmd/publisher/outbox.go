@@ -159,14 +159,17 @@ func outboxRelay(ctx context.Context, args []string, getenv func(string) string,
 }
 
 // serveRelay runs relay and, unless addr is empty, the HTTP server, until
-// ctx ends; then it stops both and waits for them.
+// ctx ends or the server fails; then it stops both, waits for them, and
+// returns the server's failure.
 func serveRelay(ctx context.Context, relay *outbox.Relay, pool *pgxpool.Pool, reg *prometheus.Registry, addr string, log zerolog.Logger) error {
 	var (
 		wg  sync.WaitGroup
 		srv *http.Server
 		ln  net.Listener
 	)
-	errc := make(chan error, 1)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var srvErr error
 	if addr != "" {
 		var err error
 		if ln, err = net.Listen("tcp", addr); err != nil {
@@ -175,23 +178,21 @@ func serveRelay(ctx context.Context, relay *outbox.Relay, pool *pgxpool.Pool, re
 		srv = &http.Server{Handler: relayRoutes(relay, pool, reg), ReadHeaderTimeout: 5 * time.Second}
 		wg.Go(func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("http server: %w", err)
+				// Without /healthz and /metrics the relay is blind: stop it.
+				srvErr = fmt.Errorf("http server: %w", err)
+				cancel(srvErr)
 			}
 		})
 		log.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz")
 	}
 	err := relay.Run(ctx)
 	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_ = srv.Shutdown(sctx)
 		cancel()
 	}
 	wg.Wait()
-	close(errc)
-	for e := range errc {
-		err = errors.Join(err, e)
-	}
-	return err
+	return errors.Join(err, srvErr)
 }
 
 // relayRoutes serves /metrics and /healthz: 200 while the relay runs and

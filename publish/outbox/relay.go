@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/paystream/paystream/contract"
+	"github.com/paystream/paystream/internal/jsretry"
 )
 
 // Defaults of RelayConfig.
@@ -240,7 +240,7 @@ func (r *Relay) loop(ctx context.Context, i int) {
 		case err != nil:
 			r.m.errors.Inc()
 			r.log.Warn().Err(err).Dur("retry_in", wait).Msg("relaying a batch failed; retrying")
-			d = jitter(wait)
+			d = jsretry.Jitter(wait)
 			wait = min(2*wait, r.cfg.RetryWaitMax)
 		case full:
 			wait = r.cfg.RetryWait
@@ -360,8 +360,7 @@ func (r *Relay) publish(ctx context.Context, p int32, batch []row) error {
 				r.m.published.Inc()
 			}
 		case err := <-f.Err():
-			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && apiErr.Code != 503 {
+			if jsretry.Refused(err) {
 				// The stream refuses this row; it blocks its
 				// partition until an operator acts.
 				r.log.Error().Err(err).Int32("partition", p).Str("payment_id", batch[i].paymentID).
@@ -408,12 +407,4 @@ func (r *Relay) measure(ctx context.Context) error {
 	r.m.pending.Set(float64(n))
 	r.m.oldestAge.Set(max(age, 0))
 	return nil
-}
-
-// jitter returns d ± 20%.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d - d/5 + rand.N(2*d/5+1) //nolint:gosec // jitter needs no crypto
 }

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/paystream/paystream/internal/jsretry"
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/publish"
 )
@@ -93,7 +94,8 @@ type sender struct {
 	retries   atomic.Int64
 }
 
-// send publishes m until it is acknowledged or ctx ends.
+// send publishes m until it is acknowledged, the stream refuses it, or ctx
+// ends.
 func (s *sender) send(ctx context.Context, m loadMsg) error {
 	for {
 		_, err := s.pub.PublishRaw(ctx, m.subject, m.body, m.msgID)
@@ -103,6 +105,11 @@ func (s *sender) send(ctx context.Context, m loadMsg) error {
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("publish %s: %w", m.msgID, ctx.Err())
+		}
+		if jsretry.Refused(err) {
+			// The stream refuses the message itself (wrong stream, too
+			// large): no retry will store it.
+			return fmt.Errorf("publish %s: %w", m.msgID, err)
 		}
 		s.retries.Add(1)
 		if !sleep(ctx, 200*time.Millisecond) {

@@ -360,10 +360,20 @@ func (s *Stack) Postgres() *pgcluster.Cluster { return s.pg }
 
 // migrate applies the migrations with `worker migrate`.
 func (s *Stack) migrate(ctx context.Context) error {
-	p, err := s.start("migrate", BinWorker, "", []string{"migrate"}, map[string]string{
+	if err := s.runOnce(ctx, "migrate", BinWorker, []string{"migrate"}, map[string]string{
 		"PAYSTREAM_DATABASE_URL": s.dbURL,
 		"PAYSTREAM_LOG_FORMAT":   "json",
-	})
+	}); err != nil {
+		return fmt.Errorf("localstack: worker migrate: %w", err)
+	}
+	s.logf("migrations   applied")
+	return nil
+}
+
+// runOnce runs bin as a process named name and waits, at most
+// Config.ReadyTimeout, for it to exit 0.
+func (s *Stack) runOnce(ctx context.Context, name, bin string, args []string, env map[string]string) error {
+	p, err := s.start(name, bin, "", args, env)
 	if err != nil {
 		return err
 	}
@@ -372,12 +382,11 @@ func (s *Stack) migrate(ctx context.Context) error {
 	code, err := p.Wait(ctx)
 	if err != nil {
 		p.stop(time.Second)
-		return fmt.Errorf("localstack: worker migrate: %w", err)
+		return err
 	}
 	if code != 0 {
-		return fmt.Errorf("localstack: worker migrate exited %d:\n%s", code, tail(p.LogPath()))
+		return fmt.Errorf("exited %d:\n%s", code, tail(p.LogPath()))
 	}
-	s.logf("migrations   applied")
 	return nil
 }
 
@@ -461,11 +470,10 @@ func (s *Stack) StartWorker(ctx context.Context, name string, env map[string]str
 // /healthz. Its environment is the stack's NATS and database URLs,
 // PAYSTREAM_HTTP_ADDR on a free port and JSON logs (to Dir/name.log).
 func (s *Stack) StartOutboxRelay(ctx context.Context, name string) (*Process, error) {
-	migrate := exec.CommandContext(ctx, filepath.Join(s.binDir, BinPublisher), "outbox", "migrate")
-	migrate.Dir = s.dir
-	migrate.Env = env(map[string]string{"PAYSTREAM_DATABASE_URL": s.dbURL})
-	if out, err := migrate.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("localstack: publisher outbox migrate: %w: %s", err, out)
+	if err := s.runOnce(ctx, name+"-migrate", BinPublisher, []string{"outbox", "migrate"}, map[string]string{
+		"PAYSTREAM_DATABASE_URL": s.dbURL,
+	}); err != nil {
+		return nil, fmt.Errorf("localstack: publisher outbox migrate: %w", err)
 	}
 	port, err := pgcluster.FreePort()
 	if err != nil {
