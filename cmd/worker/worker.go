@@ -520,6 +520,12 @@ func (w *worker) run(ctx context.Context) error {
 	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBg()
 
+	// runCtx ends with ctx or when NATS closes for good (below); everything
+	// but the batcher and the heartbeat, which outlive the drain, stops with
+	// it, so that wg.Wait returns in both cases.
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
 	wg.Go(func() {
@@ -527,10 +533,10 @@ func (w *worker) run(ctx context.Context) error {
 			errc <- fmt.Errorf("batcher: %w", err)
 		}
 	})
-	wg.Go(func() { _ = w.sweeper.Run(ctx) })
-	wg.Go(func() { _ = w.recon.Run(ctx) })
+	wg.Go(func() { _ = w.sweeper.Run(runCtx) })
+	wg.Go(func() { _ = w.recon.Run(runCtx) })
 	wg.Go(func() { _ = w.beat.Run(bgCtx) }) // beats while draining; deletes its record at the end
-	wg.Go(func() { w.gauges.run(ctx) })
+	wg.Go(func() { w.gauges.run(runCtx) })
 	if w.http != nil {
 		wg.Go(func() {
 			if err := w.http.Serve(w.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -544,8 +550,6 @@ func (w *worker) run(ctx context.Context) error {
 	// A connection that nats.go gives up on (it closes after repeated
 	// authorization errors) never comes back: stop, so that the process
 	// supervisor restarts the worker, rather than idle while looking healthy.
-	runCtx, stopRun := context.WithCancelCause(ctx)
-	defer stopRun(nil)
 	wg.Go(func() {
 		select {
 		case <-w.ncClosed:
