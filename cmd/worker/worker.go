@@ -42,6 +42,7 @@ type worker struct {
 	cfg      config.Config
 	log      zerolog.Logger
 	nc       *nats.Conn
+	js       jetstream.JetStream // on nc; the consumer, heartbeat and gauges share it
 	ncClosed chan struct{}
 	pool     *pgxpool.Pool
 	store    *store.Store
@@ -141,12 +142,8 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 		return nil, err
 	}
 	w.newSweeper(m)
-	if err := w.newHeartbeat(reg); err != nil {
-		return nil, err
-	}
-	if err := w.newFleetGauges(reg); err != nil {
-		return nil, err
-	}
+	w.newHeartbeat(reg)
+	w.newFleetGauges(reg)
 	if err := w.listenHTTP(reg); err != nil {
 		return nil, err
 	}
@@ -229,7 +226,13 @@ func (w *worker) connectNATS() (err error) {
 		nats.ReconnectBufSize(8<<20),
 		nats.DrainTimeout(10*time.Second),
 	)
-	return err
+	if err != nil {
+		return err
+	}
+	if w.js, err = jetstream.New(w.nc); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	return nil
 }
 
 // newMetrics returns the registry that /metrics serves, holding the Go and
@@ -260,17 +263,13 @@ func (w *worker) newProcessor(m *telemetry.Metrics) (*processing.Processor, erro
 // newConsumer provisions the streams and the consumer (unless
 // PAYSTREAM_PROVISION is off) and builds the consumer that feeds proc.
 func (w *worker) newConsumer(ctx context.Context, proc consumer.Processor, m *telemetry.Metrics) error {
-	js, err := jetstream.New(w.nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	ccfg := consumerConfig(w.cfg)
 	if w.cfg.Provision {
-		if err := provision(ctx, js, ccfg, w.log); err != nil {
+		if err := provision(ctx, w.js, ccfg, w.log); err != nil {
 			return err
 		}
 	}
-	w.cons = consumer.New(js, ccfg, proc, w.log, m)
+	w.cons = consumer.New(w.js, ccfg, proc, w.log, m)
 	return nil
 }
 
