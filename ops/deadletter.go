@@ -202,7 +202,7 @@ func (d DeadLetters) each(ctx context.Context, f DeadLetterFilter, fn func(DeadL
 		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
 	for _, r := range f.Reasons {
-		occ.FilterSubjects = append(occ.FilterSubjects, d.SubjectPrefix+".dlq."+r)
+		occ.FilterSubjects = append(occ.FilterSubjects, consumer.Config{SubjectPrefix: d.SubjectPrefix}.DLQSubject(r))
 	}
 	cons, err := stream.OrderedConsumer(ctx, occ)
 	if err != nil {

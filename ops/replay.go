@@ -124,6 +124,16 @@ type Replayer struct {
 // ErrNoActor: a replay needs an actor for its audit row.
 var ErrNoActor = errors.New("ops: an actor is required (--actor or $USER)")
 
+// auditTimeout bounds the write of an operator_actions row.
+const auditTimeout = 10 * time.Second
+
+// auditContext is the context of an audit write: it outlives ctx (an
+// interrupted action is still audited) but is bounded, so that an
+// unreachable database cannot hold the command for ever.
+func auditContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+}
+
 // Replay plans the dead letters req selects and, unless req.DryRun,
 // re-publishes those planned to charge. It writes one operator_actions row
 // either way. The error is about the run as a whole (reading the stream,
@@ -192,7 +202,9 @@ func (r Replayer) Replay(ctx context.Context, req ReplayRequest) (ReplayReport, 
 	}
 	rep.Items = items
 	args, _ := json.Marshal(replayArguments(req))
-	a, err := r.Store.RecordAction(context.WithoutCancel(ctx), store.OperatorAction{
+	actx, cancel := auditContext(ctx)
+	defer cancel()
+	a, err := r.Store.RecordAction(actx, store.OperatorAction{
 		Actor: req.Actor, Action: ActionReplay, Arguments: args, DryRun: req.DryRun,
 		Published: rep.Published, Duplicates: rep.Duplicates, Refused: rep.Refused, Failed: rep.Failed,
 		PublishedSeqs: published,

@@ -62,7 +62,9 @@ func RunRetention(ctx context.Context, st *store.Store, req RetentionRequest, lo
 		periods[string(s)] = d.String()
 	}
 	args, _ := json.Marshal(map[string]any{"periods": periods, "batch": req.Batch, "pause": req.Pause.String()})
-	a, aerr := st.RecordAction(context.WithoutCancel(ctx), store.OperatorAction{
+	actx, cancel := auditContext(ctx)
+	defer cancel()
+	a, aerr := st.RecordAction(actx, store.OperatorAction{
 		Actor: req.Actor, Action: ActionRetention, Arguments: args, DryRun: req.DryRun, Result: res,
 	})
 	if err != nil {

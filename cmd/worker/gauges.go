@@ -32,21 +32,16 @@ type fleetGauges struct {
 	warnedLag, warnedStuck bool
 }
 
-func (w *worker) newFleetGauges(reg prometheus.Registerer) error {
-	js, err := jetstream.New(w.nc)
-	if err != nil {
-		return err
-	}
+func (w *worker) newFleetGauges(reg prometheus.Registerer) {
 	grace := w.cfg.SweepGrace
 	if grace == 0 {
 		grace = config.Default().SweepGrace
 	}
-	w.gauges = &fleetGauges{js: js, store: w.store, stream: w.cfg.Stream, consumer: w.cfg.Consumer,
+	w.gauges = &fleetGauges{js: w.js, store: w.store, stream: w.cfg.Stream, consumer: w.cfg.Consumer,
 		// The sweeper brings a row back within its grace and one interval:
 		// a row stays past both (and at least a minute) only when it cannot.
 		stuckAfter: max(time.Minute, grace+w.cfg.SweepInterval),
 		m:          telemetry.NewFleet(reg), log: w.log, interval: fleetGaugeInterval}
-	return nil
 }
 
 // run refreshes the gauges every interval until ctx ends.

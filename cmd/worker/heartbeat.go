@@ -6,7 +6,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/paystream/paystream/fleet"
@@ -15,11 +14,7 @@ import (
 
 // newHeartbeat builds the worker's heartbeat (package fleet): its record in
 // the workers bucket, and the same on /metrics.
-func (w *worker) newHeartbeat(reg prometheus.Registerer) error {
-	js, err := jetstream.New(w.nc)
-	if err != nil {
-		return err
-	}
+func (w *worker) newHeartbeat(reg prometheus.Registerer) {
 	m := telemetry.NewWorker(reg)
 	host, _ := os.Hostname()
 	version := "(devel)"
@@ -30,7 +25,7 @@ func (w *worker) newHeartbeat(reg prometheus.Registerer) error {
 	m.Info.WithLabelValues(w.cfg.WorkerID, version, host).Set(1)
 	m.Concurrency.Set(float64(w.cfg.Concurrency))
 	m.RateLimit.Set(w.cfg.RateLimit)
-	w.beat = fleet.NewBeater(js, fleet.Config{Replicas: w.cfg.StreamReplicas}, func(ctx context.Context) fleet.Heartbeat {
+	w.beat = fleet.NewBeater(w.js, fleet.Config{Replicas: w.cfg.StreamReplicas}, func(ctx context.Context) fleet.Heartbeat {
 		hb := fleet.Heartbeat{WorkerID: w.cfg.WorkerID, Version: version, Host: host, StartedAt: started,
 			InFlight: w.proc.InFlight(), Concurrency: w.cfg.Concurrency, Breaker: w.proc.BreakerState(),
 			RateLimit: w.cfg.RateLimit, LastPull: w.cons.LastPull(), Ready: true}
@@ -43,5 +38,4 @@ func (w *worker) newHeartbeat(reg prometheus.Registerer) error {
 		m.Ready.Set(map[bool]float64{true: 1}[hb.Ready])
 		return hb
 	}, w.log)
-	return nil
 }

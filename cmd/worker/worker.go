@@ -42,6 +42,7 @@ type worker struct {
 	cfg      config.Config
 	log      zerolog.Logger
 	nc       *nats.Conn
+	js       jetstream.JetStream // on nc; the consumer, heartbeat and gauges share it
 	ncClosed chan struct{}
 	pool     *pgxpool.Pool
 	store    *store.Store
@@ -141,12 +142,8 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 		return nil, err
 	}
 	w.newSweeper(m)
-	if err := w.newHeartbeat(reg); err != nil {
-		return nil, err
-	}
-	if err := w.newFleetGauges(reg); err != nil {
-		return nil, err
-	}
+	w.newHeartbeat(reg)
+	w.newFleetGauges(reg)
 	if err := w.listenHTTP(reg); err != nil {
 		return nil, err
 	}
@@ -229,7 +226,13 @@ func (w *worker) connectNATS() (err error) {
 		nats.ReconnectBufSize(8<<20),
 		nats.DrainTimeout(10*time.Second),
 	)
-	return err
+	if err != nil {
+		return err
+	}
+	if w.js, err = jetstream.New(w.nc); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	return nil
 }
 
 // newMetrics returns the registry that /metrics serves, holding the Go and
@@ -260,17 +263,13 @@ func (w *worker) newProcessor(m *telemetry.Metrics) (*processing.Processor, erro
 // newConsumer provisions the streams and the consumer (unless
 // PAYSTREAM_PROVISION is off) and builds the consumer that feeds proc.
 func (w *worker) newConsumer(ctx context.Context, proc consumer.Processor, m *telemetry.Metrics) error {
-	js, err := jetstream.New(w.nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	ccfg := consumerConfig(w.cfg)
 	if w.cfg.Provision {
-		if err := provision(ctx, js, ccfg, w.log); err != nil {
+		if err := provision(ctx, w.js, ccfg, w.log); err != nil {
 			return err
 		}
 	}
-	w.cons = consumer.New(js, ccfg, proc, w.log, m)
+	w.cons = consumer.New(w.js, ccfg, proc, w.log, m)
 	return nil
 }
 
@@ -520,6 +519,12 @@ func (w *worker) run(ctx context.Context) error {
 	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBg()
 
+	// runCtx ends with ctx or when NATS closes for good (below); everything
+	// but the batcher and the heartbeat, which outlive the drain, stops with
+	// it, so that wg.Wait returns in both cases.
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
 	wg.Go(func() {
@@ -527,10 +532,10 @@ func (w *worker) run(ctx context.Context) error {
 			errc <- fmt.Errorf("batcher: %w", err)
 		}
 	})
-	wg.Go(func() { _ = w.sweeper.Run(ctx) })
-	wg.Go(func() { _ = w.recon.Run(ctx) })
+	wg.Go(func() { _ = w.sweeper.Run(runCtx) })
+	wg.Go(func() { _ = w.recon.Run(runCtx) })
 	wg.Go(func() { _ = w.beat.Run(bgCtx) }) // beats while draining; deletes its record at the end
-	wg.Go(func() { w.gauges.run(ctx) })
+	wg.Go(func() { w.gauges.run(runCtx) })
 	if w.http != nil {
 		wg.Go(func() {
 			if err := w.http.Serve(w.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -544,8 +549,6 @@ func (w *worker) run(ctx context.Context) error {
 	// A connection that nats.go gives up on (it closes after repeated
 	// authorization errors) never comes back: stop, so that the process
 	// supervisor restarts the worker, rather than idle while looking healthy.
-	runCtx, stopRun := context.WithCancelCause(ctx)
-	defer stopRun(nil)
 	wg.Go(func() {
 		select {
 		case <-w.ncClosed:
