@@ -27,6 +27,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -195,6 +196,11 @@ func openDB(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("%s: %w", "PAYSTREAM_DATABASE_URL", err)
 	}
 	pcfg.MaxConns = 4
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		// A database that drops connections silently must not hold an
+		// operator's command until Ctrl-C (connect_timeout in the URL wins).
+		pcfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, err
