@@ -57,6 +57,7 @@ type worker struct {
 	http     *http.Server
 	listener net.Listener
 	closeGW  func()
+	dbGate   *dbGate
 }
 
 func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (config.Config, error) {
@@ -269,7 +270,8 @@ func (w *worker) newConsumer(ctx context.Context, proc consumer.Processor, m *te
 			return err
 		}
 	}
-	w.cons = consumer.New(w.js, ccfg, proc, w.log, m)
+	w.dbGate = newDBGate(proc, w.pool.Ping, w.log)
+	w.cons = consumer.New(w.js, ccfg, w.dbGate, w.log, m)
 	return nil
 }
 
@@ -536,6 +538,7 @@ func (w *worker) run(ctx context.Context) error {
 	wg.Go(func() { _ = w.recon.Run(runCtx) })
 	wg.Go(func() { _ = w.beat.Run(bgCtx) }) // beats while draining; deletes its record at the end
 	wg.Go(func() { w.gauges.run(runCtx) })
+	wg.Go(func() { w.dbGate.run(runCtx) })
 	if w.http != nil {
 		wg.Go(func() {
 			if err := w.http.Serve(w.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -74,6 +74,10 @@ type Config struct {
 	// ReadyTimeout bounds each wait for a started process to answer; default
 	// 60s.
 	ReadyTimeout time.Duration
+	// NATSConfig, when set, is a nats-server configuration file given with
+	// -c (e.g. a jetstream block with max_file_store); the stack's flags
+	// (ports, store directory) override what it says of them.
+	NATSConfig string
 }
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
@@ -244,12 +248,16 @@ func (s *Stack) start(name, bin, httpAddr string, args []string, extra map[strin
 }
 
 func (s *Stack) natsArgs() []string {
-	return []string{
+	args := []string{
 		"--jetstream", "--store_dir", s.natsStore,
 		"--addr", "127.0.0.1", "--port", strconv.Itoa(s.natsPort),
 		"--http_port", strconv.Itoa(s.natsMonPort),
 		"--server_name", "paystream-local",
 	}
+	if s.cfg.NATSConfig != "" {
+		args = append(args, "-c", s.cfg.NATSConfig)
+	}
+	return args
 }
 
 func (s *Stack) startNATS(ctx context.Context) error {

@@ -1,0 +1,44 @@
+package pgcluster_test
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paystream/paystream/internal/testenv/pgcluster"
+)
+
+// TestStandbyFailover makes a synchronous standby, commits on the primary,
+// crashes it and promotes the standby: the commit is there, and a client of
+// the multi-host URL with target_session_attrs=read-write lands on it.
+func TestStandbyFailover(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := startCluster(t, pgcluster.Config{Settings: []string{"synchronous_commit=on"}})
+	require.NoError(t, p.CreateDatabase(ctx, "app"))
+	s, err := p.StartStandby(ctx, pgcluster.StandbyConfig{Synchronous: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Stop()) })
+	require.Equal(t, "standby1", queryString(t, p.URL(), "SHOW synchronous_standby_names"))
+	require.Equal(t, "true", queryString(t, s.URL(), "SELECT pg_is_in_recovery()::text"))
+	pid, err := s.WALReceiverPID(ctx)
+	require.NoError(t, err)
+	require.NotZero(t, pid)
+
+	multi := pgcluster.MultiHostURL("app", p, s)
+	exec(t, multi, "CREATE TABLE t (v text); INSERT INTO t VALUES ('acknowledged')")
+
+	require.NoError(t, p.Crash(ctx))
+	require.NoError(t, s.Promote(ctx))
+	require.Equal(t, "acknowledged", queryString(t, multi, "SELECT v FROM t"))
+	exec(t, multi, "INSERT INTO t VALUES ('after failover')")
+	conn, err := pgx.Connect(ctx, multi)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	require.Equal(t, uint16(s.Port()), conn.PgConn().Conn().RemoteAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort().Port())
+}
