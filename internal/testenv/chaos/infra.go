@@ -209,13 +209,13 @@ type infraRun struct {
 	snd    *sender
 	// dbURL is the workers' and the auditor's database URL; prepare may
 	// replace the stack's.
-	dbURL   string
+	dbURL string
 	// auditURL, when set, is the auditor's database URL (default dbURL).
 	auditURL string
-	env     map[string]string
-	perName map[string]map[string]string
-	cleanup []func()
-	hc      *http.Client
+	env      map[string]string
+	perName  map[string]map[string]string
+	cleanup  []func()
+	hc       *http.Client
 	// standby is the streaming standby of the failover scenarios.
 	standby *pgcluster.Cluster
 	// proxies are the network-fault scenarios' proxies: worker → link.
