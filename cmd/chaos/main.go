@@ -38,6 +38,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/rs/zerolog"
+
 	"github.com/paystream/paystream/internal/testenv/chaos"
 )
 
@@ -45,6 +47,9 @@ import (
 var errInvariants = errors.New("invariants failed")
 
 func main() {
+	// The network-fault scenarios run toxiproxy in this process; its toxics
+	// log through zerolog's global logger at trace level.
+	zerolog.SetGlobalLevel(zerolog.InfoLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -492,19 +492,18 @@ func (w *worker) routes(reg *prometheus.Registry) http.Handler {
 }
 
 // ready reports whether NATS is connected, the database reachable and the
-// consumer bound and pulling.
+// consumer bound and pulling (see dependencies).
 func (w *worker) ready(ctx context.Context) error {
+	return w.readyFrom(w.dependencies(ctx))
+}
+
+// readyFrom is ready on checks already made.
+func (w *worker) readyFrom(deps []depCheck) error {
 	var errs []error
-	if !w.nc.IsConnected() {
-		errs = append(errs, fmt.Errorf("nats: %s", w.nc.Status()))
-	}
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := w.pool.Ping(pctx); err != nil {
-		errs = append(errs, errors.New("database unreachable"))
-	}
-	if err := w.cons.Ready(); err != nil {
-		errs = append(errs, fmt.Errorf("consumer: %w", err))
+	for _, d := range deps {
+		if d.err != nil && d.name != depGateway {
+			errs = append(errs, d.err)
+		}
 	}
 	if err := w.proc.Ready(); err != nil {
 		errs = append(errs, err)

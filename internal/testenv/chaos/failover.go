@@ -13,6 +13,7 @@ import (
 	"github.com/paystream/paystream/contract"
 	"github.com/paystream/paystream/internal/testenv/localstack"
 	"github.com/paystream/paystream/internal/testenv/pgcluster"
+	"github.com/paystream/paystream/payment"
 )
 
 // asyncLag is how long the asynchronous standby's WAL receiver is held
@@ -181,6 +182,9 @@ func replaySince(ctx context.Context, r *infraRun, t time.Time) (int, error) {
 			md, err := m.Metadata()
 			if err != nil {
 				return 0, fmt.Errorf("chaos: replay: %w", err)
+			}
+			if _, err := payment.Decode(m.Subject(), m.Data(), payment.Limits{}); err != nil {
+				r.extraInvalid.Add(1) // dead-lettered again: the audit expects it
 			}
 			msgs = append(msgs, loadMsg{subject: m.Subject(), body: m.Data(), msgID: "failover-replay-" + strconv.FormatUint(md.Sequence.Stream, 10)})
 			if md.Sequence.Stream >= last {

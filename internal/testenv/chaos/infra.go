@@ -231,6 +231,9 @@ type infraRun struct {
 	notReady  string
 	recovered time.Duration
 	exits     atomic.Int64
+	// extraInvalid counts invalid messages the harness published on top
+	// of the load's (the async failover's replay).
+	extraInvalid atomic.Int64
 }
 
 func (r *infraRun) logf(format string, args ...any) {
@@ -307,7 +310,7 @@ func RunInfra(ctx context.Context, name string, cfg InfraConfig) (*InfraResult, 
 	}
 	cfg = cfg.WithDefaults()
 	r := &infraRun{cfg: cfg, sc: sc, out: cfg.Out, start: time.Now(), perName: map[string]map[string]string{},
-		workers: map[string]*localstack.Process{}, hc: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+		workers: map[string]*localstack.Process{}, hc: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	res := &InfraResult{Scenario: name, Seed: cfg.Seed}
 	dir, err := os.MkdirTemp("", "paystream-chaos-"+name+"-")
 	if err != nil {
@@ -454,7 +457,7 @@ func (r *infraRun) execute(ctx context.Context, res *InfraResult) (err error) {
 	r.logf("fault over; waiting for the work to drain (at most %s)", cfg.SettleTimeout)
 	sctx, cancel := context.WithTimeout(ctx, cfg.SettleTimeout)
 	lastPrint := time.Now()
-	p, settleErr := r.audit.WaitSettled(sctx, audit.Settled{Final: len(r.load.validKeys), DeadLetters: uint64(r.load.invalid)}, func(p audit.Progress) {
+	p, settleErr := r.audit.WaitSettled(sctx, audit.Settled{Final: len(r.load.validKeys), DeadLetters: uint64(r.load.invalid + int(r.extraInvalid.Load()))}, func(p audit.Progress) {
 		if time.Since(lastPrint) >= 5*time.Second {
 			lastPrint = time.Now()
 			r.logf("%d of %d final, %d processing, %d unknown, %d pending, %d awaiting ack, %d dead letters",
@@ -480,7 +483,7 @@ func (r *infraRun) execute(ctx context.Context, res *InfraResult) (err error) {
 	if err != nil {
 		return err
 	}
-	res.Report = audit.Check(snap, audit.Expect{ValidKeys: r.load.validKeys, InvalidMessages: r.load.invalid})
+	res.Report = audit.Check(snap, audit.Expect{ValidKeys: r.load.validKeys, InvalidMessages: r.load.invalid + int(r.extraInvalid.Load())})
 	for _, name := range r.names {
 		if err := stopWorker(r.worker(name), shutdownTimeout+10*time.Second); err != nil {
 			r.problem("final stop: %v", err)
@@ -500,8 +503,8 @@ func (r *infraRun) recoveredAt() time.Duration {
 // ready and the outcomes stream grew; it starts again a worker that exited
 // on its own (counted).
 func (r *infraRun) watch(ctx context.Context, faultDone <-chan struct{}) {
-	var outcomesAtEnd uint64
-	haveBase := false
+	var outcomesAtEnd, outcomesAtStart uint64
+	haveBase, haveStart := false, false
 	for sleep(ctx, 200*time.Millisecond) {
 		r.restartExited(ctx)
 		from, to := r.faultTimes()
@@ -527,7 +530,7 @@ func (r *infraRun) watch(ctx context.Context, faultDone <-chan struct{}) {
 				}
 			}
 		}
-		if to.IsZero() || r.recoveredAt() != 0 {
+		if (!to.IsZero() || haveStart) && (to.IsZero() || r.recoveredAt() != 0) {
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -536,8 +539,16 @@ func (r *infraRun) watch(ctx context.Context, faultDone <-chan struct{}) {
 		if err != nil {
 			continue
 		}
+		if !haveStart {
+			outcomesAtStart, haveStart = pr.Outcomes, true
+		}
+		if to.IsZero() {
+			continue
+		}
 		if !haveBase {
 			outcomesAtEnd, haveBase = pr.Outcomes, true
+			// Work the fleet got done while the fault lasted.
+			r.figure("outcomes_during_fault", int64(outcomesAtEnd)-int64(outcomesAtStart))
 		}
 		if allReady && (pr.Outcomes > outcomesAtEnd || pr.Drained()) {
 			d := time.Since(to)
