@@ -79,6 +79,9 @@ func dbCause(err error) string {
 		return "timeout"
 	case errors.As(err, &opErr) && strings.Contains(msg, "connection refused"):
 		return "connection refused"
+	case strings.Contains(msg, "unexpected EOF") || strings.Contains(msg, "conn closed") ||
+		strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe"):
+		return "connection lost"
 	default:
 		return "connection failed"
 	}

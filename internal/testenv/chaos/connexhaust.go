@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -38,7 +39,7 @@ func connScenarios() []Scenario {
 // exhaustConnections holds every connection Postgres will give for
 // exhaustFor: it opens connections until the server refuses (too many
 // clients), terminates the workers' backends and takes their slots,
-// again every half second, then closes them all.
+// again every 200ms, then closes them all.
 func exhaustConnections(ctx context.Context, r *infraRun) error {
 	url := r.dbURL + "&application_name=" + hoarderApp
 	var held []*pgconn.PgConn
@@ -47,17 +48,30 @@ func exhaustConnections(ctx context.Context, r *infraRun) error {
 			_ = c.Close(context.WithoutCancel(ctx))
 		}
 	}()
+	var heldMu sync.Mutex
+	// grab opens connections from 8 goroutines at once until the server
+	// refuses them: faster than the workers' pools can reconnect.
 	grab := func() (refused error) {
-		for range exhaustMaxConns {
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			c, err := pgconn.Connect(cctx, url)
-			cancel()
-			if err != nil {
-				return err
-			}
-			held = append(held, c)
+		var wg sync.WaitGroup
+		var once sync.Once
+		for range 8 {
+			wg.Go(func() {
+				for range exhaustMaxConns {
+					cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+					c, err := pgconn.Connect(cctx, url)
+					cancel()
+					if err != nil {
+						once.Do(func() { refused = err })
+						return
+					}
+					heldMu.Lock()
+					held = append(held, c)
+					heldMu.Unlock()
+				}
+			})
 		}
-		return nil
+		wg.Wait()
+		return refused
 	}
 	terminated := 0
 	terminate := func() {
@@ -80,7 +94,7 @@ func exhaustConnections(ctx context.Context, r *infraRun) error {
 	for time.Now().Before(deadline) {
 		terminate()
 		_ = grab()
-		if !sleep(ctx, 500*time.Millisecond) {
+		if !sleep(ctx, 200*time.Millisecond) {
 			return ctx.Err()
 		}
 	}
