@@ -37,71 +37,76 @@ func connScenarios() []Scenario {
 }
 
 // exhaustConnections holds every connection Postgres will give for
-// exhaustFor: it opens connections until the server refuses (too many
-// clients), terminates the workers' backends and takes their slots,
-// again every 200ms, then closes them all.
+// exhaustFor: four grabbers open connections without pause (20ms after a
+// refusal) and keep them, and every 200ms the workers' backends are
+// terminated, so that their slots go to the grabbers; then it closes them
+// all.
 func exhaustConnections(ctx context.Context, r *infraRun) error {
 	url := r.dbURL + "&application_name=" + hoarderApp
-	var held []*pgconn.PgConn
+	var (
+		mu          sync.Mutex
+		held        []*pgconn.PgConn
+		lastRefusal error
+	)
 	defer func() {
 		for _, c := range held {
 			_ = c.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	var heldMu sync.Mutex
-	// grab opens connections from 8 goroutines at once until the server
-	// refuses them: faster than the workers' pools can reconnect.
-	grab := func() (refused error) {
-		var wg sync.WaitGroup
-		var once sync.Once
-		for range 8 {
-			wg.Go(func() {
-				for range exhaustMaxConns {
-					cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-					c, err := pgconn.Connect(cctx, url)
-					cancel()
-					if err != nil {
-						once.Do(func() { refused = err })
-						return
+	r.begin("exhaust Postgres connections (max_connections %d) for %s", exhaustMaxConns, exhaustFor)
+	fctx, stop := context.WithTimeout(ctx, exhaustFor)
+	defer stop()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for fctx.Err() == nil {
+				cctx, cancel := context.WithTimeout(fctx, 2*time.Second)
+				c, err := pgconn.Connect(cctx, url)
+				cancel()
+				if err != nil {
+					mu.Lock()
+					if fctx.Err() == nil {
+						lastRefusal = err
 					}
-					heldMu.Lock()
-					held = append(held, c)
-					heldMu.Unlock()
+					mu.Unlock()
+					sleep(fctx, 20*time.Millisecond)
+					continue
 				}
-			})
-		}
-		wg.Wait()
-		return refused
+				mu.Lock()
+				held = append(held, c)
+				mu.Unlock()
+			}
+		})
 	}
 	terminated := 0
-	terminate := func() {
-		if len(held) == 0 {
-			return
+	for sleep(fctx, 200*time.Millisecond) {
+		mu.Lock()
+		var c *pgconn.PgConn
+		if len(held) > 0 {
+			c = held[0]
 		}
-		rs, err := held[0].Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend'"+
+		mu.Unlock()
+		if c == nil {
+			continue
+		}
+		rs, err := c.Exec(fctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend'"+
 			" AND application_name NOT IN ('"+hoarderApp+"', '"+auditApp+"') AND pid <> pg_backend_pid()").ReadAll()
 		if err == nil && len(rs) > 0 {
 			terminated += len(rs[0].Rows)
 		}
 	}
-	r.begin("exhaust Postgres connections (max_connections %d) for %s", exhaustMaxConns, exhaustFor)
-	err := grab()
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "53300" {
-		r.logf("hoarder: first refusal was not too_many_connections: %v", err)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
-	deadline := time.Now().Add(exhaustFor)
-	for time.Now().Before(deadline) {
-		terminate()
-		_ = grab()
-		if !sleep(ctx, 200*time.Millisecond) {
-			return ctx.Err()
-		}
+	var pgErr *pgconn.PgError
+	if !errors.As(lastRefusal, &pgErr) || pgErr.Code != "53300" {
+		r.logf("hoarder: last refusal was not too_many_connections: %v", lastRefusal)
 	}
 	r.figure("held", len(held))
 	r.figure("terminated", terminated)
 	r.logf("hoarder held %d connections, terminated %d worker backends; last refusal: %v", len(held),
-		terminated, strings.TrimSpace(fmt.Sprint(err)))
+		terminated, strings.TrimSpace(fmt.Sprint(lastRefusal)))
 	for _, c := range held {
 		_ = c.Close(context.WithoutCancel(ctx))
 	}
