@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,9 +18,9 @@ import (
 	"github.com/paystream/paystream/payment"
 )
 
-// asyncLag is how long the asynchronous standby's WAL receiver is held
-// (SIGSTOP) before the primary crashes: the commits of that window exist
-// on the primary only, and vanish with it.
+// asyncLag is how long the asynchronous standby has stopped streaming
+// before the primary crashes: the commits of that window exist on the
+// primary only, and vanish with it.
 const asyncLag = 2 * time.Second
 
 func failoverScenarios() []Scenario {
@@ -68,31 +67,23 @@ func prepareStandby(ctx context.Context, r *infraRun, synchronous bool) error {
 }
 
 // failover crashes the primary (immediate shutdown, as a lost machine would
-// leave it) and promotes the standby. With lag, the standby's WAL receiver
-// is stopped for asyncLag first, so that the primary's last commits never
+// leave it) and promotes the standby. With lag, the standby stops streaming
+// asyncLag before, so that the primary's last commits never
 // reach it; after the promotion the requests published in that window
 // (plus a margin) are published again under new message ids — the
 // operator's step after an asynchronous failover (docs/reliability.md) —
 // and the rows that vanished are counted.
 func failover(ctx context.Context, r *infraRun, lag bool) error {
 	primary, standby := r.stack.Postgres(), r.standby
-	var receiver int
 	windowStart := time.Now()
 	if lag {
-		pid, err := standby.WALReceiverPID(ctx)
-		if err != nil {
+		// Not SIGSTOP of the WAL receiver: what the primary sent meanwhile
+		// would wait in the socket buffer and arrive after all.
+		if err := standby.StopStreaming(ctx); err != nil {
 			return err
 		}
-		if pid == 0 {
-			return fmt.Errorf("chaos: the standby has no WAL receiver")
-		}
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			return fmt.Errorf("chaos: stop the WAL receiver: %w", err)
-		}
-		receiver = pid
-		r.logf("standby's WAL receiver (pid %d) stopped: the standby falls behind for %s", pid, asyncLag)
+		r.logf("standby stopped streaming: it falls behind for %s", asyncLag)
 		if !sleep(ctx, asyncLag) {
-			_ = syscall.Kill(pid, syscall.SIGCONT)
 			return ctx.Err()
 		}
 	}
@@ -100,9 +91,6 @@ func failover(ctx context.Context, r *infraRun, lag bool) error {
 	crashAt := time.Now()
 	if err := primary.Crash(ctx); err != nil {
 		return err
-	}
-	if receiver != 0 {
-		_ = syscall.Kill(receiver, syscall.SIGCONT)
 	}
 	// An operator's (or a failover manager's) reaction time.
 	if !sleep(ctx, time.Second) {

@@ -203,3 +203,26 @@ func appendFile(path, text string) error {
 	}
 	return nil
 }
+
+// StopStreaming makes a standby stop receiving WAL — primary_conninfo
+// emptied, the configuration reloaded, the WAL receiver gone — so that from
+// now on it falls behind its primary, as an asynchronous standby does over
+// a slow link. It waits until the WAL receiver has exited.
+func (c *Cluster) StopStreaming(ctx context.Context) error {
+	if err := c.exec(ctx, "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()"); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
+	defer cancel()
+	for {
+		pid, err := c.WALReceiverPID(ctx)
+		if err == nil && pid == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pgcluster: WAL receiver still running (pid %d, %v): %w", pid, err, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

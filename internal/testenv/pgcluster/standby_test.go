@@ -42,3 +42,40 @@ func TestStandbyFailover(t *testing.T) {
 	defer conn.Close(ctx)
 	require.Equal(t, uint16(s.Port()), conn.PgConn().Conn().RemoteAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort().Port())
 }
+
+// TestStandbyAsyncLoses: an asynchronous standby that stopped streaming
+// misses what the primary commits afterwards; promoted, it lacks it.
+func TestStandbyAsyncLoses(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := startCluster(t, pgcluster.Config{Settings: []string{"synchronous_commit=on"}})
+	require.NoError(t, p.CreateDatabase(ctx, "app"))
+	s, err := p.StartStandby(ctx, pgcluster.StandbyConfig{})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Stop()) })
+	require.Empty(t, queryString(t, p.URL(), "SHOW synchronous_standby_names"))
+
+	multi := pgcluster.MultiHostURL("app", p, s)
+	exec(t, multi, "CREATE TABLE t (v text)")
+	// Replicated before the standby stops: the standby confirms it.
+	exec(t, multi, "INSERT INTO t VALUES ('before')")
+	require.Eventually(t, func() bool {
+		conn, err := pgx.Connect(ctx, s.DatabaseURL("app"))
+		if err != nil {
+			return false
+		}
+		defer conn.Close(ctx)
+		var n int
+		return conn.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n) == nil && n == 1
+	}, 30*time.Second, 20*time.Millisecond)
+
+	require.NoError(t, s.StopStreaming(ctx))
+	pid, err := s.WALReceiverPID(ctx)
+	require.NoError(t, err)
+	require.Zero(t, pid)
+	exec(t, multi, "INSERT INTO t VALUES ('after')")
+	require.NoError(t, p.Crash(ctx))
+	require.NoError(t, s.Promote(ctx))
+	require.Equal(t, "before", queryString(t, multi, "SELECT string_agg(v, ',') FROM t"))
+}
