@@ -205,7 +205,7 @@ func (b *bench) publish(ctx context.Context, n int) error {
 		m := nats.NewMsg(b.ccfg.SubjectPrefix + ".requests." + r.MerchantID)
 		m.Header.Set(jetstream.MsgIDHeader, r.PaymentID)
 		m.Data = body
-		if _, err := b.js.PublishMsgAsync(m); err != nil {
+		if _, err := b.js.PublishMsgAsync(m, stallWait); err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
 	}
@@ -453,7 +453,7 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 			stamps[r.PaymentID] = &stamp{sent: time.Now()}
 			mu.Unlock()
 		}
-		if _, err := b.js.PublishMsgAsync(m); err != nil {
+		if _, err := b.js.PublishMsgAsync(m, stallWait); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -524,3 +524,8 @@ func saveProfile(ctx context.Context, addr, path string, seconds int) error {
 	}
 	return f.Close()
 }
+
+// stallWait lets an async publish wait for a free slot (4,096 in flight)
+// as long as a slow server needs: with sync_interval: always every write
+// is synced, and the default 200 ms is not enough.
+var stallWait = jetstream.WithStallWait(time.Minute)

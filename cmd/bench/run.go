@@ -335,6 +335,9 @@ func count(n int) string {
 
 // floorOf returns the floor line with the same durability as l, if any.
 func (r *results) floorOf(l *line) *line {
+	if l.kind == kindFloor {
+		return l
+	}
 	for _, f := range r.lines {
 		if f.kind == kindFloor && f.pg == l.pg && f.js == l.js && (f == r.grownFloor) == (l == r.grown) {
 			return f
