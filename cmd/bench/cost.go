@@ -177,14 +177,23 @@ func statFields(pid int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := string(b)
+	f, err := parseStat(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return f, nil
+}
+
+// parseStat splits the text of /proc/<pid>/stat after the command name,
+// which is in parentheses and may itself hold spaces and parentheses.
+func parseStat(s string) ([]string, error) {
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return nil, fmt.Errorf("/proc/%d/stat: no command", pid)
+		return nil, errors.New("no command")
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 15 {
-		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+		return nil, fmt.Errorf("%d fields after the command, want at least 15", len(f))
 	}
 	return f, nil
 }
