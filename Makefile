@@ -85,17 +85,32 @@ chaos: build nats-server ## fault-injection suite: kills, restarts, outages; exi
 chaos-infra: ## every infrastructure fault: Postgres failover, network faults, full JetStream store, Postgres out of connections
 	$(MAKE) chaos SCENARIOS=infra
 
-# bench: end-to-end throughput of worker processes on real NATS and Postgres
-# against raw JetStream fetch-and-ack of the same messages (BENCH_N payments
-# per scenario, default 100000), then the hot-path micro-benchmarks. The store
-# lines compare the batched claim+complete path without the attempt history,
-# with it (-attempts), and with neither it nor the listing index (-v3-writes).
-BENCH_N ?= 100000
-.PHONY: bench
-bench: build nats-server ## end-to-end benchmark: one table and a last line "bench payments_per_s=…"
+# bench: the hot-path micro-benchmarks, then end-to-end throughput of worker
+# processes on real NATS and Postgres with production durability (Postgres
+# fsync, synchronous_commit, full_page_writes on; JetStream file store, and
+# one line with sync_interval: always), against raw JetStream fetch-and-ack
+# and the floor (fetch, one INSERT, one UPDATE, ack) on the same messages,
+# with CPU µs, WAL bytes, commits and allocations per payment
+# (docs/performance.md). Sized for a developer: BENCH_N payments per line
+# (default 20000) on a table of BENCH_PREFILL final rows (default 100000);
+# BENCH_GROW=N measures again at N rows; BENCH_FLAGS adds cmd/bench flags
+# (-fsync-off, -two, -pg-stat-statements, -profile FILE). `make bench-full`
+# is the bigger variant. The store lines compare the batched claim+complete
+# path without the attempt history, with it (-attempts), and with neither it
+# nor the listing index (-v3-writes); they run on pgtest's fast (fsync=off)
+# cluster.
+BENCH_N ?= 20000
+BENCH_PREFILL ?= 100000
+BENCH_GROW ?= 0
+BENCH_FLAGS ?=
+.PHONY: bench bench-full
+bench: build nats-server ## end-to-end benchmark, durability on: one table and a last line "bench payments_per_s=… floor_per_s=…"
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./payment/
 	$(GO) test -run='^$$' -bench='BenchmarkClaimComplete/parallel64-batcher' -benchtime=20000x -count=1 ./store/
-	BENCH_N=$(BENCH_N) $(GO) run ./cmd/bench -bin $(BIN)
+	BENCH_N=$(BENCH_N) BENCH_PREFILL=$(BENCH_PREFILL) BENCH_GROW=$(BENCH_GROW) $(GO) run ./cmd/bench -bin $(BIN) $(BENCH_FLAGS)
+
+bench-full: ## the bigger benchmark: 100,000 payments per line, 1M rows then 10M, fsync=off and two-worker lines
+	$(MAKE) bench BENCH_N=100000 BENCH_PREFILL=1000000 BENCH_GROW=10000000 BENCH_FLAGS="-fsync-off -two"
 
 # --- Docker Compose without a registry (docs/compose.md) ----------------------
 # `make images` builds the images docker-compose.yml selects through

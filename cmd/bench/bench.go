@@ -8,10 +8,9 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strings"
+	"strconv"
 	"sync"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,6 +24,18 @@ import (
 	"github.com/paystream/paystream/payment"
 )
 
+// Durability labels of the table's lines.
+const (
+	pgDurable  = "durable"
+	pgFsyncOff = "fsync=off"
+	jsDefault  = "default"
+	jsAlways   = "always"
+)
+
+// natsSyncAlways is the nats-server configuration of the sync-always lines:
+// JetStream's file store syncs every write, as docker-compose.yml runs it.
+const natsSyncAlways = "jetstream { sync_interval: always }"
+
 type bench struct {
 	o     options
 	log   io.Writer
@@ -34,27 +45,57 @@ type bench struct {
 	pool  *pgxpool.Pool
 	ccfg  consumer.Config
 	round int
+	// floorRound numbers the floor's runs, for their key prefixes.
+	floorRound int
+	// pgLabel and jsLabel are the current durability labels.
+	pgLabel, jsLabel string
+	// statements: pg_stat_statements is installed.
+	statements bool
 }
 
 func newBench(ctx context.Context, o options, log io.Writer) (_ *bench, err error) {
-	b := &bench{o: o, log: log, ccfg: defaults.Consumer().WithDefaults()}
+	b := &bench{o: o, log: log, ccfg: defaults.Consumer().WithDefaults(), pgLabel: pgDurable, jsLabel: jsDefault}
 	defer func() {
 		if err != nil {
 			b.close()
 		}
 	}()
-	b.logf("starting NATS and Postgres")
-	if b.stack, err = localstack.Start(ctx, localstack.Config{BinDir: o.binDir, DatabaseURL: o.databaseURL, Log: io.Discard}); err != nil {
+	b.logf("starting NATS and Postgres (fsync, synchronous_commit, full_page_writes on)")
+	cfg := localstack.Config{BinDir: o.binDir, DatabaseURL: o.databaseURL, Log: io.Discard, PostgresDurable: true}
+	if o.statements {
+		cfg.PostgresSettings = []string{"shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all"}
+	}
+	if b.stack, err = localstack.Start(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("start stack: %w", err)
 	}
-	if b.nc, err = nats.Connect(b.stack.NATSURL()); err != nil {
+	if b.nc, err = nats.Connect(b.stack.NATSURL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
 	if b.js, err = jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
 		return nil, err
 	}
-	if b.pool, err = pgxpool.New(ctx, b.stack.DatabaseURL()); err != nil {
+	pcfg, err := pgxpool.ParseConfig(b.stack.DatabaseURL())
+	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
+	}
+	pcfg.ConnConfig.RuntimeParams["application_name"] = benchAppName
+	if b.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	var fsync, syncCommit, fpw string
+	if err := b.pool.QueryRow(ctx, `SELECT current_setting('fsync'), current_setting('synchronous_commit'),
+		current_setting('full_page_writes')`).Scan(&fsync, &syncCommit, &fpw); err != nil {
+		return nil, err
+	}
+	if fsync != "on" || syncCommit != "on" || fpw != "on" {
+		// An external database (-database-url) runs as it is configured.
+		b.pgLabel = fmt.Sprintf("fsync=%s,synchronous_commit=%s,full_page_writes=%s", fsync, syncCommit, fpw)
+	}
+	if o.statements {
+		if _, err := b.pool.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+			return nil, fmt.Errorf("pg_stat_statements: %w", err)
+		}
+		b.statements = true
 	}
 	return b, nil
 }
@@ -75,7 +116,10 @@ func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.log, "bench: "+format+"\n", args...)
 }
 
-// prefill inserts final rows until the table holds at least n of them.
+// prefill inserts final rows with generate_series until the table holds at
+// least n of them (setting up, not measured: its transactions commit
+// asynchronously), then vacuums, analyzes and checkpoints, so that the
+// lines start from a clean table and a fresh checkpoint.
 func (b *bench) prefill(ctx context.Context, n int) error {
 	var have int
 	if err := b.pool.QueryRow(ctx, `SELECT count(*) FROM payments`).Scan(&have); err != nil {
@@ -85,10 +129,20 @@ func (b *bench) prefill(ctx context.Context, n int) error {
 		return nil
 	}
 	b.logf("prefilling %d final rows", n-have)
-	const chunk = 200_000
+	start := time.Now()
+	conn, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SET synchronous_commit = off`); err != nil {
+		return err
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `RESET synchronous_commit`) //nolint:errcheck // the connection goes back to the pool either way
+	const chunk = 1_000_000
 	for from := have; from < n; from += chunk {
 		to := min(from+chunk, n)
-		_, err := b.pool.Exec(ctx, `
+		_, err := conn.Exec(ctx, `
 			INSERT INTO payments (idempotency_key, payment_id, merchant_id, amount_minor, currency, status,
 				attempts, gateway, gateway_charge_id, fingerprint, created_at, updated_at, completed_at)
 			SELECT 'prefill-' || g, 'prefill-' || g, 'm' || (g % 50), 100 + g % 100000, 'EUR', 'succeeded',
@@ -98,13 +152,19 @@ func (b *bench) prefill(ctx context.Context, n int) error {
 		if err != nil {
 			return fmt.Errorf("prefill: %w", err)
 		}
+		b.logf("prefill: %d rows", to)
 	}
-	_, err := b.pool.Exec(ctx, `VACUUM ANALYZE payments`)
-	return err
+	for _, q := range []string{`VACUUM ANALYZE payments`, `CHECKPOINT`} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("prefill: %s: %w", q, err)
+		}
+	}
+	b.logf("prefill: done in %s", time.Since(start).Round(time.Second))
+	return nil
 }
 
 // resetStream empties the requests stream and recreates the consumer, so
-// that each scenario starts from nothing pending.
+// that each line starts from nothing pending.
 func (b *bench) resetStream(ctx context.Context) error {
 	if err := consumer.Provision(ctx, b.js, b.ccfg); err != nil {
 		return err
@@ -145,7 +205,7 @@ func (b *bench) publish(ctx context.Context, n int) error {
 		m := nats.NewMsg(b.ccfg.SubjectPrefix + ".requests." + r.MerchantID)
 		m.Header.Set(jetstream.MsgIDHeader, r.PaymentID)
 		m.Data = body
-		if _, err := b.js.PublishMsgAsync(m); err != nil {
+		if _, err := b.js.PublishMsgAsync(m, stallWait); err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
 	}
@@ -162,56 +222,67 @@ func (b *bench) publish(ctx context.Context, n int) error {
 
 // waitSettled polls the consumer until every message is acked.
 func (b *bench) waitSettled(ctx context.Context, timeout time.Duration) (time.Time, error) {
-	deadline := time.Now().Add(timeout)
 	c, err := b.js.Consumer(ctx, b.ccfg.Stream, b.ccfg.Consumer)
 	if err != nil {
 		return time.Time{}, err
 	}
-	for {
-		info, err := c.Info(ctx)
-		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
-			return time.Now(), nil
-		}
-		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("not settled after %s", timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return time.Time{}, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := waitConsumerSettled(ctx, c, timeout); err != nil {
+		return time.Time{}, err
 	}
+	return time.Now(), nil
 }
 
-// scenario is one throughput measurement.
-type scenario struct {
-	name        string
+// lineKind tells what a line measured.
+type lineKind int
+
+const (
+	kindPaystream lineKind = iota
+	kindRaw
+	kindFloor
+)
+
+// line is one row of the table.
+type line struct {
+	name   string
+	kind   lineKind
+	pg, js string // durability labels
+	// paystream lines
 	workers     int
 	latency     time.Duration
-	concurrency int
-	perSec      float64
+	concurrency int // 0: the worker's default
 	rssMB       float64
-	elapsed     time.Duration
+	pull        int // raw lines
+	// results
+	perSec  float64
+	elapsed time.Duration
+	cost    *cost
+	stmts   []stmtStat
+	rows    int // final rows in payments before the line
 }
 
-func (b *bench) workerEnv(s *scenario, i int) map[string]string {
+func (b *bench) workerEnv(l *line, i int) map[string]string {
 	env := map[string]string{
 		"PAYSTREAM_GATEWAY_URL":  "fake",
-		"PAYSTREAM_FAKE_LATENCY": s.latency.String(),
-		"PAYSTREAM_CONCURRENCY":  fmt.Sprint(s.concurrency),
+		"PAYSTREAM_FAKE_LATENCY": l.latency.String(),
 		"PAYSTREAM_LOG_LEVEL":    "warn",
 		"PAYSTREAM_WORKER_ID":    fmt.Sprintf("bench-%d", i),
 		"PAYSTREAM_PPROF":        fmt.Sprint(b.o.profile != ""),
 	}
-	if b.o.batchSize > 0 {
-		env["PAYSTREAM_BATCH_SIZE"] = fmt.Sprint(b.o.batchSize)
+	if l.concurrency > 0 {
+		env["PAYSTREAM_CONCURRENCY"] = fmt.Sprint(l.concurrency)
+		if b.o.batchSize > 0 {
+			env["PAYSTREAM_BATCH_SIZE"] = fmt.Sprint(b.o.batchSize)
+		}
 	}
 	return env
 }
 
 // throughput publishes N payments, starts the workers and times them from
-// the first claim to the last ack.
-func (b *bench) throughput(ctx context.Context, s *scenario) error {
+// the first claim to the last ack. The cost counters of nats-server and
+// Postgres are read before the workers start (so they include the
+// workers' connecting) and when the consumer has settled; the workers'
+// CPU time and allocations from when they answer /healthz to then.
+func (b *bench) throughput(ctx context.Context, l *line) error {
 	if err := b.resetStream(ctx); err != nil {
 		return err
 	}
@@ -219,20 +290,38 @@ func (b *bench) throughput(ctx context.Context, s *scenario) error {
 		return err
 	}
 	prefix := fmt.Sprintf("r%d-%%", b.round)
-	b.logf("%s: %d payments published; starting %d worker(s)", s.name, b.o.n, s.workers)
-	procs := make([]*localstack.Process, s.workers)
+	b.logf("%s: %d payments published; starting %d worker(s)", l.name, b.o.n, l.workers)
+	if err := b.resetStatements(ctx); err != nil {
+		return err
+	}
+	from, err := b.snapshot(ctx, nil)
+	if err != nil {
+		return err
+	}
+	from.worker, from.mallocs = 0, 0
+	procs := make([]*localstack.Process, l.workers)
 	for i := range procs {
-		p, err := b.stack.StartWorker(ctx, fmt.Sprintf("bench-%d-%d", b.round, i), b.workerEnv(s, i))
+		p, err := b.stack.StartWorker(ctx, fmt.Sprintf("bench-%d-%d", b.round, i), b.workerEnv(l, i))
 		if err != nil {
 			return err
 		}
 		procs[i] = p
+		t, err := procCPU(p.PID(), false)
+		if err != nil {
+			return err
+		}
+		m, err := scrapeMallocs(ctx, p.HTTPAddr())
+		if err != nil {
+			return err
+		}
+		from.worker += t
+		from.mallocs += m
 	}
 	defer stopAll(procs)
 	var profiling sync.WaitGroup
 	if b.o.profile != "" && b.round == 1 {
 		profiling.Go(func() {
-			if err := saveProfile(ctx, procs[0].HTTPAddr(), b.o.profile); err != nil {
+			if err := saveProfile(ctx, procs[0].HTTPAddr(), b.o.profile, b.o.profileSeconds); err != nil {
 				b.logf("profile: %v", err)
 			}
 		})
@@ -240,7 +329,26 @@ func (b *bench) throughput(ctx context.Context, s *scenario) error {
 	end, err := b.waitSettled(ctx, 10*time.Minute)
 	profiling.Wait()
 	if err != nil {
-		return fmt.Errorf("%s: %w", s.name, err)
+		return fmt.Errorf("%s: %w", l.name, err)
+	}
+	to, err := b.snapshot(ctx, procs)
+	if err != nil {
+		return err
+	}
+	if l.stmts, err = b.topStatements(ctx, b.o.n); err != nil {
+		return err
+	}
+	for _, p := range procs {
+		if rss, err := p.PeakRSS(); err == nil {
+			l.rssMB = max(l.rssMB, float64(rss)/(1<<20))
+		}
+	}
+	stopAll(procs)
+	if err := b.waitBackendsGone(ctx); err != nil {
+		return err
+	}
+	if err := b.statCounters(ctx, &to); err != nil {
+		return err
 	}
 	var first time.Time
 	var final int
@@ -249,23 +357,21 @@ func (b *bench) throughput(ctx context.Context, s *scenario) error {
 		return err
 	}
 	if final != b.o.n {
-		return fmt.Errorf("%s: %d final rows, want %d", s.name, final, b.o.n)
+		return fmt.Errorf("%s: %d final rows, want %d", l.name, final, b.o.n)
 	}
-	s.elapsed = end.Sub(first)
-	s.perSec = float64(b.o.n) / s.elapsed.Seconds()
-	for _, p := range procs {
-		if rss, err := p.PeakRSS(); err == nil {
-			s.rssMB = max(s.rssMB, float64(rss)/(1<<20))
-		}
+	l.elapsed = end.Sub(first)
+	l.perSec = float64(b.o.n) / l.elapsed.Seconds()
+	if l.cost, err = b.costOf(ctx, from, to, b.o.n); err != nil {
+		return err
 	}
-	b.logf("%s: %.0f payments/s, peak RSS %.0f MB", s.name, s.perSec, s.rssMB)
+	b.logf("%s: %.0f payments/s, %.0f µs CPU per payment, peak RSS %.0f MB", l.name, l.perSec, l.cost.totalUS(), l.rssMB)
 	return nil
 }
 
 func stopAll(procs []*localstack.Process) {
 	var wg sync.WaitGroup
 	for _, p := range procs {
-		if p == nil {
+		if p == nil || p.Exited() {
 			continue
 		}
 		wg.Go(func() {
@@ -278,52 +384,6 @@ func stopAll(procs []*localstack.Process) {
 		})
 	}
 	wg.Wait()
-}
-
-// baseline fetches and acks every message of the requests stream with a
-// fresh durable consumer, doing nothing else.
-func (b *bench) baseline(ctx context.Context) (float64, error) {
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, b.ccfg.Stream, jetstream.ConsumerConfig{
-		Durable: "bench-baseline", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20_000,
-	})
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = b.js.DeleteConsumer(context.WithoutCancel(ctx), b.ccfg.Stream, "bench-baseline") }()
-	start := time.Now()
-	got := 0
-	for got < b.o.n {
-		// Pull batches as large as the worker's largest (consumer.Config.MaxFetch).
-		batch, err := cons.Fetch(b.ccfg.MaxFetch, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return 0, err
-		}
-		for m := range batch.Messages() {
-			if err := m.Ack(); err != nil {
-				return 0, err
-			}
-			got++
-		}
-		if err := batch.Error(); err != nil && got < b.o.n {
-			return 0, err
-		}
-	}
-	// Done when the server has processed every ack, as for paystream.
-	for {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return 0, err
-		}
-		if info.NumAckPending == 0 && info.NumPending == 0 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	return float64(got) / time.Since(start).Seconds(), nil
 }
 
 // latency publishes at a fixed rate with the workers running and measures
@@ -359,12 +419,12 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 		return 0, 0, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	sub.SetPendingLimits(-1, -1)
+	_ = sub.SetPendingLimits(-1, -1)
 
 	procs := make([]*localstack.Process, workers)
-	s := &scenario{latency: 0, concurrency: conc}
+	l := &line{concurrency: conc}
 	for i := range procs {
-		if procs[i], err = b.stack.StartWorker(ctx, fmt.Sprintf("bench-lat-%d-%d", b.round, i), b.workerEnv(s, i)); err != nil {
+		if procs[i], err = b.stack.StartWorker(ctx, fmt.Sprintf("bench-lat-%d-%d", b.round, i), b.workerEnv(l, i)); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -393,7 +453,7 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 			stamps[r.PaymentID] = &stamp{sent: time.Now()}
 			mu.Unlock()
 		}
-		if _, err := b.js.PublishMsgAsync(m); err != nil {
+		if _, err := b.js.PublishMsgAsync(m, stallWait); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -412,91 +472,6 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 	}
 	slices.Sort(lat)
 	return lat[len(lat)/2], lat[len(lat)*99/100], nil
-}
-
-type results struct {
-	n          int
-	prefill    int
-	scenarios  []*scenario
-	baseline   float64
-	p50, p99   time.Duration
-	latencyAt  float64
-	maxRSS     float64
-	headline   *scenario
-	headline20 *scenario
-	// directPerSec and relayPerSec are requests per second into the
-	// stream, published directly and relayed from the outbox.
-	directPerSec, relayPerSec float64
-}
-
-func (b *bench) runAll(ctx context.Context) (*results, error) {
-	if err := b.prefill(ctx, b.o.prefill); err != nil {
-		return nil, err
-	}
-	res := &results{n: b.o.n, prefill: b.o.prefill}
-	add := func(name string, workers int, lat time.Duration, conc int) (*scenario, error) {
-		s := &scenario{name: name, workers: workers, latency: lat, concurrency: conc}
-		if err := b.throughput(ctx, s); err != nil {
-			return nil, err
-		}
-		res.scenarios = append(res.scenarios, s)
-		res.maxRSS = max(res.maxRSS, s.rssMB)
-		return s, nil
-	}
-	var err error
-	if res.headline, err = add("0ms gateway, 1 worker", 1, 0, b.o.concurrency); err != nil {
-		return nil, err
-	}
-	b.logf("baseline: raw fetch-and-ack of the same %d messages", b.o.n)
-	if res.baseline, err = b.baseline(ctx); err != nil {
-		return nil, fmt.Errorf("baseline: %w", err)
-	}
-	if !b.o.skipTwo {
-		if _, err = add("0ms gateway, 2 workers", 2, 0, b.o.concurrency); err != nil {
-			return nil, err
-		}
-	}
-	if res.headline20, err = add("20ms gateway, 1 worker", 1, 20*time.Millisecond, b.o.concurrency2); err != nil {
-		return nil, err
-	}
-	if !b.o.skipTwo {
-		if _, err = add("20ms gateway, 2 workers", 2, 20*time.Millisecond, b.o.concurrency2); err != nil {
-			return nil, err
-		}
-	}
-	res.latencyAt = res.headline.perSec / 2
-	if res.p50, res.p99, err = b.latency(ctx, res.latencyAt, 1, b.o.concurrency); err != nil {
-		return nil, err
-	}
-	if res.directPerSec, res.relayPerSec, err = b.publishing(ctx); err != nil {
-		return nil, fmt.Errorf("publishing: %w", err)
-	}
-	return res, nil
-}
-
-func (r *results) print(w io.Writer) {
-	fmt.Fprintf(w, "\npaystream bench: %d payments per scenario, payments table prefilled with %d final rows\n\n", r.n, r.prefill)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tconcurrency\tpayments/s\tvs baseline\tseconds\tpeak RSS MB\t")
-	for _, s := range r.scenarios {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.1f\t%.0f\t\n", s.name, s.concurrency, s.perSec, s.perSec/r.baseline,
-			s.elapsed.Seconds(), s.rssMB)
-	}
-	fmt.Fprintf(tw, "raw JetStream fetch-and-ack (baseline)\t-\t%.0f\t1.00\t-\t-\t\n", r.baseline)
-	_ = tw.Flush()
-	fmt.Fprintf(w, "\nend-to-end latency at %.0f payments/s (half the 1-worker maximum): p50 %s ms, p99 %s ms\n\n",
-		r.latencyAt, ms(r.p50), ms(r.p99))
-	fmt.Fprintf(w, "publishing %d requests into the stream, no workers: direct %.0f/s, outbox relay %.0f/s (%.2f of direct)\n\n",
-		r.n, r.directPerSec, r.relayPerSec, r.relayPerSec/r.directPerSec)
-	fmt.Fprintf(w, "bench payments_per_s=%.0f baseline_per_s=%.0f ratio=%.2f p99_ms=%s rss_mb=%.0f%s publish_per_s=%.0f outbox_relay_per_s=%.0f\n",
-		r.headline.perSec, r.baseline, r.headline.perSec/r.baseline, ms(r.p99), r.maxRSS, slow(r), r.directPerSec, r.relayPerSec)
-}
-
-func slow(r *results) string {
-	if r.headline20 == nil {
-		return ""
-	}
-	return strings.TrimRight(fmt.Sprintf(" payments_per_s_20ms=%.0f", r.headline20.perSec), " ")
 }
 
 // waitReady polls a worker's /readyz until it answers 200.
@@ -522,12 +497,12 @@ func waitReady(ctx context.Context, addr string) error {
 	return fmt.Errorf("worker at %s not ready after 30s", addr)
 }
 
-// saveProfile writes a 2s CPU profile of the worker at addr to path.
-func saveProfile(ctx context.Context, addr, path string) error {
+// saveProfile writes a CPU profile of the worker at addr to path.
+func saveProfile(ctx context.Context, addr, path string, seconds int) error {
 	if err := waitReady(ctx, addr); err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/profile?seconds=2", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/profile?seconds="+strconv.Itoa(seconds), nil)
 	if err != nil {
 		return err
 	}
@@ -549,3 +524,8 @@ func saveProfile(ctx context.Context, addr, path string) error {
 	}
 	return f.Close()
 }
+
+// stallWait lets an async publish wait for a free slot (4,096 in flight)
+// as long as a slow server needs: with sync_interval: always every write
+// is synced, and the default 200 ms is not enough.
+var stallWait = jetstream.WithStallWait(time.Minute)

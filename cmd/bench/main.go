@@ -1,19 +1,24 @@
 // Command bench is paystream's end-to-end benchmark (make bench). It starts a
-// real NATS server and Postgres, fills the payments table with final rows so
-// that index growth is part of the picture, then for each scenario publishes
-// N payments and measures worker processes draining them:
+// real NATS server (JetStream file store) and Postgres with production
+// durability (fsync, synchronous_commit and full_page_writes on), fills the
+// payments table with final rows, then measures, each line on N payments:
 //
-//   - payments/s from the first delivery to the last outcome recorded and
-//     acked, with the in-process fake gateway at 0 ms and at 20 ms, for one
-//     worker process and for two;
-//   - in the same run, the baseline: raw JetStream fetch-and-ack of the same
-//     messages with no processing, and the ratio paystream / baseline;
+//   - paystream: worker processes with the in-process fake gateway at 0 ms
+//     (tuned concurrency, and the worker's defaults) and at 20 ms, timed
+//     from the first claim to the last outcome recorded and acked;
+//   - in the same run, on the same messages, raw JetStream fetch-and-ack
+//     (pulls of 256, the worker's largest, and the best of other sizes) and
+//     the floor: fetch a batch, one INSERT and one UPDATE of payments, ack;
+//   - again with JetStream's sync_interval: always, and (-fsync-off) with
+//     Postgres's durability off, each with its own floor;
+//   - per payment: CPU µs of the worker, nats-server and Postgres (from
+//     /proc), WAL bytes, commits, HOT updates of payments, allocations;
 //   - p50/p99 end-to-end latency (publish to outcome event) at half the
-//     measured maximum rate;
-//   - peak RSS per worker process.
+//     measured maximum rate; peak RSS per worker; publishing throughput;
+//   - optionally (-grow) paystream and the floor again on a bigger table.
 //
 // It prints one table and a last line
-// "bench payments_per_s=… baseline_per_s=… ratio=… p99_ms=… rss_mb=…".
+// "bench payments_per_s=… floor_per_s=… ratio_floor=… cpu_us_per_payment=… p99_ms=… …".
 package main
 
 import (
@@ -43,45 +48,71 @@ func main() {
 
 // options are the benchmark's settings.
 type options struct {
-	n            int
-	prefill      int
-	binDir       string
-	databaseURL  string
-	concurrency  int
-	concurrency2 int // with the 20 ms gateway
-	skipTwo      bool
-	profile      string
-	batchSize    int
+	n              int
+	prefill        int
+	binDir         string
+	databaseURL    string
+	concurrency    int
+	concurrency2   int // with the 20 ms gateway
+	two            bool
+	fsyncOff       bool
+	grow           int
+	statements     bool
+	profile        string
+	profileSeconds int
+	batchSize      int
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := options{}
-	defN := 100_000
-	if v := getenv("BENCH_N"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return o, fmt.Errorf("BENCH_N: want a positive integer, got %q", v)
-		}
-		defN = n
+	defN, err := envInt(getenv, "BENCH_N", 20_000)
+	if err != nil {
+		return o, err
 	}
-	fs.IntVar(&o.n, "n", defN, "payments per scenario (env BENCH_N)")
-	fs.IntVar(&o.prefill, "prefill", 1_000_000, "final rows in the payments table before the first scenario")
+	defPrefill, err := envInt(getenv, "BENCH_PREFILL", 100_000)
+	if err != nil {
+		return o, err
+	}
+	defGrow, err := envInt(getenv, "BENCH_GROW", 0)
+	if err != nil {
+		return o, err
+	}
+	fs.IntVar(&o.n, "n", defN, "payments per line (env BENCH_N)")
+	fs.IntVar(&o.prefill, "prefill", defPrefill, "final rows in the payments table before the first line (env BENCH_PREFILL)")
+	fs.IntVar(&o.grow, "grow", defGrow, "after the other lines, fill the table to this many final rows and measure paystream and the floor again; 0: skip (env BENCH_GROW)")
 	fs.StringVar(&o.binDir, "bin", "bin", "directory with the worker and nats-server binaries")
 	fs.StringVar(&o.databaseURL, "database-url", getenv("PAYSTREAM_DATABASE_URL"), "Postgres to use instead of a throwaway cluster (its payments table is used as is)")
 	fs.IntVar(&o.concurrency, "concurrency", 512, "PAYSTREAM_CONCURRENCY of the workers with the 0 ms gateway")
 	fs.IntVar(&o.concurrency2, "concurrency-slow", 2048, "PAYSTREAM_CONCURRENCY of the workers with the 20 ms gateway")
-	fs.BoolVar(&o.skipTwo, "skip-two", false, "skip the two-worker scenarios")
+	fs.BoolVar(&o.two, "two", false, "add the two-worker lines")
+	fs.BoolVar(&o.fsyncOff, "fsync-off", false, "add a paystream line and a floor line with Postgres fsync, synchronous_commit and full_page_writes off, for comparison")
+	fs.BoolVar(&o.statements, "pg-stat-statements", false, "load pg_stat_statements and print each paystream and floor line's statements per payment")
 	fs.IntVar(&o.batchSize, "batch-size", 0, "PAYSTREAM_BATCH_SIZE of the workers (0: the worker's default)")
-	fs.StringVar(&o.profile, "profile", "", "write a 2s CPU profile of the first worker of the first scenario to this file")
+	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the worker of the first line to this file")
+	fs.IntVar(&o.profileSeconds, "profile-seconds", 2, "length of the -profile CPU profile; keep it shorter than the line")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if o.n <= 0 || o.prefill < 0 || o.concurrency <= 0 || o.concurrency2 <= 0 {
-		return o, errors.New("-n, -concurrency and -concurrency-slow must be positive, -prefill not negative")
+	if o.n <= 0 || o.prefill < 0 || o.grow < 0 || o.concurrency <= 0 || o.concurrency2 <= 0 || o.profileSeconds <= 0 {
+		return o, errors.New("-n, -concurrency, -concurrency-slow and -profile-seconds must be positive, -prefill and -grow not negative")
 	}
 	return o, nil
+}
+
+// envInt reads an integer default from the environment: positive for
+// BENCH_N, not negative for the others.
+func envInt(getenv func(string) string, name string, def int) (int, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || (n == 0 && name == "BENCH_N") {
+		return 0, fmt.Errorf("%s: want a non-negative integer (BENCH_N: positive), got %q", name, v)
+	}
+	return n, nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

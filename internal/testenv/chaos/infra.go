@@ -362,12 +362,7 @@ func (r *infraRun) execute(ctx context.Context, res *InfraResult) (err error) {
 		Dir: res.Dir, BinDir: cfg.BinDir, Log: infraLog{r}, StopTimeout: 20 * time.Second,
 		PostgresSettings: append([]string{"synchronous_commit=on"}, r.sc.PostgresSettings...),
 	}
-	if r.sc.NATSConfig != "" {
-		lcfg.NATSConfig = filepath.Join(res.Dir, "nats.conf")
-		if err := os.WriteFile(lcfg.NATSConfig, []byte(r.sc.NATSConfig), 0o644); err != nil {
-			return fmt.Errorf("chaos: %w", err)
-		}
-	}
+	lcfg.NATSConfig = r.sc.NATSConfig
 	if r.stack, err = localstack.Start(ctx, lcfg); err != nil {
 		return err
 	}

@@ -67,6 +67,15 @@ type Config struct {
 	// PostgresSettings are extra settings of the throwaway cluster
 	// (pgcluster.Config.Settings), e.g. "synchronous_commit=on".
 	PostgresSettings []string
+	// PostgresDurable runs the throwaway cluster with fsync,
+	// synchronous_commit and full_page_writes on (pgcluster.Config.Durable).
+	PostgresDurable bool
+	// NATSConfig, when set, is the text of a nats-server configuration
+	// file (e.g. "jetstream { sync_interval: always }"), written to the
+	// stack's directory and passed with --config; the command-line flags
+	// (ports, store directory) take precedence. SetNATSConfig changes it
+	// for the next RestartNATS.
+	NATSConfig string
 	// StopTimeout is how long Close and the restarts wait after SIGTERM
 	// before they kill a process; default 45s (a worker's default shutdown
 	// timeout is 30s, plus draining NATS).
@@ -74,10 +83,6 @@ type Config struct {
 	// ReadyTimeout bounds each wait for a started process to answer; default
 	// 60s.
 	ReadyTimeout time.Duration
-	// NATSConfig, when set, is a nats-server configuration file given with
-	// -c (e.g. a jetstream block with max_file_store); the stack's flags
-	// (ports, store directory) override what it says of them.
-	NATSConfig string
 }
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
@@ -113,9 +118,10 @@ type Stack struct {
 
 	procs processSet
 
-	mu     sync.Mutex // guards nats, closed; serialises NATS restarts
-	nats   *Process
-	closed bool
+	mu         sync.Mutex // guards nats, closed, natsConfig; serialises NATS restarts
+	nats       *Process
+	closed     bool
+	natsConfig string
 }
 
 // Start starts NATS (JetStream, its store in Dir) on a free client port
@@ -125,7 +131,7 @@ type Stack struct {
 // call Close.
 func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	cfg = cfg.WithDefaults()
-	s := &Stack{cfg: cfg, dir: cfg.Dir}
+	s := &Stack{cfg: cfg, dir: cfg.Dir, natsConfig: cfg.NATSConfig}
 	if s.binDir, err = filepath.Abs(cfg.BinDir); err != nil {
 		return nil, fmt.Errorf("localstack: %w", err)
 	}
@@ -247,17 +253,31 @@ func (s *Stack) start(name, bin, httpAddr string, args []string, extra map[strin
 	return p, nil
 }
 
-func (s *Stack) natsArgs() []string {
+func (s *Stack) natsArgs() ([]string, error) {
 	args := []string{
 		"--jetstream", "--store_dir", s.natsStore,
 		"--addr", "127.0.0.1", "--port", strconv.Itoa(s.natsPort),
 		"--http_port", strconv.Itoa(s.natsMonPort),
 		"--server_name", "paystream-local",
 	}
-	if s.cfg.NATSConfig != "" {
-		args = append(args, "-c", s.cfg.NATSConfig)
+	s.mu.Lock()
+	text := s.natsConfig
+	s.mu.Unlock()
+	if text == "" {
+		return args, nil
 	}
-	return args
+	path := filepath.Join(s.dir, "nats.conf")
+	if err := os.WriteFile(path, []byte(text+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("localstack: nats config: %w", err)
+	}
+	return append([]string{"--config", path}, args...), nil
+}
+
+// SetNATSConfig replaces Config.NATSConfig for the next RestartNATS.
+func (s *Stack) SetNATSConfig(text string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.natsConfig = text
 }
 
 func (s *Stack) startNATS(ctx context.Context) error {
@@ -284,7 +304,11 @@ func (s *Stack) startNATS(ctx context.Context) error {
 // launchNATS starts the server on the chosen ports and waits until its
 // JetStream is healthy.
 func (s *Stack) launchNATS(ctx context.Context) error {
-	p, err := s.start("nats", BinNATSServer, "", s.natsArgs(), nil)
+	args, err := s.natsArgs()
+	if err != nil {
+		return err
+	}
+	p, err := s.start("nats", BinNATSServer, "", args, nil)
 	if err != nil {
 		return err
 	}
@@ -336,6 +360,7 @@ func (s *Stack) startPostgres(ctx context.Context) error {
 		Parent:    s.dir,
 		DirPrefix: "postgres-",
 		Settings:  s.cfg.PostgresSettings,
+		Durable:   s.cfg.PostgresDurable,
 	})
 	if err != nil {
 		return fmt.Errorf("localstack: %w", err)

@@ -14,7 +14,8 @@
 //
 // The default settings trade durability for speed (fsync off, asynchronous
 // commit): the data survive a fast or immediate shutdown of the server but
-// not a crash of the machine. Config.Settings changes them.
+// not a crash of the machine. Config.Settings changes them, and
+// Config.Durable leaves the server's durable defaults on.
 package pgcluster
 
 import (
@@ -68,6 +69,11 @@ type Config struct {
 	// "synchronous_commit=on" so that an immediate shutdown loses no
 	// committed transaction.
 	Settings []string
+	// Durable leaves fsync, synchronous_commit and full_page_writes out of
+	// the command line, at the server's defaults (all on), as a production
+	// server runs; being out of the command line, they can be changed with
+	// ALTER SYSTEM and a reload. The default (false) turns them off.
+	Durable bool
 	// StartTimeout bounds each wait for the server to accept connections;
 	// default 30s.
 	StartTimeout time.Duration
@@ -325,10 +331,16 @@ var defaultSettings = []string{
 	"log_min_messages=warning",
 }
 
+// durabilitySettings are the defaultSettings that Config.Durable leaves out.
+var durabilitySettings = []string{"fsync=off", "synchronous_commit=off", "full_page_writes=off"}
+
 // serverArgs are the postgres command-line arguments.
 func (c *Cluster) serverArgs() []string {
 	args := []string{"-D", c.dataDir, "-p", strconv.Itoa(c.port), "-k", c.sockDir}
 	for _, s := range slices.Concat(defaultSettings, c.cfg.Settings) {
+		if c.cfg.Durable && slices.Contains(durabilitySettings, s) {
+			continue
+		}
 		args = append(args, "-c", s)
 	}
 	return args

@@ -167,3 +167,16 @@ func TestFixedPort(t *testing.T) {
 	require.Equal(t, port, c.Port())
 	require.Contains(t, c.URL(), ":"+strconv.Itoa(port)+"/postgres")
 }
+
+// Durable leaves the durability settings at the server's defaults, where
+// ALTER SYSTEM and a reload can change them; the default turns them off.
+func TestDurable(t *testing.T) {
+	t.Parallel()
+	fast := startCluster(t, pgcluster.Config{})
+	durable := startCluster(t, pgcluster.Config{Durable: true})
+	for _, setting := range []string{"fsync", "synchronous_commit", "full_page_writes"} {
+		require.Equal(t, "off", queryString(t, fast.URL(), "SELECT current_setting('"+setting+"')"), setting)
+		require.Equal(t, "on", queryString(t, durable.URL(), "SELECT current_setting('"+setting+"')"), setting)
+	}
+	require.Equal(t, "default", queryString(t, durable.URL(), "SELECT source FROM pg_settings WHERE name = 'fsync'"))
+}
