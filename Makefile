@@ -73,9 +73,17 @@ demo-upstream: build nats-server ## the outbox from an upstream's side: a relay 
 	$(GO) build -trimpath -o $(BIN)/demo ./cmd/demo
 	$(BIN)/demo --upstream --bin $(BIN)
 
-chaos: build nats-server ## fault-injection suite: kills, restarts, outages; exits 1 when an invariant fails
+# SCENARIOS selects: main and outbox (the default), the infrastructure
+# scenarios by name (bin/chaos --list), infra for all of those, ci for the
+# CI-sized subset (docs/reliability.md).
+SCENARIOS ?= main,outbox
+chaos: build nats-server ## fault-injection suite: kills, restarts, outages; exits 1 when an invariant fails (SCENARIOS=… selects)
 	$(GO) build -trimpath -o $(BIN)/chaos ./cmd/chaos
-	$(BIN)/chaos --bin $(BIN)
+	$(BIN)/chaos --bin $(BIN) --scenarios $(SCENARIOS)
+
+.PHONY: chaos-infra
+chaos-infra: ## every infrastructure fault: Postgres failover, network faults, full JetStream store, Postgres out of connections
+	$(MAKE) chaos SCENARIOS=infra
 
 # bench: the hot-path micro-benchmarks, then end-to-end throughput of worker
 # processes on real NATS and Postgres with production durability (Postgres

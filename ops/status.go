@@ -153,6 +153,9 @@ func Status(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg St
 	for _, w := range r.Workers {
 		if w.Ready {
 			ready++
+		} else {
+			// What the worker's /readyz says: the failing dependency.
+			reason("worker %s not ready: %s", w.WorkerID, w.NotReady)
 		}
 		if w.Breaker == "open" {
 			reason("breaker open on worker %s", w.WorkerID)

@@ -17,6 +17,9 @@ type WorkerMetrics struct {
 	LastPull prometheus.Gauge
 	// Ready is 1 when the worker is ready, else 0.
 	Ready prometheus.Gauge
+	// DependencyUp is 1 per dependency (nats, database, jetstream,
+	// gateway) that is up, 0 for the one that fails: what /readyz names.
+	DependencyUp *prometheus.GaugeVec
 }
 
 // NewWorker creates the worker gauges and registers them on reg.
@@ -37,7 +40,12 @@ func NewWorker(reg prometheus.Registerer) *WorkerMetrics {
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "paystream_worker_ready", Help: "1 when the worker is ready (as /readyz), else 0.",
 		}),
+		DependencyUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "paystream_dependency_up",
+			Help: "1 when the dependency is up, 0 when it fails: nats (connected), database (answers a ping), " +
+				"jetstream (consumer bound, outcome and dead-letter publishes stored), gateway (credentials taken, breaker not open).",
+		}, []string{"dependency"}),
 	}
-	reg.MustRegister(m.Info, m.Concurrency, m.RateLimit, m.LastPull, m.Ready)
+	reg.MustRegister(m.Info, m.Concurrency, m.RateLimit, m.LastPull, m.Ready, m.DependencyUp)
 	return m
 }

@@ -10,13 +10,21 @@
 //
 //	chaos-outbox committed=… rolled_back=… relay_kills=… published=… lost=0 extra=0 out_of_order=0 unprocessed=0 left=0 duration=…
 //
+// With --scenarios it runs the scenarios named instead (default
+// "main,outbox", the two above): "infra" is every infrastructure scenario —
+// Postgres failover, network faults through toxiproxy, a full JetStream
+// store, Postgres out of connections — and "ci" their CI-sized subset
+// (--list names them). Each prints its own line:
+//
+//	chaos-<name> payments=… messages=… lost=0 double_charged=0 false_failed=0 stuck=0 unknown=0 wrong_dead_letters=0 fault=… recover=… worker_exits=… duration=… … not_ready="…"
+//
 // It exits 1 when any invariant fails — lost, double_charged, stuck,
 // false_failed and unknown among them (the working directory with every
 // process's log is kept then, and printed). See docs/reliability.md.
 //
 // Usage (after make build nats-server, which make chaos runs):
 //
-//	chaos [--bin bin] [--payments 20000] [--load-duration 45s] [--min-kills 10] [--runs 1] [--seed N] [--outbox-payments 5000]
+//	chaos [--bin bin] [--payments 20000] [--load-duration 45s] [--min-kills 10] [--runs 1] [--seed N] [--outbox-payments 5000] [--scenarios main,outbox] [--list]
 package main
 
 import (
@@ -30,10 +38,18 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/rs/zerolog"
+
 	"github.com/paystream/paystream/internal/testenv/chaos"
 )
 
+// errInvariants marks a scenario whose invariants failed.
+var errInvariants = errors.New("invariants failed")
+
 func main() {
+	// The network-fault scenarios run toxiproxy in this process; its toxics
+	// log through zerolog's global logger at trace level.
+	zerolog.SetGlobalLevel(zerolog.InfoLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -56,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed of the load and the chaos (default: random)")
 	fs.BoolVar(&cfg.KeepDir, "keep", false, "keep the working directory (logs, stores) even when the run passes")
 	runs := fs.Int("runs", 1, "runs in a row; stops at the first failure")
+	scenarios := fs.String("scenarios", "main,outbox", "comma-separated scenarios: main, outbox, the infrastructure ones (-list), infra for all of those, ci for the CI subset")
+	list := fs.Bool("list", false, "list the infrastructure scenarios and exit")
 	outboxPayments := fs.Int("outbox-payments", 5000, "transactions of the outbox scenario, run after the others (0 skips it)")
 	fs.Func("set", "`NAME=VALUE` worker setting over the suite's (repeatable), e.g. PAYSTREAM_MAX_DELIVER=5", func(s string) error {
 		k, v, ok := strings.Cut(s, "=")
@@ -75,8 +93,70 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	cfg.Out = stdout
+	if *list {
+		for _, sc := range chaos.Scenarios() {
+			ci := ""
+			if sc.CI {
+				ci = " [ci]"
+			}
+			fmt.Fprintf(stdout, "%-20s %s%s\n", sc.Name, sc.Doc, ci)
+		}
+		return nil
+	}
+	names := chaos.ScenarioNames(*scenarios)
+	for _, n := range names {
+		if _, ok := chaos.LookupScenario(n); !ok && n != "main" && n != "outbox" {
+			return fmt.Errorf("unknown scenario %q (see -list)", n)
+		}
+	}
+	var failed []string
+	for _, n := range names {
+		var err error
+		switch n {
+		case "main":
+			err = runMain(ctx, cfg, *runs, stdout)
+		case "outbox":
+			err = runOutbox(ctx, cfg, *outboxPayments, stdout)
+		default:
+			err = runInfra(ctx, n, cfg, stdout)
+		}
+		if err != nil {
+			// A broken invariant does not stop the other scenarios; a run
+			// that could not be carried out does.
+			if !errors.Is(err, errInvariants) {
+				return err
+			}
+			fmt.Fprintln(stdout, "  FAILED:", n+":", err)
+			failed = append(failed, n)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("scenarios failed: %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// runInfra runs one infrastructure scenario and prints its figure line.
+func runInfra(ctx context.Context, name string, cfg chaos.Config, stdout io.Writer) error {
+	res, err := chaos.RunInfra(ctx, name, chaos.InfraConfig{BinDir: cfg.BinDir, Seed: cfg.Seed, Out: stdout, KeepDir: cfg.KeepDir})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res.FigureLine())
+	if !res.OK() {
+		for _, p := range res.Problems {
+			fmt.Fprintln(stdout, "  FAILED:", p)
+		}
+		fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
+		return fmt.Errorf("%w: %d (seed %d)", errInvariants, len(res.Problems), res.Seed)
+	}
+	return nil
+}
+
+// runMain runs the main suite runs times in a row.
+func runMain(ctx context.Context, cfg chaos.Config, runs int, stdout io.Writer) error {
 	seed := cfg.Seed
-	for i := range *runs {
+	for i := range runs {
 		if seed != 0 {
 			cfg.Seed = seed + int64(i)
 		}
@@ -90,13 +170,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintln(stdout, "  FAILED:", p)
 			}
 			fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
-			return fmt.Errorf("run %d of %d: %d invariants failed (seed %d)", i+1, *runs, len(res.Problems), res.Seed)
+			return fmt.Errorf("run %d of %d: %w: %d (seed %d)", i+1, runs, errInvariants, len(res.Problems), res.Seed)
 		}
 	}
-	if *outboxPayments <= 0 {
+	return nil
+}
+
+// runOutbox runs the outbox scenario (payments 0 skips it).
+func runOutbox(ctx context.Context, cfg chaos.Config, payments int, stdout io.Writer) error {
+	if payments <= 0 {
 		return nil
 	}
-	res, err := chaos.RunOutbox(ctx, chaos.OutboxConfig{BinDir: cfg.BinDir, Payments: *outboxPayments, Seed: seed, Out: stdout})
+	res, err := chaos.RunOutbox(ctx, chaos.OutboxConfig{BinDir: cfg.BinDir, Payments: payments, Seed: cfg.Seed, Out: stdout})
 	if err != nil {
 		return err
 	}
@@ -106,7 +191,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stdout, "  FAILED:", p)
 		}
 		fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
-		return fmt.Errorf("outbox scenario: %d invariants failed (seed %d)", len(res.Problems), res.Seed)
+		return fmt.Errorf("outbox scenario: %w: %d (seed %d)", errInvariants, len(res.Problems), res.Seed)
 	}
 	return nil
 }

@@ -19,6 +19,8 @@ func TestRunArguments(t *testing.T) {
 		{"extra argument", []string{"now"}, "unexpected arguments"},
 		{"bad duration", []string{"--load-duration", "long"}, "invalid value"},
 		{"missing binaries", []string{"--bin", "/nonexistent"}, "make build nats-server"},
+		{"unknown scenario", []string{"--scenarios", "main,nope"}, `unknown scenario "nope"`},
+		{"missing binaries, infrastructure scenario", []string{"--bin", "/nonexistent", "--scenarios", "net-latency"}, "make build nats-server"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

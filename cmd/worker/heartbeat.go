@@ -29,7 +29,11 @@ func (w *worker) newHeartbeat(reg prometheus.Registerer) {
 		hb := fleet.Heartbeat{WorkerID: w.cfg.WorkerID, Version: version, Host: host, StartedAt: started,
 			InFlight: w.proc.InFlight(), Concurrency: w.cfg.Concurrency, Breaker: w.proc.BreakerState(),
 			RateLimit: w.cfg.RateLimit, LastPull: w.cons.LastPull(), Ready: true}
-		if err := w.ready(ctx); err != nil {
+		deps := w.dependencies(ctx)
+		for _, d := range deps {
+			m.DependencyUp.WithLabelValues(d.name).Set(map[bool]float64{true: 1}[d.err == nil])
+		}
+		if err := w.readyFrom(deps); err != nil {
 			hb.Ready, hb.NotReady = false, err.Error()
 		}
 		if !hb.LastPull.IsZero() {

@@ -57,6 +57,7 @@ type worker struct {
 	http     *http.Server
 	listener net.Listener
 	closeGW  func()
+	dbGate   *dbGate
 }
 
 func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (config.Config, error) {
@@ -269,7 +270,8 @@ func (w *worker) newConsumer(ctx context.Context, proc consumer.Processor, m *te
 			return err
 		}
 	}
-	w.cons = consumer.New(w.js, ccfg, proc, w.log, m)
+	w.dbGate = newDBGate(proc, w.pool.Ping, w.log)
+	w.cons = consumer.New(w.js, ccfg, w.dbGate, w.log, m)
 	return nil
 }
 
@@ -490,19 +492,18 @@ func (w *worker) routes(reg *prometheus.Registry) http.Handler {
 }
 
 // ready reports whether NATS is connected, the database reachable and the
-// consumer bound and pulling.
+// consumer bound and pulling (see dependencies).
 func (w *worker) ready(ctx context.Context) error {
+	return w.readyFrom(w.dependencies(ctx))
+}
+
+// readyFrom is ready on checks already made.
+func (w *worker) readyFrom(deps []depCheck) error {
 	var errs []error
-	if !w.nc.IsConnected() {
-		errs = append(errs, fmt.Errorf("nats: %s", w.nc.Status()))
-	}
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := w.pool.Ping(pctx); err != nil {
-		errs = append(errs, errors.New("database unreachable"))
-	}
-	if err := w.cons.Ready(); err != nil {
-		errs = append(errs, fmt.Errorf("consumer: %w", err))
+	for _, d := range deps {
+		if d.err != nil && d.name != depGateway {
+			errs = append(errs, d.err)
+		}
 	}
 	if err := w.proc.Ready(); err != nil {
 		errs = append(errs, err)
@@ -536,6 +537,7 @@ func (w *worker) run(ctx context.Context) error {
 	wg.Go(func() { _ = w.recon.Run(runCtx) })
 	wg.Go(func() { _ = w.beat.Run(bgCtx) }) // beats while draining; deletes its record at the end
 	wg.Go(func() { w.gauges.run(runCtx) })
+	wg.Go(func() { w.dbGate.run(runCtx) })
 	if w.http != nil {
 		wg.Go(func() {
 			if err := w.http.Serve(w.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
