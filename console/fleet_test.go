@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/bcrypt"
 
@@ -164,14 +165,15 @@ func (b *bundle) seed(t *testing.T) {
 	}
 	b.publish(t, "pay_003", "m_acme", 9999, "") // conflict
 	var final, dls int
-	require.Eventually(t, func() bool {
-		if b.pool.QueryRow(t.Context(), `SELECT count(*) FROM payments WHERE status <> 'processing'`).Scan(&final) != nil {
+	settled := assert.Eventually(t, func() bool {
+		if b.pool.QueryRow(t.Context(), `SELECT count(*) FROM payments WHERE status <> 'processing' AND payment_id LIKE 'pay\_%'`).Scan(&final) != nil {
 			return false
 		}
 		list, err := b.dep.DeadLetterList(t.Context(), ops.DeadLetterFilter{})
 		dls = list.Total
 		return err == nil && final == 19 && dls == 4
-	}, 30*time.Second, 50*time.Millisecond, "final rows %d (want 19), dead letters %d (want 4)", &final, &dls)
+	}, 30*time.Second, 50*time.Millisecond)
+	require.True(t, settled, "final rows %d (want 19), dead letters %d (want 4)", final, dls)
 	_, err := b.pool.Exec(t.Context(), `ANALYZE payments`)
 	require.NoError(t, err)
 }

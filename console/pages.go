@@ -1,6 +1,7 @@
 package console
 
 import (
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/paystream/paystream/ops"
 	"github.com/paystream/paystream/payment"
-	"github.com/paystream/paystream/store"
 )
 
 type overviewData struct {
@@ -81,7 +81,7 @@ func (s *Server) payments(w http.ResponseWriter, r *http.Request) {
 		payment.StatusFailed, payment.StatusUnknown} {
 		d.Statuses = append(d.Statuses, string(st))
 	}
-	sf := store.SearchFilter{ID: f.ID, ListFilter: store.ListFilter{MerchantID: f.Merchant, ErrorCode: f.Error}}
+	sf := ops.PaymentFilter{ID: f.ID, MerchantID: f.Merchant, ErrorCode: f.Error}
 	var problems []string
 	if f.Status != "" {
 		if !slices.Contains(d.Statuses, f.Status) {
@@ -117,7 +117,7 @@ func (s *Server) payments(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.backend.SearchPayments(r.Context(), ops.SearchQuery{Filter: sf, Cursor: f.Cursor, Limit: 50})
 	if err != nil {
-		if strings.Contains(err.Error(), store.ErrBadCursor.Error()) {
+		if errors.Is(err, ops.ErrBadCursor) {
 			d.Problem = "the page cursor is not valid: start the search again"
 			s.render(w, http.StatusBadRequest, "payments.html", s.newPage(r, "Payments", "payments", d))
 			return
