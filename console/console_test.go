@@ -134,6 +134,7 @@ func TestPagesReadOnly(t *testing.T) {
 		require.Contains(t, page, "card_declined")
 		code, page = c.get("/payments?since=" + url.QueryEscape(time.Now().UTC().Add(-2*time.Hour).Format("2006-01-02T15:04")))
 		require.Equal(t, http.StatusOK, code)
+		require.Contains(t, page, `href="/payments/pay_011"`)
 		code, page = c.get("/payments?min=ten")
 		require.Equal(t, http.StatusBadRequest, code)
 		require.Contains(t, page, "minor units")

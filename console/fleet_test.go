@@ -2,7 +2,6 @@ package console_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http/httptest"
 	"sync"
@@ -219,9 +218,4 @@ func serve(t *testing.T, b *bundle, cfg console.Config) (*httptest.Server, *cons
 		srv.Close()
 	})
 	return ts, srv
-}
-
-func decode(t *testing.T, s string, v any) {
-	t.Helper()
-	require.NoError(t, json.Unmarshal([]byte(s), v))
 }
