@@ -1,14 +1,17 @@
 package console_test
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/console"
@@ -309,4 +312,23 @@ func TestReplayFromTheConsole(t *testing.T) {
 
 	// Close waits for the replays and refuses new ones.
 	srv.Close()
+}
+
+// slowBackend is a backend whose overview could not chart the outcomes in
+// time (a small fake beside the real one).
+type slowBackend struct{ console.Backend }
+
+func (slowBackend) Overview(context.Context) (ops.OverviewReport, error) {
+	return ops.OverviewReport{Healthy: true, Reasons: []string{}, OutcomesError: "too many payments completed in the last 1h0m0s to count them within 2s"}, nil
+}
+
+func TestOverviewWithoutChart(t *testing.T) {
+	t.Parallel()
+	srv := console.New(console.Config{}, slowBackend{}, zerolog.Nop())
+	defer srv.Close()
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Contains(t, rec.Body.String(), "too many payments completed")
+	require.NotContains(t, rec.Body.String(), `<svg class="chart"`)
 }

@@ -88,7 +88,7 @@ func TestOutcomes(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	insertRows(t, b, 600)
-	buckets, err := b.store.Outcomes(b.ctx, time.Hour, 5*time.Minute)
+	buckets, err := b.store.Outcomes(b.ctx, time.Hour, 5*time.Minute, 10*time.Second)
 	require.NoError(t, err)
 	require.Len(t, buckets, 12)
 	var total int64
@@ -100,7 +100,7 @@ func TestOutcomes(t *testing.T) {
 	}
 	require.Equal(t, int64(600), total)
 	require.Zero(t, buckets[0].ByStatus[payment.StatusSucceeded], "nothing completed 55-60 minutes ago")
-	_, err = b.store.Outcomes(b.ctx, time.Hour, 0)
+	_, err = b.store.Outcomes(b.ctx, time.Hour, 0, 0)
 	require.ErrorIs(t, err, store.ErrInvalidArgument)
 }
 
