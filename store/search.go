@@ -273,7 +273,7 @@ func (s *Store) Outcomes(ctx context.Context, window, step, limit time.Duration)
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &pgErr) && pgErr.Code == "57014" && ctx.Err() == nil:
-		return nil, fmt.Errorf("store: outcomes over %s: %w (%s)", window, ErrTooSlow, limit)
+		return nil, fmt.Errorf("outcomes over %s, limit %s: %w", window, limit, ErrTooSlow)
 	case err != nil:
 		return nil, fmt.Errorf("store: outcomes: %w", translate(err))
 	}
