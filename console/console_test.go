@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -331,4 +332,54 @@ func TestOverviewWithoutChart(t *testing.T) {
 	require.Equal(t, http.StatusOK, rec.Code)
 	require.Contains(t, rec.Body.String(), "too many payments completed")
 	require.NotContains(t, rec.Body.String(), `<svg class="chart"`)
+}
+
+// TestCloseStopsAReplay starts a slow replay and closes the console: Close
+// cancels the replay before its next publish, waits for it, and the replay
+// is audited with what it did.
+func TestCloseStopsAReplay(t *testing.T) {
+	t.Parallel()
+	b := startFleet(t)
+	for i := range 3 {
+		b.publish(t, "slow_"+strconv.Itoa(i), "m_acme", 2044+int64(i)*100, "") // exhausted
+	}
+	require.Eventually(t, func() bool {
+		l, err := b.dep.DeadLetterList(t.Context(), ops.DeadLetterFilter{Reasons: []string{"exhausted"}})
+		return err == nil && l.Total == 3
+	}, 30*time.Second, 20*time.Millisecond)
+	ts, srv := serve(t, b, console.Config{AllowActions: true, ProxyHeader: "X-Forwarded-User"})
+	dave := client{t: t, base: ts.URL, header: http.Header{"X-Forwarded-User": {"dave"}}}
+	_, page := dave.get("/dlq?reason=exhausted")
+	token := match(t, reCSRF, page)
+	_, _, page = dave.do(http.MethodPost, "/dlq/preview", url.Values{"csrf": {token}, "reason": {"exhausted"}})
+	require.Contains(t, page, "3 dead letters: <strong>3 would be re-published</strong>")
+	preview := match(t, rePreview, page)
+	// One publish every 100 s: the first goes at once, the second waits.
+	code, h, _ := dave.do(http.MethodPost, "/dlq/replay", url.Values{"preview": {preview}, "rate": {"0.01"}, "csrf": {token}})
+	require.Equal(t, http.StatusSeeOther, code)
+	require.Eventually(t, func() bool {
+		_, page = dave.get(h.Get("Location"))
+		return strings.Contains(page, "1 of 3")
+	}, 20*time.Second, 20*time.Millisecond)
+
+	closed := make(chan struct{})
+	go func() {
+		srv.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not stop the replay")
+	}
+	acts, err := b.dep.Audit(t.Context(), ops.AuditQuery{Actor: "dave"})
+	require.NoError(t, err)
+	require.Len(t, acts.Actions, 2)
+	run := acts.Actions[0]
+	require.False(t, run.DryRun)
+	require.Equal(t, 1, run.Published)
+	require.Equal(t, 2, run.Failed, "the rest were cancelled before publishing")
+	// No replay starts after Close.
+	code, _, _ = dave.do(http.MethodPost, "/dlq/replay", url.Values{"preview": {preview}, "rate": {"1"}, "csrf": {token}})
+	require.NotEqual(t, http.StatusSeeOther, code)
 }
