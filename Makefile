@@ -152,3 +152,10 @@ compose-test-cluster: ## the "cluster" profile (3 NATS nodes, R3 streams): parti
 	@set -euo pipefail; compose="$$(GO=$(GO) deploy/images/compose-v2.sh)"; \
 	COMPOSE="$$compose" $(IMAGE_VARS) \
 		$(GO) test -tags composetest -run '^TestComposeCluster$$' -count=1 -v -timeout 30m ./internal/testenv/composetest/
+
+# screenshots: the README's pictures of the operator console, taken by the
+# browser test (console/browser_test.go) with headless Chromium
+# (apt-get install chromium) against an in-process fleet.
+.PHONY: screenshots
+screenshots: ## regenerate docs/img/console-overview.png and console-payment.png (needs Chromium)
+	$(GO) test -count=1 -run '^TestBrowser$$' -v ./console/ -args -screenshots=$(CURDIR)/docs/img

@@ -144,41 +144,8 @@ func Status(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg St
 		r.Workers = []fleet.Heartbeat{}
 	}
 
-	// The verdict.
-	reason := func(format string, args ...any) { r.Reasons = append(r.Reasons, fmt.Sprintf(format, args...)) }
-	if r.DatabaseError != "" {
-		reason("database unreachable: %s", r.DatabaseError)
-	}
-	ready := 0
-	for _, w := range r.Workers {
-		if w.Ready {
-			ready++
-		} else {
-			// What the worker's /readyz says: the failing dependency.
-			reason("worker %s not ready: %s", w.WorkerID, w.NotReady)
-		}
-		if w.Breaker == "open" {
-			reason("breaker open on worker %s", w.WorkerID)
-		}
-	}
-	if ready == 0 {
-		reason("no ready worker (%d live)", len(r.Workers))
-	}
-	if n := r.Rows.StuckProcessing; n > 0 {
-		reason("%d payments stuck in processing (lease ended over %s ago)", n, cfg.StuckAfter)
-	}
-	if n := r.Rows.Unknown; n > 0 {
-		reason("%d payments in unknown", n)
-	}
-	for _, c := range r.Consumers {
-		if cfg.MaxPending > 0 && c.Pending > cfg.MaxPending {
-			reason("consumer %s lags: %d pending (max %d)", c.Name, c.Pending, cfg.MaxPending)
-		}
-		if cfg.MaxOldest > 0 && c.OldestUnackedSeconds > cfg.MaxOldest.Seconds() {
-			reason("consumer %s: oldest unacknowledged message is %s old (max %s)", c.Name,
-				(time.Duration(c.OldestUnackedSeconds * float64(time.Second))).Round(time.Second), cfg.MaxOldest)
-		}
-	}
+	// The verdict (the overview's too).
+	r.Reasons = verdict(r.DatabaseError, r.Workers, r.Rows.StuckProcessing, r.Rows.Unknown, r.Consumers, cfg)
 	r.Healthy = len(r.Reasons) == 0
 	return r, nil
 }

@@ -87,6 +87,7 @@ func commands() []command {
 	}
 	cmds = append(cmds, dlqCommands()...)
 	cmds = append(cmds, retentionCommands()...)
+	cmds = append(cmds, auditCommand(), consoleCommand())
 	return cmds
 }
 

@@ -58,6 +58,11 @@ func TestImportDirection(t *testing.T) {
 		// gateway, a binary or the harness.
 		{pkg: "ops", banned: []string{mod + "config", mod + "gateway", mod + "cmd/", mod + "internal/testenv",
 			mod + "console"}},
+		// The console is the web face of ops: it reaches store and the
+		// streams only through ops (TestConsoleOnlyThroughOps checks its
+		// own imports), never the settings, a binary or the harness.
+		{pkg: "console", banned: []string{mod + "config", mod + "gateway", mod + "cmd/", mod + "internal/testenv",
+			mod + "internal/cmdwire"}},
 		// The example upstream uses only what an upstream needs: payment,
 		// contract, publish/outbox (whose own internal/pgmigrate another
 		// module reaches through it, as Go allows).
@@ -113,4 +118,22 @@ func TestProductApartFromTools(t *testing.T) {
 		}
 	}
 	require.Greater(t, checked, 8, "too few product packages found: %s", out)
+}
+
+// TestConsoleOnlyThroughOps keeps the console a face of ops: its own
+// imports (not its dependencies', which include store through ops) name
+// neither store nor the drivers, so that every query and action it offers
+// is an ops function the command line shares.
+func TestConsoleOnlyThroughOps(t *testing.T) {
+	t.Parallel()
+	out, err := exec.CommandContext(t.Context(), "go", "list", "-f", `{{join .Imports " "}}`, mod+"console").Output()
+	require.NoError(t, err, "go list console")
+	imports := strings.Fields(string(out))
+	require.Contains(t, imports, mod+"ops")
+	for _, imp := range imports {
+		for _, b := range []string{mod + "store", mod + "consumer", mod + "processing", mod + "fleet", mod + "natsconn",
+			"github.com/jackc/", "github.com/nats-io/"} {
+			require.False(t, strings.HasPrefix(imp, b), "console imports %s: go through ops", imp)
+		}
+	}
 }

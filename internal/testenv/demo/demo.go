@@ -186,6 +186,7 @@ func Dev(ctx context.Context, cfg Config) error {
 	// One write, so that a reader who sees the first line sees them all.
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nrunning; Ctrl-C stops every process. Logs: %s/*.log\n", s.Dir())
+	b.WriteString(consoleLine(ctx, s))
 	fmt.Fprintf(&b, "  publish:  %s --nats-url %s --count 1000 --duplicates 0.1 --invalid 0.02\n", filepath.Join(bin, "publisher"), s.NATSURL())
 	fmt.Fprintf(&b, "  psql:     psql '%s' -c 'SELECT status, count(*) FROM payments GROUP BY 1'\n", s.DatabaseURL())
 	fmt.Fprintf(&b, "  nats:     nats --server %s stream ls   (monitoring %s/jsz?streams=true)\n", s.NATSURL(), s.NATSMonitorURL())

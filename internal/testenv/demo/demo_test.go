@@ -118,7 +118,8 @@ func TestDevStopsEverything(t *testing.T) {
 		t.Fatalf("dev did not start:\n%s", out.String())
 	}
 	s := out.String()
-	for _, want := range []string{"publish:", "--nats-url nats://127.0.0.1:", "psql:", "metrics:", "/metrics", "gateway:"} {
+	for _, want := range []string{"publish:", "--nats-url nats://127.0.0.1:", "psql:", "metrics:", "/metrics", "gateway:",
+		"console:  http://127.0.0.1:", "user dev, password "} {
 		require.Contains(t, s, want)
 	}
 	cancel()
