@@ -88,6 +88,21 @@ bench: build nats-server ## end-to-end benchmark: one table and a last line "ben
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./payment/
 	$(GO) test -run='^$$' -bench='BenchmarkClaimComplete/parallel64-batcher' -benchtime=20000x -count=1 ./store/
 	BENCH_N=$(BENCH_N) $(GO) run ./cmd/bench -bin $(BIN)
+	$(MAKE) --no-print-directory tracing-bench
+
+# tracing-bench: the cost of tracing on one delivery through processing
+# (BenchmarkProcessTracing: off, on with a sampler that drops, on recording
+# every span), fastest of five runs each, and a last line
+# "tracing off_ns=… drop_ns=… record_ns=… drop_over_off=… record_over_off=…".
+.PHONY: tracing-bench
+tracing-bench: ## tracing off vs on (dropping, recording) per delivery; last line "tracing off_ns=…"
+	@mkdir -p $(BIN)
+	$(GO) test -run='^$$' -bench='BenchmarkProcessTracing' -benchmem -count=5 ./processing/ | tee $(BIN)/tracing-bench.txt
+	@awk '/^BenchmarkProcessTracing\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); \
+		if (!(n[2] in ns) || $$3 < ns[n[2]]) { ns[n[2]] = $$3; al[n[2]] = $$7 } } \
+		END { if (!("off" in ns)) exit 1; \
+		printf "tracing off_ns=%d drop_ns=%d record_ns=%d drop_over_off=%.2f record_over_off=%.2f off_allocs=%d drop_allocs=%d record_allocs=%d\n", \
+		ns["off"], ns["drop"], ns["record"], ns["drop"]/ns["off"], ns["record"]/ns["off"], al["off"], al["drop"], al["record"] }' $(BIN)/tracing-bench.txt
 
 # --- Docker Compose without a registry (docs/compose.md) ----------------------
 # `make images` builds the images docker-compose.yml selects through

@@ -346,10 +346,10 @@ func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				return payment.VerdictPublishFailed
 			}
 		}
-		ackErr = c.settle(ctx, msg, "ack", msg.Ack)
+		ackErr = c.settle(ctx, msg, "ack", d)
 		log.Debug().Stringer("outcome", d.Verdict).Msg("acked")
 	case processing.ActionRetry:
-		ackErr = c.settle(ctx, msg, "nak", func() error { return msg.NakWithDelay(d.Delay) })
+		ackErr = c.settle(ctx, msg, "nak", d)
 		logAt(log, d.Verdict.Severity()).Err(d.Err).Stringer("outcome", d.Verdict).Dur("delay", d.Delay).Msg("retry later")
 	case processing.ActionTerm:
 		if d.DeadLetter == nil {
@@ -373,7 +373,7 @@ func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				return payment.VerdictPublishFailed
 			}
 		}
-		ackErr = c.settle(ctx, msg, "term", func() error { return msg.TermWithReason(string(d.DeadLetter.Reason)) })
+		ackErr = c.settle(ctx, msg, "term", d)
 		logAt(log, d.DeadLetter.Reason.Severity()).
 			Str("reason", string(d.DeadLetter.Reason)).Str("error", d.DeadLetter.Error).Msg("dead-lettered")
 	default:

@@ -78,10 +78,11 @@ func endProcess(span trace.Span, v payment.Verdict, d processing.Decision) {
 	span.End()
 }
 
-// settle runs op (an ack, nak or term of msg) in a settle span.
-func (c *Consumer) settle(ctx context.Context, msg jetstream.Msg, name string, op func() error) error {
+// settle acks (op "ack"), naks after d.Delay ("nak") or terminates with
+// d's dead-letter reason ("term") msg, in a settle span when tracing is on.
+func (c *Consumer) settle(ctx context.Context, msg jetstream.Msg, op string, d processing.Decision) error {
 	if !c.cfg.Tracing.Enabled() {
-		return op()
+		return settleMsg(msg, op, d)
 	}
 	template := c.cfg.SubjectPrefix + ".requests"
 	_, span := c.cfg.Tracing.Start(ctx, "settle "+template, trace.WithSpanKind(trace.SpanKindClient))
@@ -89,18 +90,29 @@ func (c *Consumer) settle(ctx context.Context, msg jetstream.Msg, name string, o
 		span.SetAttributes(
 			telemetry.AttrMessagingSystem.String(telemetry.SystemNATS),
 			telemetry.AttrMessagingOperationType.String("settle"),
-			telemetry.AttrMessagingOperationName.String(name),
+			telemetry.AttrMessagingOperationName.String(op),
 			telemetry.AttrMessagingDestination.String(msg.Subject()),
 			telemetry.AttrMessagingConsumerGroup.String(c.cfg.Consumer),
 		)
 	}
-	err := op()
+	err := settleMsg(msg, op, d)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "")
 	}
 	span.End()
 	return err
+}
+
+func settleMsg(msg jetstream.Msg, op string, d processing.Decision) error {
+	switch op {
+	case "ack":
+		return msg.Ack()
+	case "nak":
+		return msg.NakWithDelay(d.Delay)
+	default:
+		return msg.TermWithReason(string(d.DeadLetter.Reason))
+	}
 }
 
 // send publishes m (see publish) in a producer span "send <template>",

@@ -90,7 +90,7 @@ func endBreaker(span trace.Span, err error) {
 // and how many calls this payment's key had before (resends, docs/contract.md
 // §5: the same idempotency key again).
 func (p *Processor) startCall(ctx context.Context, name string, l *lease) (context.Context, trace.Span) {
-	ctx, span := p.tr.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := p.tr.Start(ctx, name)
 	if span.IsRecording() {
 		span.SetAttributes(attrAttempt.Int(l.attempt), attrResendCount.Int(max(l.attempt-1, 0)+len(l.calls)),
 			telemetry.AttrIdempotencyKey.String(l.key))
