@@ -124,6 +124,15 @@ COMPOSE_TEST_BATCH ?= 1000
 images: ## build the compose images offline: paystream and nats-server FROM scratch, PostgreSQL from debootstrap
 	$(IMAGE_VARS) GO=$(GO) deploy/images/build.sh
 
+# images-tracing: the observability profile's OpenTelemetry Collector and
+# Jaeger, from the Go module proxy (deploy/images/build-tracing.sh); not part
+# of `make images`, so CI's compose-test does not pay for Jaeger's build.
+PAYSTREAM_OTELCOL_IMAGE ?= paystream-otelcol:offline
+PAYSTREAM_JAEGER_IMAGE ?= paystream-jaeger:offline
+.PHONY: images-tracing
+images-tracing: ## build the observability profile's collector and Jaeger images offline
+	PAYSTREAM_OTELCOL_IMAGE=$(PAYSTREAM_OTELCOL_IMAGE) PAYSTREAM_JAEGER_IMAGE=$(PAYSTREAM_JAEGER_IMAGE) GO=$(GO) deploy/images/build-tracing.sh
+
 compose-v2: ## print the compose command (docker compose, or a compose v2 built from the Go module proxy)
 	@GO=$(GO) deploy/images/compose-v2.sh
 
