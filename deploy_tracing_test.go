@@ -87,7 +87,7 @@ func TestComposeTracing(t *testing.T) {
 	for _, name := range traces.Exporters {
 		e, ok := cfg.Exporters[name]
 		require.True(t, ok, "pipeline exporter %s is not configured", name)
-		if !strings.HasPrefix(name, "otlphttp") {
+		if !strings.HasPrefix(name, "otlp_http") {
 			continue
 		}
 		endpoint := e.Endpoint

@@ -24,6 +24,9 @@ cd "$(dirname "$0")/../.."
 : "${PAYSTREAM_OTELCOL_IMAGE:=paystream-otelcol:offline}"
 : "${PAYSTREAM_JAEGER_IMAGE:=paystream-jaeger:offline}"
 : "${JAEGER_VERSION:=v1.76.0}"
+# TRACING_IMAGES picks what to build: "otelcol jaeger" (both, the default),
+# or one of them.
+: "${TRACING_IMAGES:=otelcol jaeger}"
 : "${GO:=go}"
 cache=${PAYSTREAM_IMAGE_CACHE:-$HOME/.cache/paystream/images}
 stage=${IMAGES_STAGE:-.tmp/images}
@@ -49,6 +52,9 @@ printf 'root:x:0:\nnonroot:x:65532:\n' >"$etc/group"
 cp "$certs" "$etc/ssl/certs/ca-certificates.crt"
 cp -r "$etc" "$stage/jaeger/"
 
+want() { [[ " $TRACING_IMAGES " == *" $1 "* ]]; }
+
+if want otelcol; then
 # The collector.
 key=$(cat deploy/images/otelcol/go.mod deploy/images/otelcol/go.sum deploy/images/otelcol/main.go \
   <(echo "$goversion") | sha256sum | cut -c1-12)
@@ -60,6 +66,11 @@ if [ ! -x "$otelcol" ]; then
 fi
 cp "$otelcol" "$stage/otelcol/bin/otelcol"
 cp deploy/images/otelcol/config.yaml "$stage/otelcol/config.yaml"
+step "docker build $PAYSTREAM_OTELCOL_IMAGE"
+docker build -q -t "$PAYSTREAM_OTELCOL_IMAGE" -f deploy/images/otelcol/Dockerfile "$stage/otelcol" >/dev/null
+fi
+
+if want jaeger; then
 
 # Jaeger.
 jaeger="$cache/jaeger-$JAEGER_VERSION-$goversion"
@@ -76,9 +87,7 @@ if [ ! -x "$jaeger" ]; then
   mv "$jaeger.tmp" "$jaeger"
 fi
 cp "$jaeger" "$stage/jaeger/bin/jaeger"
-
-step "docker build $PAYSTREAM_OTELCOL_IMAGE"
-docker build -q -t "$PAYSTREAM_OTELCOL_IMAGE" -f deploy/images/otelcol/Dockerfile "$stage/otelcol" >/dev/null
 step "docker build $PAYSTREAM_JAEGER_IMAGE"
 docker build -q -t "$PAYSTREAM_JAEGER_IMAGE" -f deploy/images/jaeger/Dockerfile "$stage/jaeger" >/dev/null
+fi
 step "done"
