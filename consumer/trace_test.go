@@ -327,7 +327,7 @@ func only(t *testing.T, spans tracetest.SpanStubs, name string) tracetest.SpanSt
 func attr(s tracetest.SpanStub, key string) string {
 	for _, kv := range s.Attributes {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
@@ -367,7 +367,7 @@ func spanTree(spans tracetest.SpanStubs) string {
 		var kv []string
 		for _, a := range s.Attributes {
 			if keep(a) {
-				kv = append(kv, string(a.Key)+"="+a.Value.Emit())
+				kv = append(kv, string(a.Key)+"="+a.Value.String())
 			}
 		}
 		if len(kv) > 0 {
