@@ -108,9 +108,24 @@ bench: build nats-server ## end-to-end benchmark, durability on: one table and a
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./payment/
 	$(GO) test -run='^$$' -bench='BenchmarkClaimComplete/parallel64-batcher' -benchtime=20000x -count=1 ./store/
 	BENCH_N=$(BENCH_N) BENCH_PREFILL=$(BENCH_PREFILL) BENCH_GROW=$(BENCH_GROW) $(GO) run ./cmd/bench -bin $(BIN) $(BENCH_FLAGS)
+	$(MAKE) --no-print-directory tracing-bench
 
 bench-full: ## the bigger benchmark: 100,000 payments per line, 1M rows then 10M, fsync=off and two-worker lines
 	$(MAKE) bench BENCH_N=100000 BENCH_PREFILL=1000000 BENCH_GROW=10000000 BENCH_FLAGS="-fsync-off -two"
+
+# tracing-bench: the cost of tracing on one delivery through processing
+# (BenchmarkProcessTracing: off, on with a sampler that drops, on recording
+# every span), fastest of five runs each, and a last line
+# "tracing off_ns=… drop_ns=… record_ns=… drop_over_off=… record_over_off=…".
+.PHONY: tracing-bench
+tracing-bench: ## tracing off vs on (dropping, recording) per delivery; last line "tracing off_ns=…"
+	@mkdir -p $(BIN)
+	$(GO) test -run='^$$' -bench='BenchmarkProcessTracing' -benchmem -count=5 ./processing/ | tee $(BIN)/tracing-bench.txt
+	@awk '/^BenchmarkProcessTracing\// { split($$1, n, "/"); sub(/-[0-9]+$$/, "", n[2]); \
+		if (!(n[2] in ns) || $$3 < ns[n[2]]) { ns[n[2]] = $$3; al[n[2]] = $$7 } } \
+		END { if (!("off" in ns)) exit 1; \
+		printf "tracing off_ns=%d drop_ns=%d record_ns=%d drop_over_off=%.2f record_over_off=%.2f off_allocs=%d drop_allocs=%d record_allocs=%d\n", \
+		ns["off"], ns["drop"], ns["record"], ns["drop"]/ns["off"], ns["record"]/ns["off"], al["off"], al["drop"], al["record"] }' $(BIN)/tracing-bench.txt
 
 # --- Docker Compose without a registry (docs/compose.md) ----------------------
 # `make images` builds the images docker-compose.yml selects through
@@ -131,6 +146,15 @@ COMPOSE_TEST_BATCH ?= 1000
 
 images: ## build the compose images offline: paystream and nats-server FROM scratch, PostgreSQL from debootstrap
 	$(IMAGE_VARS) GO=$(GO) deploy/images/build.sh
+
+# images-tracing: the observability profile's OpenTelemetry Collector and
+# Jaeger, from the Go module proxy (deploy/images/build-tracing.sh); not part
+# of `make images`, so CI's compose-test does not pay for Jaeger's build.
+PAYSTREAM_OTELCOL_IMAGE ?= paystream-otelcol:offline
+PAYSTREAM_JAEGER_IMAGE ?= paystream-jaeger:offline
+.PHONY: images-tracing
+images-tracing: ## build the observability profile's collector and Jaeger images offline
+	PAYSTREAM_OTELCOL_IMAGE=$(PAYSTREAM_OTELCOL_IMAGE) PAYSTREAM_JAEGER_IMAGE=$(PAYSTREAM_JAEGER_IMAGE) GO=$(GO) deploy/images/build-tracing.sh
 
 compose-v2: ## print the compose command (docker compose, or a compose v2 built from the Go module proxy)
 	@GO=$(GO) deploy/images/compose-v2.sh

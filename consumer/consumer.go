@@ -314,6 +314,7 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	hb := startHeartbeat(msg, c.cfg.AckWait/3)
 	defer hb.stop()
+	ctx, span := c.startProcess(ctx, msg, md)
 
 	d := c.proc.Process(ctx, processing.Message{
 		Subject:      msg.Subject(),
@@ -322,8 +323,9 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 		NumDelivered: md.NumDelivered,
 	})
 	v := c.act(ctx, msg, md, d)
+	endProcess(span, v, d)
 	c.m.Messages.WithLabelValues(v.String()).Inc()
-	c.m.Duration.WithLabelValues(v.String()).Observe(time.Since(start).Seconds())
+	telemetry.ObserveWithTrace(ctx, c.m.Duration.WithLabelValues(v.String()), time.Since(start).Seconds())
 }
 
 // act carries out a decision: outcome events and dead letters are published
@@ -344,10 +346,10 @@ func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				return payment.VerdictPublishFailed
 			}
 		}
-		ackErr = msg.Ack()
+		ackErr = c.settle(ctx, msg, "ack", d)
 		log.Debug().Stringer("outcome", d.Verdict).Msg("acked")
 	case processing.ActionRetry:
-		ackErr = msg.NakWithDelay(d.Delay)
+		ackErr = c.settle(ctx, msg, "nak", d)
 		logAt(log, d.Verdict.Severity()).Err(d.Err).Stringer("outcome", d.Verdict).Dur("delay", d.Delay).Msg("retry later")
 	case processing.ActionTerm:
 		if d.DeadLetter == nil {
@@ -371,7 +373,7 @@ func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				return payment.VerdictPublishFailed
 			}
 		}
-		ackErr = msg.TermWithReason(string(d.DeadLetter.Reason))
+		ackErr = c.settle(ctx, msg, "term", d)
 		logAt(log, d.DeadLetter.Reason.Severity()).
 			Str("reason", string(d.DeadLetter.Reason)).Str("error", d.DeadLetter.Error).Msg("dead-lettered")
 	default:
@@ -414,7 +416,7 @@ func (c *Consumer) publishOutcome(ctx context.Context, o payment.Outcome, last b
 	m.Header.Set(jetstream.MsgIDHeader, o.MsgID())
 	m.Header.Set("Content-Type", "application/json")
 	m.Data = body
-	return c.publish(ctx, m, last)
+	return c.send(ctx, c.cfg.SubjectPrefix+".results", m, last)
 }
 
 // publishDeadLetter publishes the original body, masked and truncated as the
@@ -424,7 +426,7 @@ func (c *Consumer) publishDeadLetter(ctx context.Context, msg jetstream.Msg, md 
 	m.Header.Set(jetstream.MsgIDHeader, "dlq-"+c.cfg.Stream+"-"+strconv.FormatUint(md.Sequence.Stream, 10))
 	m.Header.Set(HeaderStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
 	m.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
-	return c.publish(ctx, m, last)
+	return c.send(ctx, c.cfg.SubjectPrefix+".dlq", m, last)
 }
 
 // PublishDeadLetter dead-letters a stored request that no delivery holds
@@ -433,7 +435,7 @@ func (c *Consumer) publishDeadLetter(ctx context.Context, msg jetstream.Msg, md 
 func (c *Consumer) PublishDeadLetter(ctx context.Context, subject string, body []byte, dl processing.DeadLetter, msgID string) error {
 	m := deadLetterMsg(c.cfg.DLQSubject(string(dl.Reason)), subject, body, dl)
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
-	return c.publish(ctx, m, false)
+	return c.send(ctx, c.cfg.SubjectPrefix+".dlq", m, false)
 }
 
 // PublishOutcome announces a final row (the reconciler's and sweeper's
@@ -478,7 +480,7 @@ func (c *Consumer) Republish(ctx context.Context, subject string, body []byte, m
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
 	m.Header.Set("Content-Type", "application/json")
 	m.Data = body
-	return c.publish(ctx, m, false)
+	return c.send(ctx, c.cfg.SubjectPrefix+".requests", m, false)
 }
 
 // publish publishes m and waits for the server's ack, retrying failures

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/paystream/paystream/telemetry"
 )
 
 // Config configures the JetStream side of a worker. The fields that are
@@ -69,6 +71,10 @@ type Config struct {
 	// MaxFetch caps the messages asked for in one pull. No setting: 0
 	// means 256.
 	MaxFetch int
+	// Tracing makes the spans of each delivery and publish and carries the
+	// trace context in NATS headers (consumer/trace.go); nil is tracing
+	// off.
+	Tracing *telemetry.Tracing
 }
 
 // MaxMsgSize is the requests stream's MaxMsgSize: the 64 KiB body limit of the

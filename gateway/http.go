@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/telemetry"
 )
 
 // DefaultTimeout is the default of HTTPConfig.Timeout.
@@ -59,6 +60,9 @@ type HTTPConfig struct {
 	// Client (configure that client's transport instead), and a
 	// configuration that turns certificate verification off is refused.
 	TLS *tls.Config
+	// Tracing, when not nil, traces each call with otelhttp and sends the
+	// W3C traceparent header (gateway/trace.go); nil is tracing off.
+	Tracing *telemetry.Tracing
 }
 
 // HTTP is a gateway client speaking docs/contract.md §5 over HTTP: Charge
@@ -130,6 +134,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		c.CheckRedirect = noRedirect
 		g.client = &c
 	}
+	g.client = traced(g.client, cfg.Tracing)
 	return g, nil
 }
 

@@ -51,6 +51,11 @@ type DeadLetter struct {
 	MerchantID     string `json:"merchant_id,omitempty"`
 	// Size is the length of the stored body in bytes.
 	Size int `json:"size"`
+	// TraceParent and TraceState are the W3C trace context the worker
+	// wrote on the dead letter (the payment's trace), read in any case;
+	// empty when tracing was off.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 	// Body is the stored body passed through payment.MaskCardNumbersJSON
 	// again; only `dlq show` fills it.
 	Body string `json:"body,omitempty"`
@@ -302,6 +307,7 @@ func decodeDeadLetter(subject string, h headerGetter, body []byte, seq uint64, a
 		Size:            len(body),
 		raw:             body,
 	}
+	dl.TraceParent, dl.TraceState = traceHeader(h, "traceparent"), traceHeader(h, "tracestate")
 	dl.OriginalSeq, _ = strconv.ParseUint(h.Get(consumer.HeaderStreamSeq), 10, 64)
 	dl.Deliveries, _ = strconv.ParseUint(h.Get(consumer.HeaderDeliveries), 10, 64)
 	if dl.Reason == "" {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/store"
+	"github.com/paystream/paystream/telemetry"
 )
 
 // Plan is what replaying one dead letter would do (docs/contract.md §9).
@@ -119,6 +120,9 @@ type Replayer struct {
 	Horizon time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Tracing, when not nil, starts a new trace per replayed dead letter,
+	// linked to the payment's original trace (ops/trace.go); nil is off.
+	Tracing *telemetry.Tracing
 }
 
 // ErrNoActor: a replay needs an actor for its audit row.
@@ -368,7 +372,9 @@ func (r Replayer) publish(ctx context.Context, d DeadLetter, it *ReplayItem) {
 	m.Header.Set(jetstream.MsgIDHeader, it.MsgID)
 	m.Header.Set("Content-Type", "application/json")
 	m.Data = d.raw
+	ctx, end := r.traceReplay(ctx, d, m)
 	ack, err := r.DeadLetters.JS.PublishMsg(ctx, m)
+	end(err)
 	switch {
 	case err != nil:
 		it.Result, it.Error = ResultFailed, err.Error()

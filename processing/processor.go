@@ -89,6 +89,9 @@ type Config struct {
 	// Limits bounds request fields (PAYSTREAM_MAX_AMOUNT_MINOR); its zero
 	// value means the contract's (payment.Limits).
 	Limits payment.Limits
+	// Tracing makes the spans of processing (processing/trace.go); nil is
+	// tracing off.
+	Tracing *telemetry.Tracing
 }
 
 // Validate returns nil, or one error listing every missing or out-of-range
@@ -174,6 +177,7 @@ type Processor struct {
 	breaker *gobreaker.CircuitBreaker[payment.ChargeResult]
 	log     zerolog.Logger
 	m       *telemetry.Metrics
+	tr      *telemetry.Tracing
 
 	// openUntil is the UnixNano time at which an open breaker half-opens.
 	openUntil atomic.Int64
@@ -240,7 +244,7 @@ func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *teleme
 	if err := cfg.Validate(); err != nil {
 		panic("processing.New: invalid Config: " + err.Error())
 	}
-	p := &Processor{cfg: cfg, claims: claims, gw: gw, log: logger.With().Str("component", "processing").Logger(), m: m}
+	p := &Processor{cfg: cfg, claims: claims, gw: gw, log: logger.With().Str("component", "processing").Logger(), m: m, tr: cfg.Tracing}
 	limit := rate.Inf
 	if cfg.RateLimit > 0 {
 		limit = rate.Limit(cfg.RateLimit)
@@ -335,12 +339,16 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		return p.decide(msg, nil, 0, &PermanentError{Reason: payment.ReasonInvalid, Err: err})
 	}
 	key := req.EffectiveKey()
+	annotate(ctx, req)
 
 	waitStart := time.Now()
-	if err := p.limiter.Wait(ctx); err != nil {
+	wctx, wspan := p.tr.Start(ctx, spanRateLimit)
+	if err := p.limiter.Wait(wctx); err != nil {
+		endSpan(wspan, err)
 		return p.decide(msg, req, 0, p.stopped(ctx, fmt.Errorf("rate limiter: %w", err)))
 	}
-	p.m.LimiterWait.Observe(time.Since(waitStart).Seconds())
+	wspan.End()
+	telemetry.ObserveWithTrace(wctx, p.m.LimiterWait, time.Since(waitStart).Seconds())
 
 	if p.breaker.State() == gobreaker.StateOpen && !p.lastDelivery(msg) {
 		// Claiming now would only cost an attempt: the call cannot be made.
@@ -353,6 +361,7 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	// A claim is one short transaction; bound it so that an unreachable
 	// database fails the delivery (to be retried) instead of holding it.
 	cctx, cancelClaim := context.WithTimeout(ctx, p.cfg.Lease/2)
+	cctx, cspan := p.tr.Start(cctx, spanClaim)
 	claim, err := p.claims.Claim(cctx, payment.Claim{
 		Key:         key,
 		Fingerprint: req.Fingerprint(),
@@ -367,6 +376,7 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		Owner:       p.cfg.Owner,
 		Lease:       p.cfg.Lease,
 	})
+	endClaim(cspan, claim, err)
 	cancelClaim()
 	if err != nil {
 		return p.decide(msg, req, 0, p.stopped(ctx, fmt.Errorf("claim %s: %w", key, err)))
@@ -526,8 +536,10 @@ func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Req
 func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) (payment.ChargeResult, error) {
 	defer p.keepLease(ctx, l)()
 	start := time.Now()
+	bctx, bspan := p.startBreaker(ctx)
 	res, err := p.breaker.Execute(func() (payment.ChargeResult, error) {
-		res, err := p.gw.Charge(ctx, payment.Charge{
+		gctx, gspan := p.startCall(bctx, spanCharge, l)
+		res, err := p.gw.Charge(gctx, payment.Charge{
 			IdempotencyKey: l.key,
 			PaymentID:      req.PaymentID,
 			MerchantID:     req.MerchantID,
@@ -543,13 +555,15 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) 
 			res, err = payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassTrouble, Code: payment.CodeMalformedResponse,
 				Message: "result is neither succeeded nor declined"}
 		}
+		endCall(gspan, res, err)
 		l.calls = append(l.calls, payment.ChargeAttempt(start, time.Since(start), res, err))
 		return res, err
 	})
+	endBreaker(bspan, err)
 	if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
 		p.observe(err)
 	}
-	p.m.GatewayDuration.Observe(time.Since(start).Seconds())
+	telemetry.ObserveWithTrace(bctx, p.m.GatewayDuration, time.Since(start).Seconds())
 	p.m.GatewayCalls.WithLabelValues(callLabel(res, err)).Inc()
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		_, wait := p.Admit()
@@ -710,14 +724,18 @@ func (p *Processor) unresolved(ctx context.Context, msg Message, req *payment.Re
 // The call, when the breaker let it through, is added to l's calls.
 func (p *Processor) lookup(ctx context.Context, l *lease) (payment.LookupResult, error) {
 	var found payment.LookupResult
+	bctx, bspan := p.startBreaker(ctx)
 	_, err := p.breaker.Execute(func() (payment.ChargeResult, error) {
 		var err error
 		start := time.Now()
-		found, err = p.gw.Lookup(ctx, l.key)
+		gctx, gspan := p.startCall(bctx, spanLookup, l)
+		found, err = p.gw.Lookup(gctx, l.key)
+		endLookup(gspan, found, err)
 		l.calls = append(l.calls, payment.LookupAttempt(start, time.Since(start), found, err))
 		p.observe(err)
 		return payment.ChargeResult{}, err
 	})
+	endBreaker(bspan, err)
 	switch {
 	case err != nil:
 		p.m.Lookups.WithLabelValues("error").Inc()
@@ -788,7 +806,9 @@ func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Requ
 	// Record even if the worker is being stopped hard: the gateway answered,
 	// and losing the answer costs a second (idempotent) call.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	wctx, rspan := p.tr.Start(wctx, spanRecord)
 	rec, err := p.claims.Complete(wctx, c)
+	endRecord(rspan, rec, err)
 	cancel()
 	if errors.Is(err, payment.ErrFenced) {
 		// Another delivery took the key over, or the row is already final
@@ -825,7 +845,10 @@ func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Requ
 func (p *Processor) release(ctx context.Context, r payment.Release) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := p.claims.Release(ctx, r); err != nil && !errors.Is(err, payment.ErrFenced) {
+	ctx, span := p.tr.Start(ctx, spanRelease)
+	err := p.claims.Release(ctx, r)
+	endSpan(span, err)
+	if err != nil && !errors.Is(err, payment.ErrFenced) {
 		p.log.Warn().Err(err).Str("idempotency_key", r.Key).Msg("release lease")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/paystream/paystream/contract"
 	"github.com/paystream/paystream/internal/jsretry"
 	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/telemetry"
 )
 
 // Defaults of Config. DefaultSubjectPrefix and DefaultStream are the names of
@@ -60,6 +61,11 @@ type Config struct {
 	// Limits are the validation limits Publish applies
 	// (payment.Request.Validate); the zero value means the contract's.
 	Limits payment.Limits
+	// Tracing, when not nil, makes a "send <prefix>.requests" producer
+	// span per publish and writes its W3C trace context into the message's
+	// headers in lower case (traceparent, tracestate), so that the workers
+	// continue the trace (publish/trace.go). nil is tracing off.
+	Tracing *telemetry.Tracing
 }
 
 // WithDefaults returns a copy of c with every zero field set to its default.
@@ -320,6 +326,8 @@ func (p *Publisher) publish(ctx context.Context, m Msg) Result {
 	}
 	retries := max(p.cfg.Retries, 0)
 	wait := p.cfg.RetryWait
+	ctx, span := p.startSend(ctx, m)
+	defer func() { endSend(span, res) }()
 	for {
 		res.Attempts++
 		ack, err := p.attempt(ctx, m, opts)
@@ -351,6 +359,7 @@ func (p *Publisher) attempt(ctx context.Context, m Msg, opts []jetstream.Publish
 	// A fresh message per attempt: PublishMsg sets headers on it.
 	msg := &nats.Msg{Subject: m.Subject, Data: m.Body, Header: nats.Header{}}
 	msg.Header.Set("Content-Type", "application/json")
+	p.cfg.Tracing.Inject(ctx, msg.Header)
 	return p.js.PublishMsg(ctx, msg, opts...)
 }
 

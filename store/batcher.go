@@ -298,7 +298,7 @@ func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 	for i, c := range live {
 		reqs[i] = c.req
 	}
-	outs, err := l.exec(ctx, reqs)
+	outs, err := l.exec(tracedBatch(ctx, live), reqs)
 	if err == nil {
 		for i, c := range live {
 			c.done <- outs[i]

@@ -289,8 +289,14 @@ func dlqReplay(ctx context.Context, e *env, args []string) int {
 		return fail(e, err)
 	}
 	defer pool.Close()
+	tr, stopTracing, err := replayTracing(ctx, e)
+	if err != nil {
+		return fail(e, err)
+	}
+	defer stopTracing()
 	r := ops.Replayer{DeadLetters: dl, Store: store.New(pool), Horizon: cfg.ReplayHorizon,
-		Limits: payment.Limits{MaxAmountMinor: cfg.MaxAmountMinor, SubjectPrefix: cfg.SubjectPrefix}}
+		Limits:  payment.Limits{MaxAmountMinor: cfg.MaxAmountMinor, SubjectPrefix: cfg.SubjectPrefix},
+		Tracing: tr}
 	req := ops.ReplayRequest{Seqs: seqs, Filter: filter, DryRun: dryRun, Rate: rps, Actor: actor,
 		ChargeMissingRow: chargeMissing}
 	var bar *progressbar.ProgressBar

@@ -125,6 +125,11 @@ func outboxRelay(ctx context.Context, args []string, getenv func(string) string,
 		return &usageError{errors.Join(errs...)}
 	}
 	log := newRelayLogger(cfg, stderr)
+	tr, stopTracing, err := startTracing(ctx, getenv, "paystream-outbox-relay")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 
 	pool, err := openOutboxDB(ctx, cfg.DatabaseURL)
 	if err != nil {
@@ -144,13 +149,14 @@ func outboxRelay(ctx context.Context, args []string, getenv func(string) string,
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	relay, err := outbox.NewRelay(outbox.RelayConfig{
-		DB:          pool,
-		JetStream:   js,
-		Stream:      cfg.Stream,
-		BatchSize:   o.batchSize,
-		Concurrency: o.concurrency,
-		Logger:      &log,
-		Registerer:  reg,
+		DB:             pool,
+		JetStream:      js,
+		Stream:         cfg.Stream,
+		BatchSize:      o.batchSize,
+		Concurrency:    o.concurrency,
+		Logger:         &log,
+		Registerer:     reg,
+		TracerProvider: relayTracer(tr),
 	})
 	if err != nil {
 		return &usageError{err} // --relay-batch-size or --relay-concurrency

@@ -60,6 +60,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		in = f
 	}
 
+	tr, stopTracing, err := startTracing(ctx, getenv, "paystream-publisher")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	nc, err := connect(o)
 	if err != nil {
 		return err
@@ -73,6 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		SubjectPrefix: o.cfg.SubjectPrefix,
 		Stream:        o.cfg.Stream,
 		MaxPending:    o.maxPending,
+		Tracing:       tr,
 	})
 	if err != nil {
 		return err

@@ -40,8 +40,10 @@ func TestConfigMappingIsComplete(t *testing.T) {
 			}
 		}
 	}
-	requireAllSet(consumerConfig(d), "FetchMaxWait", "MaxFetch")
-	requireAllSet(processingConfig(d))
+	// Tracing comes from the OTEL_* variables, not a setting: newConsumer
+	// and newProcessor set it (tracing.go).
+	requireAllSet(consumerConfig(d), "FetchMaxWait", "MaxFetch", "Tracing")
+	requireAllSet(processingConfig(d), "Tracing")
 	requireAllSet(sweeperConfig(d), "Limit") // no setting: the package's default
 	require.NoError(t, consumerConfig(d).Validate())
 	require.NoError(t, processingConfig(d).Validate())

@@ -58,6 +58,7 @@ type worker struct {
 	listener net.Listener
 	closeGW  func()
 	dbGate   *dbGate
+	tracing  *telemetry.Tracing // nil: tracing off (cmd/worker/tracing.go)
 }
 
 func parseConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (config.Config, error) {
@@ -125,6 +126,9 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 		}
 	}()
 
+	if err := w.setupTracing(ctx, lookupEnv); err != nil {
+		return nil, err
+	}
 	if err := w.migrate(ctx); err != nil {
 		return nil, err
 	}
@@ -204,6 +208,7 @@ func (w *worker) openDatabase(ctx context.Context) (err error) {
 	// Open connections up front so that the first payments do not pay for
 	// connection set-up.
 	pcfg.MinConns = min(pcfg.MaxConns, 8)
+	w.tracePool(pcfg)
 	if w.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 		return fmt.Errorf("database pool: %w", err)
 	}
@@ -247,7 +252,7 @@ func newMetrics() (*prometheus.Registry, *telemetry.Metrics) {
 // newProcessor builds the gateway client, the batching store and the
 // processor on them.
 func (w *worker) newProcessor(m *telemetry.Metrics) (*processing.Processor, error) {
-	gw, err := newGateway(w.cfg, w.log)
+	gw, err := newGateway(w.cfg, w.log, w.tracing)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +262,9 @@ func (w *worker) newProcessor(m *telemetry.Metrics) (*processing.Processor, erro
 	w.gw = gw
 	w.store = store.New(w.pool)
 	w.batcher = store.NewBatcher(w.store, store.BatcherConfig{MaxBatch: w.cfg.BatchSize, MaxWait: w.cfg.BatchWait})
-	w.proc = processing.New(processingConfig(w.cfg), w.batcher, gw, w.log, m)
+	pcfg := processingConfig(w.cfg)
+	pcfg.Tracing = w.tracing
+	w.proc = processing.New(pcfg, w.batcher, gw, w.log, m)
 	return w.proc, nil
 }
 
@@ -265,6 +272,7 @@ func (w *worker) newProcessor(m *telemetry.Metrics) (*processing.Processor, erro
 // PAYSTREAM_PROVISION is off) and builds the consumer that feeds proc.
 func (w *worker) newConsumer(ctx context.Context, proc consumer.Processor, m *telemetry.Metrics) error {
 	ccfg := consumerConfig(w.cfg)
+	ccfg.Tracing = w.tracing
 	if w.cfg.Provision {
 		if err := provision(ctx, w.js, ccfg, w.log); err != nil {
 			return err
@@ -414,7 +422,7 @@ func retryUntil(ctx context.Context, log zerolog.Logger, what string, op func(co
 // newGateway returns the fake gateway, or the HTTP client with the API key
 // file and TLS files of cfg. A key file or TLS file that cannot be used stops
 // the start, naming its setting (never the key).
-func newGateway(cfg config.Config, log zerolog.Logger) (processing.Gateway, error) {
+func newGateway(cfg config.Config, log zerolog.Logger, tr *telemetry.Tracing) (processing.Gateway, error) {
 	if cfg.GatewayURL == config.FakeGateway {
 		return gateway.NewFake(gateway.FakeConfig{
 			Latency:     cfg.FakeLatency,
@@ -422,7 +430,7 @@ func newGateway(cfg config.Config, log zerolog.Logger) (processing.Gateway, erro
 			DeclineRate: cfg.FakeDeclineRate,
 		}), nil
 	}
-	hcfg := gateway.HTTPConfig{BaseURL: cfg.GatewayURL, Timeout: cfg.GatewayTimeout, Name: cfg.GatewayName}
+	hcfg := gateway.HTTPConfig{BaseURL: cfg.GatewayURL, Timeout: cfg.GatewayTimeout, Name: cfg.GatewayName, Tracing: tr}
 	if cfg.GatewayAPIKeyFile != "" {
 		key, err := gateway.OpenKeyFile(gateway.KeyFileConfig{Path: cfg.GatewayAPIKeyFile,
 			Logger: log.With().Str("component", "gateway").Logger()})
@@ -480,7 +488,9 @@ func (w *worker) routes(reg *prometheus.Registry) http.Handler {
 		}
 		_, _ = io.WriteString(rw, "ready\n")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// OpenMetrics when the scraper asks for it: the latency histograms'
+	// exemplars (trace ids) are only exposed in that format.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	if w.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -606,4 +616,5 @@ func (w *worker) close() {
 		w.pool.Close()
 		w.pool = nil
 	}
+	w.flushTraces()
 }

@@ -222,6 +222,7 @@ type Server struct {
 	unauthorized      atomic.Int64
 	forbidden         atomic.Int64
 	keys              atomic.Pointer[KeySource] // nil: the API is open
+	traces            traceLog                  // traceparents received, by key (trace.go)
 
 	mu  sync.Mutex // guards cfg and rng
 	cfg Config
@@ -359,6 +360,9 @@ type KeyState struct {
 	ChargeID string `json:"charge_id,omitempty"`
 	// DeclineCode is the code of a recorded decline.
 	DeclineCode string `json:"decline_code,omitempty"`
+	// TraceParents are the W3C traceparent headers the key's charges and
+	// lookups carried, oldest first (see Server.TraceParents).
+	TraceParents []string `json:"traceparents,omitempty"`
 }
 
 // Lookup returns what the simulator's idempotency layer holds for the key
@@ -367,7 +371,7 @@ type KeyState struct {
 // /v1/charges?idempotency_key= still finds its charge).
 func (s *Server) Lookup(key string) KeyState {
 	state, res := s.ledger.Lookup(key)
-	ks := KeyState{Key: key, State: KeyUnknown}
+	ks := KeyState{Key: key, State: KeyUnknown, TraceParents: s.TraceParents(key)}
 	switch state {
 	case ledger.Running:
 		ks.State = KeyInFlight
@@ -463,6 +467,7 @@ func (s *Server) handleCharge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := r.Header.Get("Idempotency-Key")
+	s.traces.record(key, r.Header.Get("Traceparent"))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -669,6 +674,7 @@ func (s *Server) handleFind(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := keys[0]
+	s.traces.record(key, r.Header.Get("Traceparent"))
 	log := s.logger.With().Str("idempotency_key", key).Logger()
 
 	p := s.drawLookup()

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/paystream/paystream/contract"
 	"github.com/paystream/paystream/internal/jsretry"
@@ -79,6 +80,11 @@ type RelayConfig struct {
 	// Registerer, when set, registers the relay's metrics (New fails if
 	// they are registered already).
 	Registerer prometheus.Registerer
+	// TracerProvider, when set, makes a "send <subject template>" producer
+	// span per relayed row, a new trace, whose W3C context goes into the
+	// message's headers in lower case (publish/outbox/trace.go). nil is
+	// tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns a copy of c with every zero field set to its default.
@@ -334,6 +340,7 @@ func (r *Relay) publish(ctx context.Context, p int32, batch []row) error {
 	for _, x := range batch {
 		msg := &nats.Msg{Subject: x.subject, Data: x.body, Header: nats.Header{}}
 		msg.Header.Set("Content-Type", "application/json")
+		r.traceSend(ctx, x, msg.Header)
 		f, err := r.cfg.JetStream.PublishMsgAsync(msg,
 			jetstream.WithMsgID(x.paymentID),
 			jetstream.WithExpectStream(r.cfg.Stream),

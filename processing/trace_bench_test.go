@@ -1,0 +1,84 @@
+package processing_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/processing"
+	"github.com/paystream/paystream/telemetry"
+)
+
+// benchClaims and benchGateway answer at once and keep nothing, so that the
+// benchmark measures processing and its tracing, not the fakes.
+type benchClaims struct{}
+
+func (benchClaims) Claim(context.Context, payment.Claim) (payment.ClaimResult, error) {
+	return payment.ClaimResult{Kind: payment.ClaimNew, Attempt: 1}, nil
+}
+
+func (benchClaims) Complete(_ context.Context, c payment.Completion) (payment.Record, error) {
+	return payment.Record{IdempotencyKey: c.Key, Status: c.Status, Attempts: c.Attempt, GatewayChargeID: c.GatewayChargeID}, nil
+}
+
+func (benchClaims) Release(context.Context, payment.Release) error { return nil }
+
+type benchGateway struct{}
+
+func (benchGateway) Name() string { return testGateway }
+
+func (benchGateway) Charge(context.Context, payment.Charge) (payment.ChargeResult, error) {
+	return payment.ChargeResult{Status: payment.StatusSucceeded, ChargeID: "ch_1"}, nil
+}
+
+func (benchGateway) Lookup(context.Context, string) (payment.LookupResult, error) {
+	return payment.LookupResult{}, nil
+}
+
+// BenchmarkProcessTracing runs one successful delivery through Process (the
+// consumer's process span included) with tracing off, on with a sampler
+// that drops every trace, and on with one that records every span (to an
+// exporter that discards them, synchronously). `make bench` prints the
+// ratios (make tracing-bench).
+func BenchmarkProcessTracing(b *testing.B) {
+	modes := []struct {
+		name string
+		tp   func() *sdktrace.TracerProvider
+	}{
+		{"off", nil},
+		{"drop", func() *sdktrace.TracerProvider {
+			return sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+		}},
+		{"record", func() *sdktrace.TracerProvider {
+			return sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewNoopExporter()))
+		}},
+	}
+	for _, mode := range modes {
+		b.Run(mode.name, func(b *testing.B) {
+			var tr *telemetry.Tracing
+			if mode.tp != nil {
+				tp := mode.tp()
+				b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+				tr = telemetry.NewTracing(tp)
+			}
+			cfg := testConfig()
+			cfg.Tracing = tr
+			proc := processing.New(cfg, benchClaims{}, benchGateway{}, zerolog.Nop(), telemetry.New(prometheus.NewRegistry()))
+			msg := delivery(1)
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx, span := tr.Start(context.Background(), "process payments.requests")
+				d := proc.Process(ctx, msg)
+				span.End()
+				if d.Action != processing.ActionAck {
+					b.Fatalf("decision %+v", d)
+				}
+			}
+		})
+	}
+}
