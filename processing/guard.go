@@ -218,7 +218,7 @@ func (g *Guard) BreakerState() string {
 // the breaker is open, or the gateway is down for the fleet and another
 // worker probes — and how long until that may change.
 func (g *Guard) blocked() (bool, time.Duration) {
-	if g.fleetDown.Load() && !g.prober.Load() {
+	if g.fleetDown.Load() && !g.prober.Load() || g.limiter.Limit() == 0 {
 		return true, fleetPoll
 	}
 	if g.breaker.State() == gobreaker.StateOpen {
@@ -250,17 +250,35 @@ func (g *Guard) Admit(inFlight int) (limit int, wait time.Duration) {
 	return int(g.limit.Load()), 0
 }
 
-// Wait waits for the rate limiter's permission to call, or for ctx.
+// Wait waits for the rate limiter's permission to call, or for ctx. While
+// the share is 0 (before the fleet grants one) it waits for a share.
 func (g *Guard) Wait(ctx context.Context) error {
 	g.asked.Add(1)
 	start := time.Now()
-	err := g.limiter.Wait(ctx)
+	err := g.waitShare(ctx)
+	if err == nil {
+		err = g.limiter.Wait(ctx)
+	}
 	waited := time.Since(start)
 	if waited > time.Millisecond {
 		g.throttled.Add(1)
 	}
 	g.m.LimiterWait.Observe(waited.Seconds())
 	return err
+}
+
+// waitShare waits while the rate limit is 0, or for ctx.
+func (g *Guard) waitShare(ctx context.Context) error {
+	for g.limiter.Limit() == 0 {
+		t := time.NewTimer(fleetPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // Execute makes one gateway call, fn, through the breaker and the fleet's
