@@ -279,9 +279,11 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	p.inFlight.Add(1)
 	defer p.inFlight.Add(-1)
 	var (
-		req  *payment.Request
-		held *lease // the lease while it is ours to record or release
+		req    *payment.Request
+		held   *lease // the lease while it is ours to record or release
+		waited time.Duration
 	)
+	defer func(start time.Time) { p.guard.Held(time.Since(start) - waited) }(time.Now())
 	defer func() {
 		if r := recover(); r != nil {
 			d = p.recovered(ctx, msg, req, held, r)
@@ -294,7 +296,8 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	}
 	key := req.EffectiveKey()
 
-	if err := p.guard.Wait(ctx); err != nil {
+	waited, err = p.guard.Wait(ctx)
+	if err != nil {
 		return p.decide(msg, req, 0, p.stopped(ctx, fmt.Errorf("rate limiter: %w", err)))
 	}
 
