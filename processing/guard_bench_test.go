@@ -101,7 +101,9 @@ func BenchmarkGuardCall(b *testing.B) {
 				g.SetShare(share, false)
 			}
 			ctx := context.Background()
-			call := func() (payment.ChargeResult, error) { return payment.ChargeResult{Status: payment.StatusSucceeded}, nil }
+			call := func() (payment.ChargeResult, error) {
+				return payment.ChargeResult{Status: payment.StatusSucceeded}, nil
+			}
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := g.Wait(ctx); err != nil {
