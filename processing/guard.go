@@ -362,10 +362,8 @@ func (g *Guard) sample(start time.Time, latency time.Duration, inFlight int, err
 		}
 	}
 	g.mu.Lock()
-	limit := g.conc.sample(time.Now(), latency, inFlight, congested(err))
-	bound := g.littleBound()
-	g.mu.Unlock()
-	g.setLimit(limit, bound)
+	defer g.mu.Unlock()
+	g.setLimit(g.conc.sample(time.Now(), latency, inFlight, congested(err)), g.littleBound())
 }
 
 // congested reports whether a call's result says the gateway is
@@ -414,14 +412,14 @@ func (g *Guard) Held(d time.Duration) {
 	} else {
 		g.hold += (d - g.hold) / shortWeight
 	}
-	bound := g.littleBound()
-	limit := g.conc.current()
+	g.setLimit(g.conc.current(), g.littleBound())
 	g.mu.Unlock()
-	g.setLimit(limit, bound)
 }
 
 // setLimit stores the concurrency limit Admit reads: the configured or
 // adaptive limit, lowered to Little's bound; -1 when neither applies.
+// Called with g.mu held, so that the stores keep the order of the
+// computations.
 func (g *Guard) setLimit(limit, bound int) {
 	l := int64(-1)
 	switch {
@@ -463,10 +461,8 @@ func (g *Guard) SetShare(share float64, fallback bool) {
 	g.gm.Share.Set(share)
 	g.gm.Fallback.Set(map[bool]float64{true: 1}[fallback])
 	g.mu.Lock()
-	bound := g.littleBound()
-	limit := g.conc.current()
+	g.setLimit(g.conc.current(), g.littleBound())
 	g.mu.Unlock()
-	g.setLimit(limit, bound)
 }
 
 // probing reports whether this process is the fleet's prober now.
