@@ -30,7 +30,9 @@ func newTestGuard(t *testing.T, cfg processing.GuardConfig) *processing.Guard {
 	return processing.NewGuard(cfg, zerolog.Nop(), telemetry.New(prometheus.NewRegistry()))
 }
 
-func ok() (payment.ChargeResult, error) { return payment.ChargeResult{Status: payment.StatusSucceeded}, nil }
+func ok() (payment.ChargeResult, error) {
+	return payment.ChargeResult{Status: payment.StatusSucceeded}, nil
+}
 
 // TestGuardFleetView: while the gateway is down for the fleet, a worker
 // that is not the prober admits nothing and makes no call; the prober
