@@ -3,7 +3,6 @@ package fleet_test
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +16,7 @@ import (
 )
 
 // fakeLocal is a guard that always wants more (every wait throttled) and
-// whose breaker the test sets.
+// whose breaker stays closed.
 type fakeLocal struct {
 	mu       sync.Mutex
 	asked    int64
@@ -26,7 +25,6 @@ type fakeLocal struct {
 	down     bool
 	prober   time.Time
 	breaker  string
-	openedAt time.Time
 	changed  chan struct{}
 }
 
@@ -36,7 +34,7 @@ func (l *fakeLocal) Stats() fleet.LocalStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.asked += 10
-	return fleet.LocalStats{Breaker: l.breaker, OpenedAt: l.openedAt, Asked: l.asked, Throttled: l.asked}
+	return fleet.LocalStats{Breaker: l.breaker, Asked: l.asked, Throttled: l.asked}
 }
 
 func (l *fakeLocal) SetShare(share float64, fallback bool) {
@@ -59,25 +57,11 @@ func (l *fakeLocal) get() (share float64, fallback, down bool, prober time.Time)
 	return l.share, l.fallback, l.down, l.prober
 }
 
-func (l *fakeLocal) setBreaker(state string) {
-	l.mu.Lock()
-	l.breaker = state
-	if state == "open" {
-		l.openedAt = time.Now()
-	}
-	l.mu.Unlock()
-	select {
-	case l.changed <- struct{}{}:
-	default:
-	}
-}
-
 // member runs a Coordinator on a fakeLocal until stopped.
 type member struct {
 	local  *fakeLocal
 	cancel context.CancelFunc
 	done   sync.WaitGroup
-	steps  atomic.Int64
 }
 
 func runMember(t *testing.T, ns *natstest.Server, cfg fleet.GatewayConfig) *member {
