@@ -82,42 +82,45 @@ func TestDefault(t *testing.T) {
 	t.Parallel()
 
 	want := config.Config{
-		NATSURLs:           []string{"nats://127.0.0.1:4222"},
-		DatabaseURL:        "postgres://postgres@127.0.0.1:5432/paystream?sslmode=disable",
-		GatewayTimeout:     10 * time.Second,
-		Concurrency:        64,
-		MaxDeliver:         10,
-		AckWait:            30 * time.Second,
-		RetryBackoff:       500 * time.Millisecond,
-		RetryBackoffMax:    30 * time.Second,
-		Lease:              30 * time.Second,
-		RateLimit:          0,
-		RateBurst:          1,
-		BreakerFailures:    5,
-		BreakerOpenTimeout: 30 * time.Second,
-		MaxAmountMinor:     100_000_000,
-		HTTPAddr:           ":8080",
-		ShutdownTimeout:    30 * time.Second,
-		LogLevel:           "info",
-		LogFormat:          "json",
-		Stream:             "PAYMENTS",
-		ResultsStream:      "PAYMENT_RESULTS",
-		DLQStream:          "PAYMENTS_DLQ",
-		Consumer:           "payment-workers",
-		SubjectPrefix:      "payments",
-		Provision:          true,
-		StreamReplicas:     1,
-		StreamMaxAge:       168 * time.Hour,
-		DuplicateWindow:    2 * time.Minute,
-		SweepInterval:      30 * time.Second,
-		SweepGrace:         5 * time.Minute,
-		ReplayHorizon:      168 * time.Hour,
-		Retention:          2160 * time.Hour,
-		RetentionInterval:  10 * time.Minute,
-		RetentionBatch:     1000,
-		RetentionPause:     100 * time.Millisecond,
-		BatchSize:          128,
-		BatchWait:          500 * time.Microsecond,
+		NATSURLs:               []string{"nats://127.0.0.1:4222"},
+		DatabaseURL:            "postgres://postgres@127.0.0.1:5432/paystream?sslmode=disable",
+		GatewayTimeout:         10 * time.Second,
+		Concurrency:            64,
+		MaxDeliver:             10,
+		AckWait:                30 * time.Second,
+		RetryBackoff:           500 * time.Millisecond,
+		RetryBackoffMax:        30 * time.Second,
+		Lease:                  30 * time.Second,
+		RateLimit:              0,
+		RateBurst:              1,
+		BreakerFailures:        5,
+		BreakerOpenTimeout:     30 * time.Second,
+		MaxAmountMinor:         100_000_000,
+		HTTPAddr:               ":8080",
+		ShutdownTimeout:        30 * time.Second,
+		LogLevel:               "info",
+		LogFormat:              "json",
+		Stream:                 "PAYMENTS",
+		ResultsStream:          "PAYMENT_RESULTS",
+		DLQStream:              "PAYMENTS_DLQ",
+		Consumer:               "payment-workers",
+		SubjectPrefix:          "payments",
+		Provision:              true,
+		StreamReplicas:         1,
+		StreamMaxAge:           168 * time.Hour,
+		DuplicateWindow:        2 * time.Minute,
+		SweepInterval:          30 * time.Second,
+		SweepGrace:             5 * time.Minute,
+		ReplayHorizon:          168 * time.Hour,
+		Retention:              2160 * time.Hour,
+		RetentionInterval:      10 * time.Minute,
+		RetentionBatch:         1000,
+		RetentionPause:         100 * time.Millisecond,
+		BatchSize:              128,
+		BatchWait:              500 * time.Microsecond,
+		GatewayConcurrencyMode: "fixed",
+		FleetBreaker:           true,
+		FleetInterval:          time.Second,
 	}
 	require.Equal(t, want, config.Default())
 
@@ -239,6 +242,11 @@ func TestParseEachSetting(t *testing.T) {
 		{"PAYSTREAM_BATCH_WAIT", "2ms", nil, func(c *config.Config) { c.BatchWait = 2 * time.Millisecond }},
 		{"PAYSTREAM_MIGRATE", "true", nil, func(c *config.Config) { c.Migrate = true }},
 		{"PAYSTREAM_PPROF", "true", nil, func(c *config.Config) { c.Pprof = true }},
+		{"PAYSTREAM_GATEWAY_BUDGET", "120", nil, func(c *config.Config) { c.GatewayBudget = 120 }},
+		{"PAYSTREAM_GATEWAY_CONCURRENCY", "16", nil, func(c *config.Config) { c.GatewayConcurrency = 16 }},
+		{"PAYSTREAM_GATEWAY_CONCURRENCY_MODE", "aimd", nil, func(c *config.Config) { c.GatewayConcurrencyMode = "aimd" }},
+		{"PAYSTREAM_FLEET_BREAKER", "false", nil, func(c *config.Config) { c.FleetBreaker = false }},
+		{"PAYSTREAM_FLEET_INTERVAL", "250ms", nil, func(c *config.Config) { c.FleetInterval = 250 * time.Millisecond }},
 	}
 
 	t.Run("CoversEverySetting", func(t *testing.T) {
@@ -721,7 +729,7 @@ func TestVars(t *testing.T) {
 	t.Parallel()
 
 	vars := config.Vars()
-	require.Len(t, vars, 61)
+	require.Len(t, vars, 66)
 	require.Equal(t, "PAYSTREAM_NATS_URL", vars[0], "declaration order")
 	seen := map[string]bool{}
 	for _, v := range vars {

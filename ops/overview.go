@@ -48,6 +48,8 @@ type OverviewReport struct {
 	// DeadLetters counts the dead letters by reason.
 	DeadLetters map[string]uint64 `json:"dead_letters"`
 	Workers     []fleet.Heartbeat `json:"workers"`
+	// Gateways are the gateways' fleet records (budget shares, breaker).
+	Gateways []fleet.GatewayRecord `json:"gateways"`
 	// Rows counts the rows per status: exactly when few and quick, else
 	// the planner's estimate (Count.Estimate).
 	Rows map[string]Count `json:"rows"`
@@ -138,7 +140,10 @@ func Overview(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg 
 	if r.Workers == nil {
 		r.Workers = []fleet.Heartbeat{}
 	}
-	r.Reasons = verdict(r.DatabaseError, r.Workers, r.StuckProcessing, r.Unknown, r.Consumers, cfg.StatusConfig)
+	if r.Gateways, err = fleet.Gateways(ctx, js, cfg.GatewaysBucket, time.Now()); err != nil {
+		return r, err
+	}
+	r.Reasons = verdict(r.DatabaseError, r.Workers, r.Gateways, r.StuckProcessing, r.Unknown, r.Consumers, cfg.StatusConfig)
 	r.Healthy = len(r.Reasons) == 0
 	return r, nil
 }
@@ -199,7 +204,7 @@ func attention(rows []store.AttentionRow) []AttentionRow {
 }
 
 // verdict returns why the fleet is degraded, by the rules of Status.
-func verdict(dbErr string, workers []fleet.Heartbeat, stuck, unknown int64, cons []ConsumerStatus, cfg StatusConfig) []string {
+func verdict(dbErr string, workers []fleet.Heartbeat, gateways []fleet.GatewayRecord, stuck, unknown int64, cons []ConsumerStatus, cfg StatusConfig) []string {
 	reasons := []string{}
 	reason := func(format string, args ...any) { reasons = append(reasons, fmt.Sprintf(format, args...)) }
 	if dbErr != "" {
@@ -215,6 +220,21 @@ func verdict(dbErr string, workers []fleet.Heartbeat, stuck, unknown int64, cons
 		}
 		if w.Breaker == "open" {
 			reason("breaker open on worker %s", w.WorkerID)
+		}
+		for _, g := range w.Gateways {
+			if g.Fallback {
+				reason("worker %s: gateway %s budget share is the fallback, %.4g/s (the fleet's KV cannot be reached)",
+					w.WorkerID, g.Gateway, g.Share)
+			}
+		}
+	}
+	for _, g := range gateways {
+		if g.Down {
+			holder := "none yet"
+			if g.Probe != nil {
+				holder = g.Probe.Holder
+			}
+			reason("gateway %s down for the fleet since %s (probing: %s)", g.Gateway, g.DownSince.UTC().Format(time.RFC3339), holder)
 		}
 	}
 	if ready == 0 {

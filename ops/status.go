@@ -28,6 +28,9 @@ type StatusConfig struct {
 	DLQSubjects string
 	// WorkersBucket is the heartbeat bucket (empty: the contract's).
 	WorkersBucket string
+	// GatewaysBucket is the bucket of the gateways' budgets and breaker
+	// votes (empty: the contract's).
+	GatewaysBucket string
 	// StuckAfter: a processing row whose lease ended longer ago is stuck.
 	StuckAfter time.Duration
 	// Window is how far back outcomes and throughput are counted.
@@ -56,6 +59,10 @@ type StatusReport struct {
 	Rows        RowStatus         `json:"rows"`
 	Workers     []fleet.Heartbeat `json:"workers"`
 	Recent      Recent            `json:"recent"`
+	// Gateways is each gateway's fleet record: its budget, the live
+	// workers' shares and breaker votes, the fleet's breaker and the probe
+	// lease (docs/fleet.md). Empty when no worker shares a gateway.
+	Gateways []fleet.GatewayRecord `json:"gateways"`
 }
 
 // ConsumerStatus is one consumer of the requests stream.
@@ -143,9 +150,15 @@ func Status(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg St
 	if r.Workers == nil {
 		r.Workers = []fleet.Heartbeat{}
 	}
+	if r.Gateways, err = fleet.Gateways(ctx, js, cfg.GatewaysBucket, time.Now()); err != nil {
+		return r, err
+	}
+	if r.Gateways == nil {
+		r.Gateways = []fleet.GatewayRecord{}
+	}
 
 	// The verdict (the overview's too).
-	r.Reasons = verdict(r.DatabaseError, r.Workers, r.Rows.StuckProcessing, r.Rows.Unknown, r.Consumers, cfg)
+	r.Reasons = verdict(r.DatabaseError, r.Workers, r.Gateways, r.Rows.StuckProcessing, r.Rows.Unknown, r.Consumers, cfg)
 	r.Healthy = len(r.Reasons) == 0
 	return r, nil
 }

@@ -9,36 +9,11 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/telemetry"
 )
 
-// benchClaims and benchGateway answer at once and keep nothing, so that the
-// benchmark measures processing and its tracing, not the fakes.
-type benchClaims struct{}
-
-func (benchClaims) Claim(context.Context, payment.Claim) (payment.ClaimResult, error) {
-	return payment.ClaimResult{Kind: payment.ClaimNew, Attempt: 1}, nil
-}
-
-func (benchClaims) Complete(_ context.Context, c payment.Completion) (payment.Record, error) {
-	return payment.Record{IdempotencyKey: c.Key, Status: c.Status, Attempts: c.Attempt, GatewayChargeID: c.GatewayChargeID}, nil
-}
-
-func (benchClaims) Release(context.Context, payment.Release) error { return nil }
-
-type benchGateway struct{}
-
-func (benchGateway) Name() string { return testGateway }
-
-func (benchGateway) Charge(context.Context, payment.Charge) (payment.ChargeResult, error) {
-	return payment.ChargeResult{Status: payment.StatusSucceeded, ChargeID: "ch_1"}, nil
-}
-
-func (benchGateway) Lookup(context.Context, string) (payment.LookupResult, error) {
-	return payment.LookupResult{}, nil
-}
+// benchClaims and benchGateway are in guard_bench_test.go.
 
 // BenchmarkProcessTracing runs one successful delivery through Process (the
 // consumer's process span included) with tracing off, on with a sampler
