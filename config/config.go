@@ -277,6 +277,11 @@ type Config struct {
 	// (PAYSTREAM_PPROF, --pprof), for profiling a running worker; keep the
 	// address private. Default false.
 	Pprof bool
+	// FairLookahead is how many messages a worker fetches beyond its free
+	// slots, holding them (with their InProgress heartbeat running) so that
+	// slots go fairly to merchants (PAYSTREAM_FAIR_LOOKAHEAD,
+	// --fair-lookahead), 0 to 4096. 0 pulls only into free slots. Default 32.
+	FairLookahead int
 }
 
 // SettingError is one problem with one setting. Parse and Validate return

@@ -118,6 +118,7 @@ func TestDefault(t *testing.T) {
 		RetentionPause:     100 * time.Millisecond,
 		BatchSize:          128,
 		BatchWait:          500 * time.Microsecond,
+		FairLookahead:      32,
 	}
 	require.Equal(t, want, config.Default())
 
@@ -239,6 +240,7 @@ func TestParseEachSetting(t *testing.T) {
 		{"PAYSTREAM_BATCH_WAIT", "2ms", nil, func(c *config.Config) { c.BatchWait = 2 * time.Millisecond }},
 		{"PAYSTREAM_MIGRATE", "true", nil, func(c *config.Config) { c.Migrate = true }},
 		{"PAYSTREAM_PPROF", "true", nil, func(c *config.Config) { c.Pprof = true }},
+		{"PAYSTREAM_FAIR_LOOKAHEAD", "0", nil, func(c *config.Config) { c.FairLookahead = 0 }},
 	}
 
 	t.Run("CoversEverySetting", func(t *testing.T) {
@@ -721,7 +723,7 @@ func TestVars(t *testing.T) {
 	t.Parallel()
 
 	vars := config.Vars()
-	require.Len(t, vars, 61)
+	require.Len(t, vars, 62)
 	require.Equal(t, "PAYSTREAM_NATS_URL", vars[0], "declaration order")
 	seen := map[string]bool{}
 	for _, v := range vars {

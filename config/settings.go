@@ -497,6 +497,12 @@ func (c *Config) settings() []setting {
 			usage: "also serve Go's /debug/pprof profiles on the HTTP address (never expose it publicly)",
 			value: newBool(&c.Pprof, false),
 		},
+		{
+			name:  "FAIR_LOOKAHEAD",
+			usage: "messages fetched beyond the free slots and handed to slots fairly by merchant; 0 = pull only into free slots",
+			value: newInt(&c.FairLookahead, 32),
+			rules: []rule{{fn: between(&c.FairLookahead, 0, 4096)}},
+		},
 	}
 }
 

@@ -40,7 +40,7 @@ func TestConfigMappingIsComplete(t *testing.T) {
 			}
 		}
 	}
-	requireAllSet(consumerConfig(d), "FetchMaxWait", "MaxFetch")
+	requireAllSet(consumerConfig(d), "FetchMaxWait", "MaxFetch", "FairMaxHold")
 	requireAllSet(processingConfig(d))
 	requireAllSet(sweeperConfig(d), "Limit") // no setting: the package's default
 	require.NoError(t, consumerConfig(d).Validate())

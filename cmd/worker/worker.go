@@ -341,6 +341,7 @@ func consumerConfig(cfg config.Config) consumer.Config {
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		RetryBackoff:    cfg.RetryBackoff,
 		RetryBackoffMax: cfg.RetryBackoffMax,
+		Lookahead:       cfg.FairLookahead,
 	}
 }
 
