@@ -277,6 +277,29 @@ type Config struct {
 	// (PAYSTREAM_PPROF, --pprof), for profiling a running worker; keep the
 	// address private. Default false.
 	Pprof bool
+	// GatewayBudget is the gateway's fleet-wide budget in calls per second
+	// (PAYSTREAM_GATEWAY_BUDGET, --gateway-budget), shared by the workers
+	// through NATS KV; RateLimit still caps each process. 0, the default,
+	// means none.
+	GatewayBudget float64
+	// GatewayConcurrency bounds the payments in flight per worker for the
+	// gateway (PAYSTREAM_GATEWAY_CONCURRENCY, --gateway-concurrency), 0 to
+	// 4096; the ceiling of the adaptive limit. 0, the default, leaves
+	// Concurrency alone to bound them.
+	GatewayConcurrency int
+	// GatewayConcurrencyMode is fixed (the default) or aimd: adaptive
+	// between 1 and GatewayConcurrency, or Concurrency when that is 0
+	// (PAYSTREAM_GATEWAY_CONCURRENCY_MODE, --gateway-concurrency-mode).
+	GatewayConcurrencyMode string
+	// FleetBreaker shares breaker votes through NATS KV
+	// (PAYSTREAM_FLEET_BREAKER, --fleet-breaker): the gateway is down for
+	// the fleet when a majority of the live workers say so, and one worker
+	// at a time probes. Default true.
+	FleetBreaker bool
+	// FleetInterval is how often a worker refreshes its budget share and
+	// breaker vote (PAYSTREAM_FLEET_INTERVAL, --fleet-interval), 50ms to
+	// 1m; a dead worker's share is free after three. Default 1s.
+	FleetInterval time.Duration
 	// FairLookahead is how many messages a worker fetches beyond its free
 	// slots, holding them (with their InProgress heartbeat running) so that
 	// slots go fairly to merchants (PAYSTREAM_FAIR_LOOKAHEAD,

@@ -498,6 +498,35 @@ func (c *Config) settings() []setting {
 			value: newBool(&c.Pprof, false),
 		},
 		{
+			name:  "GATEWAY_BUDGET",
+			usage: "fleet-wide gateway calls per second, shared by the workers through NATS KV; 0 = no fleet budget",
+			value: newFloat(&c.GatewayBudget, 0),
+			rules: []rule{{fn: atLeast(&c.GatewayBudget, 0)}},
+		},
+		{
+			name:  "GATEWAY_CONCURRENCY",
+			usage: "payments in flight per worker for the gateway (the adaptive limit's ceiling); 0 = PAYSTREAM_CONCURRENCY alone bounds them",
+			value: newInt(&c.GatewayConcurrency, 0),
+			rules: []rule{{fn: between(&c.GatewayConcurrency, 0, 4096)}},
+		},
+		{
+			name:  "GATEWAY_CONCURRENCY_MODE",
+			usage: "fixed: the gateway concurrency as set; aimd: adaptive between 1 and it (or PAYSTREAM_CONCURRENCY when 0)",
+			value: newString(&c.GatewayConcurrencyMode, "fixed"),
+			rules: []rule{{fn: oneOf(&c.GatewayConcurrencyMode, "fixed", "aimd")}},
+		},
+		{
+			name:  "FLEET_BREAKER",
+			usage: "share breaker votes through NATS KV: the gateway is down for the fleet when a majority of workers say so, and one worker probes",
+			value: newBool(&c.FleetBreaker, true),
+		},
+		{
+			name:  "FLEET_INTERVAL",
+			usage: "how often a worker refreshes its budget share and breaker vote; a dead worker's share is free after three",
+			value: newDuration(&c.FleetInterval, time.Second),
+			rules: []rule{{fn: between(&c.FleetInterval, 50*time.Millisecond, time.Minute)}},
+		},
+		{
 			name:  "FAIR_LOOKAHEAD",
 			usage: "messages fetched beyond the free slots and handed to slots fairly by merchant; 0 = pull only into free slots",
 			value: newInt(&c.FairLookahead, 32),

@@ -28,4 +28,7 @@ const (
 	// WorkersBucket is the NATS KV bucket in which every worker keeps its
 	// heartbeat record (package fleet).
 	WorkersBucket = "paystream_workers"
+	// GatewaysBucket is the NATS KV bucket in which the workers share each
+	// gateway's budget, breaker votes and probe lease (package fleet).
+	GatewaysBucket = "paystream_gateways"
 )

@@ -49,6 +49,8 @@ type Heartbeat struct {
 	NotReady string `json:"not_ready,omitempty"`
 	// UpdatedAt is when the record was written (the worker's clock).
 	UpdatedAt time.Time `json:"updated_at"`
+	// Gateways is the worker's guard of each gateway, as it sees it.
+	Gateways []GatewayBeat `json:"gateways,omitempty"`
 }
 
 // Config configures a Beater. The zero value means the defaults.

@@ -13,7 +13,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/sony/gobreaker/v2"
-	"golang.org/x/time/rate"
 
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/telemetry"
@@ -89,6 +88,18 @@ type Config struct {
 	// Limits bounds request fields (PAYSTREAM_MAX_AMOUNT_MINOR); its zero
 	// value means the contract's (payment.Limits).
 	Limits payment.Limits
+	// GatewayConcurrency and AdaptiveConcurrency are the guard's
+	// concurrency limit (GuardConfig.Concurrency and Adaptive).
+	GatewayConcurrency  int
+	AdaptiveConcurrency bool
+}
+
+// GuardConfig returns the guard configuration of gateway named name that
+// c's settings describe.
+func (c Config) GuardConfig(name string) GuardConfig {
+	return GuardConfig{Gateway: name, RateLimit: c.RateLimit, RateBurst: c.RateBurst,
+		BreakerFailures: c.BreakerFailures, BreakerOpenTimeout: c.BreakerOpenTimeout,
+		Concurrency: c.GatewayConcurrency, Adaptive: c.AdaptiveConcurrency}
 }
 
 // Validate returns nil, or one error listing every missing or out-of-range
@@ -111,6 +122,9 @@ func (c Config) Validate() error {
 	check(c.RateBurst >= 1, "rate burst %d: must be at least 1", c.RateBurst)
 	check(c.BreakerFailures >= 1, "breaker failures %d: must be at least 1", c.BreakerFailures)
 	check(c.BreakerOpenTimeout > 0, "breaker open timeout %v: must be greater than 0", c.BreakerOpenTimeout)
+	check(c.GatewayConcurrency >= 0, "gateway concurrency %d: must not be negative", c.GatewayConcurrency)
+	check(!c.AdaptiveConcurrency || c.GatewayConcurrency >= 1,
+		"adaptive concurrency needs a gateway concurrency of at least 1, got %d", c.GatewayConcurrency)
 	return errors.Join(errs...)
 }
 
@@ -167,16 +181,15 @@ type Decision struct {
 // Processor runs the payment flow of docs/contract.md §6 on one delivery at a time
 // per goroutine; it is safe for concurrent use.
 type Processor struct {
-	cfg     Config
-	claims  Claims
-	gw      Gateway
-	limiter *rate.Limiter
-	breaker *gobreaker.CircuitBreaker[payment.ChargeResult]
-	log     zerolog.Logger
-	m       *telemetry.Metrics
+	cfg    Config
+	claims Claims
+	gw     Gateway
+	// guard is the gateway's rate limiter, breaker, concurrency limit and
+	// fleet view.
+	guard *Guard
+	log   zerolog.Logger
+	m     *telemetry.Metrics
 
-	// openUntil is the UnixNano time at which an open breaker half-opens.
-	openUntil atomic.Int64
 	// inFlight counts the Process calls running, so that a half-open
 	// breaker admits one message at a time.
 	inFlight atomic.Int64
@@ -197,16 +210,11 @@ func (p *Processor) Ready() error {
 
 // BreakerState returns the gateway breaker's state: closed, half_open or
 // open.
-func (p *Processor) BreakerState() string {
-	switch p.breaker.State() {
-	case gobreaker.StateOpen:
-		return "open"
-	case gobreaker.StateHalfOpen:
-		return "half_open"
-	default:
-		return "closed"
-	}
-}
+func (p *Processor) BreakerState() string { return p.guard.BreakerState() }
+
+// Guard returns the guard of the processor's gateway, for the fleet's
+// wiring (budget share, breaker quorum, probe lease) and status.
+func (p *Processor) Guard() *Guard { return p.guard }
 
 // InFlight returns the number of Process calls running.
 func (p *Processor) InFlight() int { return int(p.inFlight.Load()) }
@@ -241,44 +249,8 @@ func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *teleme
 		panic("processing.New: invalid Config: " + err.Error())
 	}
 	p := &Processor{cfg: cfg, claims: claims, gw: gw, log: logger.With().Str("component", "processing").Logger(), m: m}
-	limit := rate.Inf
-	if cfg.RateLimit > 0 {
-		limit = rate.Limit(cfg.RateLimit)
-	}
-	p.limiter = rate.NewLimiter(limit, cfg.RateBurst)
-	p.breaker = gobreaker.NewCircuitBreaker[payment.ChargeResult](gobreaker.Settings{
-		Name:        "gateway",
-		MaxRequests: 1,
-		Timeout:     cfg.BreakerOpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= cfg.BreakerFailures
-		},
-		OnStateChange: p.onBreakerState,
-		IsSuccessful: func(err error) bool {
-			return !payment.IsBreakerFailure(err)
-		},
-		IsExcluded: func(err error) bool {
-			// The caller's own cancellation says nothing of the gateway.
-			return errors.Is(err, context.Canceled)
-		},
-	})
+	p.guard = NewGuard(cfg.GuardConfig(gw.Name()), logger, m)
 	return p
-}
-
-func (p *Processor) onBreakerState(_ string, from, to gobreaker.State) {
-	switch to {
-	case gobreaker.StateOpen:
-		p.openUntil.Store(time.Now().Add(p.cfg.BreakerOpenTimeout).UnixNano())
-		p.m.BreakerState.Set(2)
-		p.log.Error().Str("from", from.String()).Dur("open_for", p.cfg.BreakerOpenTimeout).
-			Msg("gateway circuit breaker opened: pausing pulls")
-	case gobreaker.StateHalfOpen:
-		p.m.BreakerState.Set(1)
-		p.log.Warn().Str("from", from.String()).Msg("gateway circuit breaker half-open: probing")
-	case gobreaker.StateClosed:
-		p.m.BreakerState.Set(0)
-		p.log.Info().Str("from", from.String()).Msg("gateway circuit breaker closed")
-	}
 }
 
 // Admit tells the consumer how many new messages it may pull now: -1 for no
@@ -290,21 +262,7 @@ func (p *Processor) onBreakerState(_ string, from, to gobreaker.State) {
 // message pulled during the probe would fail with ErrTooManyRequests and be
 // nak'ed, costing it a delivery.
 func (p *Processor) Admit() (limit int, wait time.Duration) {
-	switch p.breaker.State() {
-	case gobreaker.StateOpen:
-		wait = time.Until(time.Unix(0, p.openUntil.Load()))
-		if wait <= 0 {
-			wait = 10 * time.Millisecond
-		}
-		return 0, wait
-	case gobreaker.StateHalfOpen:
-		if p.inFlight.Load() > 0 {
-			return 0, halfOpenPoll
-		}
-		return 1, 0
-	default:
-		return -1, 0
-	}
+	return p.guard.Admit(int(p.inFlight.Load()))
 }
 
 // Process runs one delivery through the flow and returns what to do with it.
@@ -336,18 +294,19 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	}
 	key := req.EffectiveKey()
 
-	waitStart := time.Now()
-	if err := p.limiter.Wait(ctx); err != nil {
+	if err := p.guard.Wait(ctx); err != nil {
 		return p.decide(msg, req, 0, p.stopped(ctx, fmt.Errorf("rate limiter: %w", err)))
 	}
-	p.m.LimiterWait.Observe(time.Since(waitStart).Seconds())
 
-	if p.breaker.State() == gobreaker.StateOpen && !p.lastDelivery(msg) {
+	if stop, wait := p.guard.blocked(); stop && !p.lastDelivery(msg) {
 		// Claiming now would only cost an attempt: the call cannot be made.
 		// (On the last delivery the claim goes ahead, so that the row is
 		// recorded failed rather than left to the sweeper.)
-		_, wait := p.Admit()
-		return p.decide(msg, req, 0, &RetryableError{After: wait, Err: fmt.Errorf("gateway breaker: %w", gobreaker.ErrOpenState)})
+		err := error(ErrFleetOpen)
+		if !p.guard.fleetDown.Load() {
+			err = fmt.Errorf("gateway breaker: %w", gobreaker.ErrOpenState)
+		}
+		return p.decide(msg, req, 0, &RetryableError{After: wait, Err: err})
 	}
 
 	// A claim is one short transaction; bound it so that an unreachable
@@ -526,7 +485,7 @@ func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Req
 func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) (payment.ChargeResult, error) {
 	defer p.keepLease(ctx, l)()
 	start := time.Now()
-	res, err := p.breaker.Execute(func() (payment.ChargeResult, error) {
+	res, err := p.guard.Execute(func() (payment.ChargeResult, error) {
 		res, err := p.gw.Charge(ctx, payment.Charge{
 			IdempotencyKey: l.key,
 			PaymentID:      req.PaymentID,
@@ -552,7 +511,10 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) 
 	p.m.GatewayDuration.Observe(time.Since(start).Seconds())
 	p.m.GatewayCalls.WithLabelValues(callLabel(res, err)).Inc()
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
-		_, wait := p.Admit()
+		_, wait := p.guard.blocked()
+		if wait <= 0 {
+			wait = halfOpenPoll
+		}
 		return res, &RetryableError{After: wait, Err: fmt.Errorf("gateway breaker: %w", err)}
 	}
 	if ge, ok := errors.AsType[*payment.GatewayError](err); ok && !ge.Class.Final() && ge.RetryAfter > 0 {
@@ -710,7 +672,7 @@ func (p *Processor) unresolved(ctx context.Context, msg Message, req *payment.Re
 // The call, when the breaker let it through, is added to l's calls.
 func (p *Processor) lookup(ctx context.Context, l *lease) (payment.LookupResult, error) {
 	var found payment.LookupResult
-	_, err := p.breaker.Execute(func() (payment.ChargeResult, error) {
+	_, err := p.guard.Execute(func() (payment.ChargeResult, error) {
 		var err error
 		start := time.Now()
 		found, err = p.gw.Lookup(ctx, l.key)

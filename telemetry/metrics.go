@@ -67,6 +67,8 @@ type Metrics struct {
 	// RetentionRuns counts retention runs by result: done, busy (another
 	// worker held the job) or error.
 	RetentionRuns *prometheus.CounterVec
+
+	guard *guardVecs // per-gateway guard gauges: see Guard
 }
 
 // New creates the collectors and registers them on reg.
@@ -160,5 +162,6 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.BreakerState, m.LimiterWait, m.DeadLetters, m.Redeliveries, m.Panics, m.Fetches, m.Swept,
 		m.Lookups, m.Reconciliations, m.UnknownRows, m.UnknownOldest, m.SettledInvalid,
 		m.RetentionDeleted, m.RetentionRuns)
+	m.guard = newGuardVecs(reg)
 	return m
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/paystream/paystream/fleet"
+	"github.com/paystream/paystream/internal/cmdwire"
 	"github.com/paystream/paystream/telemetry"
 )
 
@@ -28,7 +29,8 @@ func (w *worker) newHeartbeat(reg prometheus.Registerer) {
 	w.beat = fleet.NewBeater(w.js, fleet.Config{Replicas: w.cfg.StreamReplicas}, func(ctx context.Context) fleet.Heartbeat {
 		hb := fleet.Heartbeat{WorkerID: w.cfg.WorkerID, Version: version, Host: host, StartedAt: started,
 			InFlight: w.proc.InFlight(), Concurrency: w.cfg.Concurrency, Breaker: w.proc.BreakerState(),
-			RateLimit: w.cfg.RateLimit, LastPull: w.cons.LastPull(), Ready: true}
+			RateLimit: w.cfg.RateLimit, LastPull: w.cons.LastPull(), Ready: true,
+			Gateways: []fleet.GatewayBeat{cmdwire.GatewayBeat(w.proc.Guard())}}
 		if err := w.ready(ctx); err != nil {
 			hb.Ready, hb.NotReady = false, err.Error()
 		}

@@ -53,6 +53,7 @@ type worker struct {
 	sweeper  *processing.Sweeper
 	recon    *processing.Reconciler
 	beat     *fleet.Beater
+	coord    *fleet.Coordinator // nil without a budget and a fleet breaker
 	gauges   *fleetGauges
 	http     *http.Server
 	listener net.Listener
@@ -142,6 +143,7 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 		return nil, err
 	}
 	w.newSweeper(m)
+	w.newGatewayFleet()
 	w.newHeartbeat(reg)
 	w.newFleetGauges(reg)
 	if err := w.listenHTTP(reg); err != nil {
@@ -310,16 +312,18 @@ func (w *worker) listenHTTP(reg *prometheus.Registry) (err error) {
 // processingConfig is the processor's part of cfg.
 func processingConfig(cfg config.Config) processing.Config {
 	return processing.Config{
-		Owner:              cfg.WorkerID,
-		Lease:              cfg.Lease,
-		MaxDeliver:         cfg.MaxDeliver,
-		RetryBackoff:       cfg.RetryBackoff,
-		RetryBackoffMax:    cfg.RetryBackoffMax,
-		RateLimit:          cfg.RateLimit,
-		RateBurst:          cfg.RateBurst,
-		BreakerFailures:    uint32(cfg.BreakerFailures),
-		BreakerOpenTimeout: cfg.BreakerOpenTimeout,
-		Limits:             limits(cfg),
+		Owner:               cfg.WorkerID,
+		Lease:               cfg.Lease,
+		MaxDeliver:          cfg.MaxDeliver,
+		RetryBackoff:        cfg.RetryBackoff,
+		RetryBackoffMax:     cfg.RetryBackoffMax,
+		RateLimit:           cfg.RateLimit,
+		RateBurst:           cfg.RateBurst,
+		BreakerFailures:     uint32(cfg.BreakerFailures),
+		BreakerOpenTimeout:  cfg.BreakerOpenTimeout,
+		Limits:              limits(cfg),
+		GatewayConcurrency:  cmdwire.GuardConfig(cfg, "").Concurrency,
+		AdaptiveConcurrency: cmdwire.GuardConfig(cfg, "").Adaptive,
 	}
 }
 
@@ -536,6 +540,9 @@ func (w *worker) run(ctx context.Context) error {
 	wg.Go(func() { _ = w.sweeper.Run(runCtx) })
 	wg.Go(func() { _ = w.recon.Run(runCtx) })
 	wg.Go(func() { _ = w.beat.Run(bgCtx) }) // beats while draining; deletes its record at the end
+	if w.coord != nil {
+		wg.Go(func() { _ = w.coord.Run(bgCtx) }) // holds the share while draining; frees it at the end
+	}
 	wg.Go(func() { w.gauges.run(runCtx) })
 	if w.http != nil {
 		wg.Go(func() {

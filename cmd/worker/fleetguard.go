@@ -1,0 +1,19 @@
+package main
+
+import (
+	"github.com/paystream/paystream/fleet"
+	"github.com/paystream/paystream/internal/cmdwire"
+)
+
+// newGatewayFleet builds the coordinator that shares the gateway's budget
+// (PAYSTREAM_GATEWAY_BUDGET) and breaker votes (PAYSTREAM_FLEET_BREAKER)
+// with the other workers through NATS KV, and pushes the share and the
+// fleet's view onto the processor's guard; nil when neither is on.
+func (w *worker) newGatewayFleet() {
+	if w.cfg.GatewayBudget <= 0 && !w.cfg.FleetBreaker {
+		return
+	}
+	g := w.proc.Guard()
+	w.coord = fleet.NewCoordinator(w.js, cmdwire.FleetGatewayConfig(w.cfg, w.cfg.WorkerID, g.Name(), w.cfg.GatewayBudget),
+		cmdwire.GuardLocal(g), w.log)
+}
