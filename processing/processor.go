@@ -705,7 +705,7 @@ func mayHaveCharged(err error) bool {
 		return false
 	}
 	if ge, ok := errors.AsType[*payment.GatewayError](err); ok {
-		return ge.Class.Ambiguous()
+		return ge.Class.Ambiguous() && !ge.NotSent
 	}
 	return true
 }
