@@ -79,7 +79,7 @@ func (p *Processor) rank(req *payment.Request) []*routed {
 			_, _ = h.Write([]byte(r.name))
 			_, _ = h.Write([]byte{0})
 			_, _ = h.Write([]byte(key))
-			u := (float64(h.Sum64()>>11) + 0.5) / (1 << 53) // in (0, 1)
+			u := (float64(mix64(h.Sum64())>>11) + 0.5) / (1 << 53) // in (0, 1)
 			score = -math.Log(u) / float64(r.Weight)
 		}
 		s[i] = scored{r, tier, score}
@@ -98,6 +98,18 @@ func (p *Processor) rank(req *payment.Request) []*routed {
 		out[i] = s[i].r
 	}
 	return out
+}
+
+// mix64 is MurmurHash3's 64-bit finalizer: FNV-1a alone leaves its high
+// bits nearly equal for names that differ in one byte, which made one
+// gateway first for every key.
+func mix64(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
 }
 
 // preferred returns the gateway a new claim of a payment ranked so is

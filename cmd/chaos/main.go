@@ -57,6 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&cfg.KeepDir, "keep", false, "keep the working directory (logs, stores) even when the run passes")
 	runs := fs.Int("runs", 1, "runs in a row; stops at the first failure")
 	outboxPayments := fs.Int("outbox-payments", 5000, "transactions of the outbox scenario, run after the others (0 skips it)")
+	gatewaysPayments := fs.Int("gateways-payments", 2000, "payments of the two-gateway failover scenario, run last (0 skips it)")
 	fs.Func("set", "`NAME=VALUE` worker setting over the suite's (repeatable), e.g. PAYSTREAM_MAX_DELIVER=5", func(s string) error {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok || !strings.HasPrefix(k, "PAYSTREAM_") {
@@ -93,10 +94,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("run %d of %d: %d invariants failed (seed %d)", i+1, *runs, len(res.Problems), res.Seed)
 		}
 	}
-	if *outboxPayments <= 0 {
-		return nil
+	if *outboxPayments > 0 {
+		if err := runOutbox(ctx, cfg.BinDir, *outboxPayments, seed, stdout); err != nil {
+			return err
+		}
 	}
-	res, err := chaos.RunOutbox(ctx, chaos.OutboxConfig{BinDir: cfg.BinDir, Payments: *outboxPayments, Seed: seed, Out: stdout})
+	if *gatewaysPayments > 0 {
+		return runGateways(ctx, cfg.BinDir, *gatewaysPayments, seed, stdout)
+	}
+	return nil
+}
+
+// runOutbox runs the transactional outbox's scenario.
+func runOutbox(ctx context.Context, binDir string, payments int, seed int64, stdout io.Writer) error {
+	res, err := chaos.RunOutbox(ctx, chaos.OutboxConfig{BinDir: binDir, Payments: payments, Seed: seed, Out: stdout})
 	if err != nil {
 		return err
 	}
@@ -107,6 +118,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
 		return fmt.Errorf("outbox scenario: %d invariants failed (seed %d)", len(res.Problems), res.Seed)
+	}
+	return nil
+}
+
+// runGateways runs the two-gateway failover scenario.
+func runGateways(ctx context.Context, binDir string, payments int, seed int64, stdout io.Writer) error {
+	res, err := chaos.RunGateways(ctx, chaos.GatewaysConfig{BinDir: binDir, Payments: payments, Seed: seed, Out: stdout})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res.FigureLine())
+	if !res.OK() {
+		for _, p := range res.Problems {
+			fmt.Fprintln(stdout, "  FAILED:", p)
+		}
+		fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
+		return fmt.Errorf("gateways scenario: %d invariants failed (seed %d)", len(res.Problems), res.Seed)
 	}
 	return nil
 }
