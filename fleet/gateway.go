@@ -40,8 +40,10 @@ type LocalStats struct {
 	// Breaker is closed, half_open or open; OpenedAt when it last opened.
 	Breaker  string
 	OpenedAt time.Time
-	// Asked counts rate limiter waits, Throttled those that had to wait.
+	// Asked counts rate limiter waits, Throttled those that had to wait;
+	// Waiting is the waits under way.
 	Asked, Throttled int64
+	Waiting          int
 	// Calls counts the calls made, Failures those that failed (breaker
 	// failures).
 	Calls, Failures int64
@@ -60,6 +62,14 @@ const (
 	defaultErrorWindow = 10 * time.Second
 	// maxCASTries bounds the compare-and-set retries of one step.
 	maxCASTries = 8
+	// stepTimeout bounds one step (or an interval, when longer): a fleet
+	// that does not answer by then counts as unreachable.
+	stepTimeout = 2 * time.Second
+	// fleetMemory is how long a fleet size counts as known: the fallback
+	// divides the budget by the largest fleet seen that recently, so that
+	// a worker that saw only part of the fleet (at its start, say) does not
+	// take too much.
+	fleetMemory = time.Minute
 )
 
 // GatewayConfig configures a worker's Coordinator for one gateway. The
@@ -173,11 +183,10 @@ type Coordinator struct {
 
 	// State of the Run goroutine only.
 	kv       jetstream.KeyValue
-	applied  float64   // the share set on local
-	fallback bool      // the share set is the fallback
-	lastLive int       // members alive at the last successful step
-	expires  time.Time // our own record's end, as last written
-	lastSeen time.Time // when the last step succeeded
+	applied  float64    // the share set on local
+	fallback bool       // the share set is the fallback
+	sizes    []sizeSeen // the fleet sizes seen within fleetMemory
+	expires  time.Time  // our own record's end, as last written
 	prev     LocalStats
 	prevAt   time.Time
 	want     float64
@@ -185,6 +194,35 @@ type Coordinator struct {
 	wrote    Member // our entry as last written
 	down     bool
 	prober   bool
+}
+
+// sizeSeen is a fleet size seen at a time.
+type sizeSeen struct {
+	at time.Time
+	n  int
+}
+
+// seen notes the fleet size n at now, forgetting the sizes seen earlier
+// that are no larger or older than fleetMemory.
+func (c *Coordinator) seen(now time.Time, n int) {
+	keep := c.sizes[:0]
+	for _, s := range c.sizes {
+		if now.Sub(s.at) < fleetMemory && s.n > n {
+			keep = append(keep, s)
+		}
+	}
+	c.sizes = append(keep, sizeSeen{at: now, n: n})
+}
+
+// knownSize is the largest fleet size seen within fleetMemory (0: none).
+func (c *Coordinator) knownSize(now time.Time) int {
+	n := 0
+	for _, s := range c.sizes {
+		if now.Sub(s.at) < fleetMemory {
+			n = max(n, s.n)
+		}
+	}
+	return n
 }
 
 // windowSample is one step's calls and failures.
@@ -236,13 +274,15 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		w       jetstream.KeyWatcher
 		updates <-chan jetstream.KeyValueEntry
 	)
-	stopWatch := func() {
+	// The watch lives as long as Run: a failing step leaves it be (the
+	// ordered consumer under it recovers when NATS comes back; stopping it
+	// while NATS is away would block on the consumer's deletion). Only a
+	// watch whose channel closed is made anew.
+	defer func() {
 		if w != nil {
 			_ = w.Stop()
-			w, updates = nil, nil
 		}
-	}
-	defer stopWatch()
+	}()
 	failing := false
 	for {
 		select {
@@ -254,15 +294,20 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		case <-c.local.Changed():
 		case _, ok := <-updates:
 			if !ok {
-				stopWatch()
+				w, updates = nil, nil
+			} else {
+				drain(updates)
 			}
-			drain(updates)
 		}
-		err := c.step(ctx)
+		sctx, cancel := context.WithTimeout(ctx, max(c.cfg.Interval, stepTimeout))
+		err := c.step(sctx)
+		cancel()
 		switch {
 		case err != nil && ctx.Err() != nil:
+		case errors.Is(err, errConflict):
+			// Others wrote first every time: the fleet is there. Try
+			// again at the next event.
 		case err != nil:
-			stopWatch()
 			if !failing {
 				c.log.Warn().Err(err).Msg("gateway record: cannot reach the fleet")
 				failing = true
@@ -274,9 +319,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 				failing = false
 			}
 			if w == nil && c.kv != nil {
-				if nw, err := c.kv.Watch(ctx, c.key, jetstream.UpdatesOnly()); err == nil {
+				// The context bounds the watch's creation only.
+				wctx, cancel := context.WithTimeout(ctx, stepTimeout)
+				if nw, err := c.kv.Watch(wctx, c.key, jetstream.UpdatesOnly()); err == nil {
 					w, updates = nw, nw.Updates()
 				}
+				cancel()
 			}
 		}
 	}
@@ -346,7 +394,7 @@ func (c *Coordinator) step(ctx context.Context) error {
 			}
 			c.wrote, c.expires = me, me.Expires
 		}
-		c.lastSeen, c.lastLive = now, len(next.live(now))
+		c.seen(now, len(next.live(now)))
 		if c.cfg.Budget > 0 {
 			c.setShare(c.wrote.Has, false)
 		}
@@ -377,13 +425,16 @@ func (c *Coordinator) read(ctx context.Context) (GatewayRecord, uint64, error) {
 // observe turns the guard's counters into this worker's want and error
 // window.
 func (c *Coordinator) observe(now time.Time, s LocalStats) {
+	if !c.prevAt.IsZero() && now.Sub(c.prevAt) < c.cfg.Interval/2 {
+		return // a step between ticks (a watch event): too short to measure
+	}
 	if !c.prevAt.IsZero() {
 		dt := now.Sub(c.prevAt).Seconds()
 		asked, throttled := s.Asked-c.prev.Asked, s.Throttled-c.prev.Throttled
 		top := c.top()
 		switch {
 		case dt <= 0:
-		case asked > 0 && float64(throttled) >= 0.1*float64(asked):
+		case s.Waiting > 0 || asked > 0 && float64(throttled) >= 0.1*float64(asked):
 			// Held back by the limiter: it wants more than it has, how
 			// much more the limiter cannot tell. Ask for all it may use.
 			c.want = top
@@ -447,8 +498,8 @@ func (c *Coordinator) next(rec GatewayRecord, now time.Time, s LocalStats) (Gate
 // material reports whether an entry changed enough to be written before its
 // refresh is due.
 func material(a, b Member) bool {
-	near := func(x, y float64) bool { return math.Abs(x-y) <= 0.05*math.Max(math.Abs(x), math.Abs(y))+1e-9 }
-	return !near(a.Has, b.Has) || !near(a.Want, b.Want) || a.Vote != b.Vote || a.Breaker != b.Breaker ||
+	near := func(x, y, frac float64) bool { return math.Abs(x-y) <= frac*math.Max(math.Abs(x), math.Abs(y))+1e-9 }
+	return !near(a.Has, b.Has, 0.02) || !near(a.Want, b.Want, 0.2) || a.Vote != b.Vote || a.Breaker != b.Breaker ||
 		!a.OpenedAt.Equal(b.OpenedAt) || !a.Expires.Equal(b.Expires)
 }
 
@@ -529,13 +580,14 @@ func (c *Coordinator) unreachable() {
 	if now.Before(c.expires) {
 		return
 	}
-	if c.cfg.Budget > 0 && c.lastLive == 0 {
+	known := c.knownSize(now)
+	if c.cfg.Budget > 0 && known == 0 {
 		return // never heard from the fleet: hold nothing rather than guess
 	}
 	if c.cfg.Budget > 0 {
-		share := c.cfg.Budget / float64(c.lastLive)
+		share := c.cfg.Budget / float64(known)
 		if !c.fallback {
-			c.log.Warn().Float64("share", share).Int("last_known_workers", c.lastLive).
+			c.log.Warn().Float64("share", share).Int("last_known_workers", known).
 				Msg("gateway budget: fleet unreachable, falling back to budget / last known fleet size")
 		}
 		c.setShare(share, true)

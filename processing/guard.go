@@ -105,6 +105,7 @@ type Guard struct {
 
 	// Counters the fleet reads (Stats): cumulative, never reset.
 	asked     atomic.Int64 // Wait calls
+	waiting   atomic.Int64 // Wait calls waiting now
 	throttled atomic.Int64 // Wait calls that waited
 	calls     atomic.Int64 // calls made
 	failures  atomic.Int64 // calls that counted as breaker failures
@@ -115,10 +116,14 @@ type Guard struct {
 	// limit is the concurrency limit Admit reads: -1 none.
 	limit atomic.Int64
 
-	mu   sync.Mutex // guards conc
+	mu   sync.Mutex // guards conc and hold
 	conc aimd
+	hold time.Duration // smoothed time a message is held (Held)
 
 	changed chan struct{}
+	// shareChanged is closed, and replaced, when SetShare changes the
+	// limit: waits reserved under the old limit reserve again.
+	shareChanged atomic.Pointer[chan struct{}]
 }
 
 // NewGuard returns the guard of cfg.Gateway. It panics on an invalid cfg or
@@ -133,6 +138,8 @@ func NewGuard(cfg GuardConfig, logger zerolog.Logger, m *telemetry.Metrics) *Gua
 	g := &Guard{cfg: cfg, m: m, gm: m.Guard(cfg.Gateway), changed: make(chan struct{}, 1),
 		log: logger.With().Str("component", "guard").Str("gateway", cfg.Gateway).Logger()}
 	g.limiter = rate.NewLimiter(g.cap(), cfg.RateBurst)
+	ch := make(chan struct{})
+	g.shareChanged.Store(&ch)
 	g.breaker = gobreaker.NewCircuitBreaker[payment.ChargeResult](gobreaker.Settings{
 		Name:        cfg.Gateway,
 		MaxRequests: 1,
@@ -250,35 +257,65 @@ func (g *Guard) Admit(inFlight int) (limit int, wait time.Duration) {
 	return int(g.limit.Load()), 0
 }
 
-// Wait waits for the rate limiter's permission to call, or for ctx. While
-// the share is 0 (before the fleet grants one) it waits for a share.
-func (g *Guard) Wait(ctx context.Context) error {
+// Wait waits for the rate limiter's permission to call, or for ctx, and
+// returns how long it waited. While the share is 0 (before the fleet grants
+// one) it waits for a share.
+func (g *Guard) Wait(ctx context.Context) (time.Duration, error) {
 	g.asked.Add(1)
+	g.waiting.Add(1)
 	start := time.Now()
-	err := g.waitShare(ctx)
-	if err == nil {
-		err = g.limiter.Wait(ctx)
-	}
+	err := g.wait(ctx)
+	g.waiting.Add(-1)
 	waited := time.Since(start)
 	if waited > time.Millisecond {
 		g.throttled.Add(1)
 	}
 	g.m.LimiterWait.Observe(waited.Seconds())
-	return err
+	return waited, err
 }
 
-// waitShare waits while the rate limit is 0, or for ctx.
-func (g *Guard) waitShare(ctx context.Context) error {
-	for g.limiter.Limit() == 0 {
-		t := time.NewTimer(fleetPoll)
+// wait takes a token from the limiter, or waits for ctx. A wait reserved
+// under one limit is given back and reserved anew when SetShare changes
+// the limit, so that a message that queued under a small share (a
+// newcomer's first grant) does not wait as if the share had stayed small;
+// while the limit is 0 it waits for a share.
+func (g *Guard) wait(ctx context.Context) error {
+	for {
+		changed := *g.shareChanged.Load()
+		var (
+			r     *rate.Reservation
+			delay time.Duration
+		)
+		if g.limiter.Limit() != 0 {
+			r = g.limiter.Reserve()
+			if !r.OK() {
+				return fmt.Errorf("rate limiter: cannot reserve a call at limit %v", g.limiter.Limit())
+			}
+			if delay = r.Delay(); delay == 0 {
+				return nil
+			}
+		}
+		if r == nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-changed:
+				continue
+			}
+		}
+		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			r.Cancel()
 			return ctx.Err()
 		case <-t.C:
+			return nil
+		case <-changed:
+			t.Stop()
+			r.Cancel()
 		}
 	}
-	return nil
 }
 
 // Execute makes one gateway call, fn, through the breaker and the fleet's
@@ -344,17 +381,41 @@ func congested(err error) bool {
 	return false
 }
 
+// littleQueue is how long, on average, a message may wait at the rate
+// limiter: the queue that Little's bound allows beyond the messages being
+// served.
+const littleQueue = 250 * time.Millisecond
+
 // littleBound is the most messages worth having in flight at the current
-// rate limit and call latency (Little's law, L = λW, with room for twice
-// that and two more): more would only queue at the rate limiter. 0 means
-// no bound (no rate limit, or no latency seen yet). Called with g.mu held.
+// rate limit (Little's law, L = λW): λ times the time a message is held
+// (its wait at the limiter excluded) plus littleQueue, and one more. More
+// would only queue at the rate limiter, their ack wait and lease running.
+// 0 means no bound (no rate limit). Called with g.mu held.
 func (g *Guard) littleBound() int {
 	lim := g.limiter.Limit()
-	w := g.conc.ewma
-	if lim == rate.Inf || w <= 0 {
+	w := g.hold
+	if w <= 0 {
+		w = g.conc.ewma
+	}
+	if lim == rate.Inf {
 		return 0
 	}
-	return int(math.Ceil(2*float64(lim)*w.Seconds())) + 2
+	return int(math.Ceil(float64(lim)*(w+littleQueue).Seconds())) + 1
+}
+
+// Held takes how long one message was in flight in the processor, its
+// wait at the rate limiter excluded: the W of Little's law, smoothed.
+func (g *Guard) Held(d time.Duration) {
+	g.mu.Lock()
+	if g.hold == 0 {
+		g.hold = d
+	} else {
+		g.hold += (d - g.hold) / shortWeight
+	}
+	bound := g.littleBound()
+	limit := g.conc.current()
+	g.mu.Unlock()
+	g.setLimit(limit, bound)
 }
 
 // setLimit stores the concurrency limit Admit reads: the configured or
@@ -391,6 +452,8 @@ func (g *Guard) SetShare(share float64, fallback bool) {
 	}
 	g.limiter.SetBurst(burst)
 	g.limiter.SetLimit(lim)
+	next := make(chan struct{})
+	close(*g.shareChanged.Swap(&next))
 	g.share.Store(math.Float64bits(share))
 	g.fallback.Store(fallback)
 	g.gm.Share.Set(share)
@@ -433,8 +496,9 @@ type GuardStats struct {
 	OpenedAt time.Time
 	// Asked counts rate limiter waits, Throttled those that had to wait;
 	// Calls the calls made, Failures those that counted as breaker
-	// failures. All four only grow.
+	// failures. All four only grow. Waiting is the waits under way.
 	Asked, Throttled, Calls, Failures int64
+	Waiting                           int
 	// LastSuccess is when the latest successful call started (zero if
 	// none).
 	LastSuccess time.Time
@@ -459,6 +523,7 @@ func (g *Guard) Stats() GuardStats {
 		Breaker:          g.BreakerState(),
 		Asked:            g.asked.Load(),
 		Throttled:        g.throttled.Load(),
+		Waiting:          int(g.waiting.Load()),
 		Calls:            g.calls.Load(),
 		Failures:         g.failures.Load(),
 		Limit:            float64(g.limiter.Limit()),

@@ -325,9 +325,11 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	p.inFlight.Add(1)
 	defer p.inFlight.Add(-1)
 	var (
-		req  *payment.Request
-		held *lease // the lease while it is ours to record or release
+		req    *payment.Request
+		held   *lease // the lease while it is ours to record or release
+		waited time.Duration
 	)
+	defer func(start time.Time) { p.guard.Held(time.Since(start) - waited) }(time.Now())
 	defer func() {
 		if r := recover(); r != nil {
 			d = p.recovered(ctx, msg, req, held, r)
@@ -342,7 +344,8 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	ranked := p.rank(req)
 	first := preferred(ranked)
 
-	if err := first.guard.Wait(ctx); err != nil {
+	waited, err = first.guard.Wait(ctx)
+	if err != nil {
 		return p.decide(msg, req, 0, p.stopped(ctx, fmt.Errorf("rate limiter: %w", err)))
 	}
 
@@ -554,7 +557,7 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) 
 		if !p.failover(ctx, l, to, err) {
 			return res, err
 		}
-		if werr := to.guard.Wait(ctx); werr != nil {
+		if _, werr := to.guard.Wait(ctx); werr != nil {
 			return res, p.stopped(ctx, fmt.Errorf("rate limiter: %w", werr))
 		}
 	}
@@ -733,7 +736,7 @@ func (p *Processor) fail(ctx context.Context, msg Message, req *payment.Request,
 		// over to the next gateway and charge there (docs/contract.md §5).
 		l.ambiguous = false
 		if p.failover(ctx, l, to, errors.New("lookup: no charge under the key")) {
-			if err := to.guard.Wait(ctx); err != nil {
+			if _, err := to.guard.Wait(ctx); err != nil {
 				return p.unresolved(ctx, msg, req, l, p.stopped(ctx, fmt.Errorf("rate limiter: %w", err)))
 			}
 			res, err := p.charge(ctx, l.req, l)

@@ -14,7 +14,7 @@ type guardLocal struct{ g *processing.Guard }
 
 func (l guardLocal) Stats() fleet.LocalStats {
 	s := l.g.Stats()
-	return fleet.LocalStats{Breaker: s.Breaker, OpenedAt: s.OpenedAt, Asked: s.Asked, Throttled: s.Throttled,
+	return fleet.LocalStats{Breaker: s.Breaker, OpenedAt: s.OpenedAt, Asked: s.Asked, Throttled: s.Throttled, Waiting: s.Waiting,
 		Calls: s.Calls, Failures: s.Failures, LastSuccess: s.LastSuccess}
 }
 

@@ -1,0 +1,145 @@
+package fleet_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paystream/paystream/fleet"
+	"github.com/paystream/paystream/internal/testenv/natstest"
+)
+
+// fakeLocal is a guard that always wants more (every wait throttled) and
+// whose breaker the test sets.
+type fakeLocal struct {
+	mu       sync.Mutex
+	asked    int64
+	share    float64
+	fallback bool
+	down     bool
+	prober   bool
+	breaker  string
+	openedAt time.Time
+	changed  chan struct{}
+}
+
+func newFakeLocal() *fakeLocal { return &fakeLocal{breaker: "closed", changed: make(chan struct{}, 1)} }
+
+func (l *fakeLocal) Stats() fleet.LocalStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.asked += 10
+	return fleet.LocalStats{Breaker: l.breaker, OpenedAt: l.openedAt, Asked: l.asked, Throttled: l.asked}
+}
+
+func (l *fakeLocal) SetShare(share float64, fallback bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.share, l.fallback = share, fallback
+}
+
+func (l *fakeLocal) SetFleet(down, prober bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down, l.prober = down, prober
+}
+
+func (l *fakeLocal) Changed() <-chan struct{} { return l.changed }
+
+func (l *fakeLocal) get() (share float64, fallback, down, prober bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.share, l.fallback, l.down, l.prober
+}
+
+func (l *fakeLocal) setBreaker(state string) {
+	l.mu.Lock()
+	l.breaker = state
+	if state == "open" {
+		l.openedAt = time.Now()
+	}
+	l.mu.Unlock()
+	select {
+	case l.changed <- struct{}{}:
+	default:
+	}
+}
+
+// member runs a Coordinator on a fakeLocal until stopped.
+type member struct {
+	local  *fakeLocal
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+	steps  atomic.Int64
+}
+
+func runMember(t *testing.T, ns *natstest.Server, cfg fleet.GatewayConfig) *member {
+	t.Helper()
+	nc, err := nats.Connect(ns.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	m := &member{local: newFakeLocal()}
+	c := fleet.NewCoordinator(js, cfg, m.local, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.done.Go(func() { _ = c.Run(ctx) })
+	t.Cleanup(m.stop)
+	return m
+}
+
+func (m *member) stop() {
+	m.cancel()
+	m.done.Wait()
+}
+
+// TestCoordinatorsShareTheBudget: three workers that all want more end with
+// R/3 each; a fourth joining makes them shrink to R/4 before it grows, and
+// the sum of the grants never exceeds R; one leaving frees its share at once.
+func TestCoordinatorsShareTheBudget(t *testing.T) {
+	t.Parallel()
+	ns := natstest.New(t)
+	const r = 120.0
+	cfg := func(id string) fleet.GatewayConfig {
+		return fleet.GatewayConfig{WorkerID: id, Gateway: "gw", Budget: r, Interval: 100 * time.Millisecond}
+	}
+	ms := map[string]*member{}
+	for _, id := range []string{"a", "b", "c"} {
+		ms[id] = runMember(t, ns, cfg(id))
+	}
+	shares := func() (sum float64, each map[string]float64) {
+		each = map[string]float64{}
+		for id, m := range ms {
+			s, _, _, _ := m.local.get()
+			each[id] = s
+			sum += s
+		}
+		return sum, each
+	}
+	settled := func(n int) func() bool {
+		return func() bool {
+			sum, each := shares()
+			require.LessOrEqual(t, sum, r+1e-6, "never more than R: %v", each)
+			for _, s := range each {
+				if s < r/float64(n)*0.98 || s > r/float64(n)*1.02 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	require.Eventually(t, settled(3), 10*time.Second, 5*time.Millisecond)
+	ms["d"] = runMember(t, ns, cfg("d"))
+	require.Eventually(t, settled(4), 10*time.Second, 5*time.Millisecond)
+	ms["a"].stop()
+	delete(ms, "a")
+	require.Eventually(t, settled(3), 10*time.Second, 5*time.Millisecond)
+}
