@@ -757,7 +757,9 @@ func (p *Processor) fail(ctx context.Context, msg Message, req *payment.Request,
 // the decision, when the payment cannot go on here.
 func (p *Processor) onStoredGateway(ctx context.Context, msg Message, req *payment.Request, claim payment.ClaimResult, l *lease) (Decision, bool) {
 	name := claim.Record.Gateway
-	if name == "" || name == l.gw.name {
+	if name == "" || name == l.gw.name || len(p.gws) == 1 {
+		// A fleet of one gateway: rows recorded under another name
+		// (PAYSTREAM_GATEWAY_NAME changed) are this gateway's, as before.
 		return Decision{}, true
 	}
 	if g, ok := p.gateway(name); ok {

@@ -215,8 +215,14 @@ type GatewayByName interface {
 	GatewayNamed(name string) (Gateway, bool)
 }
 
-// GatewayNamed returns the processor's gateway named name.
+// GatewayNamed returns the processor's gateway named name. A processor
+// with one gateway returns it for every name, as before several gateways
+// existed: rows recorded under an older PAYSTREAM_GATEWAY_NAME are still
+// asked of it.
 func (p *Processor) GatewayNamed(name string) (Gateway, bool) {
+	if len(p.gws) == 1 {
+		return p.gws[0].Gateway, true
+	}
 	r, ok := p.byName[name]
 	if !ok {
 		return nil, false
