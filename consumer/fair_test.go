@@ -58,7 +58,7 @@ func runFairLoad(t *testing.T, l fairLoad) fairResult {
 	require.NoError(t, err)
 	t.Cleanup(gw.Close)
 
-	s := newStack(t, stackOptions{gw: gw, concurrency: 8})
+	s := newStack(t, stackOptions{gw: gw, concurrency: 8, failures: 1000})
 	s.ccfg.Lookahead = l.lookahead
 
 	var mu sync.Mutex
@@ -95,16 +95,18 @@ func runFairLoad(t *testing.T, l fairLoad) fairResult {
 	s.startWorker("fair")
 	// Warm up (connections to Postgres and the gateway, the batcher) before
 	// measuring.
+	mu.Lock()
 	for i := range 16 {
 		published["w"+fmt.Sprint(i)] = time.Now()
 	}
 	total += 16
+	mu.Unlock()
 	for i := range 16 {
 		r := request(i, 1000)
 		r.PaymentID, r.MerchantID = "w"+fmt.Sprint(i), "warm"
 		s.publishRequest(r, "")
 	}
-	s.waitFor("warm-up", 30*time.Second, func() bool {
+	s.waitFor("warm-up", 60*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(res.flood) == 16
