@@ -24,7 +24,7 @@ type fakeLocal struct {
 	share    float64
 	fallback bool
 	down     bool
-	prober   bool
+	prober   time.Time
 	breaker  string
 	openedAt time.Time
 	changed  chan struct{}
@@ -45,7 +45,7 @@ func (l *fakeLocal) SetShare(share float64, fallback bool) {
 	l.share, l.fallback = share, fallback
 }
 
-func (l *fakeLocal) SetFleet(down, prober bool) {
+func (l *fakeLocal) SetFleet(down bool, prober time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.down, l.prober = down, prober
@@ -53,7 +53,7 @@ func (l *fakeLocal) SetFleet(down, prober bool) {
 
 func (l *fakeLocal) Changed() <-chan struct{} { return l.changed }
 
-func (l *fakeLocal) get() (share float64, fallback, down, prober bool) {
+func (l *fakeLocal) get() (share float64, fallback, down bool, prober time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.share, l.fallback, l.down, l.prober

@@ -28,9 +28,9 @@ type Local interface {
 	// the process's own limit); fallback says the share is the fallback
 	// of a fleet that cannot be reached.
 	SetShare(share float64, fallback bool)
-	// SetFleet says whether the gateway is down for the fleet and whether
-	// this worker holds the probe lease.
-	SetFleet(down, prober bool)
+	// SetFleet says whether the gateway is down for the fleet and until
+	// when this worker may probe it (zero: not at all).
+	SetFleet(down bool, proberUntil time.Time)
 	// Changed receives when the guard's breaker changes state.
 	Changed() <-chan struct{}
 }
@@ -111,6 +111,11 @@ type GatewayConfig struct {
 	// worker sets it to twice the breaker's open timeout plus an interval,
 	// so that each holder probes at least twice.
 	ProbeTTL time.Duration
+	// CallTimeout is the gateway call's timeout (PAYSTREAM_GATEWAY_TIMEOUT):
+	// the lease holder starts no probe later than CallTimeout before its
+	// lease ends, so that its last probe has ended when another worker may
+	// take the lease. ProbeTTL must exceed it.
+	CallTimeout time.Duration
 	// Replicas of the bucket; zero means 1.
 	Replicas int
 	// NowFunc is the clock; nil means time.Now.
@@ -182,18 +187,18 @@ type Coordinator struct {
 	key   string
 
 	// State of the Run goroutine only.
-	kv       jetstream.KeyValue
-	applied  float64    // the share set on local
-	fallback bool       // the share set is the fallback
-	sizes    []sizeSeen // the fleet sizes seen within fleetMemory
-	expires  time.Time  // our own record's end, as last written
-	prev     LocalStats
-	prevAt   time.Time
-	want     float64
-	window   []windowSample
-	wrote    Member // our entry as last written
-	down     bool
-	prober   bool
+	kv          jetstream.KeyValue
+	applied     float64    // the share set on local
+	fallback    bool       // the share set is the fallback
+	sizes       []sizeSeen // the fleet sizes seen within fleetMemory
+	expires     time.Time  // our own record's end, as last written
+	prev        LocalStats
+	prevAt      time.Time
+	want        float64
+	window      []windowSample
+	wrote       Member // our entry as last written
+	down        bool
+	proberUntil time.Time
 }
 
 // sizeSeen is a fleet size seen at a time.
@@ -398,7 +403,11 @@ func (c *Coordinator) step(ctx context.Context) error {
 		if c.cfg.Budget > 0 {
 			c.setShare(c.wrote.Has, false)
 		}
-		c.setFleet(next.Down, next.Probe != nil && next.Probe.Holder == c.cfg.WorkerID)
+		var until time.Time
+		if next.Down && next.Probe != nil && next.Probe.Holder == c.cfg.WorkerID {
+			until = next.Probe.Expires.Add(-c.cfg.CallTimeout)
+		}
+		c.setFleet(next.Down, until)
 		return nil
 	}
 	return errConflict
@@ -517,12 +526,16 @@ func (c *Coordinator) breakerStep(r *GatewayRecord, now time.Time, s LocalStats)
 			votes++
 		}
 	}
+	// The quorum counts the largest fleet seen lately, not only the members
+	// alive in this record: a member whose refresh is late (a busy host)
+	// must not leave the sick worker a majority of one.
+	members := max(len(r.Workers), c.knownSize(now))
 	changed := false
 	switch {
-	case !r.Down && float64(votes) > c.cfg.Quorum*float64(len(r.Workers)):
+	case !r.Down && float64(votes) > c.cfg.Quorum*float64(members):
 		r.Down, r.DownSince, r.Probe = true, now, nil
 		changed = true
-		c.log.Error().Int("votes", votes).Int("workers", len(r.Workers)).Msg("gateway down for the fleet")
+		c.log.Error().Int("votes", votes).Int("workers", members).Msg("gateway down for the fleet")
 	case !r.Down:
 		if r.Probe != nil {
 			r.Probe = nil
@@ -563,12 +576,12 @@ func (c *Coordinator) setShare(share float64, fallback bool) {
 }
 
 // setFleet applies the fleet's breaker view to the guard when it changed.
-func (c *Coordinator) setFleet(down, prober bool) {
-	if down == c.down && prober == c.prober {
+func (c *Coordinator) setFleet(down bool, proberUntil time.Time) {
+	if down == c.down && proberUntil.Equal(c.proberUntil) {
 		return
 	}
-	c.down, c.prober = down, prober
-	c.local.SetFleet(down, prober)
+	c.down, c.proberUntil = down, proberUntil
+	c.local.SetFleet(down, proberUntil)
 }
 
 // unreachable handles a step that could not reach the fleet: while this
@@ -592,7 +605,7 @@ func (c *Coordinator) unreachable() {
 		}
 		c.setShare(share, true)
 	}
-	c.setFleet(false, false)
+	c.setFleet(false, time.Time{})
 }
 
 // leave removes this worker's entry (and probe lease) from the record, so

@@ -28,6 +28,9 @@ type StatusConfig struct {
 	DLQSubjects string
 	// WorkersBucket is the heartbeat bucket (empty: the contract's).
 	WorkersBucket string
+	// GatewaysBucket is the bucket of the gateways' budgets and breaker
+	// votes (empty: the contract's).
+	GatewaysBucket string
 	// StuckAfter: a processing row whose lease ended longer ago is stuck.
 	StuckAfter time.Duration
 	// Window is how far back outcomes and throughput are counted.
@@ -56,6 +59,10 @@ type StatusReport struct {
 	Rows        RowStatus         `json:"rows"`
 	Workers     []fleet.Heartbeat `json:"workers"`
 	Recent      Recent            `json:"recent"`
+	// Gateways is each gateway's fleet record: its budget, the live
+	// workers' shares and breaker votes, the fleet's breaker and the probe
+	// lease (docs/fleet.md). Empty when no worker shares a gateway.
+	Gateways []fleet.GatewayRecord `json:"gateways"`
 }
 
 // ConsumerStatus is one consumer of the requests stream.
@@ -143,6 +150,12 @@ func Status(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg St
 	if r.Workers == nil {
 		r.Workers = []fleet.Heartbeat{}
 	}
+	if r.Gateways, err = fleet.Gateways(ctx, js, cfg.GatewaysBucket, time.Now()); err != nil {
+		return r, err
+	}
+	if r.Gateways == nil {
+		r.Gateways = []fleet.GatewayRecord{}
+	}
 
 	// The verdict.
 	reason := func(format string, args ...any) { r.Reasons = append(r.Reasons, fmt.Sprintf(format, args...)) }
@@ -156,6 +169,21 @@ func Status(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg St
 		}
 		if w.Breaker == "open" {
 			reason("breaker open on worker %s", w.WorkerID)
+		}
+		for _, g := range w.Gateways {
+			if g.Fallback {
+				reason("worker %s: gateway %s budget share is the fallback, %.4g/s (the fleet's KV cannot be reached)",
+					w.WorkerID, g.Gateway, g.Share)
+			}
+		}
+	}
+	for _, g := range r.Gateways {
+		if g.Down {
+			holder := "none yet"
+			if g.Probe != nil {
+				holder = g.Probe.Holder
+			}
+			reason("gateway %s down for the fleet since %s (probing: %s)", g.Gateway, g.DownSince.UTC().Format(time.RFC3339), holder)
 		}
 	}
 	if ready == 0 {

@@ -101,7 +101,9 @@ type Guard struct {
 	share     atomic.Uint64 // math.Float64bits of the share
 	fallback  atomic.Bool
 	fleetDown atomic.Bool
-	prober    atomic.Bool
+	// proberUntil is the UnixNano end of this process's turn as the
+	// fleet's prober (0: not the prober).
+	proberUntil atomic.Int64
 
 	// Counters the fleet reads (Stats): cumulative, never reset.
 	asked     atomic.Int64 // Wait calls
@@ -225,7 +227,7 @@ func (g *Guard) BreakerState() string {
 // the breaker is open, or the gateway is down for the fleet and another
 // worker probes — and how long until that may change.
 func (g *Guard) blocked() (bool, time.Duration) {
-	if g.fleetDown.Load() && !g.prober.Load() || g.limiter.Limit() == 0 {
+	if g.fleetDown.Load() && !g.probing() || g.limiter.Limit() == 0 {
 		return true, fleetPoll
 	}
 	if g.breaker.State() == gobreaker.StateOpen {
@@ -324,7 +326,7 @@ func (g *Guard) wait(ctx context.Context) error {
 // breaker refuses it. A call made feeds the concurrency limit with its
 // latency and result.
 func (g *Guard) Execute(fn func() (payment.ChargeResult, error)) (payment.ChargeResult, error) {
-	if g.fleetDown.Load() && !g.prober.Load() {
+	if g.fleetDown.Load() && !g.probing() {
 		return payment.ChargeResult{}, ErrFleetOpen
 	}
 	var (
@@ -360,10 +362,8 @@ func (g *Guard) sample(start time.Time, latency time.Duration, inFlight int, err
 		}
 	}
 	g.mu.Lock()
-	limit := g.conc.sample(time.Now(), latency, inFlight, congested(err))
-	bound := g.littleBound()
-	g.mu.Unlock()
-	g.setLimit(limit, bound)
+	defer g.mu.Unlock()
+	g.setLimit(g.conc.sample(time.Now(), latency, inFlight, congested(err)), g.littleBound())
 }
 
 // congested reports whether a call's result says the gateway is
@@ -384,7 +384,7 @@ func congested(err error) bool {
 // littleQueue is how long, on average, a message may wait at the rate
 // limiter: the queue that Little's bound allows beyond the messages being
 // served.
-const littleQueue = 250 * time.Millisecond
+const littleQueue = 500 * time.Millisecond
 
 // littleBound is the most messages worth having in flight at the current
 // rate limit (Little's law, L = λW): λ times the time a message is held
@@ -412,14 +412,14 @@ func (g *Guard) Held(d time.Duration) {
 	} else {
 		g.hold += (d - g.hold) / shortWeight
 	}
-	bound := g.littleBound()
-	limit := g.conc.current()
+	g.setLimit(g.conc.current(), g.littleBound())
 	g.mu.Unlock()
-	g.setLimit(limit, bound)
 }
 
 // setLimit stores the concurrency limit Admit reads: the configured or
 // adaptive limit, lowered to Little's bound; -1 when neither applies.
+// Called with g.mu held, so that the stores keep the order of the
+// computations.
 func (g *Guard) setLimit(limit, bound int) {
 	l := int64(-1)
 	switch {
@@ -450,27 +450,40 @@ func (g *Guard) SetShare(share float64, fallback bool) {
 	if lim != rate.Inf {
 		burst = max(1, min(burst, int(float64(lim))))
 	}
-	g.limiter.SetBurst(burst)
-	g.limiter.SetLimit(lim)
-	next := make(chan struct{})
-	close(*g.shareChanged.Swap(&next))
+	if lim != g.limiter.Limit() || burst != g.limiter.Burst() {
+		g.limiter.SetBurst(burst)
+		g.limiter.SetLimit(lim)
+		next := make(chan struct{})
+		close(*g.shareChanged.Swap(&next))
+	}
 	g.share.Store(math.Float64bits(share))
 	g.fallback.Store(fallback)
 	g.gm.Share.Set(share)
 	g.gm.Fallback.Set(map[bool]float64{true: 1}[fallback])
 	g.mu.Lock()
-	bound := g.littleBound()
-	limit := g.conc.current()
+	g.setLimit(g.conc.current(), g.littleBound())
 	g.mu.Unlock()
-	g.setLimit(limit, bound)
+}
+
+// probing reports whether this process is the fleet's prober now.
+func (g *Guard) probing() bool {
+	u := g.proberUntil.Load()
+	return u != 0 && time.Now().UnixNano() < u
 }
 
 // SetFleet sets the fleet's view of the gateway: down when a quorum of the
-// live workers (or the fleet's error ratio) says so, and whether this
-// process holds the probe lease. While the gateway is down for the fleet
-// only the lease holder calls it, one message at a time.
-func (g *Guard) SetFleet(down, prober bool) {
-	g.prober.Store(prober)
+// live workers says so, and until when this process may probe it (zero:
+// it may not) — the end of its probe lease less a call's timeout, so that
+// its last probe ends before another worker may take the lease. While the
+// gateway is down for the fleet only the prober calls it, one message at a
+// time.
+func (g *Guard) SetFleet(down bool, proberUntil time.Time) {
+	var until int64
+	if !proberUntil.IsZero() {
+		until = proberUntil.UnixNano()
+	}
+	g.proberUntil.Store(until)
+	prober := g.probing()
 	if g.fleetDown.Swap(down) != down {
 		if down {
 			g.log.Error().Bool("prober", prober).Msg("gateway down for the fleet: only the probe lease holder calls it")
@@ -529,7 +542,7 @@ func (g *Guard) Stats() GuardStats {
 		Limit:            float64(g.limiter.Limit()),
 		Fallback:         g.fallback.Load(),
 		FleetDown:        g.fleetDown.Load(),
-		Prober:           g.prober.Load(),
+		Prober:           g.probing(),
 		ConcurrencyLimit: int(g.limit.Load()),
 		CallsInFlight:    int(g.callsInFlight.Load()),
 	}

@@ -112,6 +112,7 @@ func statusTable(w io.Writer, r ops.StatusReport) {
 	if len(r.Workers) == 0 {
 		fmt.Fprintln(w, "(no live worker)")
 	}
+	gatewaysTable(w, r)
 	parts := make([]string, 0, 3)
 	for _, s := range []string{"succeeded", "declined", "failed"} {
 		parts = append(parts, fmt.Sprintf("%s %d", s, r.Recent.ByStatus[s]))
@@ -132,4 +133,63 @@ func rowsTable(w io.Writer, r ops.StatusReport) {
 	fmt.Fprintf(w, "stuck processing (lease ended > %s)\t%d (oldest %s)\n", secs(r.Rows.StuckAfterSeconds),
 		r.Rows.StuckProcessing, secs(r.Rows.OldestStuckSeconds))
 	fmt.Fprintf(w, "unknown (awaiting lookup)\t%d (oldest %s)\n", r.Rows.Unknown, secs(r.Rows.OldestUnknownSeconds))
+}
+
+// gatewaysTable prints each gateway's fleet record — budget, shares and
+// votes by worker, the fleet's breaker and its prober — and what each
+// worker enforces (a fallback share shows there); nothing when no worker
+// shares a gateway.
+func gatewaysTable(w io.Writer, r ops.StatusReport) {
+	if len(r.Gateways) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nGATEWAY\tBUDGET\tWORKERS\tSHARES\tFLEET BREAKER\tPROBING")
+	for _, g := range r.Gateways {
+		budget := "none"
+		if g.Budget > 0 {
+			budget = fmt.Sprintf("%g/s", g.Budget)
+		}
+		sum := 0.0
+		for _, m := range g.Workers {
+			sum += m.Has
+		}
+		state, prober := "up", "-"
+		if g.Down {
+			state = "down since " + g.DownSince.UTC().Format(time.RFC3339)
+			if g.Probe != nil {
+				prober = g.Probe.Holder
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%.4g/s\t%s\t%s\n", g.Gateway, budget, len(g.Workers), sum, state, prober)
+	}
+	fmt.Fprintln(w, "\nWORKER\tGATEWAY\tSHARE\tWANTS\tVOTES DOWN\tENFORCES")
+	for _, g := range r.Gateways {
+		ids := make([]string, 0, len(g.Workers))
+		for id := range g.Workers {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			m := g.Workers[id]
+			enforces := "-"
+			for _, hb := range r.Workers {
+				for _, b := range hb.Gateways {
+					if hb.WorkerID == id && b.Gateway == g.Gateway {
+						enforces = fmt.Sprintf("%.4g/s", b.Share)
+						if b.Fallback {
+							enforces += " (fallback)"
+						}
+						if b.ConcurrencyLimit >= 0 {
+							enforces += fmt.Sprintf(", %d in flight", b.ConcurrencyLimit)
+						}
+					}
+				}
+			}
+			vote := "no"
+			if m.Vote {
+				vote = "yes (breaker " + m.Breaker + ")"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%.4g/s\t%.4g/s\t%s\t%s\n", id, g.Gateway, m.Has, m.Want, vote, enforces)
+		}
+	}
 }

@@ -30,6 +30,7 @@ func TestConfigMappingIsComplete(t *testing.T) {
 	t.Parallel()
 	d := config.Default()
 	d.WorkerID, d.MaxAckPending, d.RateLimit = "w-1", 2000, 5 // not zero, unlike their defaults
+	d.GatewayConcurrency, d.GatewayConcurrencyMode = 16, "aimd"
 	requireAllSet := func(v any, except ...string) {
 		t.Helper()
 		rv := reflect.ValueOf(v)

@@ -1,6 +1,8 @@
 package cmdwire
 
 import (
+	"time"
+
 	"github.com/paystream/paystream/config"
 	"github.com/paystream/paystream/fleet"
 	"github.com/paystream/paystream/processing"
@@ -19,7 +21,7 @@ func (l guardLocal) Stats() fleet.LocalStats {
 }
 
 func (l guardLocal) SetShare(share float64, fallback bool) { l.g.SetShare(share, fallback) }
-func (l guardLocal) SetFleet(down, prober bool)            { l.g.SetFleet(down, prober) }
+func (l guardLocal) SetFleet(down bool, until time.Time)   { l.g.SetFleet(down, until) }
 func (l guardLocal) Changed() <-chan struct{}              { return l.g.Changed() }
 
 // GuardConfig is the guard part of cfg for the gateway named name: the
@@ -39,12 +41,13 @@ func GuardConfig(cfg config.Config, name string) processing.GuardConfig {
 
 // FleetGatewayConfig is the fleet part of cfg for worker workerID on the
 // gateway named name, whose budget is budget calls per second (0 none):
-// the probe lease lasts twice the breaker's open timeout plus an interval,
-// so that each holder probes at least twice before another takes over.
+// the probe lease lasts twice the breaker's open timeout plus an interval
+// and a call's timeout, so that each holder probes at least twice, and its
+// last probe has ended, before another takes over.
 func FleetGatewayConfig(cfg config.Config, workerID, name string, budget float64) fleet.GatewayConfig {
 	return fleet.GatewayConfig{WorkerID: workerID, Gateway: name, Budget: budget, Cap: cfg.RateLimit,
 		Interval: cfg.FleetInterval, Breaker: cfg.FleetBreaker, Replicas: cfg.StreamReplicas,
-		ProbeTTL: 2*cfg.BreakerOpenTimeout + cfg.FleetInterval}
+		ProbeTTL: 2*cfg.BreakerOpenTimeout + cfg.FleetInterval + cfg.GatewayTimeout, CallTimeout: cfg.GatewayTimeout}
 }
 
 // GatewayBeat is g's line in the worker's heartbeat.
