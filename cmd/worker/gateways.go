@@ -69,3 +69,12 @@ func (w *worker) newExtraGatewayFleets() {
 			cmdwire.FleetGatewayConfig(w.cfg, w.cfg.WorkerID, g.Name(), specs[i].Budget), cmdwire.GuardLocal(g), w.log))
 	}
 }
+
+// gatewayBeats are the heartbeat lines of every gateway's guard.
+func gatewayBeats(guards []*processing.Guard) []fleet.GatewayBeat {
+	out := make([]fleet.GatewayBeat, len(guards))
+	for i, g := range guards {
+		out[i] = cmdwire.GatewayBeat(g)
+	}
+	return out
+}
