@@ -300,6 +300,16 @@ type Config struct {
 	// breaker vote (PAYSTREAM_FLEET_INTERVAL, --fleet-interval), 50ms to
 	// 1m; a dead worker's share is free after three. Default 1s.
 	FleetInterval time.Duration
+	// FairLookahead is how many messages a worker fetches beyond its free
+	// slots, holding them (with their InProgress heartbeat running) so that
+	// slots go fairly to merchants (PAYSTREAM_FAIR_LOOKAHEAD,
+	// --fair-lookahead), 0 to 4096. 0 pulls only into free slots. Default 32.
+	FairLookahead int
+	// Gateways names several gateways (PAYSTREAM_GATEWAYS, --gateways):
+	// comma-separated `name=url[;weight=N][;budget=R][;merchants=a|b][;currencies=EUR|GBP]`
+	// entries (ParseGateways; GatewaySpecs gives them parsed). Empty, the
+	// default, means the one gateway of GatewayURL.
+	Gateways string
 }
 
 // SettingError is one problem with one setting. Parse and Validate return

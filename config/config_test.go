@@ -121,6 +121,7 @@ func TestDefault(t *testing.T) {
 		GatewayConcurrencyMode: "fixed",
 		FleetBreaker:           true,
 		FleetInterval:          time.Second,
+		FairLookahead:          32,
 	}
 	require.Equal(t, want, config.Default())
 
@@ -247,6 +248,11 @@ func TestParseEachSetting(t *testing.T) {
 		{"PAYSTREAM_GATEWAY_CONCURRENCY_MODE", "aimd", nil, func(c *config.Config) { c.GatewayConcurrencyMode = "aimd" }},
 		{"PAYSTREAM_FLEET_BREAKER", "false", nil, func(c *config.Config) { c.FleetBreaker = false }},
 		{"PAYSTREAM_FLEET_INTERVAL", "250ms", nil, func(c *config.Config) { c.FleetInterval = 250 * time.Millisecond }},
+		{"PAYSTREAM_FAIR_LOOKAHEAD", "0", nil, func(c *config.Config) { c.FairLookahead = 0 }},
+		{"PAYSTREAM_GATEWAYS", "a=http://a:8090;weight=3;currencies=EUR,b=fake;weight=0", map[string]string{"PAYSTREAM_GATEWAY_URL": ""},
+			func(c *config.Config) {
+				c.Gateways, c.GatewayURL, c.GatewayName = "a=http://a:8090;weight=3;currencies=EUR,b=fake;weight=0", "", ""
+			}},
 	}
 
 	t.Run("CoversEverySetting", func(t *testing.T) {
@@ -729,7 +735,7 @@ func TestVars(t *testing.T) {
 	t.Parallel()
 
 	vars := config.Vars()
-	require.Len(t, vars, 66)
+	require.Len(t, vars, 68)
 	require.Equal(t, "PAYSTREAM_NATS_URL", vars[0], "declaration order")
 	seen := map[string]bool{}
 	for _, v := range vars {

@@ -148,7 +148,7 @@ func (c *Config) settings() []setting {
 			name:  "GATEWAY_URL",
 			usage: `payment gateway base URL, or "fake" for the in-process fake gateway (required)`,
 			value: newString(&c.GatewayURL, ""),
-			rules: []rule{{fn: func() error { return checkGatewayURL(c.GatewayURL) }}},
+			rules: []rule{{fn: func() error { return checkGatewayURLOrList(c.GatewayURL, c.Gateways) }}},
 		},
 		{
 			name:  "GATEWAY_NAME",
@@ -525,6 +525,27 @@ func (c *Config) settings() []setting {
 			usage: "how often a worker refreshes its budget share and breaker vote; a dead worker's share is free after three",
 			value: newDuration(&c.FleetInterval, time.Second),
 			rules: []rule{{fn: between(&c.FleetInterval, 50*time.Millisecond, time.Minute)}},
+		},
+		{
+			name:  "GATEWAYS",
+			usage: "several gateways instead of PAYSTREAM_GATEWAY_URL: name=url[;weight=N][;budget=R][;merchants=m1|m2][;currencies=EUR|GBP], comma-separated (docs/contract.md §5)",
+			value: newString(&c.Gateways, ""),
+			rules: []rule{{deps: []string{"GATEWAY_BUDGET"}, fn: func() error {
+				if c.Gateways == "" {
+					return nil
+				}
+				if c.GatewayName != "" {
+					return fmt.Errorf("names the gateways: unset %s", ref("GATEWAY_NAME"))
+				}
+				_, err := ParseGateways(c.Gateways, c.GatewayBudget)
+				return err
+			}}},
+		},
+		{
+			name:  "FAIR_LOOKAHEAD",
+			usage: "messages fetched beyond the free slots and handed to slots fairly by merchant; 0 = pull only into free slots",
+			value: newInt(&c.FairLookahead, 32),
+			rules: []rule{{fn: between(&c.FairLookahead, 0, 4096)}},
 		},
 	}
 }

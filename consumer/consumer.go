@@ -149,8 +149,17 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer cancelWork(nil)
 
 	var wg sync.WaitGroup
-	slots := make(chan struct{}, c.cfg.Concurrency)
-	c.pullLoop(ctx, workCtx, slots, &wg)
+	// A slot is room for one fetched message: Concurrency of them run, and
+	// up to Lookahead more wait in the fair queue (fair.go).
+	slots := make(chan struct{}, c.cfg.Concurrency+c.cfg.Lookahead)
+	var q *fairQueue
+	q = newFairQueue(c.cfg.Concurrency, c.cfg.FairMaxHold, func(m held) {
+		defer wg.Done()
+		defer func() { <-slots }()
+		defer q.done(m.merchant)
+		c.handle(workCtx, m.msg, m.hb)
+	})
+	c.pullLoop(ctx, slots, q, &wg)
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -168,7 +177,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
-func (c *Consumer) pullLoop(ctx, workCtx context.Context, slots chan struct{}, wg *sync.WaitGroup) {
+func (c *Consumer) pullLoop(ctx context.Context, slots chan struct{}, q *fairQueue, wg *sync.WaitGroup) {
 	release := func(n int) {
 		for range n {
 			<-slots
@@ -226,7 +235,7 @@ func (c *Consumer) pullLoop(ctx, workCtx context.Context, slots chan struct{}, w
 			release(n - limit)
 			n = limit
 		}
-		got, err := c.pull(ctx, workCtx, n, slots, wg)
+		got, err := c.pull(ctx, n, q, wg)
 		release(n - got)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -250,9 +259,9 @@ func (c *Consumer) pullLoop(ctx, workCtx context.Context, slots chan struct{}, w
 	}
 }
 
-// pull runs one pull request for up to n messages and hands each to a
-// goroutine holding one of the n reserved slots; it returns how many it got.
-func (c *Consumer) pull(ctx, workCtx context.Context, n int, slots chan struct{}, wg *sync.WaitGroup) (int, error) {
+// pull runs one pull request for up to n messages and hands each, holding
+// one of the n reserved slots, to the fair queue; it returns how many it got.
+func (c *Consumer) pull(ctx context.Context, n int, q *fairQueue, wg *sync.WaitGroup) (int, error) {
 	cons, err := c.consumer(ctx, false)
 	if err != nil {
 		return 0, err
@@ -267,11 +276,8 @@ func (c *Consumer) pull(ctx, workCtx context.Context, n int, slots chan struct{}
 	for msg := range batch.Messages() {
 		got++
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			c.handle(workCtx, msg)
-		}()
+		// The heartbeat starts at fetch: the ack timer runs from there.
+		q.push(held{msg: msg, hb: startHeartbeat(msg, c.cfg.AckWait/3), merchant: merchantOf(msg.Subject())})
 	}
 	if got == 0 {
 		c.m.Fetches.WithLabelValues("empty").Inc()
@@ -297,8 +303,10 @@ func (c *Consumer) pullError(ctx context.Context, err error) error {
 	return fmt.Errorf("pull: %w", err)
 }
 
-// handle processes one message and acts on the decision.
-func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
+// handle processes one message and acts on the decision; hb is its
+// heartbeat, running since the fetch, which handle stops.
+func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg, hb *heartbeat) {
+	defer hb.stop()
 	start := time.Now()
 	c.m.InFlight.Inc()
 	defer c.m.InFlight.Dec()
@@ -312,8 +320,6 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	if md.NumDelivered > 1 {
 		c.m.Redeliveries.Inc()
 	}
-	hb := startHeartbeat(msg, c.cfg.AckWait/3)
-	defer hb.stop()
 	ctx, span := c.startProcess(ctx, msg, md)
 
 	d := c.proc.Process(ctx, processing.Message{

@@ -75,6 +75,14 @@ type Config struct {
 	// trace context in NATS headers (consumer/trace.go); nil is tracing
 	// off.
 	Tracing *telemetry.Tracing
+	// Lookahead is how many messages the worker fetches beyond its free
+	// slots, to hand them to slots fairly by merchant
+	// (PAYSTREAM_FAIR_LOOKAHEAD), ≥ 0. Each one's InProgress heartbeat runs
+	// from the fetch. 0 pulls only into free slots: no reordering.
+	Lookahead int
+	// FairMaxHold is how long a fetched message may wait for a slot before
+	// it goes first whatever its merchant. No setting: 0 means 2s.
+	FairMaxHold time.Duration
 }
 
 // MaxMsgSize is the requests stream's MaxMsgSize: the 64 KiB body limit of the
@@ -86,6 +94,7 @@ const MaxMsgSize = 64*1024 + 4*1024
 const (
 	defaultFetchMaxWait = time.Second
 	defaultMaxFetch     = 256
+	defaultFairMaxHold  = 2 * time.Second
 )
 
 // Validate returns nil, or one error listing every missing or out-of-range
@@ -116,6 +125,8 @@ func (c Config) Validate() error {
 	check(c.RetryBackoffMax >= c.RetryBackoff, "retry backoff max %v: must be at least the retry backoff, %v", c.RetryBackoffMax, c.RetryBackoff)
 	check(c.FetchMaxWait >= 0, "fetch max wait %v: must not be negative", c.FetchMaxWait)
 	check(c.MaxFetch >= 0, "max fetch %d: must not be negative", c.MaxFetch)
+	check(c.Lookahead >= 0, "lookahead %d: must not be negative", c.Lookahead)
+	check(c.FairMaxHold >= 0, "fair max hold %v: must not be negative", c.FairMaxHold)
 	return errors.Join(errs...)
 }
 
@@ -128,6 +139,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxFetch <= 0 {
 		c.MaxFetch = defaultMaxFetch
+	}
+	if c.FairMaxHold <= 0 {
+		c.FairMaxHold = defaultFairMaxHold
 	}
 	if c.MaxAckPending <= 0 {
 		c.MaxAckPending = max(1000, 16*c.Concurrency)

@@ -43,13 +43,14 @@ func TestConfigWithDefaults(t *testing.T) {
 	t.Run("fills the consumer's own tuning only", func(t *testing.T) {
 		t.Parallel()
 		got := consumer.Config{Concurrency: 100}.WithDefaults()
-		require.Equal(t, consumer.Config{Concurrency: 100, MaxAckPending: 1600, FetchMaxWait: time.Second, MaxFetch: 256}, got)
+		require.Equal(t, consumer.Config{Concurrency: 100, MaxAckPending: 1600, FetchMaxWait: time.Second, MaxFetch: 256,
+			FairMaxHold: 2 * time.Second}, got)
 		require.Equal(t, 1000, consumer.Config{Concurrency: 8}.WithDefaults().MaxAckPending, "at least 1000")
 	})
 	t.Run("keeps set values", func(t *testing.T) {
 		t.Parallel()
 		in := defaults.Consumer()
-		in.MaxAckPending, in.FetchMaxWait, in.MaxFetch = 7, time.Minute, 3
+		in.MaxAckPending, in.FetchMaxWait, in.MaxFetch, in.FairMaxHold = 7, time.Minute, 3, time.Second
 		require.Equal(t, in, in.WithDefaults())
 	})
 }

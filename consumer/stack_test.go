@@ -36,19 +36,21 @@ func TestMain(m *testing.M) {
 // stack is one test's paystream: an embedded JetStream server, a fresh
 // database, a gateway, and any number of in-process workers sharing them.
 type stack struct {
-	t    *testing.T
-	nats *natstest.Server
-	pool *pgxpool.Pool
-	gw   processing.Gateway
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	ccfg consumer.Config
-	pcfg processing.Config
-	log  zerolog.Logger // the workers' logger; Nop unless stackOptions.logs
+	t      *testing.T
+	nats   *natstest.Server
+	pool   *pgxpool.Pool
+	gw     processing.Gateway
+	routes []processing.Route
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	ccfg   consumer.Config
+	pcfg   processing.Config
+	log    zerolog.Logger // the workers' logger; Nop unless stackOptions.logs
 }
 
 type stackOptions struct {
 	gw          processing.Gateway
+	routes      []processing.Route // several gateways; gw is then ignored
 	concurrency int
 	maxDeliver  int
 	ackWait     time.Duration
@@ -76,7 +78,7 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 	if o.gw == nil {
 		o.gw = gateway.NewFake(gateway.FakeConfig{Seed: 1})
 	}
-	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw, log: zerolog.Nop()}
+	s := &stack{t: t, pool: pgtest.NewPool(t), gw: o.gw, routes: o.routes, log: zerolog.Nop()}
 	if o.logs != nil {
 		s.log = zerolog.New(o.logs).Level(zerolog.DebugLevel)
 	}
@@ -152,6 +154,9 @@ func (s *stack) startWorkerAt(name, urls string) *worker {
 	pcfg := s.pcfg
 	pcfg.Owner = name
 	proc := processing.New(pcfg, b, s.gw, s.log, w.m)
+	if len(s.routes) > 0 {
+		proc = processing.NewRouted(pcfg, b, s.routes, s.log, w.m)
+	}
 	cons := consumer.New(js, s.ccfg, proc, s.log, w.m)
 	w.cons = cons
 

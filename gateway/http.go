@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/paystream/paystream/payment"
@@ -308,6 +309,14 @@ func (g *HTTP) callError(ctx, callCtx context.Context, op string, err error) err
 	if context.Cause(callCtx) == errCallTimeout {
 		return &payment.GatewayError{Class: payment.ClassTrouble, Code: payment.CodeTimeout,
 			Message: fmt.Sprintf("no answer within %s", g.timeout), Err: context.DeadlineExceeded}
+	}
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
+		// No connection, so no request: the gateway cannot have charged.
+		code := payment.CodeConnection
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			code = payment.CodeConnectionRefused
+		}
+		return &payment.GatewayError{Class: payment.ClassTrouble, Code: code, Message: "could not connect", Err: err, NotSent: true}
 	}
 	return &payment.GatewayError{Class: payment.ClassTrouble, Code: payment.CodeConnection, Message: "request failed", Err: err}
 }

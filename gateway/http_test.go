@@ -431,7 +431,8 @@ func TestHTTPConnectionRefused(t *testing.T) {
 	t.Cleanup(g.Close)
 	_, err = g.Charge(t.Context(), testCharge("k", 1000))
 	ge := requireGatewayError(t, err, payment.ClassTrouble, 0)
-	require.Equal(t, payment.CodeConnection, ge.Code)
+	require.Equal(t, payment.CodeConnectionRefused, ge.Code)
+	require.True(t, ge.NotSent, "no connection, no request: the gateway cannot have charged")
 	require.NotNil(t, ge.Err)
 	require.True(t, payment.IsBreakerFailure(err))
 }

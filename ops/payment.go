@@ -51,6 +51,9 @@ type Story struct {
 	Leases []LeaseRecord `json:"leases"`
 	// DeadLetters are the payment's dead letters.
 	DeadLetters []DeadLetterRef `json:"dead_letters"`
+	// GatewaysTried are the gateways the payment was routed to, in order
+	// (docs/contract.md §5, "Several gateways").
+	GatewaysTried []string `json:"gateways_tried"`
 }
 
 // Lease is a row's lease: owner (empty once given back), end and the
@@ -88,6 +91,8 @@ type Attempt struct {
 	Result     string    `json:"result"`
 	ErrorCode  string    `json:"error_code"`
 	ChargeID   string    `json:"charge_id"`
+	// Gateway is the gateway called; "" for calls recorded before it was.
+	Gateway string `json:"gateway"`
 }
 
 // LeaseRecord is what the gateway calls tell of one lease: its fence token
@@ -165,6 +170,7 @@ func story(d store.Detail) Story {
 		SweptAt:  timePtr(d.SweptAt),
 		Attempts: []Attempt{}, Leases: []LeaseRecord{}, DeadLetters: []DeadLetterRef{},
 	}
+	s.GatewaysTried = append([]string{}, d.GatewaysTried...)
 	if d.Status == payment.StatusUnknown || !d.ReconcileAfter.IsZero() {
 		s.Reconcile = &Reconcile{After: timePtr(d.ReconcileAfter), Tries: d.ReconcileTries}
 	}
@@ -195,7 +201,7 @@ func attempts(calls []store.AttemptRecord) ([]Attempt, []LeaseRecord) {
 	for _, c := range calls {
 		a := Attempt{Seq: c.Seq, Attempt: c.LeaseAttempt, Kind: string(c.Kind), WorkerID: c.WorkerID,
 			StartedAt: c.StartedAt.UTC(), DurationMS: float64(c.Duration.Microseconds()) / 1000,
-			Class: c.Class, Result: c.Result, ErrorCode: c.ErrorCode, ChargeID: c.ChargeID}
+			Class: c.Class, Result: c.Result, ErrorCode: c.ErrorCode, ChargeID: c.ChargeID, Gateway: c.Gateway}
 		if c.HTTPStatus != 0 {
 			h := c.HTTPStatus
 			a.HTTPStatus = &h

@@ -50,6 +50,9 @@ type Attempt struct {
 	// ChargeID is the gateway's charge id from a succeeded (or declined,
 	// when given) charge or a lookup that found one.
 	ChargeID string
+	// Gateway is the name of the gateway called (docs/contract.md §8,
+	// PAYSTREAM_GATEWAYS); empty for calls recorded before it was kept.
+	Gateway string
 }
 
 // Lookup results recorded in Attempt.Result.

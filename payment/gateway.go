@@ -162,6 +162,9 @@ const (
 	CodeTimeout = "timeout"
 	// CodeConnection: the request could not be sent or the response not read.
 	CodeConnection = "connection_error"
+	// CodeConnectionRefused: the gateway refused the connection; the
+	// request was never sent (GatewayError.NotSent).
+	CodeConnectionRefused = "connection_refused"
 	// CodeMalformedResponse: a 2xx answer whose body is not a charge result.
 	CodeMalformedResponse = "malformed_response"
 	// CodeUnexpectedStatus: a status outside the §5 table (1xx, 3xx, …).
@@ -202,6 +205,12 @@ type GatewayError struct {
 	RetryAfter time.Duration
 	// Err is the underlying error (transport, decoding, timeout), if any.
 	Err error
+	// NotSent says that the request surely never reached the gateway (the
+	// connection could not be made: refused, no route, no such host), so
+	// that the gateway cannot have charged, whatever the class says. Only
+	// such a failure (or a breaker that refused the call) lets a payment
+	// fail over to another gateway (docs/contract.md §5).
+	NotSent bool
 }
 
 // Error returns a one-line description: class, status, code and message.

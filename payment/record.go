@@ -156,6 +156,11 @@ type Claim struct {
 	Owner string
 	// Lease is how long the lease lasts; it must exceed the gateway timeout.
 	Lease time.Duration
+	// Gateway is the gateway chosen for a new row (docs/contract.md §5,
+	// "Several gateways"), stored on it at the claim and listed in its
+	// gateways tried; a take-over keeps the row's stored gateway and sets
+	// this one only where none is stored. Empty stores none.
+	Gateway string
 }
 
 // ClaimResult is the answer to a Claim.
@@ -227,6 +232,9 @@ type Stuck struct {
 	// Subject and Body are the original request message.
 	Subject string
 	Body    []byte
+	// Gateway is the gateway the row is on, if stored: the one to ask
+	// whether it charged.
+	Gateway string
 }
 
 // ErrFenced is returned by Complete and Release when the caller's lease is no

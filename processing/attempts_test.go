@@ -27,10 +27,11 @@ func TestGatewayCallsGoWithTheFencedWrite(t *testing.T) {
 	require.Equal(t, "succeeded", d.Verdict.String(), "the lookup found the charge")
 
 	completes, releases := b.claims.gatewayCalls()
-	failed := payment.Attempt{Kind: payment.AttemptCharge, HTTPStatus: 503, Class: "trouble", ErrorCode: "service_unavailable"}
+	failed := payment.Attempt{Kind: payment.AttemptCharge, HTTPStatus: 503, Class: "trouble", ErrorCode: "service_unavailable",
+		Gateway: "fakegw"}
 	require.Equal(t, [][]payment.Attempt{{failed}}, releases)
 	require.Equal(t, [][]payment.Attempt{{failed, {Kind: payment.AttemptLookup, Class: payment.AttemptClassOK,
-		Result: payment.LookupFound, ChargeID: "ch_found"}}}, completes)
+		Result: payment.LookupFound, ChargeID: "ch_found", Gateway: "fakegw"}}}, completes)
 
 	b.claims.mu.Lock()
 	for _, c := range b.claims.completeCalls {

@@ -190,9 +190,13 @@ type Processor struct {
 	// guard is the gateway's rate limiter, breaker, concurrency limit and
 	// fleet view.
 	guard *Guard
-	log   zerolog.Logger
-	m     *telemetry.Metrics
-	tr    *telemetry.Tracing
+	// gws are the gateways of the routing table (the first is gw, with
+	// guard), byName the same by name.
+	gws    []*routed
+	byName map[string]*routed
+	log    zerolog.Logger
+	m      *telemetry.Metrics
+	tr     *telemetry.Tracing
 
 	// inFlight counts the Process calls running, so that a half-open
 	// breaker admits one message at a time.
@@ -216,9 +220,19 @@ func (p *Processor) Ready() error {
 // open.
 func (p *Processor) BreakerState() string { return p.guard.BreakerState() }
 
-// Guard returns the guard of the processor's gateway, for the fleet's
-// wiring (budget share, breaker quorum, probe lease) and status.
+// Guard returns the guard of the processor's (first) gateway, for the
+// fleet's wiring (budget share, breaker quorum, probe lease) and status.
 func (p *Processor) Guard() *Guard { return p.guard }
+
+// Guards returns the guard of every gateway of the routing table, in its
+// order.
+func (p *Processor) Guards() []*Guard {
+	out := make([]*Guard, len(p.gws))
+	for i, r := range p.gws {
+		out[i] = r.guard
+	}
+	return out
+}
 
 // InFlight returns the number of Process calls running.
 func (p *Processor) InFlight() int { return int(p.inFlight.Load()) }
@@ -246,14 +260,38 @@ const halfOpenPoll = 20 * time.Millisecond
 // New returns a Processor. It panics on a missing dependency or an invalid
 // Config (wiring bugs).
 func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *telemetry.Metrics) *Processor {
-	if claims == nil || gw == nil || m == nil {
+	if gw == nil {
+		panic("processing.New: claims, gateway and metrics are required")
+	}
+	return NewRouted(cfg, claims, []Route{{Gateway: gw, Weight: 1}}, logger, m)
+}
+
+// NewRouted returns a Processor that routes payments over several gateways
+// (docs/contract.md §5, "Several gateways"), each behind a guard of its own
+// configured from cfg. It panics on a missing dependency, an invalid Config,
+// no route, or two routes of one name (wiring bugs).
+func NewRouted(cfg Config, claims Claims, routes []Route, logger zerolog.Logger, m *telemetry.Metrics) *Processor {
+	if claims == nil || len(routes) == 0 || m == nil {
 		panic("processing.New: claims, gateway and metrics are required")
 	}
 	if err := cfg.Validate(); err != nil {
 		panic("processing.New: invalid Config: " + err.Error())
 	}
-	p := &Processor{cfg: cfg, claims: claims, gw: gw, log: logger.With().Str("component", "processing").Logger(), m: m, tr: cfg.Tracing}
-	p.guard = NewGuard(cfg.GuardConfig(gw.Name()), logger, m)
+	p := &Processor{cfg: cfg, claims: claims, log: logger.With().Str("component", "processing").Logger(), m: m, tr: cfg.Tracing,
+		byName: map[string]*routed{}}
+	for _, rt := range routes {
+		if rt.Gateway == nil || rt.Weight < 0 {
+			panic("processing.NewRouted: a route needs a gateway and a weight ≥ 0")
+		}
+		name := rt.Gateway.Name()
+		if _, dup := p.byName[name]; dup {
+			panic("processing.NewRouted: two gateways named " + name)
+		}
+		r := &routed{Route: rt, name: name, guard: NewGuard(cfg.GuardConfig(name), logger, m)}
+		p.gws = append(p.gws, r)
+		p.byName[name] = r
+	}
+	p.gw, p.guard = p.gws[0].Gateway, p.gws[0].guard
 	return p
 }
 
@@ -266,7 +304,15 @@ func New(cfg Config, claims Claims, gw Gateway, logger zerolog.Logger, m *teleme
 // message pulled during the probe would fail with ErrTooManyRequests and be
 // nak'ed, costing it a delivery.
 func (p *Processor) Admit() (limit int, wait time.Duration) {
-	return p.guard.Admit(int(p.inFlight.Load()))
+	if len(p.gws) == 1 {
+		return p.guard.Admit(int(p.inFlight.Load()))
+	}
+	// Several gateways: pull while any of them takes calls; a payment
+	// whose gateway is probing or open fails over (failover, route.go).
+	if stop, wait, _ := allBlocked(p.gws); stop {
+		return 0, wait
+	}
+	return -1, 0
 }
 
 // Process runs one delivery through the flow and returns what to do with it.
@@ -300,23 +346,21 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	}
 	key := req.EffectiveKey()
 	annotate(ctx, req)
+	ranked := p.rank(req)
+	first := preferred(ranked)
 
 	wctx, wspan := p.tr.Start(ctx, spanRateLimit)
-	waited, err = p.guard.Wait(wctx)
+	waited, err = first.guard.Wait(wctx)
 	if err != nil {
 		endSpan(wspan, err)
 		return p.decide(msg, req, 0, p.stopped(ctx, fmt.Errorf("rate limiter: %w", err)))
 	}
 	wspan.End()
 
-	if stop, wait := p.guard.blocked(); stop && !p.lastDelivery(msg) {
+	if stop, wait, err := allBlocked(ranked); stop && !p.lastDelivery(msg) {
 		// Claiming now would only cost an attempt: the call cannot be made.
 		// (On the last delivery the claim goes ahead, so that the row is
 		// recorded failed rather than left to the sweeper.)
-		err := error(ErrFleetOpen)
-		if !p.guard.fleetDown.Load() {
-			err = fmt.Errorf("gateway breaker: %w", gobreaker.ErrOpenState)
-		}
 		return p.decide(msg, req, 0, &RetryableError{After: wait, Err: err})
 	}
 
@@ -337,6 +381,7 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		StreamSeq:   msg.StreamSeq,
 		Owner:       p.cfg.Owner,
 		Lease:       p.cfg.Lease,
+		Gateway:     first.name,
 	})
 	endClaim(cspan, claim, err)
 	cancelClaim()
@@ -379,7 +424,11 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		return p.decide(msg, req, 0, fmt.Errorf("claim %s: unknown result %d", key, claim.Kind))
 	}
 
-	held = &lease{key: key, attempt: claim.Attempt, ambiguous: claim.Record.Ambiguous}
+	held = &lease{key: key, attempt: claim.Attempt, ambiguous: claim.Record.Ambiguous, gw: first, ranked: ranked}
+	if d, ok := p.onStoredGateway(ctx, msg, req, claim, held); !ok {
+		held = nil
+		return d
+	}
 	d = p.charged(ctx, msg, req, claim, held)
 	held = nil
 	return d
@@ -396,6 +445,15 @@ type lease struct {
 	// completion or release (payment_attempts). Only the goroutine running
 	// Process touches them.
 	calls []payment.Attempt
+	// gw is the gateway the row is on (stored at the claim, moved only by
+	// failover); routedTo the gateways this lease left; ranked the
+	// payment's gateways in preference order.
+	gw       *routed
+	routedTo []string
+	ranked   []*routed
+	// req is the request every charge of the lease sends (the key's first
+	// claim's, docs/contract.md §5).
+	req *payment.Request
 }
 
 // charged runs the gateway part of a held claim: the charge body is the one
@@ -431,6 +489,7 @@ func (p *Processor) charged(ctx context.Context, msg Message, req *payment.Reque
 				GatewayChargeID: found.ChargeID, Ambiguous: true}, nil)
 		}
 	}
+	l.req = creq
 	res, err := p.charge(ctx, creq, l)
 	return p.record(ctx, msg, req, l, res, err)
 }
@@ -497,11 +556,31 @@ func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Req
 // the store while the call runs.
 func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) (payment.ChargeResult, error) {
 	defer p.keepLease(ctx, l)()
+	for {
+		res, err := p.chargeOn(ctx, req, l)
+		if !notSent(err) || ctx.Err() != nil {
+			return res, err
+		}
+		// The gateway surely did not charge: try the next one, if any
+		// takes calls, once the row says so (docs/contract.md §5).
+		to := next(l.ranked, l)
+		if !p.failover(ctx, l, to, err) {
+			return res, err
+		}
+		if _, werr := to.guard.Wait(ctx); werr != nil {
+			return res, p.stopped(ctx, fmt.Errorf("rate limiter: %w", werr))
+		}
+	}
+}
+
+// chargeOn makes one charge call on l's gateway, through its guard.
+func (p *Processor) chargeOn(ctx context.Context, req *payment.Request, l *lease) (payment.ChargeResult, error) {
+	g := l.gw
 	start := time.Now()
-	bctx, bspan := p.startBreaker(ctx)
-	res, err := p.guard.Execute(func() (payment.ChargeResult, error) {
+	bctx, bspan := p.startBreaker(ctx, g)
+	res, err := g.guard.Execute(func() (payment.ChargeResult, error) {
 		gctx, gspan := p.startCall(bctx, spanCharge, l)
-		res, err := p.gw.Charge(gctx, payment.Charge{
+		res, err := g.Gateway.Charge(gctx, payment.Charge{
 			IdempotencyKey: l.key,
 			PaymentID:      req.PaymentID,
 			MerchantID:     req.MerchantID,
@@ -518,7 +597,12 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) 
 				Message: "result is neither succeeded nor declined"}
 		}
 		endCall(gspan, res, err)
-		l.calls = append(l.calls, payment.ChargeAttempt(start, time.Since(start), res, err))
+		call := payment.ChargeAttempt(start, time.Since(start), res, err)
+		call.Gateway = g.name
+		l.calls = append(l.calls, call)
+		if mayHaveCharged(err) {
+			l.ambiguous = true
+		}
 		return res, err
 	})
 	endBreaker(bspan, err)
@@ -528,7 +612,7 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) 
 	telemetry.ObserveWithTrace(bctx, p.m.GatewayDuration, time.Since(start).Seconds())
 	p.m.GatewayCalls.WithLabelValues(callLabel(res, err)).Inc()
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
-		_, wait := p.guard.blocked()
+		_, wait := g.guard.blocked()
 		if wait <= 0 {
 			wait = halfOpenPoll
 		}
@@ -638,7 +722,7 @@ func mayHaveCharged(err error) bool {
 		return false
 	}
 	if ge, ok := errors.AsType[*payment.GatewayError](err); ok {
-		return ge.Class.Ambiguous()
+		return ge.Class.Ambiguous() && !ge.NotSent
 	}
 	return true
 }
@@ -659,10 +743,52 @@ func (p *Processor) fail(ctx context.Context, msg Message, req *payment.Request,
 	case found.Found:
 		return p.complete(ctx, msg, req, l, payment.Completion{Status: payment.StatusSucceeded,
 			GatewayChargeID: found.ChargeID, Ambiguous: true}, nil)
-	default:
-		c.Ambiguous = true
-		return p.complete(ctx, msg, req, l, c, cause)
 	}
+	if to := next(l.ranked, l); to != nil && cause.Reason == payment.ReasonExhausted && l.req != nil {
+		// The gateway answered 404: it made no charge under the key and
+		// has none in flight. Rather than end the payment failed, fail
+		// over to the next gateway and charge there (docs/contract.md §5).
+		l.ambiguous = false
+		if p.failover(ctx, l, to, errors.New("lookup: no charge under the key")) {
+			if _, err := to.guard.Wait(ctx); err != nil {
+				return p.unresolved(ctx, msg, req, l, p.stopped(ctx, fmt.Errorf("rate limiter: %w", err)))
+			}
+			res, err := p.charge(ctx, l.req, l)
+			return p.record(ctx, msg, req, l, res, err)
+		}
+		l.ambiguous = true
+	}
+	c.Ambiguous = true
+	return p.complete(ctx, msg, req, l, c, cause)
+}
+
+// onStoredGateway points l at the gateway stored on the claimed row: a
+// new row holds the one chosen for the claim, a take-over keeps the one the
+// payment was sent to (docs/contract.md §5). A row on a gateway this worker
+// does not route to (its configuration changed) fails over when that
+// gateway cannot have charged, and is otherwise released and retried: only
+// that gateway can say what became of the payment. It reports false, with
+// the decision, when the payment cannot go on here.
+func (p *Processor) onStoredGateway(ctx context.Context, msg Message, req *payment.Request, claim payment.ClaimResult, l *lease) (Decision, bool) {
+	name := claim.Record.Gateway
+	if name == "" || name == l.gw.name || len(p.gws) == 1 {
+		// A fleet of one gateway: rows recorded under another name
+		// (PAYSTREAM_GATEWAY_NAME changed) are this gateway's, as before.
+		return Decision{}, true
+	}
+	if g, ok := p.gateway(name); ok {
+		l.gw = g
+		return Decision{}, true
+	}
+	err := fmt.Errorf("payment %s is on gateway %q, which this worker does not route to", l.key, name)
+	l.gw = &routed{name: name}
+	if p.failover(ctx, l, preferred(l.ranked), err) {
+		return Decision{}, true
+	}
+	d := p.decide(msg, req, l.attempt, err)
+	p.release(ctx, payment.Release{Key: l.key, Attempt: l.attempt, Owner: p.cfg.Owner, Hold: holdFor(err, d.Delay),
+		Ambiguous: l.ambiguous})
+	return d, false
 }
 
 // unresolved handles a lookup that could not be answered: a retry while
@@ -689,14 +815,17 @@ func (p *Processor) unresolved(ctx context.Context, msg Message, req *payment.Re
 // The call, when the breaker let it through, is added to l's calls.
 func (p *Processor) lookup(ctx context.Context, l *lease) (payment.LookupResult, error) {
 	var found payment.LookupResult
-	bctx, bspan := p.startBreaker(ctx)
-	_, err := p.guard.Execute(func() (payment.ChargeResult, error) {
+	g := l.gw
+	bctx, bspan := p.startBreaker(ctx, g)
+	_, err := g.guard.Execute(func() (payment.ChargeResult, error) {
 		var err error
 		start := time.Now()
 		gctx, gspan := p.startCall(bctx, spanLookup, l)
-		found, err = p.gw.Lookup(gctx, l.key)
+		found, err = g.Gateway.Lookup(gctx, l.key)
 		endLookup(gspan, found, err)
-		l.calls = append(l.calls, payment.LookupAttempt(start, time.Since(start), found, err))
+		call := payment.LookupAttempt(start, time.Since(start), found, err)
+		call.Gateway = g.name
+		l.calls = append(l.calls, call)
 		p.observe(err)
 		return payment.ChargeResult{}, err
 	})
@@ -767,7 +896,7 @@ func (p *Processor) keepLease(ctx context.Context, l *lease) (stop func()) {
 // when set, is the permanent error that dead-letters the message as well.
 func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Request, l *lease, c payment.Completion, cause *PermanentError) Decision {
 	key, attempt := req.EffectiveKey(), l.attempt
-	c.Key, c.Attempt, c.Owner, c.Gateway, c.Attempts = key, attempt, p.cfg.Owner, p.gw.Name(), l.calls
+	c.Key, c.Attempt, c.Owner, c.Gateway, c.Attempts = key, attempt, p.cfg.Owner, l.gw.name, l.calls
 	// Record even if the worker is being stopped hard: the gateway answered,
 	// and losing the answer costs a second (idempotent) call.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

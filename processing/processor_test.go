@@ -532,6 +532,7 @@ func TestProcessPassesTheRequest(t *testing.T) {
 		StreamSeq:   9,
 		Owner:       testOwner,
 		Lease:       time.Minute,
+		Gateway:     "fakegw",
 	}}, claims)
 	require.Equal(t, []payment.Charge{{
 		IdempotencyKey: "pay_2",

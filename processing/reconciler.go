@@ -58,6 +58,7 @@ type Reconciler struct {
 		Lookup(ctx context.Context, key string) (payment.LookupResult, error)
 	}
 	announce func(ctx context.Context, o payment.Outcome) error
+	gws      GatewayByName // nil: every row is asked of gw
 	log      zerolog.Logger
 	m        *telemetry.Metrics
 }
@@ -120,8 +121,20 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) (int, error) {
 func (r *Reconciler) settle(ctx context.Context, row payment.Record) error {
 	lctx, cancel := context.WithTimeout(ctx, r.cfg.LookupTimeout)
 	start := time.Now()
-	found, err := r.gw.Lookup(lctx, row.IdempotencyKey)
+	gw := r.gw
+	if row.Gateway != "" && r.gws != nil {
+		// Ask the gateway the payment was sent to (docs/contract.md §5).
+		g, ok := r.gws.GatewayNamed(row.Gateway)
+		if !ok {
+			cancel()
+			r.m.Reconciliations.WithLabelValues("error").Inc()
+			return fmt.Errorf("look up %s: its gateway %q is not configured here", row.IdempotencyKey, row.Gateway)
+		}
+		gw = g
+	}
+	found, err := gw.Lookup(lctx, row.IdempotencyKey)
 	call := payment.LookupAttempt(start, time.Since(start), found, err)
+	call.Gateway = gw.Name()
 	cancel()
 	if err != nil {
 		r.m.Reconciliations.WithLabelValues("error").Inc()

@@ -84,8 +84,8 @@ func TestReconcileOnce(t *testing.T) {
 	require.Equal(t, []string{"charged", "not-charged", "down"}, gw.lookupCalls())
 	require.Len(t, store.settled, 2)
 	for i, want := range []payment.Attempt{
-		{Kind: payment.AttemptLookup, Class: payment.AttemptClassOK, Result: payment.LookupFound, ChargeID: "ch_9"},
-		{Kind: payment.AttemptLookup, Class: payment.AttemptClassOK, Result: payment.LookupNotFound},
+		{Kind: payment.AttemptLookup, Class: payment.AttemptClassOK, Result: payment.LookupFound, ChargeID: "ch_9", Gateway: "fakegw"},
+		{Kind: payment.AttemptLookup, Class: payment.AttemptClassOK, Result: payment.LookupNotFound, Gateway: "fakegw"},
 	} {
 		c := &store.settled[i]
 		require.Equal(t, processing.SettleOwnerReconciler, c.Owner)

@@ -90,6 +90,9 @@ type SweeperDeps struct {
 	AnnounceFunc func(ctx context.Context, o payment.Outcome) error
 	// LookupFunc asks the gateway whether it charged under a key.
 	LookupFunc func(ctx context.Context, key string) (payment.LookupResult, error)
+	// LookupAtFunc, when set, asks the named gateway instead: the one a
+	// row is on (docs/contract.md §5, "Several gateways"). Optional.
+	LookupAtFunc func(ctx context.Context, gateway, key string) (payment.LookupResult, error)
 }
 
 // Sweeper rescues payments stuck in processing (docs/contract.md §6.7) — a
@@ -211,15 +214,24 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (int, error) {
 func (s *Sweeper) settleInvalid(ctx context.Context, r payment.Stuck, invalid error) error {
 	lctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
 	start := time.Now()
-	found, err := s.deps.LookupFunc(lctx, r.Key)
+	var (
+		found payment.LookupResult
+		err   error
+	)
+	if s.deps.LookupAtFunc != nil && r.Gateway != "" {
+		found, err = s.deps.LookupAtFunc(lctx, r.Gateway, r.Key)
+	} else {
+		found, err = s.deps.LookupFunc(lctx, r.Key)
+	}
 	call := payment.LookupAttempt(start, time.Since(start), found, err)
+	call.Gateway = r.Gateway
 	cancel()
 	if err != nil {
 		return fmt.Errorf("look up before settling an invalid stored request: %w", err)
 	}
 	at := time.Now().UTC().Truncate(time.Microsecond)
 	// The lookup is recorded with the settlement, under the sweeper's name.
-	c := payment.Completion{Key: r.Key, Attempt: r.Attempts, Ambiguous: true, Owner: SettleOwnerSweeper,
+	c := payment.Completion{Key: r.Key, Attempt: r.Attempts, Ambiguous: true, Owner: SettleOwnerSweeper, Gateway: r.Gateway,
 		Attempts: []payment.Attempt{call}}
 	if found.Found {
 		c.Status, c.GatewayChargeID = payment.StatusSucceeded, found.ChargeID

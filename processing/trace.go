@@ -33,6 +33,7 @@ const (
 	attrClaimKind    = attribute.Key("paystream.claim.kind")
 	attrAttempt      = attribute.Key("paystream.attempt")
 	attrBreakerState = attribute.Key("paystream.breaker.state")
+	attrGateway      = attribute.Key("paystream.gateway")
 	attrCallResult   = attribute.Key("paystream.gateway.result")
 	attrResendCount  = attribute.Key("http.request.resend_count")
 	attrStatus       = attribute.Key("paystream.status")
@@ -68,10 +69,10 @@ func endClaim(span trace.Span, c payment.ClaimResult, err error) {
 
 // startBreaker starts the span around a breaker's Execute, with the
 // breaker's state as the call comes.
-func (p *Processor) startBreaker(ctx context.Context) (context.Context, trace.Span) {
+func (p *Processor) startBreaker(ctx context.Context, g *routed) (context.Context, trace.Span) {
 	ctx, span := p.tr.Start(ctx, spanBreaker)
 	if span.IsRecording() {
-		span.SetAttributes(attrBreakerState.String(p.BreakerState()))
+		span.SetAttributes(attrBreakerState.String(g.guard.BreakerState()), attrGateway.String(g.name))
 	}
 	return ctx, span
 }

@@ -380,3 +380,8 @@ func (s *Store) execReleases(ctx context.Context, rs []payment.Release) ([]outco
 	}
 	return outs, nil
 }
+
+// Route is Store.Route, unbatched: a failover is rare.
+func (b *Batcher) Route(ctx context.Context, key string, attempt int, owner, from, to string) error {
+	return b.s.Route(ctx, key, attempt, owner, from, to)
+}

@@ -22,16 +22,16 @@ SELECT o_ord, o_kind, o_retry_after_us, o_request_body, o_prior_status,
        o_idempotency_key, o_payment_id, o_merchant_id, o_amount_minor, o_currency,
        o_status, o_attempts, o_gateway, o_gateway_charge_id, o_error_code,
        o_created_at, o_updated_at, o_completed_at, o_ambiguous
-FROM paystream_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+FROM paystream_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
 
 const completeSQL = `
 SELECT o_ord, o_fenced,
        o_idempotency_key, o_payment_id, o_merchant_id, o_amount_minor, o_currency,
        o_status, o_attempts, o_gateway, o_gateway_charge_id, o_error_code,
        o_created_at, o_updated_at, o_completed_at, o_ambiguous
-FROM paystream_complete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
+FROM paystream_complete($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`
 
-const releaseSQL = `SELECT o_ord, o_fenced FROM paystream_release($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
+const releaseSQL = `SELECT o_ord, o_fenced FROM paystream_release($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
 
 var claimKinds = map[string]payment.ClaimKind{
 	"new":       payment.ClaimNew,
@@ -79,6 +79,7 @@ func (s *Store) ClaimBatch(ctx context.Context, cs []payment.Claim) ([]payment.C
 		seqs      = make([]int64, n)
 		owners    = make([]string, n)
 		leases    = make([]int64, n)
+		gateways  = make([]string, n)
 	)
 	for i, c := range cs {
 		if err := validateClaim(c); err != nil {
@@ -91,10 +92,11 @@ func (s *Store) ClaimBatch(ctx context.Context, cs []payment.Claim) ([]payment.C
 			bodies[i] = []byte{}
 		}
 		seqs[i], owners[i], leases[i] = int64(c.StreamSeq), c.Owner, c.Lease.Microseconds()
+		gateways[i] = c.Gateway
 	}
 
 	rows, err := s.pool.Query(ctx, claimSQL, keys, fps, payIDs, merchants, customers, amounts,
-		curs, subjects, bodies, seqs, owners, leases, DefaultBusyRetryAfter.Microseconds())
+		curs, subjects, bodies, seqs, owners, leases, DefaultBusyRetryAfter.Microseconds(), gateways)
 	if err != nil {
 		return nil, fmt.Errorf("store: %s: %w", describeClaims(cs), translate(err))
 	}
@@ -399,6 +401,7 @@ type attemptArrays struct {
 	results   []string
 	codes     []string
 	chargeIDs []string
+	gateways  []string
 }
 
 func (a *attemptArrays) add(item int, calls []payment.Attempt) {
@@ -412,13 +415,14 @@ func (a *attemptArrays) add(item int, calls []payment.Attempt) {
 		a.results = append(a.results, c.Result)
 		a.codes = append(a.codes, c.ErrorCode)
 		a.chargeIDs = append(a.chargeIDs, c.ChargeID)
+		a.gateways = append(a.gateways, c.Gateway)
 	}
 }
 
 // args returns the arrays in parameter order; empty arrays, never NULL.
 func (a *attemptArrays) args() []any {
 	if a.ords == nil {
-		return []any{[]int32{}, []string{}, []time.Time{}, []int64{}, []int32{}, []string{}, []string{}, []string{}, []string{}}
+		return []any{[]int32{}, []string{}, []time.Time{}, []int64{}, []int32{}, []string{}, []string{}, []string{}, []string{}, []string{}}
 	}
-	return []any{a.ords, a.kinds, a.started, a.durations, a.http, a.classes, a.results, a.codes, a.chargeIDs}
+	return []any{a.ords, a.kinds, a.started, a.durations, a.http, a.classes, a.results, a.codes, a.chargeIDs, a.gateways}
 }

@@ -98,7 +98,7 @@ func TestClaimSemantics(t *testing.T) {
 				require.Equal(t, 2, res.Attempt)
 				require.Equal(t, payment.StatusProcessing, res.Record.Status)
 				require.Empty(t, res.Record.ErrorCode)
-				require.Empty(t, res.Record.Gateway)
+				require.Equal(t, "fake", res.Record.Gateway, "a take-over keeps the gateway the payment was sent to")
 				require.True(t, res.Record.CompletedAt.IsZero())
 				raw := b.raw(t, key)
 				require.EqualValues(t, 7, *raw.LeaseSeq)

@@ -22,6 +22,10 @@ import (
 type Detail struct {
 	payment.Record
 	CustomerID string
+	// GatewaysTried are the gateways the payment was routed to, in order
+	// (docs/contract.md §5, "Several gateways"); empty for rows claimed
+	// before they were recorded.
+	GatewaysTried []string
 	// LeaseOwner, LeaseUntil and LeaseStreamSeq describe the current (or
 	// last) lease; zero when none.
 	LeaseOwner     string
@@ -52,7 +56,7 @@ const detailColumns = `idempotency_key, payment_id, merchant_id, amount_minor, c
 	status, attempts, gateway, gateway_charge_id, error_code,
 	created_at, updated_at, completed_at, ambiguous,
 	customer_id, lease_owner, lease_until, lease_stream_seq, request_subject, request_body,
-	swept_at, reconcile_after, reconcile_tries`
+	swept_at, reconcile_after, reconcile_tries, coalesce(gateways_tried, '{}')`
 
 func scanDetail(row pgx.Row) (Detail, error) {
 	var (
@@ -62,9 +66,10 @@ func scanDetail(row pgx.Row) (Detail, error) {
 		seq                          *int64
 		body                         []byte
 		tries                        int32
+		tried                        []string
 	)
 	err := row.Scan(append(rs.dest(), &customer, &owner, &leaseUntil, &seq, &subject, &body,
-		&swept, &reconcile, &tries)...)
+		&swept, &reconcile, &tries, &tried)...)
 	if err != nil {
 		return Detail{}, err
 	}
@@ -72,7 +77,7 @@ func scanDetail(row pgx.Row) (Detail, error) {
 		Record: rs.record(), CustomerID: deref(customer), LeaseOwner: deref(owner),
 		LeaseUntil: deref(leaseUntil), LeaseStreamSeq: uint64(max(deref(seq), 0)),
 		RequestSubject: deref(subject), RequestBody: body, SweptAt: deref(swept),
-		ReconcileAfter: deref(reconcile), ReconcileTries: int(tries),
+		ReconcileAfter: deref(reconcile), ReconcileTries: int(tries), GatewaysTried: tried,
 	}, nil
 }
 
@@ -117,7 +122,7 @@ func (s *Store) FindPayments(ctx context.Context, idOrKey string) ([]Detail, err
 func (s *Store) Attempts(ctx context.Context, key string) ([]AttemptRecord, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT seq, attempt, kind, worker_id, started_at, duration_us, http_status, class,
-		       result, error_code, charge_id
+		       result, error_code, charge_id, coalesce(gateway, '')
 		FROM payment_attempts WHERE idempotency_key = $1 ORDER BY seq`, key)
 	if err != nil {
 		return nil, fmt.Errorf("store: attempts of %q: %w", key, translate(err))
@@ -134,7 +139,7 @@ func (s *Store) Attempts(ctx context.Context, key string) ([]AttemptRecord, erro
 			result, code, chargeID *string
 		)
 		if err := rows.Scan(&a.Seq, &attempt, &kind, &a.WorkerID, &a.StartedAt, &durUs, &http, &a.Class,
-			&result, &code, &chargeID); err != nil {
+			&result, &code, &chargeID, &a.Gateway); err != nil {
 			return nil, fmt.Errorf("store: attempts of %q: %w", key, translate(err))
 		}
 		a.LeaseAttempt, a.Kind, a.Duration = int(attempt), payment.AttemptKind(kind), time.Duration(durUs)*time.Microsecond

@@ -149,13 +149,13 @@ func (s *Store) Settle(ctx context.Context, c payment.Completion, from payment.S
 		          created_at, updated_at, completed_at, ambiguous
 		), calls AS (
 			INSERT INTO payment_attempts (idempotency_key, attempt, kind, worker_id,
-				started_at, duration_us, http_status, class, result, error_code, charge_id)
+				started_at, duration_us, http_status, class, result, error_code, charge_id, gateway)
 			SELECT upd.idempotency_key, upd.attempts, a.kind, $10,
 				a.started, a.duration_us, nullif(a.http, 0), a.class,
-				nullif(a.result, ''), nullif(a.code, ''), nullif(a.charge_id, '')
+				nullif(a.result, ''), nullif(a.code, ''), nullif(a.charge_id, ''), nullif(a.gateway, '')
 			FROM upd, unnest($11::integer[], $12::text[], $13::timestamptz[], $14::bigint[], $15::integer[],
-			                 $16::text[], $17::text[], $18::text[], $19::text[])
-			     WITH ORDINALITY AS a(ord, kind, started, duration_us, http, class, result, code, charge_id, n)
+			                 $16::text[], $17::text[], $18::text[], $19::text[], $20::text[])
+			     WITH ORDINALITY AS a(ord, kind, started, duration_us, http, class, result, code, charge_id, gateway, n)
 		)
 		SELECT * FROM upd`,
 		append([]any{c.Key, string(from), int32(c.Attempt), string(c.Status), c.Gateway, c.GatewayChargeID,

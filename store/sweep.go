@@ -50,7 +50,8 @@ func (s *Store) SweepStuck(ctx context.Context, grace time.Duration, limit int) 
 			FROM stuck
 			WHERE p.idempotency_key = stuck.idempotency_key
 			RETURNING p.idempotency_key, p.payment_id, p.merchant_id, p.amount_minor, p.currency, p.attempts,
-			          coalesce(p.request_subject, ''), coalesce(p.request_body, ''::bytea), p.lease_until`,
+			          coalesce(p.request_subject, ''), coalesce(p.request_body, ''::bytea), p.lease_until,
+			          coalesce(p.gateway, '')`,
 			grace.Microseconds(), limit)
 		if err != nil {
 			return err
@@ -67,7 +68,7 @@ func (s *Store) SweepStuck(ctx context.Context, grace time.Duration, limit int) 
 				attempts int32
 			)
 			if err := res.Scan(&st.Key, &st.PaymentID, &st.MerchantID, &st.AmountMinor, &st.Currency, &attempts,
-				&st.Subject, &st.Body, &st.until); err != nil {
+				&st.Subject, &st.Body, &st.until, &st.Gateway); err != nil {
 				return err
 			}
 			st.Attempts = int(attempts)

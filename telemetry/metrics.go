@@ -45,6 +45,9 @@ type Metrics struct {
 	Fetches *prometheus.CounterVec
 	// Swept counts payments re-published by the sweeper.
 	Swept prometheus.Counter
+	// Failovers counts payments moved from one gateway to another, by
+	// from and to (docs/contract.md §5, "Several gateways").
+	Failovers *prometheus.CounterVec
 	// Lookups counts gateway lookups made before recording failed, by
 	// result (found, not_found, error).
 	Lookups *prometheus.CounterVec
@@ -163,5 +166,6 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.Lookups, m.Reconciliations, m.UnknownRows, m.UnknownOldest, m.SettledInvalid,
 		m.RetentionDeleted, m.RetentionRuns)
 	m.guard = newGuardVecs(reg)
+	m.Failovers = newFailovers(reg)
 	return m
 }

@@ -72,9 +72,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed of the load and the chaos (default: random)")
 	fs.BoolVar(&cfg.KeepDir, "keep", false, "keep the working directory (logs, stores) even when the run passes")
 	runs := fs.Int("runs", 1, "runs in a row; stops at the first failure")
-	scenarios := fs.String("scenarios", "main,outbox", "comma-separated scenarios: main, outbox, the infrastructure ones (-list), infra for all of those, ci for the CI subset")
+	scenarios := fs.String("scenarios", "main,outbox,gateways", "comma-separated scenarios: main, outbox, gateways, the infrastructure ones (-list), infra for all of those, ci for the CI subset")
 	list := fs.Bool("list", false, "list the infrastructure scenarios and exit")
 	outboxPayments := fs.Int("outbox-payments", 5000, "transactions of the outbox scenario, run after the others (0 skips it)")
+	gatewaysPayments := fs.Int("gateways-payments", 2000, "payments of the two-gateway failover scenario (0 skips it)")
 	fs.Func("set", "`NAME=VALUE` worker setting over the suite's (repeatable), e.g. PAYSTREAM_MAX_DELIVER=5", func(s string) error {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok || !strings.HasPrefix(k, "PAYSTREAM_") {
@@ -105,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	names := chaos.ScenarioNames(*scenarios)
 	for _, n := range names {
-		if _, ok := chaos.LookupScenario(n); !ok && n != "main" && n != "outbox" {
+		if _, ok := chaos.LookupScenario(n); !ok && n != "main" && n != "outbox" && n != "gateways" {
 			return fmt.Errorf("unknown scenario %q (see -list)", n)
 		}
 	}
@@ -117,6 +118,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			err = runMain(ctx, cfg, *runs, stdout)
 		case "outbox":
 			err = runOutbox(ctx, cfg, *outboxPayments, stdout)
+		case "gateways":
+			err = runGateways(ctx, cfg, *gatewaysPayments, stdout)
 		default:
 			err = runInfra(ctx, n, cfg, stdout)
 		}
@@ -192,6 +195,26 @@ func runOutbox(ctx context.Context, cfg chaos.Config, payments int, stdout io.Wr
 		}
 		fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
 		return fmt.Errorf("outbox scenario: %w: %d (seed %d)", errInvariants, len(res.Problems), res.Seed)
+	}
+	return nil
+}
+
+// runGateways runs the two-gateway failover scenario (payments 0 skips it).
+func runGateways(ctx context.Context, cfg chaos.Config, payments int, stdout io.Writer) error {
+	if payments <= 0 {
+		return nil
+	}
+	res, err := chaos.RunGateways(ctx, chaos.GatewaysConfig{BinDir: cfg.BinDir, Payments: payments, Seed: cfg.Seed, Out: stdout})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res.FigureLine())
+	if !res.OK() {
+		for _, p := range res.Problems {
+			fmt.Fprintln(stdout, "  FAILED:", p)
+		}
+		fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
+		return fmt.Errorf("%w: %d (seed %d)", errInvariants, len(res.Problems), res.Seed)
 	}
 	return nil
 }

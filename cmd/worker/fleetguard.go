@@ -10,10 +10,11 @@ import (
 // with the other workers through NATS KV, and pushes the share and the
 // fleet's view onto the processor's guard; nil when neither is on.
 func (w *worker) newGatewayFleet() {
-	if w.cfg.GatewayBudget <= 0 && !w.cfg.FleetBreaker {
+	budget := w.cfg.GatewaySpecs()[0].Budget // PAYSTREAM_GATEWAY_BUDGET, or the first of PAYSTREAM_GATEWAYS
+	if budget <= 0 && !w.cfg.FleetBreaker {
 		return
 	}
 	g := w.proc.Guard()
-	w.coord = fleet.NewCoordinator(w.js, cmdwire.FleetGatewayConfig(w.cfg, w.cfg.WorkerID, g.Name(), w.cfg.GatewayBudget),
+	w.coord = fleet.NewCoordinator(w.js, cmdwire.FleetGatewayConfig(w.cfg, w.cfg.WorkerID, g.Name(), budget),
 		cmdwire.GuardLocal(g), w.log)
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/paystream/paystream/fleet"
-	"github.com/paystream/paystream/internal/cmdwire"
 	"github.com/paystream/paystream/telemetry"
 )
 
@@ -30,7 +29,7 @@ func (w *worker) newHeartbeat(reg prometheus.Registerer) {
 		hb := fleet.Heartbeat{WorkerID: w.cfg.WorkerID, Version: version, Host: host, StartedAt: started,
 			InFlight: w.proc.InFlight(), Concurrency: w.cfg.Concurrency, Breaker: w.proc.BreakerState(),
 			RateLimit: w.cfg.RateLimit, LastPull: w.cons.LastPull(), Ready: true,
-			Gateways: []fleet.GatewayBeat{cmdwire.GatewayBeat(w.proc.Guard())}}
+			Gateways: gatewayBeats(w.proc.Guards())}
 		deps := w.dependencies(ctx)
 		for _, d := range deps {
 			m.DependencyUp.WithLabelValues(d.name).Set(map[bool]float64{true: 1}[d.err == nil])

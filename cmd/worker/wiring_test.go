@@ -43,7 +43,7 @@ func TestConfigMappingIsComplete(t *testing.T) {
 	}
 	// Tracing comes from the OTEL_* variables, not a setting: newConsumer
 	// and newProcessor set it (tracing.go).
-	requireAllSet(consumerConfig(d), "FetchMaxWait", "MaxFetch", "Tracing")
+	requireAllSet(consumerConfig(d), "FetchMaxWait", "MaxFetch", "FairMaxHold", "Tracing")
 	requireAllSet(processingConfig(d), "Tracing")
 	requireAllSet(sweeperConfig(d), "Limit") // no setting: the package's default
 	require.NoError(t, consumerConfig(d).Validate())

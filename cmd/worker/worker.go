@@ -53,7 +53,8 @@ type worker struct {
 	sweeper  *processing.Sweeper
 	recon    *processing.Reconciler
 	beat     *fleet.Beater
-	coord    *fleet.Coordinator // nil without a budget and a fleet breaker
+	coord    *fleet.Coordinator   // nil without a budget and a fleet breaker
+	coords   []*fleet.Coordinator // those of PAYSTREAM_GATEWAYS after the first
 	gauges   *fleetGauges
 	http     *http.Server
 	listener net.Listener
@@ -149,6 +150,7 @@ func newWorker(ctx context.Context, args []string, lookupEnv func(string) (strin
 	}
 	w.newSweeper(m)
 	w.newGatewayFleet()
+	w.newExtraGatewayFleets()
 	w.newHeartbeat(reg)
 	w.newFleetGauges(reg)
 	if err := w.listenHTTP(reg); err != nil {
@@ -254,19 +256,17 @@ func newMetrics() (*prometheus.Registry, *telemetry.Metrics) {
 // newProcessor builds the gateway client, the batching store and the
 // processor on them.
 func (w *worker) newProcessor(m *telemetry.Metrics) (*processing.Processor, error) {
-	gw, err := newGateway(w.cfg, w.log, w.tracing)
+	routes, closeGWs, err := newRoutes(w.cfg, w.log, w.tracing)
 	if err != nil {
 		return nil, err
 	}
-	if c, ok := gw.(interface{ Close() }); ok {
-		w.closeGW = c.Close
-	}
-	w.gw = gw
+	w.closeGW = closeGWs
+	w.gw = routes[0].Gateway
 	w.store = store.New(w.pool)
 	w.batcher = store.NewBatcher(w.store, store.BatcherConfig{MaxBatch: w.cfg.BatchSize, MaxWait: w.cfg.BatchWait})
 	pcfg := processingConfig(w.cfg)
 	pcfg.Tracing = w.tracing
-	w.proc = processing.New(pcfg, w.batcher, gw, w.log, m)
+	w.proc = processing.NewRouted(pcfg, w.batcher, routes, w.log, m)
 	return w.proc, nil
 }
 
@@ -302,8 +302,10 @@ func (w *worker) newSweeper(m *telemetry.Metrics) {
 		DeadLetterFunc: w.cons.PublishDeadLetter,
 		AnnounceFunc:   w.cons.PublishOutcome,
 		LookupFunc:     w.gw.Lookup,
+		LookupAtFunc:   w.proc.LookupAt,
 	}, w.log, m)
-	w.recon = processing.NewReconciler(reconcilerConfig(w.cfg), st, w.gw, w.cons.PublishOutcome, w.log, m)
+	w.recon = processing.NewReconciler(reconcilerConfig(w.cfg), st, w.gw, w.cons.PublishOutcome, w.log, m).
+		WithGateways(w.proc)
 }
 
 // listenHTTP listens on PAYSTREAM_HTTP_ADDR, unless it is empty, for the
@@ -355,6 +357,7 @@ func consumerConfig(cfg config.Config) consumer.Config {
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		RetryBackoff:    cfg.RetryBackoff,
 		RetryBackoffMax: cfg.RetryBackoffMax,
+		Lookahead:       cfg.FairLookahead,
 	}
 }
 
@@ -552,6 +555,9 @@ func (w *worker) run(ctx context.Context) error {
 	wg.Go(func() { _ = w.beat.Run(bgCtx) }) // beats while draining; deletes its record at the end
 	if w.coord != nil {
 		wg.Go(func() { _ = w.coord.Run(bgCtx) }) // holds the share while draining; frees it at the end
+	}
+	for _, c := range w.coords {
+		wg.Go(func() { _ = c.Run(bgCtx) })
 	}
 	wg.Go(func() { w.gauges.run(runCtx) })
 	wg.Go(func() { w.dbGate.run(runCtx) })

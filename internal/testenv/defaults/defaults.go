@@ -35,6 +35,7 @@ func Consumer() consumer.Config {
 		ShutdownTimeout: d.ShutdownTimeout,
 		RetryBackoff:    d.RetryBackoff,
 		RetryBackoffMax: d.RetryBackoffMax,
+		Lookahead:       d.FairLookahead,
 	}
 }
 

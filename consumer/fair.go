@@ -1,0 +1,138 @@
+package consumer
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// fairQueue hands fetched messages to the worker's slots fairly by merchant
+// (docs/fleet.md "Fairness"). The pull loop fetches into free slots plus a
+// small lookahead (Config.Lookahead); every fetched message is pushed here,
+// with its InProgress heartbeat already running, so that holding it costs no
+// redelivery (docs/contract.md §11.1). Whenever a slot is free, the queue
+// starts the held message of the merchant with the fewest payments in
+// flight, merchants with equal counts taking turns (round robin), each
+// merchant's own messages in fetch order. A message held longer than
+// maxHold goes first whatever its merchant, so that no merchant starves
+// either. With no lookahead every fetched message finds a free slot at
+// once and the queue only passes it on.
+//
+// The merchant is the last token of the subject (<prefix>.requests.<merchant_id>,
+// docs/contract.md §2): no body is decoded to schedule a message. A subject
+// that disagrees with its body is dead-lettered invalid by processing
+// anyway.
+//
+// A fairQueue is safe for concurrent use. It starts one goroutine per
+// message it hands out, counted in the WaitGroup given to push; the owner of
+// that WaitGroup waits for them.
+type fairQueue struct {
+	slots   int           // messages processed at once (Config.Concurrency)
+	maxHold time.Duration // hold time after which a message goes first
+	now     func() time.Time
+	start   func(m held) // runs in its own goroutine; must call done(m.merchant) when over
+
+	mu        sync.Mutex
+	running   int
+	pending   map[string][]held // per merchant, in fetch order
+	order     []string          // merchants with pending messages, in turn order
+	inFlight  map[string]int
+	heldCount int
+}
+
+// held is a fetched message waiting for a slot.
+type held struct {
+	msg      jetstream.Msg
+	hb       *heartbeat
+	merchant string
+	at       time.Time
+}
+
+func newFairQueue(slots int, maxHold time.Duration, start func(m held)) *fairQueue {
+	return &fairQueue{slots: slots, maxHold: maxHold, now: time.Now, start: start,
+		pending: map[string][]held{}, inFlight: map[string]int{}}
+}
+
+// merchantOf returns the merchant token of a request subject: its last
+// token.
+func merchantOf(subject string) string {
+	return subject[strings.LastIndexByte(subject, '.')+1:]
+}
+
+// push holds m until a slot is free, then starts it.
+func (q *fairQueue) push(m held) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m.at = q.now()
+	if len(q.pending[m.merchant]) == 0 {
+		q.order = append(q.order, m.merchant)
+	}
+	q.pending[m.merchant] = append(q.pending[m.merchant], m)
+	q.heldCount++
+	q.dispatchLocked()
+}
+
+// done frees the slot of a message of merchant that has finished.
+func (q *fairQueue) done(merchant string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.running--
+	if q.inFlight[merchant]--; q.inFlight[merchant] <= 0 {
+		delete(q.inFlight, merchant)
+	}
+	q.dispatchLocked()
+}
+
+// held returns how many messages wait for a slot.
+func (q *fairQueue) held() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.heldCount
+}
+
+func (q *fairQueue) dispatchLocked() {
+	for q.running < q.slots && q.heldCount > 0 {
+		i := q.pickLocked()
+		merchant := q.order[i]
+		queue := q.pending[merchant]
+		m := queue[0]
+		queue[0] = held{}
+		// The merchant served leaves the turn order, and goes to its back
+		// while it has messages held.
+		q.order = append(q.order[:i], q.order[i+1:]...)
+		if queue = queue[1:]; len(queue) == 0 {
+			delete(q.pending, merchant)
+		} else {
+			q.pending[merchant] = queue
+			q.order = append(q.order, merchant)
+		}
+		q.heldCount--
+		q.running++
+		q.inFlight[merchant]++
+		go q.start(m)
+	}
+}
+
+// pickLocked returns the index in order of the merchant whose head message
+// goes next: one held longer than maxHold (the oldest such), else the
+// merchant with the fewest messages in flight, the earliest in turn order
+// among equals.
+func (q *fairQueue) pickLocked() int {
+	now := q.now()
+	best, oldest := -1, -1
+	for i, merchant := range q.order {
+		head := q.pending[merchant][0]
+		if now.Sub(head.at) >= q.maxHold && (oldest < 0 || head.at.Before(q.pending[q.order[oldest]][0].at)) {
+			oldest = i
+		}
+		if best < 0 || q.inFlight[merchant] < q.inFlight[q.order[best]] {
+			best = i
+		}
+	}
+	if oldest >= 0 {
+		return oldest
+	}
+	return best
+}

@@ -1,0 +1,169 @@
+package consumer
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paystream/paystream/payment"
+)
+
+// fairHarness drives a fairQueue whose started messages report their name
+// on a channel and stay in flight until the test calls finish.
+type fairHarness struct {
+	t       *testing.T
+	q       *fairQueue
+	started chan string
+	now     time.Time
+	mu      sync.Mutex
+}
+
+func newFairHarness(t *testing.T, slots int, maxHold time.Duration) *fairHarness {
+	h := &fairHarness{t: t, started: make(chan string, 100), now: time.Unix(1000, 0)}
+	h.q = newFairQueue(slots, maxHold, func(m held) { h.started <- m.merchant + "/" + m.msg.Subject() })
+	h.q.now = func() time.Time { h.mu.Lock(); defer h.mu.Unlock(); return h.now }
+	return h
+}
+
+func (h *fairHarness) push(merchant, name string) {
+	h.q.push(held{msg: fakeMsg{subject: name}, merchant: merchant})
+}
+
+func (h *fairHarness) advance(d time.Duration) { h.mu.Lock(); h.now = h.now.Add(d); h.mu.Unlock() }
+
+// next returns the next started message, failing if none starts.
+func (h *fairHarness) next() string {
+	h.t.Helper()
+	select {
+	case s := <-h.started:
+		return s
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("no message started")
+		return ""
+	}
+}
+
+func (h *fairHarness) none() {
+	h.t.Helper()
+	select {
+	case s := <-h.started:
+		h.t.Fatalf("unexpected start of %s", s)
+	default:
+	}
+}
+
+func TestFairQueue(t *testing.T) {
+	t.Parallel()
+
+	t.Run("FewestInFlightFirst", func(t *testing.T) {
+		t.Parallel()
+		h := newFairHarness(t, 2, time.Hour)
+		h.push("A", "a1")
+		h.push("A", "a2")
+		require.ElementsMatch(t, []string{"A/a1", "A/a2"}, []string{h.next(), h.next()})
+		h.push("A", "a3")
+		h.push("A", "a4")
+		h.push("B", "b1")
+		h.push("B", "b2")
+		h.none()
+		require.Equal(t, 4, h.q.held())
+		h.q.done("A") // A 1 in flight, B 0: B goes first though it came later
+		require.Equal(t, "B/b1", h.next())
+		h.q.done("A") // A 0, B 1
+		require.Equal(t, "A/a3", h.next())
+		h.q.done("B") // A 1, B 0
+		require.Equal(t, "B/b2", h.next())
+		h.q.done("B")
+		require.Equal(t, "A/a4", h.next())
+		h.none()
+		require.Equal(t, 0, h.q.held())
+	})
+
+	t.Run("TurnsAmongEquals", func(t *testing.T) {
+		t.Parallel()
+		h := newFairHarness(t, 1, time.Hour)
+		h.push("A", "a0")
+		require.Equal(t, "A/a0", h.next())
+		for _, m := range []string{"A", "A", "B", "C", "A", "B"} {
+			h.push(m, m)
+		}
+		var got []string
+		for range 6 {
+			h.q.done(got2merchant(got, "A"))
+			got = append(got, h.next())
+		}
+		// With one slot every merchant has 0 in flight at each pick:
+		// round robin, each merchant's messages in order.
+		require.Equal(t, []string{"A/A", "B/B", "C/C", "A/A", "B/B", "A/A"}, got)
+	})
+
+	t.Run("LongHeldGoesFirst", func(t *testing.T) {
+		t.Parallel()
+		h := newFairHarness(t, 2, time.Second)
+		h.push("A", "a1")
+		h.push("A", "a2")
+		h.next()
+		h.next()
+		h.push("A", "a3")
+		h.advance(2 * time.Second)
+		h.push("B", "b1")
+		h.q.done("A") // B has fewer in flight, but a3 waited past maxHold
+		require.Equal(t, "A/a3", h.next())
+	})
+
+	t.Run("MerchantOfSubject", func(t *testing.T) {
+		t.Parallel()
+		require.Equal(t, "m_1", merchantOf("payments.requests.m_1"))
+		require.Equal(t, "m-2", merchantOf("acme.pay.requests.m-2"))
+		require.Equal(t, "x", merchantOf("x"))
+	})
+}
+
+// got2merchant returns the merchant of the last started message, or first
+// when none has started in this list yet.
+func got2merchant(got []string, first string) string {
+	if len(got) == 0 {
+		return first
+	}
+	s := got[len(got)-1]
+	for i := range s {
+		if s[i] == '/' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// fakeMsg is a jetstream.Msg with a subject; the queue calls nothing else.
+type fakeMsg struct {
+	jetstream.Msg
+	subject string
+}
+
+func (m fakeMsg) Subject() string { return m.subject }
+
+// BenchmarkMerchantOf compares what scheduling by merchant costs per
+// message: the subject's last token against decoding the body.
+func BenchmarkMerchantOf(b *testing.B) {
+	const subject = "payments.requests.m_000042"
+	body := []byte(`{"payment_id":"pay_000001","merchant_id":"m_000042","customer_id":"c42","amount_minor":1999,` +
+		`"currency":"EUR","payment_method":"pm_card_visa","description":"order 1","metadata":{"order":"o-1"}}`)
+	b.Run("Subject", func(b *testing.B) {
+		for b.Loop() {
+			if merchantOf(subject) == "" {
+				b.Fatal("empty")
+			}
+		}
+	})
+	b.Run("DecodeBody", func(b *testing.B) {
+		for b.Loop() {
+			r, err := payment.Decode(subject, body, payment.Limits{})
+			if err != nil || r.MerchantID == "" {
+				b.Fatal(err)
+			}
+		}
+	})
+}
