@@ -160,7 +160,7 @@ func gatewaysTable(w io.Writer, r ops.StatusReport) {
 				prober = g.Probe.Holder
 			}
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%.4g/s\t%s\t%s\n", g.Gateway, budget, len(g.Workers), sum, state, prober)
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", g.Gateway, budget, len(g.Workers), perSecond(sum, g.Budget), state, prober)
 	}
 	fmt.Fprintln(w, "\nWORKER\tGATEWAY\tSHARE\tWANTS\tVOTES DOWN\tENFORCES")
 	for _, g := range r.Gateways {
@@ -175,12 +175,19 @@ func gatewaysTable(w io.Writer, r ops.StatusReport) {
 			for _, hb := range r.Workers {
 				for _, b := range hb.Gateways {
 					if hb.WorkerID == id && b.Gateway == g.Gateway {
-						enforces = fmt.Sprintf("%.4g/s", b.Share)
-						if b.Fallback {
-							enforces += " (fallback)"
+						parts := []string{}
+						if g.Budget > 0 {
+							share := fmt.Sprintf("%.4g/s", b.Share)
+							if b.Fallback {
+								share += " (fallback)"
+							}
+							parts = append(parts, share)
 						}
 						if b.ConcurrencyLimit >= 0 {
-							enforces += fmt.Sprintf(", %d in flight", b.ConcurrencyLimit)
+							parts = append(parts, fmt.Sprintf("%d in flight", b.ConcurrencyLimit))
+						}
+						if len(parts) > 0 {
+							enforces = strings.Join(parts, ", ")
 						}
 					}
 				}
@@ -189,7 +196,16 @@ func gatewaysTable(w io.Writer, r ops.StatusReport) {
 			if m.Vote {
 				vote = "yes (breaker " + m.Breaker + ")"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%.4g/s\t%.4g/s\t%s\t%s\n", id, g.Gateway, m.Has, m.Want, vote, enforces)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", id, g.Gateway, perSecond(m.Has, g.Budget), perSecond(m.Want, g.Budget), vote, enforces)
 		}
 	}
+}
+
+// perSecond prints a rate of a gateway's budget, or "-" when the gateway
+// has no fleet budget (shares mean nothing then).
+func perSecond(v, budget float64) string {
+	if budget <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.4g/s", v)
 }
