@@ -70,7 +70,9 @@ func TestBeatClock(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	c := beatClock{now: now, interval: 5 * time.Second}
-	hb := func(age time.Duration) fleet.Heartbeat { return fleet.Heartbeat{WorkerID: "w", UpdatedAt: now.Add(-age)} }
+	hb := func(age time.Duration) fleet.Heartbeat {
+		return fleet.Heartbeat{WorkerID: "w", UpdatedAt: now.Add(-age)}
+	}
 	assert.Zero(t, c.silence(hb(10*time.Second)))
 	assert.Equal(t, 11*time.Second, c.silence(hb(11*time.Second)))
 	assert.Zero(t, c.silence(fleet.Heartbeat{}))
