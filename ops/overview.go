@@ -143,7 +143,8 @@ func Overview(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg 
 	if r.Gateways, err = fleet.Gateways(ctx, js, cfg.GatewaysBucket, time.Now()); err != nil {
 		return r, err
 	}
-	r.Reasons = verdict(r.DatabaseError, r.Workers, r.Gateways, r.StuckProcessing, r.Unknown, r.Consumers, cfg.StatusConfig)
+	beats := beatClock{now: time.Now(), interval: heartbeatInterval(ctx, js, cfg.WorkersBucket)}
+	r.Reasons = verdict(r.DatabaseError, r.Workers, r.Gateways, r.StuckProcessing, r.Unknown, r.Consumers, cfg.StatusConfig, beats)
 	r.Healthy = len(r.Reasons) == 0
 	return r, nil
 }
@@ -204,14 +205,21 @@ func attention(rows []store.AttentionRow) []AttentionRow {
 }
 
 // verdict returns why the fleet is degraded, by the rules of Status.
-func verdict(dbErr string, workers []fleet.Heartbeat, gateways []fleet.GatewayRecord, stuck, unknown int64, cons []ConsumerStatus, cfg StatusConfig) []string {
+func verdict(dbErr string, workers []fleet.Heartbeat, gateways []fleet.GatewayRecord, stuck, unknown int64, cons []ConsumerStatus, cfg StatusConfig, beats beatClock) []string {
 	reasons := []string{}
 	reason := func(format string, args ...any) { reasons = append(reasons, fmt.Sprintf(format, args...)) }
 	if dbErr != "" {
 		reason("database unreachable: %s", dbErr)
 	}
-	ready := 0
+	ready, silent := 0, 0
 	for _, w := range workers {
+		if age := beats.silence(w); age > 0 {
+			// Its last record (ready, say) is not believed: a worker
+			// cut from NATS cannot write the next one.
+			silent++
+			reason("%s", silentReason(w, age, beats.interval))
+			continue
+		}
 		if w.Ready {
 			ready++
 		} else {
@@ -238,7 +246,11 @@ func verdict(dbErr string, workers []fleet.Heartbeat, gateways []fleet.GatewayRe
 		}
 	}
 	if ready == 0 {
-		reason("no ready worker (%d live)", len(workers))
+		if silent > 0 {
+			reason("no ready worker (%d live, %d of them silent)", len(workers), silent)
+		} else {
+			reason("no ready worker (%d live)", len(workers))
+		}
 	}
 	if stuck > 0 {
 		reason("%d payments stuck in processing (lease ended over %s ago)", stuck, cfg.StuckAfter)

@@ -158,7 +158,8 @@ func Status(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg St
 	}
 
 	// The verdict (the overview's too).
-	r.Reasons = verdict(r.DatabaseError, r.Workers, r.Gateways, r.Rows.StuckProcessing, r.Rows.Unknown, r.Consumers, cfg)
+	beats := beatClock{now: time.Now(), interval: heartbeatInterval(ctx, js, cfg.WorkersBucket)}
+	r.Reasons = verdict(r.DatabaseError, r.Workers, r.Gateways, r.Rows.StuckProcessing, r.Rows.Unknown, r.Consumers, cfg, beats)
 	r.Healthy = len(r.Reasons) == 0
 	return r, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -258,6 +259,8 @@ type line struct {
 	cost    *cost
 	stmts   []stmtStat
 	rows    int // final rows in payments before the line
+	// env is added to the workers' environment (the tracing line's OTEL_*).
+	env map[string]string
 }
 
 func (b *bench) workerEnv(l *line, i int) map[string]string {
@@ -267,6 +270,13 @@ func (b *bench) workerEnv(l *line, i int) map[string]string {
 		"PAYSTREAM_LOG_LEVEL":    "warn",
 		"PAYSTREAM_WORKER_ID":    fmt.Sprintf("bench-%d", i),
 		"PAYSTREAM_PPROF":        fmt.Sprint(b.o.profile != ""),
+	}
+	// Tracing is off unless the line turns it on: an OTEL_* variable of
+	// the shell running the benchmark must not turn it on for every line.
+	env["OTEL_SDK_DISABLED"] = "true"
+	if l.env != nil {
+		delete(env, "OTEL_SDK_DISABLED")
+		maps.Copy(env, l.env)
 	}
 	if l.concurrency > 0 {
 		env["PAYSTREAM_CONCURRENCY"] = fmt.Sprint(l.concurrency)

@@ -15,6 +15,8 @@
 //     /proc), WAL bytes, commits, HOT updates of payments, allocations;
 //   - p50/p99 end-to-end latency (publish to outcome event) at half the
 //     measured maximum rate; peak RSS per worker; publishing throughput;
+//   - optionally (-tracing) the 0 ms line again with the worker recording
+//     every span and exporting it over OTLP/HTTP to a sink in the benchmark;
 //   - optionally (-grow) paystream and the floor again on a bigger table.
 //
 // It prints one table and a last line
@@ -61,6 +63,7 @@ type options struct {
 	profile        string
 	profileSeconds int
 	batchSize      int
+	tracing        bool
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -89,6 +92,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.BoolVar(&o.two, "two", false, "add the two-worker lines")
 	fs.BoolVar(&o.fsyncOff, "fsync-off", false, "add a paystream line and a floor line with Postgres fsync, synchronous_commit and full_page_writes off, for comparison")
 	fs.BoolVar(&o.statements, "pg-stat-statements", false, "load pg_stat_statements and print each paystream and floor line's statements per payment")
+	fs.BoolVar(&o.tracing, "tracing", false, "add the 0 ms line with tracing on: every span recorded (OTEL_TRACES_SAMPLER=always_on) and exported over OTLP/HTTP to a sink in the benchmark, reported as a ratio to the headline")
 	fs.IntVar(&o.batchSize, "batch-size", 0, "PAYSTREAM_BATCH_SIZE of the workers (0: the worker's default)")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the worker of the first line to this file")
 	fs.IntVar(&o.profileSeconds, "profile-seconds", 2, "length of the -profile CPU profile; keep it shorter than the line")

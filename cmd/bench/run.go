@@ -22,9 +22,13 @@ type results struct {
 	// named lines (nil when not run)
 	headline, defaults, slow, floor, raw256, rawBest, syncAlways *line
 	grown, grownFloor                                            *line
-	p50, p99                                                     time.Duration
-	latencyAt                                                    float64
-	maxRSS                                                       float64
+	// traced is the -tracing line; spans, posts and bytes what its sink
+	// received.
+	traced                            *line
+	tracedSpans, tracedPosts, tracedB int64
+	p50, p99                          time.Duration
+	latencyAt                         float64
+	maxRSS                            float64
 	// directPerSec and relayPerSec are requests per second into the
 	// stream, published directly and relayed from the outbox.
 	directPerSec, relayPerSec float64
@@ -86,6 +90,17 @@ func (b *bench) runAll(ctx context.Context) (*results, error) {
 	}
 	if res.defaults, err = pay("paystream, 0ms gateway, worker defaults", 1, 0, 0); err != nil {
 		return nil, err
+	}
+	if b.o.tracing {
+		l := &line{name: "paystream, 0ms gateway, tracing on", kind: kindPaystream, pg: b.pgLabel, js: b.jsLabel,
+			workers: 1, concurrency: b.o.concurrency, rows: rows}
+		if res.tracedSpans, res.tracedPosts, res.tracedB, err = b.tracingLine(ctx, l); err != nil {
+			return nil, err
+		}
+		res.lines = append(res.lines, l)
+		res.maxRSS = max(res.maxRSS, l.rssMB)
+		rows += b.o.n
+		res.traced = l
 	}
 	if res.slow, err = pay("paystream, 20ms gateway", 1, 20*time.Millisecond, b.o.concurrency2); err != nil {
 		return nil, err
@@ -405,6 +420,11 @@ func (r *results) print(w io.Writer) {
 			count(r.grown.rows), r.grown.perSec, r.grown.perSec/r.headline.perSec, count(r.prefill),
 			r.grownFloor.perSec, r.grownFloor.perSec/r.floor.perSec)
 	}
+	if t := r.traced; t != nil {
+		fmt.Fprintf(w, "tracing: 0 ms line with every span exported over OTLP/HTTP %.0f/s, %.2f of the tracing-off headline (%.0f/s); worker %.0f µs CPU per payment (off: %.0f); %.1f spans and %.0f bytes of OTLP per payment in %d export requests\n",
+			t.perSec, t.perSec/r.headline.perSec, r.headline.perSec, t.cost.workerUS, r.headline.cost.workerUS,
+			float64(r.tracedSpans)/float64(r.n), float64(r.tracedB)/float64(r.n), r.tracedPosts)
+	}
 	fmt.Fprintf(w, "publishing %d requests into the stream, no workers: direct %.0f/s, outbox relay %.0f/s (%.2f of direct)\n\n",
 		r.n, r.directPerSec, r.relayPerSec, r.relayPerSec/r.directPerSec)
 	h := r.headline
@@ -414,6 +434,10 @@ func (r *results) print(w io.Writer) {
 		r.raw256.perSec, h.perSec/r.raw256.perSec, r.rawBest.perSec, r.rawBest.pull, h.cost.walBytes, h.cost.commits, h.cost.allocs)
 	fmt.Fprintf(w, " payments_per_s_defaults=%.0f payments_per_s_20ms=%.0f payments_per_s_sync_always=%.0f rss_mb=%.0f publish_per_s=%.0f outbox_relay_per_s=%.0f",
 		r.defaults.perSec, r.slow.perSec, r.syncAlways.perSec, r.maxRSS, r.directPerSec, r.relayPerSec)
+	if r.traced != nil {
+		fmt.Fprintf(w, " payments_per_s_tracing=%.0f ratio_tracing=%.2f spans_per_payment=%.1f",
+			r.traced.perSec, r.traced.perSec/h.perSec, float64(r.tracedSpans)/float64(r.n))
+	}
 	if r.grown != nil {
 		fmt.Fprintf(w, " payments_per_s_grown=%.0f grown_rows=%d", r.grown.perSec, r.grown.rows)
 	}
