@@ -75,7 +75,7 @@ demo-upstream: build nats-server ## the outbox from an upstream's side: a relay 
 
 # SCENARIOS selects: main, outbox and gateways (the default), the infrastructure
 # scenarios by name (bin/chaos --list), infra for all of those, ci for the
-# CI-sized subset (docs/reliability.md).
+# five-scenario subset (docs/reliability.md).
 SCENARIOS ?= main,outbox,gateways
 chaos: build nats-server ## fault-injection suite: kills, restarts, outages; exits 1 when an invariant fails (SCENARIOS=… selects)
 	$(GO) build -trimpath -o $(BIN)/chaos ./cmd/chaos
