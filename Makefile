@@ -94,7 +94,7 @@ chaos-infra: ## every infrastructure fault: Postgres failover, network faults, f
 # (docs/performance.md). Sized for a developer: BENCH_N payments per line
 # (default 20000) on a table of BENCH_PREFILL final rows (default 100000);
 # BENCH_GROW=N measures again at N rows; BENCH_FLAGS adds cmd/bench flags
-# (-fsync-off, -two, -pg-stat-statements, -profile FILE). `make bench-full`
+# (-fsync-off, -two, -tracing, -pg-stat-statements, -profile FILE). `make bench-full`
 # is the bigger variant. The store lines compare the batched claim+complete
 # path without the attempt history, with it (-attempts), and with neither it
 # nor the listing index (-v3-writes); they run on pgtest's fast (fsync=off)
