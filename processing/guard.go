@@ -117,6 +117,11 @@ type Guard struct {
 	callsInFlight atomic.Int64
 	// limit is the concurrency limit Admit reads: -1 none.
 	limit atomic.Int64
+	// slots are the calls counted in by acquire (several gateways);
+	// slotFreed is closed, and replaced, when one is given back or the
+	// limit changes (slots.go).
+	slots     atomic.Int64
+	slotFreed atomic.Pointer[chan struct{}]
 
 	mu   sync.Mutex // guards conc and hold
 	conc aimd
@@ -142,6 +147,8 @@ func NewGuard(cfg GuardConfig, logger zerolog.Logger, m *telemetry.Metrics) *Gua
 	g.limiter = rate.NewLimiter(g.cap(), cfg.RateBurst)
 	ch := make(chan struct{})
 	g.shareChanged.Store(&ch)
+	freed := make(chan struct{})
+	g.slotFreed.Store(&freed)
 	g.breaker = gobreaker.NewCircuitBreaker[payment.ChargeResult](gobreaker.Settings{
 		Name:        cfg.Gateway,
 		MaxRequests: 1,
@@ -432,6 +439,7 @@ func (g *Guard) setLimit(limit, bound int) {
 	}
 	if g.limit.Swap(l) != l {
 		g.gm.ConcurrencyLimit.Set(float64(l))
+		g.wakeSlots()
 	}
 }
 
