@@ -171,6 +171,7 @@ func NewGuard(cfg GuardConfig, logger zerolog.Logger, m *telemetry.Metrics) *Gua
 		g.limit.Store(int64(g.conc.current()))
 	}
 	g.gm.ConcurrencyLimit.Set(float64(g.limit.Load()))
+	m.SetBreakerState(cfg.Gateway, 0)
 	return g
 }
 
@@ -191,14 +192,14 @@ func (g *Guard) onBreakerState(_ string, from, to gobreaker.State) {
 		now := time.Now()
 		g.openedAt.Store(now.UnixNano())
 		g.openUntil.Store(now.Add(g.cfg.BreakerOpenTimeout).UnixNano())
-		g.m.BreakerState.Set(2)
+		g.m.SetBreakerState(g.cfg.Gateway, 2)
 		g.log.Error().Str("from", from.String()).Dur("open_for", g.cfg.BreakerOpenTimeout).
 			Msg("gateway circuit breaker opened: pausing pulls")
 	case gobreaker.StateHalfOpen:
-		g.m.BreakerState.Set(1)
+		g.m.SetBreakerState(g.cfg.Gateway, 1)
 		g.log.Warn().Str("from", from.String()).Msg("gateway circuit breaker half-open: probing")
 	case gobreaker.StateClosed:
-		g.m.BreakerState.Set(0)
+		g.m.SetBreakerState(g.cfg.Gateway, 0)
 		g.log.Info().Str("from", from.String()).Msg("gateway circuit breaker closed")
 	}
 	g.notify()
