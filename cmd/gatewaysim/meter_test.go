@@ -23,7 +23,9 @@ func startRun(t *testing.T, args ...string) string {
 	ctx, cancel := context.WithCancel(t.Context())
 	logs := &logLines{lines: make(chan string, 100)}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), env(nil), io.Discard, logs) }()
+	go func() {
+		done <- run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), env(nil), io.Discard, logs)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		require.NoError(t, <-done)
