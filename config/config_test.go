@@ -565,6 +565,15 @@ func TestValidate(t *testing.T) {
 		{"GatewayTLSCertWithHTTP", func(c *config.Config) { c.GatewayURL, c.GatewayTLSCert, c.GatewayTLSKey = "http://gw", cert, key },
 			"PAYSTREAM_GATEWAY_TLS_CERT", []string{"needs an https://"}},
 		{"GatewayTLSCertAndKey", func(c *config.Config) { c.GatewayURL, c.GatewayTLSCert, c.GatewayTLSKey = "https://gw", cert, key }, "", nil},
+		{"GatewaysCAFileWithHTTPS", func(c *config.Config) {
+			c.GatewayURL, c.Gateways, c.GatewayCAFile = "", "a=https://a:8443,b=https://b:8443;weight=2", cert
+		}, "", nil},
+		{"GatewaysTLSCertWithOneHTTPS", func(c *config.Config) {
+			c.GatewayURL, c.Gateways, c.GatewayTLSCert, c.GatewayTLSKey = "", "a=http://a:8080,b=https://b:8443", cert, key
+		}, "", nil},
+		{"GatewaysCAFileWithoutHTTPS", func(c *config.Config) {
+			c.GatewayURL, c.Gateways, c.GatewayCAFile = "", "a=http://a:8080,b=fake", cert
+		}, "PAYSTREAM_GATEWAY_CA_FILE", []string{"needs an https:// gateway in PAYSTREAM_GATEWAYS (--gateways), none has one"}},
 		{"CredsMissing", func(c *config.Config) { c.NATSCreds = missing }, "PAYSTREAM_NATS_CREDS", []string{"cannot read file", "missing.creds"}},
 		{"CredsIsADirectory", func(c *config.Config) { c.NATSCreds = dir }, "PAYSTREAM_NATS_CREDS", []string{"is a directory"}},
 		{"PasswordWithoutUser", func(c *config.Config) { c.NATSPassword = "pw" }, "PAYSTREAM_NATS_PASSWORD", []string{"needs PAYSTREAM_NATS_USER (--nats-user)"}},

@@ -174,7 +174,7 @@ func (c *Config) settings() []setting {
 			value: newString(&c.GatewayCAFile, ""),
 			rules: []rule{
 				{fn: readableFile(&c.GatewayCAFile)},
-				{deps: []string{"GATEWAY_URL"}, fn: needsHTTPS(&c.GatewayCAFile, &c.GatewayURL)},
+				{deps: []string{"GATEWAY_URL", "GATEWAYS"}, fn: needsHTTPS(&c.GatewayCAFile, c)},
 			},
 		},
 		{
@@ -189,7 +189,7 @@ func (c *Config) settings() []setting {
 					return nil
 				}},
 				{fn: readableFile(&c.GatewayTLSCert)},
-				{deps: []string{"GATEWAY_URL"}, fn: needsHTTPS(&c.GatewayTLSCert, &c.GatewayURL)},
+				{deps: []string{"GATEWAY_URL", "GATEWAYS"}, fn: needsHTTPS(&c.GatewayTLSCert, c)},
 			},
 		},
 		{
@@ -714,14 +714,31 @@ func holdsText(p *string) func() error {
 	}
 }
 
-// needsHTTPS refuses a TLS file *p for an http:// gateway URL *gw, where it
-// would not be used; the fake gateway ignores it.
-func needsHTTPS(p, gw *string) func() error {
+// needsHTTPS refuses a TLS file *p where no gateway would use it: for an
+// http:// PAYSTREAM_GATEWAY_URL, or, when PAYSTREAM_GATEWAYS names the
+// gateways, when none of them has an https:// URL (the TLS settings apply
+// to every https one). The fake gateway ignores it.
+func needsHTTPS(p *string, c *Config) func() error {
 	return func() error {
-		if *p == "" || *gw == FakeGateway {
+		if *p == "" {
 			return nil
 		}
-		if u, err := url.Parse(*gw); err == nil && u.Scheme != "https" {
+		if c.Gateways != "" {
+			specs, err := ParseGateways(c.Gateways, c.GatewayBudget)
+			if err != nil {
+				return nil // PAYSTREAM_GATEWAYS reports it
+			}
+			for _, s := range specs {
+				if strings.HasPrefix(s.URL, "https://") {
+					return nil
+				}
+			}
+			return fmt.Errorf("needs an https:// gateway in %s, none has one", ref("GATEWAYS"))
+		}
+		if c.GatewayURL == FakeGateway {
+			return nil
+		}
+		if u, err := url.Parse(c.GatewayURL); err == nil && u.Scheme != "https" {
 			return fmt.Errorf("needs an https:// %s, got scheme %q", ref("GATEWAY_URL"), u.Scheme)
 		}
 		return nil

@@ -60,6 +60,7 @@ type stackOptions struct {
 	failures    uint32
 	openTimeout time.Duration
 	shutdown    time.Duration
+	gwConc      int       // PAYSTREAM_GATEWAY_CONCURRENCY per gateway; 0: none
 	logs        io.Writer // receives the workers' logs at debug level; nil: none
 }
 
@@ -96,6 +97,7 @@ func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack 
 	override(&s.pcfg.RetryBackoffMax, o.backoffMax)
 	override(&s.pcfg.BreakerFailures, o.failures)
 	override(&s.pcfg.BreakerOpenTimeout, o.openTimeout)
+	override(&s.pcfg.GatewayConcurrency, o.gwConc)
 	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)

@@ -117,6 +117,11 @@ type Guard struct {
 	callsInFlight atomic.Int64
 	// limit is the concurrency limit Admit reads: -1 none.
 	limit atomic.Int64
+	// slots are the calls counted in by acquire (several gateways);
+	// slotFreed is closed, and replaced, when one is given back or the
+	// limit changes (slots.go).
+	slots     atomic.Int64
+	slotFreed atomic.Pointer[chan struct{}]
 
 	mu   sync.Mutex // guards conc and hold
 	conc aimd
@@ -142,6 +147,8 @@ func NewGuard(cfg GuardConfig, logger zerolog.Logger, m *telemetry.Metrics) *Gua
 	g.limiter = rate.NewLimiter(g.cap(), cfg.RateBurst)
 	ch := make(chan struct{})
 	g.shareChanged.Store(&ch)
+	freed := make(chan struct{})
+	g.slotFreed.Store(&freed)
 	g.breaker = gobreaker.NewCircuitBreaker[payment.ChargeResult](gobreaker.Settings{
 		Name:        cfg.Gateway,
 		MaxRequests: 1,
@@ -164,6 +171,7 @@ func NewGuard(cfg GuardConfig, logger zerolog.Logger, m *telemetry.Metrics) *Gua
 		g.limit.Store(int64(g.conc.current()))
 	}
 	g.gm.ConcurrencyLimit.Set(float64(g.limit.Load()))
+	m.SetBreakerState(cfg.Gateway, 0)
 	return g
 }
 
@@ -184,14 +192,14 @@ func (g *Guard) onBreakerState(_ string, from, to gobreaker.State) {
 		now := time.Now()
 		g.openedAt.Store(now.UnixNano())
 		g.openUntil.Store(now.Add(g.cfg.BreakerOpenTimeout).UnixNano())
-		g.m.BreakerState.Set(2)
+		g.m.SetBreakerState(g.cfg.Gateway, 2)
 		g.log.Error().Str("from", from.String()).Dur("open_for", g.cfg.BreakerOpenTimeout).
 			Msg("gateway circuit breaker opened: pausing pulls")
 	case gobreaker.StateHalfOpen:
-		g.m.BreakerState.Set(1)
+		g.m.SetBreakerState(g.cfg.Gateway, 1)
 		g.log.Warn().Str("from", from.String()).Msg("gateway circuit breaker half-open: probing")
 	case gobreaker.StateClosed:
-		g.m.BreakerState.Set(0)
+		g.m.SetBreakerState(g.cfg.Gateway, 0)
 		g.log.Info().Str("from", from.String()).Msg("gateway circuit breaker closed")
 	}
 	g.notify()
@@ -432,6 +440,7 @@ func (g *Guard) setLimit(limit, bound int) {
 	}
 	if g.limit.Swap(l) != l {
 		g.gm.ConcurrencyLimit.Set(float64(l))
+		g.wakeSlots()
 	}
 }
 

@@ -312,7 +312,7 @@ func (p *Processor) Admit() (limit int, wait time.Duration) {
 	if stop, wait, _ := allBlocked(p.gws); stop {
 		return 0, wait
 	}
-	return -1, 0
+	return p.admitSum()
 }
 
 // Process runs one delivery through the flow and returns what to do with it.
@@ -576,6 +576,11 @@ func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) 
 // chargeOn makes one charge call on l's gateway, through its guard.
 func (p *Processor) chargeOn(ctx context.Context, req *payment.Request, l *lease) (payment.ChargeResult, error) {
 	g := l.gw
+	release, err := p.slot(ctx, g)
+	if err != nil {
+		return payment.ChargeResult{}, err
+	}
+	defer release()
 	start := time.Now()
 	bctx, bspan := p.startBreaker(ctx, g)
 	res, err := g.guard.Execute(func() (payment.ChargeResult, error) {
@@ -816,8 +821,13 @@ func (p *Processor) unresolved(ctx context.Context, msg Message, req *payment.Re
 func (p *Processor) lookup(ctx context.Context, l *lease) (payment.LookupResult, error) {
 	var found payment.LookupResult
 	g := l.gw
+	release, err := p.slot(ctx, g)
+	if err != nil {
+		return found, err
+	}
+	defer release()
 	bctx, bspan := p.startBreaker(ctx, g)
-	_, err := g.guard.Execute(func() (payment.ChargeResult, error) {
+	_, err = g.guard.Execute(func() (payment.ChargeResult, error) {
 		var err error
 		start := time.Now()
 		gctx, gspan := p.startCall(bctx, spanLookup, l)

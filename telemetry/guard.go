@@ -1,11 +1,18 @@
 package telemetry
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // guardVecs are the per-gateway gauges of the gateway guards (package
 // processing's Guard), labelled by gateway.
 type guardVecs struct {
-	share, fallback, fleetBreaker, concurrency *prometheus.GaugeVec
+	share, fallback, fleetBreaker, concurrency, breaker *prometheus.GaugeVec
+
+	mu       sync.Mutex
+	breakers map[string]float64 // each gateway's breaker state, for BreakerState
 }
 
 func newGuardVecs(reg prometheus.Registerer) *guardVecs {
@@ -26,8 +33,13 @@ func newGuardVecs(reg prometheus.Registerer) *guardVecs {
 			Name: "paystream_gateway_concurrency_limit",
 			Help: "Messages this worker lets be in flight for the gateway (fixed, or adaptive and bounded by Little's law); -1 no limit.",
 		}, []string{"gateway"}),
+		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "paystream_gateway_breaker_state",
+			Help: "This worker's circuit breaker for the gateway: 0 closed, 1 half-open, 2 open.",
+		}, []string{"gateway"}),
+		breakers: map[string]float64{},
 	}
-	reg.MustRegister(v.share, v.fallback, v.fleetBreaker, v.concurrency)
+	reg.MustRegister(v.share, v.fallback, v.fleetBreaker, v.concurrency, v.breaker)
 	return v
 }
 
@@ -50,4 +62,22 @@ func (m *Metrics) Guard(gateway string) GuardGauges {
 		FleetBreaker:     m.guard.fleetBreaker.WithLabelValues(gateway),
 		ConcurrencyLimit: m.guard.concurrency.WithLabelValues(gateway),
 	}
+}
+
+// SetBreakerState records gateway's breaker state (0 closed, 1 half-open,
+// 2 open) in paystream_gateway_breaker_state{gateway}, and sets the
+// unlabelled paystream_breaker_state (BreakerState) to the worst state of
+// all the gateways: with one gateway, its state, as before several
+// gateways existed.
+func (m *Metrics) SetBreakerState(gateway string, state float64) {
+	v := m.guard
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.breakers[gateway] = state
+	v.breaker.WithLabelValues(gateway).Set(state)
+	worst := 0.0
+	for _, s := range v.breakers {
+		worst = max(worst, s)
+	}
+	m.BreakerState.Set(worst)
 }

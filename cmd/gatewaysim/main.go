@@ -78,6 +78,7 @@ type options struct {
 	tlsCert         string
 	tlsKey          string
 	tlsClientCA     string
+	maxInFlight     int
 }
 
 // parse reads flags from args, then fills every flag not given from its
@@ -107,6 +108,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM server certificate: serve HTTPS (needs --tls-key)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA file: require client certificates it signed (mutual TLS; needs --tls-cert)")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", 0, "answer 429 rate_limited (Retry-After: 0) to a charge that would make more than this many charges in flight, a gateway whose capacity is a concurrency (0: no limit); GET /v1/meter counts charges per second")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -142,6 +144,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		problems = append(problems, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if o.maxInFlight < 0 {
+		problems = append(problems, fmt.Errorf("--max-in-flight must not be negative, got %d", o.maxInFlight))
 	}
 	if o.tlsClientCA != "" && o.tlsCert == "" {
 		problems = append(problems, errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
@@ -185,8 +190,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, _, stde
 		return err
 	}
 
+	// The meter counts charges per second (GET /v1/meter) and, with
+	// --max-in-flight, refuses charges above that many in flight.
+	meter := sim.NewMeter(simulator)
+	meter.SetMaxConcurrent(o.maxInFlight)
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", simulator)
+	mux.Handle("/v1/", meter)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -212,7 +221,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, _, stde
 		Float64("rate_limit_rate", cfg.RateLimitRate).Float64("timeout_rate", cfg.TimeoutRate).
 		Float64("lost_response_rate", cfg.LostResponseRate).
 		Bool("tls", tlsCfg != nil).Bool("client_certs_required", o.tlsClientCA != "").
-		Bool("api_keys_required", o.keysFile != "").
+		Bool("api_keys_required", o.keysFile != "").Int("max_in_flight", o.maxInFlight).
 		Msg("gatewaysim listening")
 
 	serveErr := make(chan error, 1)
