@@ -145,15 +145,7 @@ func runInfra(ctx context.Context, name string, cfg chaos.Config, stdout io.Writ
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, res.FigureLine())
-	if !res.OK() {
-		for _, p := range res.Problems {
-			fmt.Fprintln(stdout, "  FAILED:", p)
-		}
-		fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
-		return fmt.Errorf("%w: %d (seed %d)", errInvariants, len(res.Problems), res.Seed)
-	}
-	return nil
+	return report(stdout, "", res.FigureLine(), res.Problems, res.Dir, res.Seed)
 }
 
 // runMain runs the main suite runs times in a row.
@@ -167,13 +159,8 @@ func runMain(ctx context.Context, cfg chaos.Config, runs int, stdout io.Writer) 
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, res.FigureLine())
-		if !res.OK() {
-			for _, p := range res.Problems {
-				fmt.Fprintln(stdout, "  FAILED:", p)
-			}
-			fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
-			return fmt.Errorf("run %d of %d: %w: %d (seed %d)", i+1, runs, errInvariants, len(res.Problems), res.Seed)
+		if err := report(stdout, fmt.Sprintf("run %d of %d: ", i+1, runs), res.FigureLine(), res.Problems, res.Dir, res.Seed); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -188,15 +175,7 @@ func runOutbox(ctx context.Context, cfg chaos.Config, payments int, stdout io.Wr
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, res.FigureLine())
-	if !res.OK() {
-		for _, p := range res.Problems {
-			fmt.Fprintln(stdout, "  FAILED:", p)
-		}
-		fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
-		return fmt.Errorf("outbox scenario: %w: %d (seed %d)", errInvariants, len(res.Problems), res.Seed)
-	}
-	return nil
+	return report(stdout, "outbox scenario: ", res.FigureLine(), res.Problems, res.Dir, res.Seed)
 }
 
 // runGateways runs the two-gateway failover scenario (payments 0 skips it).
@@ -208,13 +187,20 @@ func runGateways(ctx context.Context, cfg chaos.Config, payments int, stdout io.
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, res.FigureLine())
-	if !res.OK() {
-		for _, p := range res.Problems {
-			fmt.Fprintln(stdout, "  FAILED:", p)
-		}
-		fmt.Fprintln(stdout, "  logs and stores kept in", res.Dir)
-		return fmt.Errorf("%w: %d (seed %d)", errInvariants, len(res.Problems), res.Seed)
+	return report(stdout, "", res.FigureLine(), res.Problems, res.Dir, res.Seed)
+}
+
+// report prints a scenario's figure line and, when invariants failed, each
+// problem and where its logs are kept; it returns an error wrapping
+// errInvariants then (prefix in front), nil otherwise.
+func report(stdout io.Writer, prefix, figures string, problems []string, dir string, seed int64) error {
+	fmt.Fprintln(stdout, figures)
+	if len(problems) == 0 {
+		return nil
 	}
-	return nil
+	for _, p := range problems {
+		fmt.Fprintln(stdout, "  FAILED:", p)
+	}
+	fmt.Fprintln(stdout, "  logs and stores kept in", dir)
+	return fmt.Errorf("%s%w: %d (seed %d)", prefix, errInvariants, len(problems), seed)
 }
