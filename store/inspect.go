@@ -257,21 +257,28 @@ func (s *Store) ListPayments(ctx context.Context, f ListFilter, after Cursor, li
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY created_at DESC, idempotency_key DESC LIMIT " + arg(limit+1)
+	return s.recordPage(ctx, "list payments", q, args, limit)
+}
+
+// recordPage runs q, a query of payment rows in keyset order that asks for
+// limit+1 of them, and returns the first limit and the cursor of the next
+// page (zero when there is none); what names the query in errors.
+func (s *Store) recordPage(ctx context.Context, what, q string, args []any, limit int) ([]payment.Record, Cursor, error) {
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
-		return nil, Cursor{}, fmt.Errorf("store: list payments: %w", translate(err))
+		return nil, Cursor{}, fmt.Errorf("store: %s: %w", what, translate(err))
 	}
 	defer rows.Close()
 	var out []payment.Record
 	for rows.Next() {
 		var rs recordScan
 		if err := rows.Scan(rs.dest()...); err != nil {
-			return nil, Cursor{}, fmt.Errorf("store: list payments: %w", translate(err))
+			return nil, Cursor{}, fmt.Errorf("store: %s: %w", what, translate(err))
 		}
 		out = append(out, rs.record())
 	}
 	if err := rows.Err(); err != nil {
-		return nil, Cursor{}, fmt.Errorf("store: list payments: %w", translate(err))
+		return nil, Cursor{}, fmt.Errorf("store: %s: %w", what, translate(err))
 	}
 	var next Cursor
 	if len(out) > limit {

@@ -100,29 +100,7 @@ func (s *Store) SearchPayments(ctx context.Context, f SearchFilter, after Cursor
 	}
 	args = append(args, limit+1)
 	q += " ORDER BY created_at DESC, idempotency_key DESC LIMIT $" + strconv.Itoa(len(args))
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, Cursor{}, fmt.Errorf("store: search payments: %w", translate(err))
-	}
-	defer rows.Close()
-	var out []payment.Record
-	for rows.Next() {
-		var rs recordScan
-		if err := rows.Scan(rs.dest()...); err != nil {
-			return nil, Cursor{}, fmt.Errorf("store: search payments: %w", translate(err))
-		}
-		out = append(out, rs.record())
-	}
-	if err := rows.Err(); err != nil {
-		return nil, Cursor{}, fmt.Errorf("store: search payments: %w", translate(err))
-	}
-	var next Cursor
-	if len(out) > limit {
-		out = out[:limit]
-		last := out[limit-1]
-		next = Cursor{CreatedAt: last.CreatedAt, Key: last.IdempotencyKey}
-	}
-	return out, next, nil
+	return s.recordPage(ctx, "search payments", q, args, limit)
 }
 
 // RowCount is a number of rows, exact or estimated.
