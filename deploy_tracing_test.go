@@ -103,6 +103,11 @@ func TestComposeTracing(t *testing.T) {
 		toJaeger = true
 	}
 	require.True(t, toJaeger, "the traces pipeline does not forward to Jaeger")
+	// Jaeger's built-in configuration binds its receivers to localhost
+	// unless JAEGER_LISTEN_HOST says otherwise: the collector's exports
+	// were refused until it did (seen in a compose run).
+	host, ok := lookupEnv(jaeger.Environment)("JAEGER_LISTEN_HOST")
+	require.True(t, ok && host == "0.0.0.0", "jaeger: JAEGER_LISTEN_HOST must be 0.0.0.0 (got %q)", host)
 	require.NotEmpty(t, jaeger.Ports, "jaeger publishes its query port on the host")
 	require.Equal(t, uint32(16686), jaeger.Ports[0].Target)
 
