@@ -333,7 +333,10 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		held   *lease // the lease while it is ours to record or release
 		waited time.Duration
 	)
-	defer func(start time.Time) { p.guard.Held(time.Since(start) - waited) }(time.Now())
+	// The held time feeds Little's bound of the gateway the message went
+	// to (the first gateway's until it is routed).
+	usedGuard := p.guard
+	defer func(start time.Time) { usedGuard.Held(time.Since(start) - waited) }(time.Now())
 	defer func() {
 		if r := recover(); r != nil {
 			d = p.recovered(ctx, msg, req, held, r)
@@ -348,6 +351,7 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	annotate(ctx, req)
 	ranked := p.rank(req)
 	first := preferred(ranked)
+	usedGuard = first.guard
 
 	wctx, wspan := p.tr.Start(ctx, spanRateLimit)
 	waited, err = first.guard.Wait(wctx)
