@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paystream/paystream/console"
+	psfleet "github.com/paystream/paystream/fleet"
 	"github.com/paystream/paystream/ops"
 )
 
@@ -332,6 +333,29 @@ func TestOverviewWithoutChart(t *testing.T) {
 	require.Equal(t, http.StatusOK, rec.Code)
 	require.Contains(t, rec.Body.String(), "too many payments completed")
 	require.NotContains(t, rec.Body.String(), `<svg class="chart"`)
+}
+
+// silentBackend reports one worker ready and one whose record is stale.
+type silentBackend struct{ console.Backend }
+
+func (silentBackend) Overview(context.Context) (ops.OverviewReport, error) {
+	return ops.OverviewReport{Reasons: []string{"worker w2 silent for 25s"},
+		Workers: []psfleet.Heartbeat{{WorkerID: "w1", Ready: true, Breaker: "closed"}, {WorkerID: "w2", Ready: true, Breaker: "closed"}},
+		Silent:  map[string]float64{"w2": 25}}, nil
+}
+
+// TestOverviewSilentWorker: a silent worker's row says so before the
+// "ready" its stale record still claims.
+func TestOverviewSilentWorker(t *testing.T) {
+	t.Parallel()
+	srv := console.New(console.Config{}, silentBackend{}, zerolog.Nop())
+	defer srv.Close()
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	page := rec.Body.String()
+	require.Regexp(t, `<td>w2</td>\s*<td><span class="pill bad">silent</span> for 25s, last said <span class="pill ok">ready</span>`, page)
+	require.Regexp(t, `<td>w1</td>\s*<td><span class="pill ok">ready</span>`, page)
 }
 
 // TestCloseStopsAReplay starts a slow replay and closes the console: Close

@@ -48,6 +48,9 @@ type OverviewReport struct {
 	// DeadLetters counts the dead letters by reason.
 	DeadLetters map[string]uint64 `json:"dead_letters"`
 	Workers     []fleet.Heartbeat `json:"workers"`
+	// Silent is StatusReport.Silent: each silent worker's silence in
+	// seconds; its record is not believed.
+	Silent map[string]float64 `json:"silent,omitempty"`
 	// Gateways are the gateways' fleet records (budget shares, breaker).
 	Gateways []fleet.GatewayRecord `json:"gateways"`
 	// Rows counts the rows per status: exactly when few and quick, else
@@ -145,6 +148,7 @@ func Overview(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg 
 	}
 	beats := beatClock{now: time.Now(), interval: heartbeatInterval(ctx, js, cfg.WorkersBucket)}
 	r.Reasons = verdict(r.DatabaseError, r.Workers, r.Gateways, r.StuckProcessing, r.Unknown, r.Consumers, cfg.StatusConfig, beats)
+	r.Silent = beats.silent(r.Workers)
 	r.Healthy = len(r.Reasons) == 0
 	return r, nil
 }

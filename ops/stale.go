@@ -56,6 +56,21 @@ func (c beatClock) silence(w fleet.Heartbeat) time.Duration {
 	return age
 }
 
+// silent maps each silent worker of workers to its silence in seconds; nil
+// when none is silent.
+func (c beatClock) silent(workers []fleet.Heartbeat) map[string]float64 {
+	var out map[string]float64
+	for _, w := range workers {
+		if age := c.silence(w); age > 0 {
+			if out == nil {
+				out = make(map[string]float64)
+			}
+			out[w.WorkerID] = age.Seconds()
+		}
+	}
+	return out
+}
+
 func silentReason(w fleet.Heartbeat, age, interval time.Duration) string {
 	return fmt.Sprintf("worker %s silent for %s (last heartbeat at %s, expected every %s; its record is not believed)",
 		w.WorkerID, age.Round(time.Second), w.UpdatedAt.UTC().Format(time.RFC3339), interval)

@@ -56,6 +56,9 @@ func TestStatusSilentWorker(t *testing.T) {
 	assert.Contains(t, r.Degraded(), "expected every 10s")
 	assert.NotContains(t, r.Degraded(), "worker w1 silent")
 	assert.NotContains(t, r.Degraded(), "no ready worker", "w1 is ready")
+	assert.Contains(t, r.Silent, "w2", "the report names the silent worker for the table")
+	assert.NotContains(t, r.Silent, "w1")
+	assert.GreaterOrEqual(t, r.Silent["w2"], 25.0)
 
 	put("w1", 21*time.Second) // now both: nobody ready, whatever the records say
 	r, err = Status(t.Context(), nil, js, cfg)

@@ -58,7 +58,11 @@ type StatusReport struct {
 	DeadLetters map[string]uint64 `json:"dead_letters"`
 	Rows        RowStatus         `json:"rows"`
 	Workers     []fleet.Heartbeat `json:"workers"`
-	Recent      Recent            `json:"recent"`
+	// Silent names the workers whose records are older than StaleAfter
+	// heartbeat intervals, with how long each has been silent in seconds:
+	// their records (ready, say) are not believed. Omitted when none is.
+	Silent map[string]float64 `json:"silent,omitempty"`
+	Recent Recent             `json:"recent"`
 	// Gateways is each gateway's fleet record: its budget, the live
 	// workers' shares and breaker votes, the fleet's breaker and the probe
 	// lease (docs/fleet.md). Empty when no worker shares a gateway.
@@ -160,6 +164,7 @@ func Status(ctx context.Context, st *store.Store, js jetstream.JetStream, cfg St
 	// The verdict (the overview's too).
 	beats := beatClock{now: time.Now(), interval: heartbeatInterval(ctx, js, cfg.WorkersBucket)}
 	r.Reasons = verdict(r.DatabaseError, r.Workers, r.Gateways, r.Rows.StuckProcessing, r.Rows.Unknown, r.Consumers, cfg, beats)
+	r.Silent = beats.silent(r.Workers)
 	r.Healthy = len(r.Reasons) == 0
 	return r, nil
 }

@@ -94,6 +94,11 @@ func statusTable(w io.Writer, r ops.StatusReport) {
 		if !hb.Ready {
 			ready = "no: " + hb.NotReady
 		}
+		if age, ok := r.Silent[hb.WorkerID]; ok {
+			// Its record is not believed (ops.StaleAfter): say so rather
+			// than repeat what it said last.
+			ready = fmt.Sprintf("silent for %s (last said %s)", secs(age), ready)
+		}
 		rate := "unlimited"
 		if hb.RateLimit > 0 {
 			rate = fmt.Sprintf("%g/s", hb.RateLimit)
