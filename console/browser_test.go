@@ -116,7 +116,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#preview-selected")), chromedp.WaitVisible(chromedp.CSS("#preview-summary"))))
 	require.Contains(t, text("#preview-summary"), "1 would be re-published")
 	shot("console-replay-preview.png", true)
-	b.gw.heal()
+	b.gw.Heal()
 	require.NoError(t, chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS("#rate"), "25"), chromedp.Click(chromedp.CSS("#run-replay")),
 		// The job's page reloads itself (console.js) until the replay ends.
 		chromedp.WaitVisible(chromedp.CSS("#job-summary"))))

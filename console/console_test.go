@@ -279,7 +279,7 @@ func TestReplayFromTheConsole(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code)
 
 	// The gateway works again; the replay runs in the background.
-	b.gw.heal()
+	b.gw.Heal()
 	code, _, _ = carol.do(http.MethodPost, "/dlq/replay", url.Values{"preview": {preview}, "rate": {"0"}, "csrf": {token}})
 	require.Equal(t, http.StatusBadRequest, code, "a rate of zero")
 	code, h, _ := carol.do(http.MethodPost, "/dlq/replay", url.Values{"preview": {preview}, "rate": {"20"}, "csrf": {token}})

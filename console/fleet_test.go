@@ -1,124 +1,45 @@
 package console_test
 
 import (
-	"context"
 	"fmt"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/paystream/paystream/console"
-	"github.com/paystream/paystream/consumer"
 	"github.com/paystream/paystream/contract"
 	psfleet "github.com/paystream/paystream/fleet"
-	"github.com/paystream/paystream/gateway"
-	"github.com/paystream/paystream/internal/testenv/natstest"
 	"github.com/paystream/paystream/internal/testenv/pgtest"
+	"github.com/paystream/paystream/internal/testenv/workertest"
 	"github.com/paystream/paystream/ops"
 	"github.com/paystream/paystream/payment"
-	"github.com/paystream/paystream/processing"
-	"github.com/paystream/paystream/store"
-	"github.com/paystream/paystream/telemetry"
 )
 
 func TestMain(m *testing.M) {
 	pgtest.MainWithConfig(m, pgtest.MainConfig{CheckLeaks: true})
 }
 
-// mixedGateway is the fake gateway with two rules on top of its own
-// (amounts ending in 13 decline): amounts ending in 22 are rejected (422),
-// amounts ending in 44 fail with a 503 while failing is true.
-type mixedGateway struct {
-	*gateway.Fake
-	mu      sync.Mutex
-	failing bool
-}
-
-func (g *mixedGateway) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error) {
-	g.mu.Lock()
-	failing := g.failing
-	g.mu.Unlock()
-	switch {
-	case c.AmountMinor%100 == 22:
-		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 422, Code: "amount_not_allowed"}
-	case c.AmountMinor%100 == 44 && failing:
-		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 503, Code: "service_unavailable"}
-	}
-	return g.Fake.Charge(ctx, c)
-}
-
-func (g *mixedGateway) heal() {
-	g.mu.Lock()
-	g.failing = false
-	g.mu.Unlock()
-}
-
-// bundle is an in-process worker fleet on real NATS and Postgres, and the
-// ops.Deployment the console reads it through.
+// bundle is an in-process worker on real NATS and Postgres
+// (workertest), and the ops.Deployment the console reads it through.
 type bundle struct {
 	pool *pgxpool.Pool
 	js   jetstream.JetStream
-	gw   *mixedGateway
+	gw   *workertest.MixedGateway
 	dep  *ops.Deployment
 }
 
 func startFleet(t *testing.T) *bundle {
 	t.Helper()
-	ns := natstest.New(t)
-	dbURL := pgtest.NewDatabase(t)
-	pool, err := pgxpool.New(t.Context(), dbURL)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	ccfg := consumer.Config{Stream: contract.Stream, ResultsStream: contract.ResultsStream, DLQStream: contract.DLQStream,
-		Consumer: contract.Consumer, SubjectPrefix: contract.SubjectPrefix, Replicas: 1, Concurrency: 8, MaxDeliver: 3,
-		AckWait: 5 * time.Second, StreamMaxAge: time.Hour, DuplicateWindow: 2 * time.Minute, ShutdownTimeout: 5 * time.Second,
-		RetryBackoff: 20 * time.Millisecond, RetryBackoffMax: 50 * time.Millisecond, FetchMaxWait: 200 * time.Millisecond}
-	require.NoError(t, consumer.Provision(t.Context(), js, ccfg))
-
-	m := telemetry.New(prometheus.NewRegistry())
-	st := store.New(pool)
-	batcher := store.NewBatcher(st, store.BatcherConfig{})
-	gw := &mixedGateway{Fake: gateway.NewFake(gateway.FakeConfig{Seed: 1}), failing: true}
-	proc := processing.New(processing.Config{Owner: "w1", Lease: 10 * time.Second, MaxDeliver: 3,
-		RetryBackoff: 20 * time.Millisecond, RetryBackoffMax: 50 * time.Millisecond, RateBurst: 1,
-		BreakerFailures: 100, BreakerOpenTimeout: time.Second}, batcher, gw, zerolog.Nop(), m)
-	cons := consumer.New(js, ccfg, proc, zerolog.Nop(), m)
-	beat := psfleet.NewBeater(js, psfleet.Config{Interval: 100 * time.Millisecond}, func(context.Context) psfleet.Heartbeat {
-		hb := psfleet.Heartbeat{WorkerID: "worker-1", Version: "v1.4.0", Host: "pay-node-a", Concurrency: 8, InFlight: proc.InFlight(),
-			Breaker: proc.BreakerState(), LastPull: cons.LastPull(), Ready: true, RateLimit: 200, StartedAt: time.Now().Add(-time.Hour)}
-		if err := cons.Ready(); err != nil {
-			hb.Ready, hb.NotReady = false, err.Error()
-		}
-		return hb
-	}, zerolog.Nop())
-
-	ctx, cancel := context.WithCancel(context.Background())
-	bctx, bcancel := context.WithCancel(context.Background())
-	var wg, bwg sync.WaitGroup
-	bwg.Go(func() { _ = batcher.Run(bctx) })
-	wg.Go(func() { _ = cons.Run(ctx) })
-	wg.Go(func() { _ = beat.Run(ctx) })
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		bcancel()
-		bwg.Wait()
-	})
+	w := workertest.Start(t, psfleet.Heartbeat{WorkerID: "worker-1", Version: "v1.4.0", Host: "pay-node-a", RateLimit: 200,
+		StartedAt: time.Now().Add(-time.Hour)})
+	pool, js, st := w.Pool, w.JS, w.Store
 	dl := ops.DeadLetters{JS: js, Stream: contract.DLQStream, SubjectPrefix: contract.SubjectPrefix}
 	dep := &ops.Deployment{Store: st, JS: js,
 		OverviewConfig: ops.OverviewConfig{StatusConfig: ops.StatusConfig{Stream: contract.Stream, DLQStream: contract.DLQStream,
@@ -126,7 +47,7 @@ func startFleet(t *testing.T) *bundle {
 		Replayer: ops.Replayer{DeadLetters: dl, Store: st, Horizon: 24 * time.Hour,
 			Limits: payment.Limits{MaxAmountMinor: 1_000_000_00, SubjectPrefix: contract.SubjectPrefix}},
 	}
-	return &bundle{pool: pool, js: js, gw: gw, dep: dep}
+	return &bundle{pool: pool, js: js, gw: w.Gateway, dep: dep}
 }
 
 func (b *bundle) publish(t *testing.T, id, merchant string, amount int64, extra string) {

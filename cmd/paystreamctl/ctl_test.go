@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -10,48 +9,23 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/paystream/paystream/consumer"
-	"github.com/paystream/paystream/contract"
 	psfleet "github.com/paystream/paystream/fleet"
-	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/internal/testenv/natstest"
-	"github.com/paystream/paystream/internal/testenv/pgtest"
+	"github.com/paystream/paystream/internal/testenv/workertest"
 	"github.com/paystream/paystream/ops"
 	"github.com/paystream/paystream/payment"
-	"github.com/paystream/paystream/processing"
-	"github.com/paystream/paystream/store"
-	"github.com/paystream/paystream/telemetry"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-// mixedGateway is the fake gateway with two rules on top of its own
-// (amounts ending in 13 decline): amounts ending in 22 are rejected (422),
-// amounts ending in 44 always fail with a 503.
-type mixedGateway struct{ *gateway.Fake }
-
-func (g mixedGateway) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error) {
-	switch c.AmountMinor % 100 {
-	case 22:
-		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassRejected, StatusCode: 422, Code: "amount_not_allowed"}
-	case 44:
-		return payment.ChargeResult{}, &payment.GatewayError{Class: payment.ClassTrouble, StatusCode: 503, Code: "service_unavailable"}
-	}
-	return g.Fake.Charge(ctx, c)
-}
-
-// fleetBundle is an in-process worker fleet on real NATS and Postgres.
+// fleetBundle is an in-process worker on real NATS and Postgres
+// (workertest), and the environment paystreamctl reads them from.
 type fleetBundle struct {
 	ns    *natstest.Server
 	dbURL string
@@ -62,57 +36,9 @@ type fleetBundle struct {
 
 func startFleet(t *testing.T) *fleetBundle {
 	t.Helper()
-	ns := natstest.New(t)
-	dbURL := pgtest.NewDatabase(t)
-	pool, err := pgxpool.New(t.Context(), dbURL)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	ccfg := consumer.Config{Stream: contract.Stream, ResultsStream: contract.ResultsStream, DLQStream: contract.DLQStream,
-		Consumer: contract.Consumer, SubjectPrefix: contract.SubjectPrefix, Replicas: 1, Concurrency: 8, MaxDeliver: 3,
-		AckWait: 5 * time.Second, StreamMaxAge: time.Hour, DuplicateWindow: 2 * time.Minute, ShutdownTimeout: 5 * time.Second,
-		RetryBackoff: 20 * time.Millisecond, RetryBackoffMax: 50 * time.Millisecond, FetchMaxWait: 200 * time.Millisecond}
-	require.NoError(t, consumer.Provision(t.Context(), js, ccfg))
-
-	m := telemetry.New(prometheus.NewRegistry())
-	st := store.New(pool)
-	batcher := store.NewBatcher(st, store.BatcherConfig{})
-	gw := mixedGateway{gateway.NewFake(gateway.FakeConfig{Seed: 1})}
-	proc := processing.New(processing.Config{Owner: "w1", Lease: 10 * time.Second, MaxDeliver: 3,
-		RetryBackoff: 20 * time.Millisecond, RetryBackoffMax: 50 * time.Millisecond, RateBurst: 1,
-		BreakerFailures: 100, BreakerOpenTimeout: time.Second}, batcher, gw, zerolog.Nop(), m)
-	cons := consumer.New(js, ccfg, proc, zerolog.Nop(), m)
-	beat := psfleet.NewBeater(js, psfleet.Config{Interval: 100 * time.Millisecond}, func(context.Context) psfleet.Heartbeat {
-		hb := psfleet.Heartbeat{WorkerID: "w1", Version: "test", Host: "h", Concurrency: 8, InFlight: proc.InFlight(),
-			Breaker: proc.BreakerState(), LastPull: cons.LastPull(), Ready: true}
-		if err := cons.Ready(); err != nil {
-			hb.Ready, hb.NotReady = false, err.Error()
-		}
-		return hb
-	}, zerolog.Nop())
-
-	ctx, cancel := context.WithCancel(context.Background())
-	bctx, bcancel := context.WithCancel(context.Background())
-	var wg, bwg sync.WaitGroup
-	bwg.Go(func() { _ = batcher.Run(bctx) })
-	wg.Go(func() { _ = cons.Run(ctx) })
-	wg.Go(func() { _ = beat.Run(ctx) })
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			wg.Wait()
-			bcancel()
-			bwg.Wait()
-		})
-	}
-	t.Cleanup(stop)
-	return &fleetBundle{ns: ns, dbURL: dbURL, js: js, stop: stop,
-		env: map[string]string{"PAYSTREAM_NATS_URL": ns.URL(), "PAYSTREAM_DATABASE_URL": dbURL}}
+	w := workertest.Start(t, psfleet.Heartbeat{WorkerID: "w1", Version: "test", Host: "h"})
+	return &fleetBundle{ns: w.NATS, dbURL: w.DatabaseURL, js: w.JS, stop: w.Stop,
+		env: map[string]string{"PAYSTREAM_NATS_URL": w.NATS.URL(), "PAYSTREAM_DATABASE_URL": w.DatabaseURL}}
 }
 
 func (f *fleetBundle) publish(t *testing.T, body string) {
