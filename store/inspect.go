@@ -208,56 +208,7 @@ func ParseCursor(s string) (Cursor, error) {
 // the pages, whatever is written meanwhile. The index on created_at serves
 // the order (ties sorted by key after it).
 func (s *Store) ListPayments(ctx context.Context, f ListFilter, after Cursor, limit int) ([]payment.Record, Cursor, error) {
-	if limit <= 0 {
-		return nil, Cursor{}, fmt.Errorf("store: list payments: limit %d: %w", limit, ErrInvalidArgument)
-	}
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
-	if f.Status != "" {
-		where = append(where, "status = "+arg(string(f.Status)))
-	}
-	if f.MerchantID != "" {
-		where = append(where, "merchant_id = "+arg(f.MerchantID))
-	}
-	if f.ErrorCode != "" {
-		where = append(where, "error_code = "+arg(f.ErrorCode))
-	}
-	col := "created_at"
-	if f.ByCompleted {
-		col = "completed_at"
-	}
-	if !f.Since.IsZero() {
-		where = append(where, col+" >= "+arg(f.Since))
-	}
-	if !f.Until.IsZero() {
-		where = append(where, col+" < "+arg(f.Until))
-	}
-	if f.MinAmount > 0 {
-		where = append(where, "amount_minor >= "+arg(f.MinAmount))
-	}
-	if f.MaxAmount > 0 {
-		where = append(where, "amount_minor <= "+arg(f.MaxAmount))
-	}
-	if after.Key != "" {
-		ts := arg(after.CreatedAt)
-		// created_at <= ts lets the created_at index bound the scan.
-		where = append(where, "created_at <= "+ts, "(created_at, idempotency_key) < ("+ts+", "+arg(after.Key)+")")
-	}
-	q := `SELECT idempotency_key, payment_id, merchant_id, amount_minor, currency,
-	       status, attempts, gateway, gateway_charge_id, error_code,
-	       created_at, updated_at, completed_at, ambiguous
-	FROM payments`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY created_at DESC, idempotency_key DESC LIMIT " + arg(limit+1)
-	return s.recordPage(ctx, "list payments", q, args, limit)
+	return s.paymentPage(ctx, "list payments", SearchFilter{ListFilter: f}, after, limit)
 }
 
 // recordPage runs q, a query of payment rows in keyset order that asks for

@@ -78,8 +78,14 @@ func (f SearchFilter) where() (string, []any) {
 // after, newest first, and the cursor of the next page ("" when this page is
 // the last): ListPayments with the ID criterion, the same keyset order.
 func (s *Store) SearchPayments(ctx context.Context, f SearchFilter, after Cursor, limit int) ([]payment.Record, Cursor, error) {
+	return s.paymentPage(ctx, "search payments", f, after, limit)
+}
+
+// paymentPage is ListPayments and SearchPayments: one keyset page of the
+// rows matching f; what names the query in errors.
+func (s *Store) paymentPage(ctx context.Context, what string, f SearchFilter, after Cursor, limit int) ([]payment.Record, Cursor, error) {
 	if limit <= 0 {
-		return nil, Cursor{}, fmt.Errorf("store: search payments: limit %d: %w", limit, ErrInvalidArgument)
+		return nil, Cursor{}, fmt.Errorf("store: %s: limit %d: %w", what, limit, ErrInvalidArgument)
 	}
 	where, args := f.where()
 	conds := []string{}
@@ -100,7 +106,7 @@ func (s *Store) SearchPayments(ctx context.Context, f SearchFilter, after Cursor
 	}
 	args = append(args, limit+1)
 	q += " ORDER BY created_at DESC, idempotency_key DESC LIMIT $" + strconv.Itoa(len(args))
-	return s.recordPage(ctx, "search payments", q, args, limit)
+	return s.recordPage(ctx, what, q, args, limit)
 }
 
 // RowCount is a number of rows, exact or estimated.
