@@ -1,6 +1,7 @@
 package consumer_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"github.com/paystream/paystream/gateway"
 	"github.com/paystream/paystream/gateway/sim"
 	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/processing"
 )
 
 // fairLoad is one run of the fairness measurement: merchant "quiet"
@@ -49,7 +51,7 @@ func pct(ds []time.Duration, p float64) time.Duration {
 // runFairLoad runs one load against a fresh stack (embedded NATS, a fresh
 // Postgres schema) with one worker of 8 slots calling a gatewaysim over
 // HTTP that answers each charge after 50ms.
-func runFairLoad(t *testing.T, l fairLoad) fairResult {
+func runFairLoad(t testing.TB, l fairLoad) fairResult {
 	t.Helper()
 	gs := sim.New(sim.Config{Latency: 50 * time.Millisecond, Seed: 7}, zerolog.Nop(), prometheus.NewRegistry())
 	srv := httptest.NewServer(gs)
@@ -154,38 +156,125 @@ func runFairLoad(t *testing.T, l fairLoad) fairResult {
 	return res
 }
 
-// TestFairness measures what one merchant's flood does to another's
+// BenchmarkFairness measures what one merchant's flood does to another's
 // latency (docs/fleet.md "Fairness"): the quiet merchant publishes 5
 // payments a second throughout. In the fair baseline nine other merchants
 // do the same (50 a second, evenly spread); in the flood one other merchant
 // publishes 9 times as much (90 % of the same load) in bursts of 45 every
-// second. Each run is one worker of 8 slots against a
-// gatewaysim answering in 50ms (so at most 160 payments a second, the
-// flood's mean load being 50). The quiet merchant's p99 under the flood
-// must stay within 2× of its baseline with the fair scheduler; pulling only
-// into free slots (lookahead 0, first come first served) is measured beside
-// it for comparison.
-func TestFairness(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measurement")
-	}
-	t.Parallel()
+// second. Each run is one worker of 8 slots against a gatewaysim answering
+// in 50ms (so at most 160 payments a second, the flood's mean load being
+// 50). It reports the quiet merchant's p99 under the flood over its
+// baseline p99, with the fair scheduler (quiet_p99_over_baseline_fair; the
+// issue's target is ≤ 2) and with pulls only into free slots, first come
+// first served (…_fifo). A measurement, not a test: on a machine too busy to
+// carry the offered load every queue grows and the ratios say nothing
+// (TestFairnessOrder is the test). Each iteration is the whole run of about
+// 30 s: make bench runs it with -benchtime=1x.
+func BenchmarkFairness(b *testing.B) {
 	const ticks, tick = 40, 200 * time.Millisecond // 8s of load per run
-	baseline := runFairLoad(t, fairLoad{lookahead: 64, ticks: ticks, tick: tick, steady: 9, burstEvery: 1})
-	fifo := runFairLoad(t, fairLoad{lookahead: 0, ticks: ticks, tick: tick, floodBurst: 45, burstEvery: 5})
-	fair := runFairLoad(t, fairLoad{lookahead: 64, ticks: ticks, tick: tick, floodBurst: 45, burstEvery: 5})
-
-	report := func(name string, r fairResult) time.Duration {
-		t.Logf("%-9s quiet n=%d p50=%v p99=%v max=%v | flood n=%d p50=%v p99=%v", name,
-			len(r.quiet), pct(r.quiet, .5).Round(time.Millisecond), pct(r.quiet, .99).Round(time.Millisecond),
-			pct(r.quiet, 1).Round(time.Millisecond),
-			len(r.flood), pct(r.flood, .5).Round(time.Millisecond), pct(r.flood, .99).Round(time.Millisecond))
-		return pct(r.quiet, .99)
+	for range b.N {
+		baseline := runFairLoad(b, fairLoad{lookahead: 64, ticks: ticks, tick: tick, steady: 9, burstEvery: 1})
+		fifo := runFairLoad(b, fairLoad{lookahead: 0, ticks: ticks, tick: tick, floodBurst: 45, burstEvery: 5})
+		fair := runFairLoad(b, fairLoad{lookahead: 64, ticks: ticks, tick: tick, floodBurst: 45, burstEvery: 5})
+		report := func(name string, r fairResult) time.Duration {
+			b.Logf("%-9s quiet n=%d p50=%v p99=%v max=%v | flood n=%d p50=%v p99=%v", name,
+				len(r.quiet), pct(r.quiet, .5).Round(time.Millisecond), pct(r.quiet, .99).Round(time.Millisecond),
+				pct(r.quiet, 1).Round(time.Millisecond),
+				len(r.flood), pct(r.flood, .5).Round(time.Millisecond), pct(r.flood, .99).Round(time.Millisecond))
+			return pct(r.quiet, .99)
+		}
+		base := report("baseline", baseline)
+		f0 := report("fifo", fifo)
+		f1 := report("fair", fair)
+		b.ReportMetric(float64(base)/float64(time.Millisecond), "quiet_p99_baseline_ms")
+		b.ReportMetric(float64(f1)/float64(base), "quiet_p99_over_baseline_fair")
+		b.ReportMetric(float64(f0)/float64(base), "quiet_p99_over_baseline_fifo")
 	}
-	base := report("baseline", baseline)
-	f0 := report("fifo", fifo)
-	f1 := report("fair", fair)
-	t.Logf("quiet merchant's p99 over the baseline: fifo %.2f×, fair %.2f×",
-		float64(f0)/float64(base), float64(f1)/float64(base))
-	require.LessOrEqual(t, f1, 2*base, "the flood raised the quiet merchant's p99 more than 2× over the fair baseline")
+}
+
+// gateGateway holds every charge until the test releases it, and records
+// the merchants in the order their charges started.
+type gateGateway struct {
+	processing.Gateway
+	started chan string   // a merchant id per charge started
+	release chan struct{} // one receive lets one charge finish
+}
+
+func (g *gateGateway) Charge(ctx context.Context, c payment.Charge) (payment.ChargeResult, error) {
+	g.started <- c.MerchantID
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return payment.ChargeResult{}, ctx.Err()
+	}
+	return g.Gateway.Charge(ctx, c)
+}
+
+// TestFairnessOrder is the fair scheduler end to end, without timing: one
+// worker of 2 slots whose charges wait for the test. A merchant floods 30
+// payments and fills both slots; a quiet merchant's one payment, published
+// after them, is fetched into the lookahead and must start as soon as a
+// slot frees (it has none in flight, the flood has one), not after the
+// flood's 28 — which is what first come first served (lookahead 0) does,
+// checked beside it.
+func TestFairnessOrder(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		lookahead int
+		quietAt   int // the quiet payment's place among the charges started
+	}{
+		{"fair", 64, 3},
+		{"fifo", 0, 31},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const flood = 30
+			gw := &gateGateway{Gateway: gateway.NewFake(gateway.FakeConfig{Seed: 1}),
+				started: make(chan string, flood+1), release: make(chan struct{})}
+			s := newStack(t, stackOptions{gw: gw, concurrency: 2, failures: 1000})
+			s.ccfg.Lookahead = tc.lookahead
+			publish := func(merchant, id string, i int) {
+				r := request(i, 1000)
+				r.PaymentID, r.MerchantID = id, merchant
+				body, err := json.Marshal(r)
+				require.NoError(t, err)
+				s.publish("payments.requests."+merchant, body, id)
+			}
+			for i := range flood {
+				publish("flood", fmt.Sprintf("f%02d", i), i)
+			}
+			publish("quiet", "q00", 0)
+			s.startWorker("fair")
+			next := func() string {
+				t.Helper()
+				select {
+				case m := <-gw.started:
+					return m
+				case <-time.After(30 * time.Second):
+					t.Fatal("no charge started")
+					return ""
+				}
+			}
+			order := []string{next(), next()}
+			require.Equal(t, []string{"flood", "flood"}, order, "the flood came first and fills both slots")
+			if tc.lookahead > 0 {
+				// Every message is fetched (2 in slots, 29 held) before a
+				// slot frees: the consumer has delivered all 31.
+				s.waitFor("all fetched", 30*time.Second, func() bool {
+					_, ackPending := s.pending()
+					return ackPending == flood+1
+				})
+			}
+			for len(order) < flood+1 {
+				gw.release <- struct{}{}
+				order = append(order, next())
+			}
+			require.Equal(t, "quiet", order[tc.quietAt-1], "the quiet payment's place: %v", order)
+			for range 2 {
+				gw.release <- struct{}{}
+			}
+			s.waitSettled(30 * time.Second)
+		})
+	}
 }

@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 // stack is one test's paystream: an embedded JetStream server, a fresh
 // database, a gateway, and any number of in-process workers sharing them.
 type stack struct {
-	t      *testing.T
+	t      testing.TB
 	nats   *natstest.Server
 	pool   *pgxpool.Pool
 	gw     processing.Gateway
@@ -64,7 +64,7 @@ type stackOptions struct {
 	logs        io.Writer // receives the workers' logs at debug level; nil: none
 }
 
-func newStack(t *testing.T, o stackOptions) *stack {
+func newStack(t testing.TB, o stackOptions) *stack {
 	t.Helper()
 	ns := natstest.New(t)
 	s := newStackAt(t, o, ns.URL(), 1)
@@ -74,7 +74,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 
 // newStackAt builds a stack on the NATS server(s) at urls (comma-separated)
 // with streams and consumer at the given replicas, and provisions them.
-func newStackAt(t *testing.T, o stackOptions, urls string, replicas int) *stack {
+func newStackAt(t testing.TB, o stackOptions, urls string, replicas int) *stack {
 	t.Helper()
 	if o.gw == nil {
 		o.gw = gateway.NewFake(gateway.FakeConfig{Seed: 1})
@@ -182,7 +182,7 @@ func (s *stack) startWorkerAt(name, urls string) *worker {
 }
 
 // stop drains the worker and waits for it.
-func (w *worker) stop(t *testing.T) {
+func (w *worker) stop(t testing.TB) {
 	w.once.Do(func() {
 		w.cancel()
 		select {
