@@ -15,10 +15,16 @@ import (
 	"github.com/paystream/paystream/internal/testenv/natstest"
 )
 
+// localsMu guards every fakeLocal's fields, so that a test can read all
+// the members' shares at one instant (a snapshot under one lock): read one
+// at a time, a busy machine may preempt the reader between them, and the
+// sum of an old share and a new one can exceed the budget though the
+// shares held at any one instant never do.
+var localsMu sync.Mutex
+
 // fakeLocal is a guard that always wants more (every wait throttled) and
 // whose breaker stays closed.
 type fakeLocal struct {
-	mu       sync.Mutex
 	asked    int64
 	share    float64
 	fallback bool
@@ -31,29 +37,29 @@ type fakeLocal struct {
 func newFakeLocal() *fakeLocal { return &fakeLocal{breaker: "closed", changed: make(chan struct{}, 1)} }
 
 func (l *fakeLocal) Stats() fleet.LocalStats {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	localsMu.Lock()
+	defer localsMu.Unlock()
 	l.asked += 10
 	return fleet.LocalStats{Breaker: l.breaker, Asked: l.asked, Throttled: l.asked}
 }
 
 func (l *fakeLocal) SetShare(share float64, fallback bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	localsMu.Lock()
+	defer localsMu.Unlock()
 	l.share, l.fallback = share, fallback
 }
 
 func (l *fakeLocal) SetFleet(down bool, prober time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	localsMu.Lock()
+	defer localsMu.Unlock()
 	l.down, l.prober = down, prober
 }
 
 func (l *fakeLocal) Changed() <-chan struct{} { return l.changed }
 
 func (l *fakeLocal) get() (share float64, fallback, down bool, prober time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	localsMu.Lock()
+	defer localsMu.Unlock()
 	return l.share, l.fallback, l.down, l.prober
 }
 
@@ -101,10 +107,11 @@ func TestCoordinatorsShareTheBudget(t *testing.T) {
 	}
 	shares := func() (sum float64, each map[string]float64) {
 		each = map[string]float64{}
+		localsMu.Lock()
+		defer localsMu.Unlock()
 		for id, m := range ms {
-			s, _, _, _ := m.local.get()
-			each[id] = s
-			sum += s
+			each[id] = m.local.share
+			sum += m.local.share
 		}
 		return sum, each
 	}
