@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,7 +20,14 @@ import (
 	"github.com/paystream/paystream/internal/testenv/natstest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for leaked goroutines and removes the binaries the
+// process tests built.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeBinaries()
+		os.Exit(code)
+	}))
+}
 
 func connect(t *testing.T) jetstream.JetStream {
 	t.Helper()

@@ -2,6 +2,7 @@ package processing_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -98,6 +99,67 @@ func TestGuardShare(t *testing.T) {
 	g.SetShare(1000, false)
 	require.NoError(t, <-done, "a share releases the wait")
 	cancel()
+}
+
+// TestGuardRateUnderChangingShare: sixteen waits queue at the limiter while
+// the fleet changes the share every 100 ms (as it does when another
+// worker's want moves each step); the calls granted stay within the higher
+// share and near the shares' mean. Before the waits queued behind one
+// reservation, every wait reserved ahead and cancelled on each change, and
+// x/time/rate's cancellation made the rate collapse (5 calls in 3 s under
+// 50/49.9) or overshoot (487 calls in 3 s under 50/40, over three times
+// the share); three worker processes under a sick worker's flapping want
+// sent 110–130 calls/s against a budget of 100 (fleet/process_test.go).
+func TestGuardRateUnderChangingShare(t *testing.T) {
+	t.Parallel()
+	for _, shares := range [][2]float64{{50, 49.9}, {50, 40}} {
+		t.Run(fmt.Sprintf("%v/%v", shares[0], shares[1]), func(t *testing.T) {
+			t.Parallel()
+			g := newTestGuard(t, processing.GuardConfig{})
+			g.SetShare(shares[0], false)
+			const run = 3 * time.Second
+			ctx, cancel := context.WithCancel(t.Context())
+			var (
+				wg    sync.WaitGroup
+				mu    sync.Mutex
+				calls int
+			)
+			for range 16 {
+				wg.Go(func() {
+					for {
+						if _, err := g.Wait(ctx); err != nil {
+							return
+						}
+						mu.Lock()
+						calls++
+						mu.Unlock()
+					}
+				})
+			}
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			end := time.NewTimer(run)
+			defer end.Stop()
+			start := time.Now()
+		flap:
+			for i := 1; ; i++ {
+				select {
+				case <-tick.C:
+					g.SetShare(shares[i%2], false)
+				case <-end.C:
+					break flap
+				}
+			}
+			cancel()
+			elapsed := time.Since(start)
+			wg.Wait()
+			mean := (shares[0] + shares[1]) / 2
+			t.Logf("share %v/%v changed every 100 ms: %d calls in %v (%.1f/s, shares' mean %.1f/s)",
+				shares[0], shares[1], calls, elapsed.Round(time.Millisecond), float64(calls)/elapsed.Seconds(), mean)
+			require.LessOrEqual(t, float64(calls), shares[0]*elapsed.Seconds()+1, "never above the higher share")
+			require.GreaterOrEqual(t, float64(calls), 0.5*mean*run.Seconds(), "near the shares' mean, not starved")
+		})
+	}
 }
 
 // TestGuardAdaptiveConcurrency: the AIMD limit starts at a quarter of the
