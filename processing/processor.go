@@ -15,6 +15,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/risk"
 	"github.com/paystream/paystream/telemetry"
 )
 
@@ -197,6 +198,8 @@ type Processor struct {
 	log    zerolog.Logger
 	m      *telemetry.Metrics
 	tr     *telemetry.Tracing
+	// risk, when set, is asked before a charge (WithRisk, risk.go).
+	risk *risk.FanOut
 
 	// inFlight counts the Process calls running, so that a half-open
 	// breaker admits one message at a time.
@@ -400,7 +403,7 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	case payment.ClaimDuplicate:
 		o := claim.Record.Outcome()
 		d := Decision{Action: ActionAck, Outcome: &o, Verdict: payment.VerdictDuplicate, PaymentID: req.PaymentID, Key: key}
-		if claim.Record.Status == payment.StatusFailed {
+		if claim.Record.Status == payment.StatusFailed && claim.Record.ErrorCode != payment.ErrorCodeRiskDenied {
 			// This message already ended the row failed (its term was lost,
 			// or a publish failed): dead-letter and announce it again; the
 			// message ids make both idempotent.
@@ -491,6 +494,11 @@ func (p *Processor) charged(ctx context.Context, msg Message, req *payment.Reque
 		case found.Found:
 			return p.complete(ctx, msg, req, l, payment.Completion{Status: payment.StatusSucceeded,
 				GatewayChargeID: found.ChargeID, Ambiguous: true}, nil)
+		}
+	}
+	if p.risk != nil {
+		if d, done := p.riskCheck(ctx, msg, req, creq, claim, l); done {
+			return d
 		}
 	}
 	l.req = creq

@@ -4,7 +4,8 @@
 // limiting, hangs and lost responses, and a count of real charges for tests.
 //
 // Endpoints: POST /v1/charges, GET /v1/charges?idempotency_key= (the
-// lookup of docs/contract.md §5), GET /v1/stats, GET and PUT /v1/config
+// lookup of docs/contract.md §5), POST /v1/risk (a side-effect-free risk
+// check: deny for an amount ending in 66, else allow), GET /v1/stats, GET and PUT /v1/config
 // (change the simulated faults at run time, and spare_lookups, which has no
 // flag), POST /v1/charges/lookup (what the simulator recorded per
 // idempotency key), GET /metrics, GET /healthz. See package gateway/sim.
@@ -101,6 +102,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	fs.Int64Var(&o.sim.Seed, "seed", 0, "random seed (0: random)")
 	fs.IntVar(&o.sim.MaxKeys, "max-keys", 0, "completed idempotency keys remembered (0: 1048576, negative: no limit)")
 	fs.IntVar(&o.sim.MaxCharges, "max-charges", 0, "charges that lookups still find (0: 4194304, about 100 bytes each; negative: no limit; never fewer than --max-keys)")
+	fs.DurationVar(&o.sim.RiskLatency, "risk-latency", 0, "latency of every risk check (POST /v1/risk)")
+	fs.Float64Var(&o.sim.RiskErrorRate, "risk-error-rate", 0, "fraction of risk checks answered 503")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
