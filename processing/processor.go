@@ -219,9 +219,34 @@ func (p *Processor) Ready() error {
 	return nil
 }
 
-// BreakerState returns the gateway breaker's state: closed, half_open or
-// open.
-func (p *Processor) BreakerState() string { return p.guard.BreakerState() }
+// BreakerState returns the worst state of the gateways' breakers: open
+// when any is open, else half_open when any is, else closed — the
+// heartbeat's breaker, like the unlabelled paystream_breaker_state. Each
+// gateway's own is in Guards (and the heartbeat's gateways).
+func (p *Processor) BreakerState() string {
+	worst := "closed"
+	for _, r := range p.gws {
+		switch r.guard.BreakerState() {
+		case "open":
+			return "open"
+		case "half_open":
+			worst = "half_open"
+		}
+	}
+	return worst
+}
+
+// BreakersOpen returns how many of the gateways' breakers are open, and
+// how many gateways there are: the worker cannot charge when they are
+// equal (with several gateways a payment fails over past an open one).
+func (p *Processor) BreakersOpen() (open, gateways int) {
+	for _, r := range p.gws {
+		if r.guard.BreakerState() == "open" {
+			open++
+		}
+	}
+	return open, len(p.gws)
+}
 
 // Guard returns the guard of the processor's (first) gateway, for the
 // fleet's wiring (budget share, breaker quorum, probe lease) and status.
