@@ -80,6 +80,7 @@ type options struct {
 	tlsKey          string
 	tlsClientCA     string
 	maxInFlight     int
+	meterWindow     time.Duration
 }
 
 // parse reads flags from args, then fills every flag not given from its
@@ -112,6 +113,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA file: require client certificates it signed (mutual TLS; needs --tls-cert)")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", 0, "answer 429 rate_limited (Retry-After: 0) to a charge that would make more than this many charges in flight, a gateway whose capacity is a concurrency (0: no limit); GET /v1/meter counts charges per second")
+	fs.DurationVar(&o.meterWindow, "meter-window", sim.DefaultMeterWindow, "how far back GET /v1/meter's per-second counts go; older seconds are forgotten (at least 1s)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -150,6 +152,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	}
 	if o.maxInFlight < 0 {
 		problems = append(problems, fmt.Errorf("--max-in-flight must not be negative, got %d", o.maxInFlight))
+	}
+	if o.meterWindow < time.Second {
+		problems = append(problems, fmt.Errorf("--meter-window must be at least 1s, got %s", o.meterWindow))
 	}
 	if o.tlsClientCA != "" && o.tlsCert == "" {
 		problems = append(problems, errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
@@ -197,6 +202,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, _, stde
 	// --max-in-flight, refuses charges above that many in flight.
 	meter := sim.NewMeter(simulator)
 	meter.SetMaxConcurrent(o.maxInFlight)
+	meter.SetWindow(o.meterWindow)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", meter)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
