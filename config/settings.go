@@ -17,7 +17,7 @@ import (
 
 	"github.com/paystream/paystream/contract"
 	"github.com/paystream/paystream/payment"
-	"github.com/paystream/paystream/risk"
+	"github.com/paystream/paystream/risk/riskhttp"
 )
 
 // setting is one row of the table from which defaults, flags, environment
@@ -780,7 +780,7 @@ func checkRiskURLs(urls []string) error {
 	seen := map[string]bool{}
 	var errs []error
 	for i, u := range urls {
-		if err := risk.CheckURL(u); err != nil {
+		if err := riskhttp.CheckURL(u); err != nil {
 			errs = append(errs, fmt.Errorf("URL %d of %d: %w", i+1, len(urls), err))
 		} else if seen[u] {
 			errs = append(errs, fmt.Errorf("URL %d of %d is listed twice", i+1, len(urls)))

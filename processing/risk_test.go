@@ -18,6 +18,7 @@ import (
 	"github.com/paystream/paystream/payment"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/risk"
+	"github.com/paystream/paystream/risk/riskhttp"
 	"github.com/paystream/paystream/telemetry"
 )
 
@@ -61,7 +62,7 @@ func newRiskStack(t *testing.T, fast, other sim.Config, claims *fakeClaims) *ris
 	for _, cfg := range []sim.Config{other, fast} {
 		rs := sim.New(cfg, zerolog.Nop(), nil)
 		srv := httptest.NewServer(rs)
-		c, err := risk.NewHTTP(srv.URL, nil)
+		c, err := riskhttp.New(srv.URL, nil)
 		require.NoError(t, err)
 		checkers = append(checkers, c)
 		t.Cleanup(func() {

@@ -16,8 +16,10 @@
 //     customer, amount, currency — and neither the payment method nor an
 //     idempotency key (TestQueryCannotCharge): even a Checker written to
 //     wrap a gateway has nothing to charge with.
-//   - HTTP, the one Checker the worker builds, posts to {base}/v1/risk and
-//     nowhere else.
+//   - The package imports nothing of paystream: no payment, no gateway. A
+//     Checker cannot even name a charge (internal/archtest keeps it so).
+//   - riskhttp.HTTP, the one Checker the worker builds, posts to
+//     {base}/v1/risk and nowhere else.
 package risk
 
 import (

@@ -18,15 +18,16 @@ import (
 	"github.com/paystream/paystream/gateway/sim"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/risk"
+	"github.com/paystream/paystream/risk/riskhttp"
 )
 
 // simulator starts a gateway simulator with cfg over real HTTP and returns
 // it and a risk checker for it; both stop when the test ends.
-func simulator(t *testing.T, cfg sim.Config) (*sim.Server, *risk.HTTP) {
+func simulator(t *testing.T, cfg sim.Config) (*sim.Server, *riskhttp.HTTP) {
 	t.Helper()
 	s := sim.New(cfg, zerolog.Nop(), nil)
 	srv := httptest.NewServer(s)
-	c, err := risk.NewHTTP(srv.URL, nil)
+	c, err := riskhttp.New(srv.URL, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		c.Close()
@@ -73,7 +74,7 @@ func TestFastAnswerWinsAndTheSlowCallIsCancelled(t *testing.T) {
 	slowSim := sim.New(sim.Config{RiskLatency: time.Hour}, zerolog.Nop(), nil)
 	seen := make(chan struct{}, 2)
 	srv := httptest.NewServer(arrivals{slowSim, seen})
-	slow, err := risk.NewHTTP(srv.URL, nil)
+	slow, err := riskhttp.New(srv.URL, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		slow.Close()
@@ -185,7 +186,7 @@ func TestNewFanOutRefuses(t *testing.T) {
 	_, err = risk.NewFanOut(time.Second, nil)
 	require.Error(t, err)
 	for _, u := range []string{"ftp://x", "http://", "http://u:p@x", "http://x/?a=1", "::"} {
-		_, err := risk.NewHTTP(u, nil)
+		_, err := riskhttp.New(u, nil)
 		require.Error(t, err, u)
 	}
 }
@@ -207,7 +208,7 @@ func TestChargingGatewaysAreNoCheckers(t *testing.T) {
 		assert.False(t, typ.Implements(checker), "%s must not be a risk.Checker", typ)
 	}
 	// And the other way round: a checker is no gateway.
-	assert.False(t, reflect.TypeFor[*risk.HTTP]().Implements(reflect.TypeFor[processing.Gateway]()))
+	assert.False(t, reflect.TypeFor[*riskhttp.HTTP]().Implements(reflect.TypeFor[processing.Gateway]()))
 	assert.False(t, reflect.TypeFor[*risk.FanOut]().Implements(reflect.TypeFor[processing.Gateway]()))
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/paystream/paystream/internal/cmdwire"
 	"github.com/paystream/paystream/processing"
 	"github.com/paystream/paystream/risk"
+	"github.com/paystream/paystream/risk/riskhttp"
 	"github.com/paystream/paystream/telemetry"
 )
 
@@ -98,7 +99,7 @@ func newRisk(cfg config.Config) (*risk.FanOut, func(), error) {
 		}
 	}
 	for i, u := range cfg.RiskChecks {
-		c, err := risk.NewHTTP(u, nil)
+		c, err := riskhttp.New(u, nil)
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("PAYSTREAM_RISK_CHECKS: URL %d: %w", i+1, err)

@@ -1,4 +1,7 @@
-package risk
+// Package riskhttp is the HTTP risk.Checker: POST {base}/v1/risk, the
+// simulator's risk API (gateway/sim). It is the adapter; package risk, which
+// processing imports, stays free of I/O.
+package riskhttp
 
 import (
 	"bytes"
@@ -10,12 +13,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/paystream/paystream/risk"
 )
 
 // maxAnswerBytes bounds a risk answer's body.
 const maxAnswerBytes = 64 << 10
 
-// HTTP is a Checker speaking the simulator's risk API: POST
+// HTTP is a risk.Checker speaking the simulator's risk API: POST
 // {base}/v1/risk with the Query as JSON, answered 200
 // {"decision":"allow"|"deny","reason":"…"}; any other answer is an error.
 // It is safe for concurrent use.
@@ -25,11 +30,11 @@ type HTTP struct {
 	client   *http.Client
 }
 
-// NewHTTP returns a Checker for the risk service at base, an absolute
+// New returns a risk.Checker for the risk service at base, an absolute
 // http(s) URL without user info, query or fragment. client nil means a
 // client of its own (a clone of http.DefaultTransport); the caller's
 // context bounds every call. Close releases its idle connections.
-func NewHTTP(base string, client *http.Client) (*HTTP, error) {
+func New(base string, client *http.Client) (*HTTP, error) {
 	if err := CheckURL(base); err != nil {
 		return nil, err
 	}
@@ -40,7 +45,7 @@ func NewHTTP(base string, client *http.Client) (*HTTP, error) {
 	return &HTTP{name: u.Host, endpoint: strings.TrimSuffix(u.String(), "/") + "/v1/risk", client: client}, nil
 }
 
-// CheckURL returns nil when base is a URL NewHTTP accepts. Its errors
+// CheckURL returns nil when base is a URL New accepts. Its errors
 // never repeat the URL (it might carry a password).
 func CheckURL(base string) error {
 	u, err := url.Parse(base)
@@ -66,34 +71,34 @@ func (h *HTTP) Close() { h.client.CloseIdleConnections() }
 func (h *HTTP) Name() string { return h.name }
 
 // Check posts q and reads the decision.
-func (h *HTTP) Check(ctx context.Context, q Query) (Decision, error) {
+func (h *HTTP) Check(ctx context.Context, q risk.Query) (risk.Decision, error) {
 	body, err := json.Marshal(q)
 	if err != nil {
-		return Decision{}, err
+		return risk.Decision{}, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.endpoint, bytes.NewReader(body))
 	if err != nil {
-		return Decision{}, err
+		return risk.Decision{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := h.client.Do(req)
 	if err != nil {
-		return Decision{}, err
+		return risk.Decision{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
 	if err != nil {
-		return Decision{}, fmt.Errorf("read answer: %w", err)
+		return risk.Decision{}, fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return Decision{}, fmt.Errorf("answered %d", resp.StatusCode)
+		return risk.Decision{}, fmt.Errorf("answered %d", resp.StatusCode)
 	}
 	var a struct {
 		Decision string `json:"decision"`
 		Reason   string `json:"reason"`
 	}
 	if err := json.Unmarshal(b, &a); err != nil {
-		return Decision{}, fmt.Errorf("malformed answer: %w", err)
+		return risk.Decision{}, fmt.Errorf("malformed answer: %w", err)
 	}
-	return Decision{Verdict: Verdict(a.Decision), Reason: a.Reason, Provider: h.name}, nil
+	return risk.Decision{Verdict: risk.Verdict(a.Decision), Reason: a.Reason, Provider: h.name}, nil
 }
