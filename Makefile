@@ -110,6 +110,7 @@ BENCH_FLAGS ?=
 .PHONY: bench bench-full
 bench: build nats-server ## end-to-end benchmark, durability on: one table and a last line "bench payments_per_s=… floor_per_s=…"
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./payment/
+	$(GO) test -run='^$$' -bench=BenchmarkFanOut -benchmem -count=1 ./risk/
 	$(GO) test -run='^$$' -bench='BenchmarkClaimComplete/parallel64-batcher' -benchtime=20000x -count=1 ./store/
 	$(GO) test -run='^$$' -bench='BenchmarkFairness' -benchtime=1x -count=1 ./consumer/
 	BENCH_N=$(BENCH_N) BENCH_PREFILL=$(BENCH_PREFILL) BENCH_GROW=$(BENCH_GROW) $(GO) run ./cmd/bench -bin $(BIN) $(BENCH_FLAGS)

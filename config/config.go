@@ -310,6 +310,16 @@ type Config struct {
 	// entries (ParseGateways; GatewaySpecs gives them parsed). Empty, the
 	// default, means the one gateway of GatewayURL.
 	Gateways string
+	// RiskChecks are the base URLs of replicas of a risk service, asked all
+	// at once before each charge, the first answer winning
+	// (PAYSTREAM_RISK_CHECKS, --risk-checks): http(s), at most 8, no
+	// repeats. Empty, the default, is no risk check. An addition beyond the
+	// shared contract (issue 14; docs/fleet.md, "Fan-out only where it is
+	// safe").
+	RiskChecks []string
+	// RiskTimeout bounds that check (PAYSTREAM_RISK_TIMEOUT,
+	// --risk-timeout), 10ms to 10s and under a third of Lease. Default 1s.
+	RiskTimeout time.Duration
 }
 
 // SettingError is one problem with one setting. Parse and Validate return

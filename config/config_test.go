@@ -122,6 +122,7 @@ func TestDefault(t *testing.T) {
 		FleetBreaker:           true,
 		FleetInterval:          time.Second,
 		FairLookahead:          32,
+		RiskTimeout:            time.Second,
 	}
 	require.Equal(t, want, config.Default())
 
@@ -249,6 +250,10 @@ func TestParseEachSetting(t *testing.T) {
 		{"PAYSTREAM_FLEET_BREAKER", "false", nil, func(c *config.Config) { c.FleetBreaker = false }},
 		{"PAYSTREAM_FLEET_INTERVAL", "250ms", nil, func(c *config.Config) { c.FleetInterval = 250 * time.Millisecond }},
 		{"PAYSTREAM_FAIR_LOOKAHEAD", "0", nil, func(c *config.Config) { c.FairLookahead = 0 }},
+		{"PAYSTREAM_RISK_CHECKS", "http://risk-a:8099, https://risk-b", nil, func(c *config.Config) {
+			c.RiskChecks = []string{"http://risk-a:8099", "https://risk-b"}
+		}},
+		{"PAYSTREAM_RISK_TIMEOUT", "250ms", nil, func(c *config.Config) { c.RiskTimeout = 250 * time.Millisecond }},
 		{"PAYSTREAM_GATEWAYS", "a=http://a:8090;weight=3;currencies=EUR,b=fake;weight=0", map[string]string{"PAYSTREAM_GATEWAY_URL": ""},
 			func(c *config.Config) {
 				c.Gateways, c.GatewayURL, c.GatewayName = "a=http://a:8090;weight=3;currencies=EUR,b=fake;weight=0", "", ""
@@ -574,6 +579,13 @@ func TestValidate(t *testing.T) {
 		{"GatewaysCAFileWithoutHTTPS", func(c *config.Config) {
 			c.GatewayURL, c.Gateways, c.GatewayCAFile = "", "a=http://a:8080,b=fake", cert
 		}, "PAYSTREAM_GATEWAY_CA_FILE", []string{"needs an https:// gateway in PAYSTREAM_GATEWAYS (--gateways), none has one"}},
+		{"RiskChecksBad", func(c *config.Config) {
+			c.RiskChecks = []string{"http://a:1", "ftp://u:secret@b", "http://a:1", ""}
+		}, "PAYSTREAM_RISK_CHECKS", []string{"URL 2 of 4: risk url must not carry user info", "URL 3 of 4 is listed twice",
+			"URL 4 of 4: risk url must be an absolute http:// or https:// URL"}},
+		{"RiskTimeoutTooLong", func(c *config.Config) { c.RiskTimeout = 11 * time.Second }, "PAYSTREAM_RISK_TIMEOUT", []string{"got 11s"}},
+		{"RiskTimeoutOverLease", func(c *config.Config) { c.RiskTimeout, c.Lease = 5*time.Second, 13*time.Second }, "PAYSTREAM_RISK_TIMEOUT",
+			[]string{"less than a third of PAYSTREAM_LEASE (--lease)"}},
 		{"CredsMissing", func(c *config.Config) { c.NATSCreds = missing }, "PAYSTREAM_NATS_CREDS", []string{"cannot read file", "missing.creds"}},
 		{"CredsIsADirectory", func(c *config.Config) { c.NATSCreds = dir }, "PAYSTREAM_NATS_CREDS", []string{"is a directory"}},
 		{"PasswordWithoutUser", func(c *config.Config) { c.NATSPassword = "pw" }, "PAYSTREAM_NATS_PASSWORD", []string{"needs PAYSTREAM_NATS_USER (--nats-user)"}},
@@ -744,7 +756,7 @@ func TestVars(t *testing.T) {
 	t.Parallel()
 
 	vars := config.Vars()
-	require.Len(t, vars, 68)
+	require.Len(t, vars, 70)
 	require.Equal(t, "PAYSTREAM_NATS_URL", vars[0], "declaration order")
 	seen := map[string]bool{}
 	for _, v := range vars {

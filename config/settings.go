@@ -17,6 +17,7 @@ import (
 
 	"github.com/paystream/paystream/contract"
 	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/risk/riskhttp"
 )
 
 // setting is one row of the table from which defaults, flags, environment
@@ -542,6 +543,26 @@ func (c *Config) settings() []setting {
 			}}},
 		},
 		{
+			name:  "RISK_CHECKS",
+			usage: "base URLs of replicas of a risk service asked, all at once, before each charge (first answer wins; deny records the payment failed risk_denied); empty = no risk check",
+			value: newList(&c.RiskChecks, nil),
+			rules: []rule{{fn: func() error { return checkRiskURLs(c.RiskChecks) }}},
+		},
+		{
+			name:  "RISK_TIMEOUT",
+			usage: "how long the risk check before a charge may take; with no answer by then the delivery is retried",
+			value: newDuration(&c.RiskTimeout, time.Second),
+			rules: []rule{
+				{fn: between(&c.RiskTimeout, 10*time.Millisecond, 10*time.Second)},
+				{deps: []string{"LEASE"}, fn: func() error {
+					if c.RiskTimeout >= c.Lease/3 {
+						return fmt.Errorf("must be less than a third of %s, got %v with a lease of %v", ref("LEASE"), c.RiskTimeout, c.Lease)
+					}
+					return nil
+				}},
+			},
+		},
+		{
 			name:  "FAIR_LOOKAHEAD",
 			usage: "messages fetched beyond the free slots and handed to slots fairly by merchant; 0 = pull only into free slots",
 			value: newInt(&c.FairLookahead, 32),
@@ -747,6 +768,28 @@ func needsHTTPS(p *string, c *Config) func() error {
 
 // checkNATSURLs accepts one or more URLs with scheme nats, tls, ws or wss and
 // a host. Messages show a URL only redacted.
+// maxRiskChecks bounds PAYSTREAM_RISK_CHECKS.
+const maxRiskChecks = 8
+
+// checkRiskURLs checks PAYSTREAM_RISK_CHECKS: at most maxRiskChecks
+// distinct http(s) base URLs.
+func checkRiskURLs(urls []string) error {
+	if len(urls) > maxRiskChecks {
+		return fmt.Errorf("at most %d risk services, got %d", maxRiskChecks, len(urls))
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for i, u := range urls {
+		if err := riskhttp.CheckURL(u); err != nil {
+			errs = append(errs, fmt.Errorf("URL %d of %d: %w", i+1, len(urls), err))
+		} else if seen[u] {
+			errs = append(errs, fmt.Errorf("URL %d of %d is listed twice", i+1, len(urls)))
+		}
+		seen[u] = true
+	}
+	return errors.Join(errs...)
+}
+
 func checkNATSURLs(urls []string) error {
 	if len(urls) == 0 {
 		return errors.New("must not be empty")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -231,7 +232,18 @@ func verdict(dbErr string, workers []fleet.Heartbeat, gateways []fleet.GatewayRe
 			reason("worker %s not ready: %s", w.WorkerID, w.NotReady)
 		}
 		if w.Breaker == "open" {
-			reason("breaker open on worker %s", w.WorkerID)
+			// The worst of the worker's gateways; name the open ones.
+			var open []string
+			for _, g := range w.Gateways {
+				if g.Breaker == "open" {
+					open = append(open, g.Gateway)
+				}
+			}
+			if len(w.Gateways) > 1 && len(open) > 0 {
+				reason("breaker open on worker %s (gateway %s)", w.WorkerID, strings.Join(open, ", "))
+			} else {
+				reason("breaker open on worker %s", w.WorkerID)
+			}
 		}
 		for _, g := range w.Gateways {
 			if g.Fallback {

@@ -36,6 +36,10 @@ const (
 	// ErrorCodeInvalid: the stored request no longer validates (a lowered
 	// limit, say); settled failed by the sweeper (docs/contract.md §6.9).
 	ErrorCodeInvalid = "invalid"
+	// ErrorCodeRiskDenied: the risk check before the charge denied the
+	// payment (PAYSTREAM_RISK_CHECKS); no charge was made. Announced, not
+	// dead-lettered. An addition beyond the shared contract (issue 14).
+	ErrorCodeRiskDenied = "risk_denied"
 )
 
 // Record is one row of the payments table: the state of one effective key.

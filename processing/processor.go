@@ -15,6 +15,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/paystream/paystream/payment"
+	"github.com/paystream/paystream/risk"
 	"github.com/paystream/paystream/telemetry"
 )
 
@@ -197,6 +198,8 @@ type Processor struct {
 	log    zerolog.Logger
 	m      *telemetry.Metrics
 	tr     *telemetry.Tracing
+	// risk, when set, is asked before a charge (WithRisk, risk.go).
+	risk *risk.FanOut
 
 	// inFlight counts the Process calls running, so that a half-open
 	// breaker admits one message at a time.
@@ -216,9 +219,34 @@ func (p *Processor) Ready() error {
 	return nil
 }
 
-// BreakerState returns the gateway breaker's state: closed, half_open or
-// open.
-func (p *Processor) BreakerState() string { return p.guard.BreakerState() }
+// BreakerState returns the worst state of the gateways' breakers: open
+// when any is open, else half_open when any is, else closed — the
+// heartbeat's breaker, like the unlabelled paystream_breaker_state. Each
+// gateway's own is in Guards (and the heartbeat's gateways).
+func (p *Processor) BreakerState() string {
+	worst := "closed"
+	for _, r := range p.gws {
+		switch r.guard.BreakerState() {
+		case "open":
+			return "open"
+		case "half_open":
+			worst = "half_open"
+		}
+	}
+	return worst
+}
+
+// BreakersOpen returns how many of the gateways' breakers are open, and
+// how many gateways there are: the worker cannot charge when they are
+// equal (with several gateways a payment fails over past an open one).
+func (p *Processor) BreakersOpen() (open, gateways int) {
+	for _, r := range p.gws {
+		if r.guard.BreakerState() == "open" {
+			open++
+		}
+	}
+	return open, len(p.gws)
+}
 
 // Guard returns the guard of the processor's (first) gateway, for the
 // fleet's wiring (budget share, breaker quorum, probe lease) and status.
@@ -400,7 +428,7 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	case payment.ClaimDuplicate:
 		o := claim.Record.Outcome()
 		d := Decision{Action: ActionAck, Outcome: &o, Verdict: payment.VerdictDuplicate, PaymentID: req.PaymentID, Key: key}
-		if claim.Record.Status == payment.StatusFailed {
+		if claim.Record.Status == payment.StatusFailed && claim.Record.ErrorCode != payment.ErrorCodeRiskDenied {
 			// This message already ended the row failed (its term was lost,
 			// or a publish failed): dead-letter and announce it again; the
 			// message ids make both idempotent.
@@ -491,6 +519,11 @@ func (p *Processor) charged(ctx context.Context, msg Message, req *payment.Reque
 		case found.Found:
 			return p.complete(ctx, msg, req, l, payment.Completion{Status: payment.StatusSucceeded,
 				GatewayChargeID: found.ChargeID, Ambiguous: true}, nil)
+		}
+	}
+	if p.risk != nil {
+		if d, done := p.riskCheck(ctx, msg, req, creq, claim, l); done {
+			return d
 		}
 	}
 	l.req = creq

@@ -4,7 +4,8 @@
 // limiting, hangs and lost responses, and a count of real charges for tests.
 //
 // Endpoints: POST /v1/charges, GET /v1/charges?idempotency_key= (the
-// lookup of docs/contract.md §5), GET /v1/stats, GET and PUT /v1/config
+// lookup of docs/contract.md §5), POST /v1/risk (a side-effect-free risk
+// check: deny for an amount ending in 66, else allow), GET /v1/stats, GET and PUT /v1/config
 // (change the simulated faults at run time, and spare_lookups, which has no
 // flag), POST /v1/charges/lookup (what the simulator recorded per
 // idempotency key), GET /metrics, GET /healthz. See package gateway/sim.
@@ -79,6 +80,7 @@ type options struct {
 	tlsKey          string
 	tlsClientCA     string
 	maxInFlight     int
+	meterWindow     time.Duration
 }
 
 // parse reads flags from args, then fills every flag not given from its
@@ -101,6 +103,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	fs.Int64Var(&o.sim.Seed, "seed", 0, "random seed (0: random)")
 	fs.IntVar(&o.sim.MaxKeys, "max-keys", 0, "completed idempotency keys remembered (0: 1048576, negative: no limit)")
 	fs.IntVar(&o.sim.MaxCharges, "max-charges", 0, "charges that lookups still find (0: 4194304, about 100 bytes each; negative: no limit; never fewer than --max-keys)")
+	fs.DurationVar(&o.sim.RiskLatency, "risk-latency", 0, "latency of every risk check (POST /v1/risk)")
+	fs.Float64Var(&o.sim.RiskErrorRate, "risk-error-rate", 0, "fraction of risk checks answered 503")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
@@ -109,6 +113,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA file: require client certificates it signed (mutual TLS; needs --tls-cert)")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", 0, "answer 429 rate_limited (Retry-After: 0) to a charge that would make more than this many charges in flight, a gateway whose capacity is a concurrency (0: no limit); GET /v1/meter counts charges per second")
+	fs.DurationVar(&o.meterWindow, "meter-window", sim.DefaultMeterWindow, "how far back GET /v1/meter's per-second counts go; older seconds are forgotten (at least 1s)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -147,6 +152,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	}
 	if o.maxInFlight < 0 {
 		problems = append(problems, fmt.Errorf("--max-in-flight must not be negative, got %d", o.maxInFlight))
+	}
+	if o.meterWindow < time.Second {
+		problems = append(problems, fmt.Errorf("--meter-window must be at least 1s, got %s", o.meterWindow))
 	}
 	if o.tlsClientCA != "" && o.tlsCert == "" {
 		problems = append(problems, errors.New("--tls-client-ca needs --tls-cert and --tls-key"))
@@ -194,6 +202,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, _, stde
 	// --max-in-flight, refuses charges above that many in flight.
 	meter := sim.NewMeter(simulator)
 	meter.SetMaxConcurrent(o.maxInFlight)
+	meter.SetWindow(o.meterWindow)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", meter)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -176,6 +176,7 @@ func TestParse(t *testing.T) {
 		require.Equal(t, "127.0.0.1:8099", o.addr)
 		require.Equal(t, "json", o.logFormat)
 		require.Equal(t, sim.Config{RetryAfter: time.Second, HangFor: time.Minute}, o.sim)
+		require.Equal(t, sim.DefaultMeterWindow, o.meterWindow)
 	})
 
 	t.Run("env and flags", func(t *testing.T) {
@@ -197,6 +198,9 @@ func TestParse(t *testing.T) {
 				"GATEWAYSIM_ADDR":               ":9000",
 				"GATEWAYSIM_LOG_FORMAT":         "console",
 				"GATEWAYSIM_LOG_LEVEL":          "debug",
+				"GATEWAYSIM_RISK_LATENCY":       "7ms",
+				"GATEWAYSIM_RISK_ERROR_RATE":    "0.5",
+				"GATEWAYSIM_METER_WINDOW":       "90s",
 			}),
 			io.Discard)
 		require.NoError(t, err)
@@ -207,17 +211,21 @@ func TestParse(t *testing.T) {
 			Latency: 20 * time.Millisecond, LatencyJitter: 5 * time.Millisecond,
 			DeclineRate: 0.1, ErrorRate: 0.25, RateLimitRate: 0.2, TimeoutRate: 0.3, LostResponseRate: 0.4,
 			RetryAfter: 3 * time.Second, HangFor: 4 * time.Second, Seed: 77, MaxKeys: 1000, MaxCharges: 5000,
+			RiskLatency: 7 * time.Millisecond, RiskErrorRate: 0.5,
 		}, o.sim)
+		require.Equal(t, 90*time.Second, o.meterWindow)
 	})
 
 	t.Run("every problem at once", func(t *testing.T) {
 		t.Parallel()
 		_, err := parse(
 			[]string{"--decline-rate", "2", "--log-format", "xml"},
-			env(map[string]string{"GATEWAYSIM_LATENCY": "soon", "GATEWAYSIM_LOG_LEVEL": "loud", "GATEWAYSIM_HANG_FOR": "-1s"}),
+			env(map[string]string{"GATEWAYSIM_LATENCY": "soon", "GATEWAYSIM_LOG_LEVEL": "loud", "GATEWAYSIM_HANG_FOR": "-1s",
+				"GATEWAYSIM_METER_WINDOW": "500ms", "GATEWAYSIM_RISK_ERROR_RATE": "1.5"}),
 			io.Discard)
 		require.Error(t, err)
-		for _, want := range []string{"GATEWAYSIM_LATENCY (--latency)", "decline rate", "hang for", "log format", "log level"} {
+		for _, want := range []string{"GATEWAYSIM_LATENCY (--latency)", "decline rate", "hang for", "log format", "log level",
+			"--meter-window must be at least 1s", "risk error rate"} {
 			require.ErrorContains(t, err, want)
 		}
 	})

@@ -107,12 +107,22 @@ func statusTable(w io.Writer, r ops.StatusReport) {
 		if !hb.LastPull.IsZero() {
 			last = hb.LastPull.UTC().Format(time.RFC3339)
 		}
+		// The worst of the worker's gateways' breakers and, with several
+		// gateways, each one's: "open (a open, b closed)".
+		breaker := hb.Breaker
+		if len(hb.Gateways) > 1 {
+			each := make([]string, len(hb.Gateways))
+			for i, g := range hb.Gateways {
+				each[i] = g.Gateway + " " + g.Breaker
+			}
+			breaker += " (" + strings.Join(each, ", ") + ")"
+		}
 		started := "-"
 		if !hb.StartedAt.IsZero() {
 			started = hb.StartedAt.UTC().Format(time.RFC3339)
 		}
 		fmt.Fprintf(w, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\n", hb.WorkerID, ready, hb.InFlight, hb.Concurrency,
-			hb.Breaker, rate, last, hb.Version, hb.Host, started)
+			breaker, rate, last, hb.Version, hb.Host, started)
 	}
 	if len(r.Workers) == 0 {
 		fmt.Fprintln(w, "(no live worker)")

@@ -9,6 +9,8 @@ import (
 	"github.com/paystream/paystream/fleet"
 	"github.com/paystream/paystream/internal/cmdwire"
 	"github.com/paystream/paystream/processing"
+	"github.com/paystream/paystream/risk"
+	"github.com/paystream/paystream/risk/riskhttp"
 	"github.com/paystream/paystream/telemetry"
 )
 
@@ -78,4 +80,37 @@ func gatewayBeats(guards []*processing.Guard) []fleet.GatewayBeat {
 		out[i] = cmdwire.GatewayBeat(g)
 	}
 	return out
+}
+
+// newRisk builds the risk check of PAYSTREAM_RISK_CHECKS: one HTTP checker
+// per URL, fanned out by a risk.FanOut bounded by PAYSTREAM_RISK_TIMEOUT;
+// nil, and a no-op close, when the setting is empty.
+func newRisk(cfg config.Config) (*risk.FanOut, func(), error) {
+	if len(cfg.RiskChecks) == 0 {
+		return nil, func() {}, nil
+	}
+	var (
+		checkers []risk.Checker
+		closers  []func()
+	)
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	for i, u := range cfg.RiskChecks {
+		c, err := riskhttp.New(u, nil)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("PAYSTREAM_RISK_CHECKS: URL %d: %w", i+1, err)
+		}
+		checkers = append(checkers, c)
+		closers = append(closers, c.Close)
+	}
+	f, err := risk.NewFanOut(cfg.RiskTimeout, checkers...)
+	if err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("PAYSTREAM_RISK_CHECKS: %w", err)
+	}
+	return f, closeAll, nil
 }

@@ -53,8 +53,13 @@ func (w *worker) dependencies(ctx context.Context) []depCheck {
 	}
 	out = append(out, depCheck{depJetStream, consErr})
 	gwErr := w.proc.Ready()
-	if gwErr == nil && w.proc.BreakerState() == "open" {
+	if open, n := w.proc.BreakersOpen(); gwErr == nil && open == n {
+		// With several gateways a payment fails over past an open
+		// breaker: the worker is not ready only when every one is open.
 		gwErr = errors.New("gateway breaker open")
+		if n > 1 {
+			gwErr = fmt.Errorf("every gateway's breaker open (%d)", n)
+		}
 	}
 	return append(out, depCheck{depGateway, gwErr})
 }

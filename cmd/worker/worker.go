@@ -260,13 +260,26 @@ func (w *worker) newProcessor(m *telemetry.Metrics) (*processing.Processor, erro
 	if err != nil {
 		return nil, err
 	}
-	w.closeGW = closeGWs
+	fan, closeRisk, err := newRisk(w.cfg)
+	if err != nil {
+		closeGWs()
+		return nil, err
+	}
+	w.closeGW = func() {
+		closeGWs()
+		closeRisk()
+	}
 	w.gw = routes[0].Gateway
 	w.store = store.New(w.pool)
 	w.batcher = store.NewBatcher(w.store, store.BatcherConfig{MaxBatch: w.cfg.BatchSize, MaxWait: w.cfg.BatchWait})
 	pcfg := processingConfig(w.cfg)
 	pcfg.Tracing = w.tracing
 	w.proc = processing.NewRouted(pcfg, w.batcher, routes, w.log, m)
+	if fan != nil {
+		w.proc.WithRisk(fan)
+		w.log.Info().Int("providers", len(w.cfg.RiskChecks)).Dur("timeout", fan.Timeout()).
+			Msg("risk check before each charge: first answer of the providers wins")
+	}
 	return w.proc, nil
 }
 

@@ -17,8 +17,10 @@ import (
 // Retry-After 0) to a charge that would make more than that many charges in
 // flight — a gateway whose capacity is a concurrency. GET /v1/meter answers
 // the counts as JSON: {"seconds":[{"unix":…,"charges":…,"rejected":…},…],
-// "in_flight":…,"peak_in_flight":…,"max_concurrent":…}. A Meter is safe for
-// concurrent use.
+// "in_flight":…,"peak_in_flight":…,"max_concurrent":…}. It keeps the counts
+// of the last DefaultMeterWindow (SetWindow changes it) and forgets older
+// seconds, so that a simulator left running does not grow. A Meter is safe
+// for concurrent use.
 type Meter struct {
 	next http.Handler
 
@@ -28,7 +30,11 @@ type Meter struct {
 
 	mu      sync.Mutex
 	seconds map[int64]*SecondCount
+	window  int64 // seconds kept, counting the current one
 }
+
+// DefaultMeterWindow is how many seconds of counts a Meter keeps by default.
+const DefaultMeterWindow = time.Hour
 
 // SecondCount is one second's charge requests at a Meter: all that
 // arrived, and those answered 429 for the concurrency limit.
@@ -40,8 +46,45 @@ type SecondCount struct {
 
 // NewMeter returns a Meter in front of next (a *Server, usually).
 func NewMeter(next http.Handler) *Meter {
-	m := &Meter{next: next, seconds: map[int64]*SecondCount{}}
+	m := &Meter{next: next, seconds: map[int64]*SecondCount{}, window: int64(DefaultMeterWindow / time.Second)}
 	return m
+}
+
+// SetWindow sets how far back the counts go: the seconds older than d
+// (at least one second) before the latest one counted are forgotten.
+func (m *Meter) SetWindow(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.window = max(int64(d/time.Second), 1)
+	m.prune(m.latest())
+}
+
+// latest returns the latest second counted (0 when none). Called with
+// m.mu held.
+func (m *Meter) latest() int64 {
+	var last int64
+	for s := range m.seconds {
+		last = max(last, s)
+	}
+	return last
+}
+
+// prune forgets the seconds that fell out of the window ending at sec.
+// Called with m.mu held, once per new second: the map holds at most a
+// window of seconds, so the walk is short.
+func (m *Meter) prune(sec int64) {
+	for s := range m.seconds {
+		if s <= sec-m.window {
+			delete(m.seconds, s)
+		}
+	}
+}
+
+// Len returns how many seconds of counts the meter holds.
+func (m *Meter) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.seconds)
 }
 
 // SetMaxConcurrent sets how many charges may be in flight before more are
@@ -107,6 +150,7 @@ func (m *Meter) count(sec int64, rejected bool) {
 	defer m.mu.Unlock()
 	c := m.seconds[sec]
 	if c == nil {
+		m.prune(sec)
 		c = &SecondCount{Unix: sec}
 		m.seconds[sec] = c
 	}

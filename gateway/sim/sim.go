@@ -29,11 +29,16 @@
 //	GET  /v1/stats           {"real_charges":…,"distinct_keys":…,"in_flight":…,
 //	                         "double_charged_payment_ids":[…],
 //	                         "in_flight_conflicts":…,"lookups":…,
-//	                         "unauthorized":…,"forbidden":…}
+//	                         "unauthorized":…,"forbidden":…,"risk_checks":…,
+//	                         "risk_denied":…,"risk_canceled":…}
 //	GET  /v1/config          the current Config as JSON (durations as Go duration strings)
 //	PUT  /v1/config          replace the Config (fields left out become zero; seed,
 //	                         max_keys and max_charges are ignored); 400 with every
 //	                         problem when invalid
+//	POST /v1/risk            a side-effect-free risk check (risk.go): {"decision":
+//	                         "allow"} or, for an amount ending in 66, {"decision":
+//	                         "deny","reason":"amount_rule"}; Config.RiskLatency and
+//	                         RiskErrorRate slow it down or make it fail
 //	POST /v1/charges/lookup  {"keys":[…]} → {"keys":[{"key":…,"state":…,"charge_id":…},…]}:
 //	                         what the simulator's idempotency layer holds for each
 //	                         key, so that tests can check a recorded charge id
@@ -138,6 +143,12 @@ type Config struct {
 	// truthfully. False, the default, lets lookups fail like charges, so
 	// that an outage hides charges from lookups too.
 	SpareLookups bool
+	// RiskLatency is how long every risk check (POST /v1/risk) takes before
+	// it is answered; a client that gives up first is counted in
+	// Stats.RiskCanceled. Zero means none.
+	RiskLatency time.Duration
+	// RiskErrorRate answers risk checks 503 (after RiskLatency).
+	RiskErrorRate float64
 }
 
 // WithDefaults returns a copy of c with defaults filled in.
@@ -164,6 +175,7 @@ func (c Config) Validate() error {
 		{"rate limit rate", c.RateLimitRate},
 		{"timeout rate", c.TimeoutRate},
 		{"lost response rate", c.LostResponseRate},
+		{"risk error rate", c.RiskErrorRate},
 	} {
 		if !(r.v >= 0 && r.v <= 1) {
 			errs = append(errs, fmt.Errorf("%s must be between 0 and 1, got %v", r.name, r.v))
@@ -177,6 +189,7 @@ func (c Config) Validate() error {
 		{"latency jitter", c.LatencyJitter},
 		{"retry after", c.RetryAfter},
 		{"hang for", c.HangFor},
+		{"risk latency", c.RiskLatency},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative, got %s", d.name, d.v))
@@ -189,13 +202,13 @@ func (c Config) Validate() error {
 // Server never runs with an invalid Config.
 func (c Config) sanitize() Config {
 	c = c.WithDefaults()
-	for _, r := range []*float64{&c.DeclineRate, &c.ErrorRate, &c.RateLimitRate, &c.TimeoutRate, &c.LostResponseRate} {
+	for _, r := range []*float64{&c.DeclineRate, &c.ErrorRate, &c.RateLimitRate, &c.TimeoutRate, &c.LostResponseRate, &c.RiskErrorRate} {
 		if !(*r >= 0) { // negative or NaN
 			*r = 0
 		}
 		*r = min(*r, 1)
 	}
-	for _, d := range []*time.Duration{&c.Latency, &c.LatencyJitter} {
+	for _, d := range []*time.Duration{&c.Latency, &c.LatencyJitter, &c.RiskLatency} {
 		*d = max(*d, 0)
 	}
 	if c.RetryAfter < 0 {
@@ -221,6 +234,9 @@ type Server struct {
 	lookups           atomic.Int64
 	unauthorized      atomic.Int64
 	forbidden         atomic.Int64
+	riskChecks        atomic.Int64
+	riskDenied        atomic.Int64
+	riskCanceled      atomic.Int64
 	keys              atomic.Pointer[KeySource] // nil: the API is open
 	traces            traceLog                  // traceparents received, by key (trace.go)
 
@@ -279,6 +295,7 @@ func New(cfg Config, logger zerolog.Logger, reg prometheus.Registerer) *Server {
 	s.mux.HandleFunc("GET /v1/config", s.handleGetConfig)
 	s.mux.HandleFunc("PUT /v1/config", s.handlePutConfig)
 	s.mux.HandleFunc("POST /v1/charges/lookup", s.handleKeyStates)
+	s.mux.HandleFunc("POST /v1/risk", s.handleRisk)
 	return s
 }
 
@@ -327,6 +344,12 @@ type Stats struct {
 	// Forbidden is the number of charges and lookups refused 403 for a
 	// revoked API key.
 	Forbidden int64 `json:"forbidden"`
+	// RiskChecks is the number of risk checks (POST /v1/risk) received,
+	// RiskDenied those answered deny, RiskCanceled those whose client went
+	// away before the answer (a fan-out's cancelled losers).
+	RiskChecks   int64 `json:"risk_checks"`
+	RiskDenied   int64 `json:"risk_denied"`
+	RiskCanceled int64 `json:"risk_canceled"`
 }
 
 // Stats returns a snapshot of the simulator's counters.
@@ -334,7 +357,8 @@ func (s *Server) Stats() Stats {
 	st := s.ledger.Stats()
 	return Stats{Charges: st.Charges, Keys: st.Keys, InFlight: st.InFlight, DoubleCharged: st.DoubleCharged,
 		InFlightConflicts: s.inFlightConflicts.Load(), Lookups: s.lookups.Load(),
-		Unauthorized: s.unauthorized.Load(), Forbidden: s.forbidden.Load()}
+		Unauthorized: s.unauthorized.Load(), Forbidden: s.forbidden.Load(),
+		RiskChecks: s.riskChecks.Load(), RiskDenied: s.riskDenied.Load(), RiskCanceled: s.riskCanceled.Load()}
 }
 
 // ChargesFor returns the number of real charges made for the idempotency
@@ -805,6 +829,8 @@ type configJSON struct {
 	MaxKeys          int     `json:"max_keys"`
 	MaxCharges       int     `json:"max_charges"`
 	SpareLookups     bool    `json:"spare_lookups"`
+	RiskLatency      string  `json:"risk_latency"`
+	RiskErrorRate    float64 `json:"risk_error_rate"`
 }
 
 // MarshalJSON encodes c with durations as Go duration strings.
@@ -823,6 +849,8 @@ func (c Config) MarshalJSON() ([]byte, error) {
 		MaxKeys:          c.MaxKeys,
 		MaxCharges:       c.MaxCharges,
 		SpareLookups:     c.SpareLookups,
+		RiskLatency:      c.RiskLatency.String(),
+		RiskErrorRate:    c.RiskErrorRate,
 	})
 }
 
@@ -846,6 +874,7 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 		MaxKeys:          j.MaxKeys,
 		MaxCharges:       j.MaxCharges,
 		SpareLookups:     j.SpareLookups,
+		RiskErrorRate:    j.RiskErrorRate,
 	}
 	var errs []error
 	for _, d := range []struct {
@@ -857,6 +886,7 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 		{"latency_jitter", j.LatencyJitter, &out.LatencyJitter},
 		{"retry_after", j.RetryAfter, &out.RetryAfter},
 		{"hang_for", j.HangFor, &out.HangFor},
+		{"risk_latency", j.RiskLatency, &out.RiskLatency},
 	} {
 		if d.s == "" {
 			continue

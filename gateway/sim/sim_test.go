@@ -257,6 +257,7 @@ func TestStatsEndpoint(t *testing.T) {
 	require.Equal(t, map[string]any{
 		"real_charges": 0.0, "distinct_keys": 0.0, "in_flight": 0.0, "double_charged_payment_ids": []any{},
 		"in_flight_conflicts": 0.0, "lookups": 0.0, "unauthorized": 0.0, "forbidden": 0.0,
+		"risk_checks": 0.0, "risk_denied": 0.0, "risk_canceled": 0.0,
 	}, get())
 
 	require.Equal(t, http.StatusCreated, post(t, t.Context(), s, "k1", okBody).Status)
@@ -267,6 +268,7 @@ func TestStatsEndpoint(t *testing.T) {
 	require.Equal(t, map[string]any{
 		"real_charges": 2.0, "distinct_keys": 2.0, "in_flight": 0.0, "double_charged_payment_ids": []any{"p1"},
 		"in_flight_conflicts": 0.0, "lookups": 3.0, "unauthorized": 0.0, "forbidden": 0.0,
+		"risk_checks": 0.0, "risk_denied": 0.0, "risk_canceled": 0.0,
 	}, get())
 }
 
@@ -371,7 +373,7 @@ func TestConfigEndpoint(t *testing.T) {
 	require.Equal(t, http.StatusOK, w.Code)
 	require.JSONEq(t, `{"latency":"0s","latency_jitter":"0s","decline_rate":0.25,"error_rate":0,
 		"rate_limit_rate":0,"timeout_rate":0,"lost_response_rate":0,"retry_after":"1s","hang_for":"1m0s",
-		"seed":3,"max_keys":7,"max_charges":0,"spare_lookups":false}`, w.Body.String())
+		"seed":3,"max_keys":7,"max_charges":0,"spare_lookups":false,"risk_latency":"0s","risk_error_rate":0}`, w.Body.String())
 
 	// PUT replaces the whole configuration; seed, max_keys and max_charges stay.
 	w = do(t, s, http.MethodPut, "/v1/config", `{"error_rate":1,"latency":"150ms","retry_after":"2s","seed":99,"max_charges":1,"spare_lookups":true}`)
