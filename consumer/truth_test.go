@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -365,4 +366,71 @@ func TestNotReadyWhileOutcomesCannotBePublished(t *testing.T) {
 	s.waitFor("announced", 30*time.Second, func() bool { return s.streamCount(results) == 3 })
 	s.waitFor("ready again", 20*time.Second, func() bool { return w.cons.Ready() == nil })
 	s.waitSettled(20 * time.Second)
+}
+
+// TestNoAckBeforeTheOutcomeIsStored: the results stream refuses the outcome
+// event of a charged payment (its message limit is reached, discard new: the
+// server answers the publish with an error, as a full store does). The
+// request is recorded but never acked: it is nak'ed and redelivered, and
+// the consumer's ack floor stays below it, until the stream takes the
+// outcome; then the redelivery publishes it and acks.
+func TestNoAckBeforeTheOutcomeIsStored(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{ackWait: 2 * time.Second, backoff: 50 * time.Millisecond, backoffMax: 200 * time.Millisecond})
+	ctx := context.Background()
+	results := s.ccfg.ResultsStream
+	st, err := s.js.Stream(ctx, results)
+	require.NoError(t, err)
+	open := st.CachedInfo().Config
+	full := open
+	full.MaxMsgs, full.Discard = 1, jetstream.DiscardNew
+	_, err = s.js.UpdateStream(ctx, full)
+	require.NoError(t, err)
+
+	w := s.startWorker("w1")
+	s.publishRequest(request(1, 1000), "")
+	s.waitFor("first outcome stored and acked", 20*time.Second, func() bool {
+		return s.streamCount(results) == 1 && s.ackFloor() == 1
+	})
+	s.publishRequest(request(2, 1000), "") // stream sequence 2
+	s.waitFor("second request redelivered", 30*time.Second, func() bool {
+		return s.counts()[payment.StatusSucceeded] == 2 && s.redelivered() >= 1
+	})
+	require.Equal(t, uint64(1), s.ackFloor(), "the request whose outcome was refused is not acked")
+	require.Equal(t, 1, s.streamCount(results))
+	s.waitFor("not ready", 30*time.Second, func() bool {
+		err := w.cons.Ready()
+		return err != nil && strings.Contains(err.Error(), "publishing outcomes")
+	})
+	require.Equal(t, uint64(1), s.ackFloor(), "still not acked")
+
+	_, err = s.js.UpdateStream(ctx, open)
+	require.NoError(t, err)
+	s.waitFor("outcome stored, then acked", 30*time.Second, func() bool {
+		return s.streamCount(results) == 2 && s.ackFloor() == 2
+	})
+	s.waitSettled(20 * time.Second)
+	s.waitFor("ready again", 20*time.Second, func() bool { return w.cons.Ready() == nil })
+}
+
+// ackFloor returns the stream sequence below which the consumer has every
+// message acked.
+func (s *stack) ackFloor() uint64 {
+	s.t.Helper()
+	c, err := s.js.Consumer(context.Background(), s.ccfg.Stream, s.ccfg.Consumer)
+	require.NoError(s.t, err)
+	info, err := c.Info(context.Background())
+	require.NoError(s.t, err)
+	return info.AckFloor.Stream
+}
+
+// redelivered returns how many messages the consumer has delivered more
+// than once and not yet seen acked.
+func (s *stack) redelivered() int {
+	s.t.Helper()
+	c, err := s.js.Consumer(context.Background(), s.ccfg.Stream, s.ccfg.Consumer)
+	require.NoError(s.t, err)
+	info, err := c.Info(context.Background())
+	require.NoError(s.t, err)
+	return info.NumRedelivered
 }
