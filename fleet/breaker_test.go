@@ -31,7 +31,7 @@ func (r *rig) faultProxy(name string) (*toxiproxy.Proxy, string) {
 
 // TestFleetBreaker: a sick worker (its calls reset by a fault proxy) opens
 // only its own breaker — one vote of three is no quorum, the others go on
-// calling; a real outage (the simulator answers 503) opens a quorum, the
+// calling; a real outage (every request answered 503) opens a quorum, the
 // gateway is down for the fleet, and while it is down only the probe lease
 // holder calls, one call at a time, never two workers at once; when the
 // gateway recovers, the holder's probe brings the fleet back.
@@ -73,7 +73,7 @@ func TestFleetBreaker(t *testing.T) {
 	require.NoError(t, proxy.Toxics.RemoveToxic(context.Background(), "reset"))
 
 	// A real outage: a quorum, the fleet's breaker opens, one prober.
-	r.sim.SetConfig(sim.Config{Latency: 5 * time.Millisecond, ErrorRate: 1})
+	r.outage.Store(true)
 	var down time.Time
 	require.Eventually(t, func() bool {
 		rec, ok := r.record(kv)
@@ -85,7 +85,7 @@ func TestFleetBreaker(t *testing.T) {
 	// Calls already under way when it went down end within the call
 	// timeout; from then on only the lease holder calls.
 	waitSecond(t, time.Now().Add(o.timeout))
-	r.watching.Store(true)
+	r.watch(true)
 	start := r.callsBy()
 	var (
 		hmu     sync.Mutex
@@ -102,12 +102,9 @@ func TestFleetBreaker(t *testing.T) {
 	}, 3*time.Second, 20*time.Millisecond, "the gateway stays down while it fails")
 	hmu.Lock()
 	defer hmu.Unlock()
-	r.watching.Store(false)
+	overlap := r.watch(false)
 	end := r.callsBy()
 	probes := (end[1] - start[1]) + (end[2] - start[2]) + (end[3] - start[3])
-	r.mu.Lock()
-	overlap := r.overlap
-	r.mu.Unlock()
 	t.Logf("fleet down since %s; in 3s: %d calls (w1 %d, w2 %d, w3 %d), probe lease holders %v, calls overlapping another worker's: %d",
 		down.Format(time.TimeOnly), probes, end[1]-start[1], end[2]-start[2], end[3]-start[3], holders, overlap)
 	require.Zero(t, overlap, "never two workers probing at once")
@@ -115,7 +112,7 @@ func TestFleetBreaker(t *testing.T) {
 	require.NotEmpty(t, holders)
 
 	// Recovery: the holder's probe succeeds, everyone calls again.
-	r.sim.SetConfig(sim.Config{Latency: 5 * time.Millisecond})
+	r.outage.Store(false)
 	require.Eventually(t, func() bool {
 		rec, ok := r.record(kv)
 		return ok && !rec.Down

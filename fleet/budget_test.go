@@ -25,26 +25,36 @@ func secondsLine(secs []sim.SecondCount) string {
 	return b.String()
 }
 
-// requireWithin checks the seconds' charges against want ±frac: their mean
-// always, and each second's for at least most of them. A test process
-// starved of CPU (the tests run beside others on two cores) stalls now and
-// then for a good part of a second: the calls whose turn came during the
-// stall then reach the simulator together, and one second reads low and the
-// next high though the limiters kept their rates. Such seconds are logged.
+// requireWithin checks the seconds' charges against the budget want: the
+// budget's promise is an upper bound, so the mean may not exceed want by
+// more than frac, at most half of the seconds may, and none may exceed 1.5
+// want. A test process starved of CPU (the tests run beside others on two
+// cores) stalls now and then for a good part of a second: the calls whose
+// turn came during the stall then reach the simulator together, and one
+// second reads low and the next high though the limiters kept their rates.
+// Below the budget is the machine's capacity, not the budget's: a loaded CI
+// machine running three workers under -race may not reach R (a run at load
+// 15 averaged 0.85 R). So the lower side is a figure in the log, and only a
+// fleet that uses less than half of R fails (a budget that starves).
 func requireWithin(t *testing.T, what string, secs []sim.SecondCount, want, frac float64) {
 	t.Helper()
 	require.NotEmpty(t, secs)
-	sum, off := 0, 0
+	sum, above, below := 0, 0, 0
 	for _, s := range secs {
 		sum += s.Charges
-		if float64(s.Charges) < want*(1-frac) || float64(s.Charges) > want*(1+frac) {
-			off++
+		switch {
+		case float64(s.Charges) > want*(1+frac):
+			above++
+		case float64(s.Charges) < want*(1-frac):
+			below++
 		}
 	}
 	mean := float64(sum) / float64(len(secs))
-	t.Logf("%s: mean %.1f calls/s over %d s (R=%v), %d second(s) outside ±%.0f%%:%s", what, mean, len(secs), want, off, frac*100, secondsLine(secs))
-	require.InDelta(t, want, mean, want*frac, "%s: mean rate", what)
-	require.LessOrEqual(t, off, len(secs)/2, "%s: seconds outside ±%.0f%%", what, frac*100)
+	t.Logf("%s: mean %.1f calls/s over %d s (R=%v), %d second(s) above +%.0f%%, %d below -%.0f%%:%s",
+		what, mean, len(secs), want, above, frac*100, below, frac*100, secondsLine(secs))
+	require.LessOrEqual(t, mean, want*(1+frac), "%s: mean rate above R", what)
+	require.GreaterOrEqual(t, mean, want/2, "%s: the fleet used less than half of R", what)
+	require.LessOrEqual(t, above, len(secs)/2, "%s: seconds above R +%.0f%%", what, frac*100)
 	for _, s := range secs {
 		require.LessOrEqual(t, float64(s.Charges), 1.5*want, "%s: a burst far above R", what)
 	}
@@ -82,8 +92,8 @@ func requireSharesWithin(t *testing.T, r *rig, budget float64) {
 }
 
 // TestBudgetHoldsWhileWorkersComeAndGo: three stacks share a budget of R
-// calls per second at the simulator; the aggregate stays within R ±10 %
-// every second while one stops and a fourth starts. A crash (no goodbye)
+// calls per second at the simulator; the aggregate stays at most R +10 %
+// (requireWithin) while one stops and a fourth starts. A crash (no goodbye)
 // leaves the dead worker's share reserved until its entry expires: the
 // rate dips, never exceeds R, and recovers.
 func TestBudgetHoldsWhileWorkersComeAndGo(t *testing.T) {

@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
@@ -81,23 +82,32 @@ type rig struct {
 	ccfg  consumer.Config
 	log   zerolog.Logger // the Coordinators' logger: the test log with -v
 
-	mu       sync.Mutex
-	inFlight map[int]int // calls in flight by stack
-	calls    map[int]int // calls made by stack
-	overlap  int         // calls started while another stack's call ran
-	watching atomic.Bool // count overlaps (while the fleet is down)
+	callLedger // the stacks' gateway calls
+
+	// outage, while set, answers every request to the simulator 503.
+	outage atomic.Bool
 }
 
 func newRig(t *testing.T, simCfg sim.Config) *rig {
 	t.Helper()
-	r := &rig{t: t, work: natstest.New(t), kvSrv: natstest.New(t), inFlight: map[int]int{}, calls: map[int]int{}}
+	r := &rig{t: t, work: natstest.New(t), kvSrv: natstest.New(t)}
 	r.log = zerolog.Nop()
 	if testing.Verbose() {
 		r.log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	}
 	r.sim = sim.New(simCfg, zerolog.Nop(), prometheus.NewRegistry())
 	r.meter = sim.NewMeter(r.sim)
-	r.http = httptest.NewServer(r.meter)
+	r.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.outage.Load() {
+			// Every request, replays of charged keys and lookups
+			// included: the simulator's ErrorRate spares a key it has
+			// charged (its idempotency memory answers 200), which a
+			// probe would take for the gateway's recovery.
+			http.Error(w, `{"error":{"code":"service_unavailable","message":"outage"}}`, http.StatusServiceUnavailable)
+			return
+		}
+		r.meter.ServeHTTP(w, req)
+	}))
 	t.Cleanup(r.http.Close)
 	r.ccfg = defaults.Consumer()
 	r.ccfg.Concurrency = 16
@@ -116,38 +126,6 @@ func (r *rig) connect(s *natstest.Server) jetstream.JetStream {
 	js, err := jetstream.New(nc)
 	require.NoError(r.t, err)
 	return js
-}
-
-func (r *rig) callStart(id int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.watching.Load() {
-		for other, n := range r.inFlight {
-			if other != id && n > 0 {
-				r.overlap++
-				break
-			}
-		}
-	}
-	r.inFlight[id]++
-	r.calls[id]++
-}
-
-func (r *rig) callEnd(id int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.inFlight[id]--
-}
-
-// callsBy returns the calls each stack made so far.
-func (r *rig) callsBy() map[int]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make(map[int]int, len(r.calls))
-	for k, v := range r.calls {
-		out[k] = v
-	}
-	return out
 }
 
 // publish puts n payment requests with distinct keys on the stream.

@@ -1,10 +1,8 @@
 package processing_test
 
 import (
-	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,20 +20,6 @@ import (
 	"github.com/paystream/paystream/telemetry"
 )
 
-// chargeCounter counts the charge requests that reach a simulator, before
-// it answers them.
-type chargeCounter struct {
-	next    http.Handler
-	charges atomic.Int64
-}
-
-func (c *chargeCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodPost && r.URL.Path == "/v1/charges" {
-		c.charges.Add(1)
-	}
-	c.next.ServeHTTP(w, r)
-}
-
 // riskStack is a processor on the fake store, charging one gateway
 // simulator over real HTTP and asking two more — a fast one and one that
 // is slow or failing — for the risk check.
@@ -43,7 +27,7 @@ type riskStack struct {
 	proc    *processing.Processor
 	claims  *fakeClaims
 	gwSim   *sim.Server
-	charges *chargeCounter
+	charges *sim.Meter // counts the charge requests reaching the simulator
 	fast    *sim.Server
 	other   *sim.Server
 }
@@ -54,7 +38,7 @@ func newRiskStack(t *testing.T, fast, other sim.Config, claims *fakeClaims) *ris
 	if s.claims == nil {
 		s.claims = &fakeClaims{}
 	}
-	s.charges = &chargeCounter{next: s.gwSim}
+	s.charges = sim.NewMeter(s.gwSim)
 	gwSrv := httptest.NewServer(s.charges)
 	gw, err := gateway.NewHTTP(gateway.HTTPConfig{BaseURL: gwSrv.URL, Name: testGateway, Timeout: 10 * time.Second})
 	require.NoError(t, err)
@@ -100,7 +84,7 @@ func TestRiskAllowChargesAndTheSlowProviderIsCancelled(t *testing.T) {
 	require.Equal(t, processing.ActionAck, d.Action, "%v", d.Err)
 	require.NotNil(t, d.Outcome)
 	assert.Equal(t, payment.StatusSucceeded, d.Outcome.Status)
-	assert.EqualValues(t, 1, s.charges.charges.Load())
+	assert.EqualValues(t, 1, s.charges.Charges())
 	assert.EqualValues(t, 1, s.gwSim.Stats().Charges)
 	assert.EqualValues(t, 1, s.fast.Stats().RiskChecks)
 	// The slow provider's call, if it arrived, was cancelled.
@@ -124,7 +108,7 @@ func TestRiskDenyNeverReachesTheChargeEndpoint(t *testing.T) {
 	require.Len(t, completes, 1)
 	assert.False(t, completes[0].Ambiguous)
 	assert.Empty(t, releases)
-	assert.Zero(t, s.charges.charges.Load(), "a denied payment reached the charge endpoint")
+	assert.Zero(t, s.charges.Charges(), "a denied payment reached the charge endpoint")
 	assert.Zero(t, s.gwSim.Stats().Lookups, "a new claim needs no lookup")
 	assert.EqualValues(t, 1, s.fast.Stats().RiskDenied)
 
@@ -151,7 +135,7 @@ func TestRiskDenyOnATakeOverLooksUpFirst(t *testing.T) {
 	require.NotNil(t, d.Outcome)
 	assert.Equal(t, payment.ErrorCodeRiskDenied, d.Outcome.ErrorCode)
 	assert.EqualValues(t, 1, s.gwSim.Stats().Lookups)
-	assert.Zero(t, s.charges.charges.Load())
+	assert.Zero(t, s.charges.Charges())
 	_, completes, _ := claims.calls()
 	require.Len(t, completes, 1)
 	assert.True(t, completes[0].Ambiguous)
@@ -176,5 +160,5 @@ func TestRiskNoAnswerRetriesThenFailsExhausted(t *testing.T) {
 	assert.Equal(t, payment.VerdictExhausted, d.Verdict)
 	require.NotNil(t, d.Outcome)
 	assert.Equal(t, payment.ErrorCodeExhausted, d.Outcome.ErrorCode)
-	assert.Zero(t, s.charges.charges.Load())
+	assert.Zero(t, s.charges.Charges())
 }

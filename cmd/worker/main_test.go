@@ -126,9 +126,13 @@ func TestWorkerEndToEnd(t *testing.T) {
 	code, _ := get("/healthz")
 	require.Equal(t, http.StatusOK, code)
 	require.Eventually(t, func() bool { c, _ := get("/readyz"); return c == http.StatusOK }, 10*time.Second, 50*time.Millisecond)
-	code, body := get("/metrics")
-	require.Equal(t, http.StatusOK, code)
-	require.Contains(t, body, `paystream_messages_total{outcome="succeeded"} 99`)
+	// A row is final before its outcome event is published and its
+	// message acked and counted: wait for the last ones to be counted.
+	var body string
+	require.Eventually(t, func() bool {
+		code, body = get("/metrics")
+		return code == http.StatusOK && strings.Contains(body, `paystream_messages_total{outcome="succeeded"} 99`)
+	}, 10*time.Second, 20*time.Millisecond, "every message counted")
 	require.Contains(t, body, `paystream_messages_total{outcome="declined"} 1`) // amount 113
 	require.Contains(t, body, `paystream_gateway_calls_total{result="succeeded"} 99`)
 	require.Contains(t, body, "paystream_processing_duration_seconds_bucket")

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,19 +16,6 @@ import (
 	"github.com/paystream/paystream/payment"
 )
 
-// chargeRequests counts the charge requests reaching a simulator.
-type chargeRequests struct {
-	next http.Handler
-	n    atomic.Int64
-}
-
-func (c *chargeRequests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodPost && r.URL.Path == "/v1/charges" {
-		c.n.Add(1)
-	}
-	c.next.ServeHTTP(w, r)
-}
-
 // TestWorkerRiskCheckBeforeTheCharge: with PAYSTREAM_RISK_CHECKS naming two
 // risk simulators, one answering at once and one that would take an hour,
 // every payment is decided by the fast one; the denied ones (amounts ending
@@ -40,7 +25,7 @@ func (c *chargeRequests) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestWorkerRiskCheckBeforeTheCharge(t *testing.T) {
 	t.Parallel()
 	gw := sim.New(sim.Config{}, zerolog.Nop(), nil)
-	counted := &chargeRequests{next: gw}
+	counted := sim.NewMeter(gw) // counts the charge requests reaching it
 	gwSrv := httptest.NewServer(counted)
 	t.Cleanup(gwSrv.Close)
 	fast := httptest.NewServer(sim.New(sim.Config{}, zerolog.Nop(), nil))
@@ -80,7 +65,7 @@ func TestWorkerRiskCheckBeforeTheCharge(t *testing.T) {
 		}
 	}
 	require.EqualValues(t, n/2, gw.Stats().Charges)
-	require.EqualValues(t, n/2, counted.n.Load(), "a denied payment reached the charge endpoint")
+	require.EqualValues(t, n/2, counted.Charges(), "a denied payment reached the charge endpoint")
 	require.Eventually(t, func() bool {
 		st := slowSim.Stats()
 		return st.RiskCanceled == st.RiskChecks

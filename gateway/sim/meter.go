@@ -27,6 +27,7 @@ type Meter struct {
 	maxConcurrent atomic.Int64 // 0: no limit
 	inFlight      atomic.Int64
 	peak          atomic.Int64
+	total         atomic.Int64 // charge requests ever, for Charges
 
 	mu      sync.Mutex
 	seconds map[int64]*SecondCount
@@ -115,6 +116,10 @@ func (m *Meter) Seconds(from, to time.Time) []SecondCount {
 	return out
 }
 
+// Charges is how many charge requests have arrived since the Meter was
+// made, whatever the window.
+func (m *Meter) Charges() int64 { return m.total.Load() }
+
 // ServeHTTP counts and limits charges and passes every request on.
 func (m *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet && r.URL.Path == "/v1/meter" {
@@ -125,6 +130,7 @@ func (m *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.next.ServeHTTP(w, r)
 		return
 	}
+	m.total.Add(1)
 	n := m.inFlight.Add(1)
 	defer m.inFlight.Add(-1)
 	for {
