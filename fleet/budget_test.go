@@ -136,7 +136,7 @@ func TestBudgetHoldsWhileWorkersComeAndGo(t *testing.T) {
 	stacks[1].crash()
 	waitSecond(t, time.Now().Add(3*time.Second))
 	crash := r.meter.Seconds(crashAt.Add(time.Second), time.Now())
-	t.Logf("per second after w2 crashed (its share stays reserved for %v):%s", 3*o.interval, secondsLine(crash))
+	t.Logf("per second after w2 crashed (its share stays reserved for %v):%s", 4*o.interval, secondsLine(crash))
 	requireWithin(t, "after w2 crashed", crash, budgetR, 0.10)
 	requireSharesWithin(t, r, budgetR)
 }

@@ -99,7 +99,12 @@ func TestCoordinatorsShareTheBudget(t *testing.T) {
 	ns := natstest.New(t)
 	const r = 120.0
 	cfg := func(id string) fleet.GatewayConfig {
-		return fleet.GatewayConfig{WorkerID: id, Gateway: "gw", Budget: r, Interval: 100 * time.Millisecond}
+		// 250 ms: a member is dead one second after its last step (three
+		// intervals and one of grace). A coordinator starved longer than
+		// that keeps applying a share the others have reclaimed — the
+		// limit of any lease (docs/fleet.md) — which a test process
+		// beside a CI run and the fleet's other tests did reach at 100 ms.
+		return fleet.GatewayConfig{WorkerID: id, Gateway: "gw", Budget: r, Interval: 250 * time.Millisecond}
 	}
 	ms := map[string]*member{}
 	for _, id := range []string{"a", "b", "c"} {

@@ -465,7 +465,12 @@ func (c *Coordinator) observe(now time.Time, s LocalStats) {
 // must be written.
 func (c *Coordinator) next(rec GatewayRecord, now time.Time, s LocalStats) (GatewayRecord, bool) {
 	id := c.cfg.WorkerID
-	live := rec.live(now)
+	// A member counts as dead one interval after its entry expired, not
+	// at once: the grace covers a holder whose steps run late (a starved
+	// process applies a new share a moment after its entry says) and the
+	// hosts' clocks disagreeing by less than an interval, so that the
+	// others do not grow into a share its holder may still use.
+	live := rec.live(now.Add(-c.cfg.Interval))
 	write := len(live) != len(rec.Workers) // dead members to drop
 	old, known := live[id]
 

@@ -72,3 +72,23 @@ func TestGrantNeverOverBudget(t *testing.T) {
 	}
 	require.True(t, math.Abs(sum()-60) < 1e-9)
 }
+
+// TestExpiredShareHeldForAnInterval: a member whose entry expired less than
+// an interval ago still holds its share (its steps may run late); after
+// the interval it is dropped and its share is free.
+func TestExpiredShareHeldForAnInterval(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	c := &Coordinator{cfg: GatewayConfig{WorkerID: "b", Gateway: "gw", Budget: 60, Interval: time.Second}.WithDefaults(), want: 60}
+	rec := GatewayRecord{Gateway: "gw", Budget: 60, Workers: map[string]Member{
+		"a": {Want: 60, Has: 60, Expires: now.Add(-500 * time.Millisecond)},
+	}}
+	next, _ := c.next(rec, now, LocalStats{Breaker: "closed"})
+	require.Contains(t, next.Workers, "a", "within the grace")
+	require.Zero(t, next.Workers["b"].Has, "a's share is still held")
+
+	next, write := c.next(rec, now.Add(600*time.Millisecond), LocalStats{Breaker: "closed"})
+	require.True(t, write)
+	require.NotContains(t, next.Workers, "a", "past the grace: dropped")
+	require.InDelta(t, 60, next.Workers["b"].Has, 1e-9, "its share is free")
+}

@@ -466,7 +466,7 @@ func TestProcessBudgetHoldsWhileWorkersComeAndGo(t *testing.T) {
 	waitSecond(t, start.Add(3*time.Second))
 
 	// SIGKILL: no goodbye, w1's share stays reserved until its entry
-	// expires (three intervals, 600 ms).
+	// is dead (three intervals and one of grace, 800 ms).
 	require.NoError(t, pr.workers[1].Kill())
 	_, err := pr.workers[1].Wait(pr.ctx)
 	require.NoError(t, err)
