@@ -57,12 +57,6 @@ func (l *fakeLocal) SetFleet(down bool, prober time.Time) {
 
 func (l *fakeLocal) Changed() <-chan struct{} { return l.changed }
 
-func (l *fakeLocal) get() (share float64, fallback, down bool, prober time.Time) {
-	localsMu.Lock()
-	defer localsMu.Unlock()
-	return l.share, l.fallback, l.down, l.prober
-}
-
 // member runs a Coordinator on a fakeLocal until stopped.
 type member struct {
 	local  *fakeLocal
