@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,36 +16,10 @@ import (
 )
 
 // startRun runs the simulator with args until the test ends and returns its
-// base URL.
+// base URL (startSim, on a free port).
 func startRun(t *testing.T, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	logs := &logLines{lines: make(chan string, 100)}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), env(nil), io.Discard, logs)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	for {
-		select {
-		case line := <-logs.lines:
-			var entry struct {
-				Message string `json:"message"`
-				Addr    string `json:"addr"`
-			}
-			require.NoError(t, json.Unmarshal([]byte(line), &entry), line)
-			if entry.Message == "gatewaysim listening" {
-				return "http://" + entry.Addr
-			}
-		case err := <-done:
-			t.Fatalf("run returned early: %v", err)
-		case <-time.After(10 * time.Second):
-			t.Fatal("no listening log line")
-		}
-	}
+	return "http://" + startSim(t, append([]string{"--addr", "127.0.0.1:0"}, args...), nil)
 }
 
 type meterCounts struct {
