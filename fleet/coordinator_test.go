@@ -25,13 +25,10 @@ var localsMu sync.Mutex
 // fakeLocal is a guard that always wants more (every wait throttled) and
 // whose breaker stays closed.
 type fakeLocal struct {
-	asked    int64
-	share    float64
-	fallback bool
-	down     bool
-	prober   time.Time
-	breaker  string
-	changed  chan struct{}
+	asked   int64
+	share   float64
+	breaker string
+	changed chan struct{}
 }
 
 func newFakeLocal() *fakeLocal { return &fakeLocal{breaker: "closed", changed: make(chan struct{}, 1)} }
@@ -43,17 +40,14 @@ func (l *fakeLocal) Stats() fleet.LocalStats {
 	return fleet.LocalStats{Breaker: l.breaker, Asked: l.asked, Throttled: l.asked}
 }
 
-func (l *fakeLocal) SetShare(share float64, fallback bool) {
+func (l *fakeLocal) SetShare(share float64, _ bool) {
 	localsMu.Lock()
 	defer localsMu.Unlock()
-	l.share, l.fallback = share, fallback
+	l.share = share
 }
 
-func (l *fakeLocal) SetFleet(down bool, prober time.Time) {
-	localsMu.Lock()
-	defer localsMu.Unlock()
-	l.down, l.prober = down, prober
-}
+// SetFleet is not looked at: the coordinator test is about shares.
+func (l *fakeLocal) SetFleet(bool, time.Time) {}
 
 func (l *fakeLocal) Changed() <-chan struct{} { return l.changed }
 
