@@ -42,6 +42,10 @@ type usage struct {
 	// n_tup_hot_upd of payments.
 	walLSN               string
 	commits, upd, hotUpd int64
+	// natsMsgs is nats-server's in_msgs + out_msgs (/varz): every message
+	// a client published to it and every one it delivered, pull requests,
+	// acks and PubAcks included.
+	natsMsgs int64
 }
 
 // cost is what one payment cost, from two usage snapshots.
@@ -51,6 +55,7 @@ type cost struct {
 	walBytes               float64
 	commits                float64
 	allocs                 float64
+	natsMsgs               float64 // messages into and out of nats-server
 	hotPct                 float64 // of the updates of payments, -1 when there were none
 }
 
@@ -82,6 +87,14 @@ func (b *bench) snapshot(ctx context.Context, workers []*localstack.Process) (us
 	if u.nats, err = procCPU(b.stack.NATS().PID(), false); err != nil {
 		return u, err
 	}
+	var varz struct {
+		InMsgs  int64 `json:"in_msgs"`
+		OutMsgs int64 `json:"out_msgs"`
+	}
+	if err := getJSON(ctx, b.stack.NATSMonitorURL()+"/varz", &varz); err != nil {
+		return u, fmt.Errorf("nats-server /varz: %w", err)
+	}
+	u.natsMsgs = varz.InMsgs + varz.OutMsgs
 	if pg := b.stack.Postgres(); pg != nil {
 		if u.pg, err = postgresCPU(pg.PID()); err != nil {
 			return u, err
@@ -108,6 +121,7 @@ func (b *bench) costOf(ctx context.Context, from, to usage, n int) (*cost, error
 		pgOK:     from.pgOK && to.pgOK,
 		commits:  float64(to.commits-from.commits) / f,
 		allocs:   (to.mallocs - from.mallocs) / f,
+		natsMsgs: float64(to.natsMsgs-from.natsMsgs) / f,
 		hotPct:   -1,
 	}
 	if d := to.upd - from.upd; d > 0 {

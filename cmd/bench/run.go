@@ -368,7 +368,7 @@ func (r *results) print(w io.Writer) {
 	fmt.Fprintf(w, "jetstream: file store; default = sync_interval 2m (nats-server's default); always = sync_interval: always\n")
 	fmt.Fprintf(w, "cpu µs/payment: worker process (raw and floor lines: the benchmark process, which runs them), nats-server, Postgres (all its processes)\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "line\tpostgres\tjetstream\tconcurrency\tpayments/s\tvs floor\tvs raw 256\tseconds\tworker µs\tnats µs\tpg µs\ttotal µs\tWAL B\tcommits\tHOT %\tallocs\tpeak RSS MB\t")
+	fmt.Fprintln(tw, "line\tpostgres\tjetstream\tconcurrency\tpayments/s\tvs floor\tvs raw 256\tseconds\tworker µs\tnats µs\tpg µs\ttotal µs\tnats msgs\tWAL B\tcommits\tHOT %\tallocs\tpeak RSS MB\t")
 	for _, l := range r.lines {
 		conc := "-"
 		switch {
@@ -396,9 +396,9 @@ func (r *results) print(w io.Writer) {
 		if l.kind == kindRaw {
 			commits, wal, pgUS, total = "-", "-", "-", fmt.Sprintf("%.0f", c.workerUS+c.natsUS)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f\t%s\t%.2f\t%.1f\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f\t%s\t%.2f\t%.1f\t%.0f\t%.0f\t%s\t%s\t%.1f\t%s\t%s\t%s\t%.0f\t%s\t\n",
 			l.name, l.pg, l.js, conc, l.perSec, vsFloor, l.perSec/r.raw256.perSec, l.elapsed.Seconds(),
-			c.workerUS, c.natsUS, pgUS, total, wal, commits, hot, c.allocs, rss)
+			c.workerUS, c.natsUS, pgUS, total, c.natsMsgs, wal, commits, hot, c.allocs, rss)
 	}
 	_ = tw.Flush()
 	for _, l := range r.lines {
@@ -430,8 +430,8 @@ func (r *results) print(w io.Writer) {
 	h := r.headline
 	fmt.Fprintf(w, "bench payments_per_s=%.0f floor_per_s=%.0f ratio_floor=%.2f cpu_us_per_payment=%.0f p99_ms=%s",
 		h.perSec, r.floor.perSec, h.perSec/r.floor.perSec, h.cost.totalUS(), ms(r.p99))
-	fmt.Fprintf(w, " raw_per_s=%.0f ratio_raw=%.2f raw_best_per_s=%.0f raw_best_pull=%d wal_bytes_per_payment=%.0f commits_per_payment=%.3f allocs_per_payment=%.0f",
-		r.raw256.perSec, h.perSec/r.raw256.perSec, r.rawBest.perSec, r.rawBest.pull, h.cost.walBytes, h.cost.commits, h.cost.allocs)
+	fmt.Fprintf(w, " raw_per_s=%.0f ratio_raw=%.2f raw_best_per_s=%.0f raw_best_pull=%d wal_bytes_per_payment=%.0f commits_per_payment=%.3f allocs_per_payment=%.0f nats_msgs_per_payment=%.1f",
+		r.raw256.perSec, h.perSec/r.raw256.perSec, r.rawBest.perSec, r.rawBest.pull, h.cost.walBytes, h.cost.commits, h.cost.allocs, h.cost.natsMsgs)
 	fmt.Fprintf(w, " payments_per_s_defaults=%.0f payments_per_s_20ms=%.0f payments_per_s_sync_always=%.0f rss_mb=%.0f publish_per_s=%.0f outbox_relay_per_s=%.0f",
 		r.defaults.perSec, r.slow.perSec, r.syncAlways.perSec, r.maxRSS, r.directPerSec, r.relayPerSec)
 	if r.traced != nil {
