@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/paystream/paystream/payment"
@@ -45,6 +45,10 @@ const (
 // the limit it gave is taken by messages in flight.
 const admitPoll = 20 * time.Millisecond
 
+// contentTypeJSON is the Content-Type header value of outcome events; never
+// written to.
+var contentTypeJSON = []string{"application/json"}
+
 // deadLetterKeep is how much of an oversize body a dead letter keeps.
 const deadLetterKeep = 4 * 1024
 
@@ -65,9 +69,19 @@ type Consumer struct {
 	mu   sync.Mutex
 	cons jetstream.Consumer
 
+	beats *beater // the InProgress heartbeats of fetched messages; set by Run
+
 	lastPull atomic.Int64 // UnixNano of the last pull that ended without error
 	idle     atomic.Bool  // the loop waits, by design, for a free slot or for Admit
 	failing  atomic.Bool  // pulls are failing; logged once per change
+
+	// Per-message constants and metric children, so that the hot path
+	// neither concatenates subjects nor looks labels up per message.
+	resultsTemplate string                              // <prefix>.results
+	resultSubjects  map[payment.Status]string           // <prefix>.results.<status> of the final statuses
+	verdicts        [256]atomic.Pointer[verdictMetrics] // by payment.Verdict, filled on first use
+	fetchOK         prometheus.Counter                  // Fetches{result="ok"}
+	fetchEmpty      prometheus.Counter                  // Fetches{result="empty"}
 
 	pubErrs     atomic.Int64 // publish attempts failed since the last one that succeeded
 	pubRetrying atomic.Int64 // handlers retrying a publish right now
@@ -85,8 +99,33 @@ func New(js jetstream.JetStream, cfg Config, proc Processor, logger zerolog.Logg
 	if err := cfg.Validate(); err != nil {
 		panic("consumer.New: invalid Config: " + err.Error())
 	}
-	return &Consumer{cfg: cfg.WithDefaults(), js: js, proc: proc, m: m,
+	c := &Consumer{cfg: cfg.WithDefaults(), js: js, proc: proc, m: m,
 		log: logger.With().Str("component", "consumer").Logger()}
+	c.resultsTemplate = c.cfg.SubjectPrefix + ".results"
+	c.resultSubjects = map[payment.Status]string{}
+	for _, st := range []payment.Status{payment.StatusSucceeded, payment.StatusDeclined, payment.StatusFailed} {
+		c.resultSubjects[st] = c.cfg.ResultSubject(string(st))
+	}
+	c.fetchOK, c.fetchEmpty = m.Fetches.WithLabelValues("ok"), m.Fetches.WithLabelValues("empty")
+	return c
+}
+
+// verdictMetrics are the metric children of one verdict.
+type verdictMetrics struct {
+	messages prometheus.Counter
+	duration prometheus.Observer
+}
+
+// verdictMetrics returns v's metric children, looking their labels up on
+// the first use only (so that no series shows before its first delivery).
+func (c *Consumer) verdictMetrics(v payment.Verdict) *verdictMetrics {
+	if vm := c.verdicts[v].Load(); vm != nil {
+		return vm
+	}
+	vm := &verdictMetrics{messages: c.m.Messages.WithLabelValues(v.String()),
+		duration: c.m.Duration.WithLabelValues(v.String())}
+	c.verdicts[v].Store(vm)
+	return vm
 }
 
 // Config returns the effective configuration.
@@ -149,6 +188,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer cancelWork(nil)
 
 	var wg sync.WaitGroup
+	c.beats = newBeater(c.cfg.AckWait / 3)
+	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	var beating sync.WaitGroup
+	beating.Go(func() { c.beats.run(beatCtx) })
+	// Every handler has stopped its heartbeat once wg is done.
+	defer beating.Wait()
+	defer stopBeats()
 	// A slot is room for one fetched message: Concurrency of them run, and
 	// up to Lookahead more wait in the fair queue (fair.go).
 	slots := make(chan struct{}, c.cfg.Concurrency+c.cfg.Lookahead)
@@ -277,12 +323,12 @@ func (c *Consumer) pull(ctx context.Context, n int, q *fairQueue, wg *sync.WaitG
 		got++
 		wg.Add(1)
 		// The heartbeat starts at fetch: the ack timer runs from there.
-		q.push(held{msg: msg, hb: startHeartbeat(msg, c.cfg.AckWait/3), merchant: merchantOf(msg.Subject())})
+		q.push(held{msg: msg, hb: c.beats.start(msg), merchant: merchantOf(msg.Subject())})
 	}
 	if got == 0 {
-		c.m.Fetches.WithLabelValues("empty").Inc()
+		c.fetchEmpty.Inc()
 	} else {
-		c.m.Fetches.WithLabelValues("ok").Inc()
+		c.fetchOK.Inc()
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) &&
 		!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.Canceled) {
@@ -330,8 +376,9 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg, hb *heartbeat)
 	})
 	v := c.act(ctx, msg, md, d)
 	endProcess(span, v, d)
-	c.m.Messages.WithLabelValues(v.String()).Inc()
-	telemetry.ObserveWithTrace(ctx, c.m.Duration.WithLabelValues(v.String()), time.Since(start).Seconds())
+	vm := c.verdictMetrics(v)
+	vm.messages.Inc()
+	telemetry.ObserveWithTrace(ctx, vm.duration, time.Since(start).Seconds())
 }
 
 // act carries out a decision: outcome events and dead letters are published
@@ -339,32 +386,37 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg, hb *heartbeat)
 // is nak'ed, never dropped. It returns the verdict to count: the decision's,
 // or VerdictPublishFailed.
 func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, d processing.Decision) payment.Verdict {
-	log := c.log.With().Str("payment_id", d.PaymentID).Str("idempotency_key", d.Key).
-		Uint64("stream_seq", md.Sequence.Stream).Uint64("deliveries", md.NumDelivered).Logger()
+	// Each log line carries the message's fields, added to the event (a
+	// disabled level costs nothing) rather than to a logger built per
+	// message.
+	log := func(e *zerolog.Event) *zerolog.Event {
+		return e.Str("payment_id", d.PaymentID).Str("idempotency_key", d.Key).
+			Uint64("stream_seq", md.Sequence.Stream).Uint64("deliveries", md.NumDelivered)
+	}
 	last := md.NumDelivered >= uint64(c.cfg.MaxDeliver)
 	var ackErr error
 	switch d.Action {
 	case processing.ActionAck:
 		if d.Outcome != nil {
 			if err := c.publishOutcome(ctx, *d.Outcome, last); err != nil {
-				log.Warn().Err(err).Msg("publish outcome failed: nak")
+				log(c.log.Warn()).Err(err).Msg("publish outcome failed: nak")
 				c.nak(msg, md)
 				return payment.VerdictPublishFailed
 			}
 		}
 		ackErr = c.settle(ctx, msg, "ack", d)
-		log.Debug().Stringer("outcome", d.Verdict).Msg("acked")
+		log(c.log.Debug()).Stringer("outcome", d.Verdict).Msg("acked")
 	case processing.ActionRetry:
 		ackErr = c.settle(ctx, msg, "nak", d)
-		logAt(log, d.Verdict.Severity()).Err(d.Err).Stringer("outcome", d.Verdict).Dur("delay", d.Delay).Msg("retry later")
+		log(logAt(c.log, d.Verdict.Severity())).Err(d.Err).Stringer("outcome", d.Verdict).Dur("delay", d.Delay).Msg("retry later")
 	case processing.ActionTerm:
 		if d.DeadLetter == nil {
-			log.Error().Msg("term without a dead letter: nak instead")
+			log(c.log.Error()).Msg("term without a dead letter: nak instead")
 			c.nak(msg, md)
 			return payment.VerdictPublishFailed
 		}
 		if err := c.publishDeadLetter(ctx, msg, md, *d.DeadLetter, last); err != nil {
-			log.Error().Err(err).Msg("publish dead letter failed: nak")
+			log(c.log.Error()).Err(err).Msg("publish dead letter failed: nak")
 			c.nak(msg, md)
 			return payment.VerdictPublishFailed
 		}
@@ -374,23 +426,23 @@ func (c *Consumer) act(ctx context.Context, msg jetstream.Msg, md *jetstream.Msg
 				// The dead letter is out and the row final: the redelivery's
 				// claim finds it a duplicate (same message) and publishes
 				// both again under the same message ids.
-				log.Warn().Err(err).Msg("publish outcome failed: nak")
+				log(c.log.Warn()).Err(err).Msg("publish outcome failed: nak")
 				c.nak(msg, md)
 				return payment.VerdictPublishFailed
 			}
 		}
 		ackErr = c.settle(ctx, msg, "term", d)
-		logAt(log, d.DeadLetter.Reason.Severity()).
+		log(logAt(c.log, d.DeadLetter.Reason.Severity())).
 			Str("reason", string(d.DeadLetter.Reason)).Str("error", d.DeadLetter.Error).Msg("dead-lettered")
 	default:
-		log.Error().Int("action", int(d.Action)).Msg("unknown action: nak")
+		log(c.log.Error()).Int("action", int(d.Action)).Msg("unknown action: nak")
 		c.nak(msg, md)
 		return payment.VerdictPublishFailed
 	}
 	if ackErr != nil {
 		// Ack and nak are fire-and-forget; a lost one is a redelivery that
 		// the idempotency table absorbs.
-		log.Warn().Err(ackErr).Stringer("outcome", d.Verdict).Msg("acknowledge")
+		log(c.log.Warn()).Err(ackErr).Stringer("outcome", d.Verdict).Msg("acknowledge")
 	}
 	return d.Verdict
 }
@@ -413,16 +465,21 @@ func (c *Consumer) nak(msg jetstream.Msg, md *jetstream.MsgMetadata) {
 
 // publishOutcome announces a final row on <prefix>.results.<status>.
 func (c *Consumer) publishOutcome(ctx context.Context, o payment.Outcome, last bool) error {
-	body, err := json.Marshal(o)
+	body, err := o.AppendJSON(make([]byte, 0, 320))
 	if err != nil {
 		return fmt.Errorf("encode outcome %s: %w", o.IdempotencyKey, err)
 	}
-	status := string(o.Status)
-	m := nats.NewMsg(c.cfg.ResultSubject(status))
-	m.Header.Set(jetstream.MsgIDHeader, o.MsgID())
-	m.Header.Set("Content-Type", "application/json")
-	m.Data = body
-	return c.send(ctx, c.cfg.SubjectPrefix+".results", m, last)
+	subject, ok := c.resultSubjects[o.Status]
+	if !ok {
+		subject = c.cfg.ResultSubject(string(o.Status))
+	}
+	// The header as nats.NewMsg and Header.Set make it, in one map; the
+	// content type's value is shared (capacity 1: an append copies it),
+	// with room for a trace context.
+	m := &nats.Msg{Subject: subject, Data: body, Header: make(nats.Header, 3)}
+	m.Header[jetstream.MsgIDHeader] = []string{o.MsgID()}
+	m.Header["Content-Type"] = contentTypeJSON[:1:1]
+	return c.send(ctx, c.resultsTemplate, m, last)
 }
 
 // publishDeadLetter publishes the original body, masked and truncated as the
@@ -549,36 +606,120 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// heartbeat sends InProgress every interval until stopped, so a payment that
-// runs long keeps its message (docs/contract.md §6 step 4).
-type heartbeat struct {
-	mu       sync.Mutex
-	stopped  bool
-	t        *time.Timer
-	msg      jetstream.Msg
+// beater sends InProgress for every fetched message every interval from its
+// fetch until the message's heartbeat is stopped, so a payment that runs
+// long keeps its message (docs/contract.md §6 step 4). One goroutine and one
+// timer serve all messages: since every heartbeat has the same interval,
+// their due times are in the order they were started and beaten, and a
+// list in that order (the earliest due first) is all the scheduling needed.
+// A message costs one small node, not a timer and a goroutine of its own.
+type beater struct {
 	interval time.Duration
+	kick     chan struct{} // wakes run when the list was empty and got a node
+
+	mu         sync.Mutex
+	head, tail *heartbeat // by due time, the earliest first
 }
 
-func startHeartbeat(msg jetstream.Msg, interval time.Duration) *heartbeat {
-	h := &heartbeat{msg: msg, interval: interval}
-	h.t = time.AfterFunc(interval, h.beat)
+// heartbeat is one message's place in its beater's list.
+type heartbeat struct {
+	b          *beater
+	msg        jetstream.Msg
+	due        time.Time
+	prev, next *heartbeat
+	linked     bool
+}
+
+func newBeater(interval time.Duration) *beater {
+	return &beater{interval: max(interval, time.Millisecond), kick: make(chan struct{}, 1)}
+}
+
+// start starts msg's heartbeat: its first InProgress goes one interval from
+// now.
+func (b *beater) start(msg jetstream.Msg) *heartbeat {
+	h := &heartbeat{b: b, msg: msg}
+	b.mu.Lock()
+	h.due = time.Now().Add(b.interval)
+	wasEmpty := b.head == nil
+	b.pushLocked(h)
+	b.mu.Unlock()
+	if wasEmpty {
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
+	}
 	return h
 }
 
-func (h *heartbeat) beat() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stopped {
-		return
+func (b *beater) pushLocked(h *heartbeat) {
+	h.prev, h.next, h.linked = b.tail, nil, true
+	if b.tail != nil {
+		b.tail.next = h
+	} else {
+		b.head = h
 	}
-	_ = h.msg.InProgress()
-	h.t.Reset(h.interval)
+	b.tail = h
 }
 
-// stop stops the heartbeat and waits for a beat in progress.
+func (b *beater) unlinkLocked(h *heartbeat) {
+	if h.prev != nil {
+		h.prev.next = h.next
+	} else {
+		b.head = h.next
+	}
+	if h.next != nil {
+		h.next.prev = h.prev
+	} else {
+		b.tail = h.prev
+	}
+	h.prev, h.next, h.linked = nil, nil, false
+}
+
+// stop stops the heartbeat; no InProgress for its message follows once it
+// returns (beats are sent under the beater's lock).
 func (h *heartbeat) stop() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.stopped = true
-	h.t.Stop()
+	h.b.mu.Lock()
+	defer h.b.mu.Unlock()
+	if h.linked {
+		h.b.unlinkLocked(h)
+	}
+}
+
+// run beats the messages that are due until ctx ends.
+func (b *beater) run(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		if wait, ok := b.beatDue(); ok {
+			t.Reset(wait)
+		} else {
+			t.Stop()
+		}
+		select {
+		case <-t.C:
+		case <-b.kick:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// beatDue sends InProgress for every message due, moves each to the back
+// with its next due time, and returns how long until the next is due
+// (false: none).
+func (b *beater) beatDue() (time.Duration, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	for h := b.head; h != nil && !h.due.After(now); h = b.head {
+		_ = h.msg.InProgress()
+		b.unlinkLocked(h)
+		h.due = now.Add(b.interval)
+		b.pushLocked(h)
+	}
+	if b.head == nil {
+		return 0, false
+	}
+	return b.head.due.Sub(now), true
 }
