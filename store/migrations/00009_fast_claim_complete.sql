@@ -422,7 +422,7 @@ BEGIN
           AND p.status = u.from_status
           AND p.attempts = u.attempt
           AND p.lease_owner = u.owner
-        RETURNING u.ord AS u_ord, u.owner AS u_owner, p.idempotency_key, p.payment_id,
+        RETURNING u.ord AS u_ord, p.idempotency_key, p.payment_id,
             p.merchant_id, p.amount_minor, p.currency, p.status, p.attempts, p.gateway,
             p.gateway_charge_id, p.error_code, p.created_at, p.updated_at,
             p.completed_at, p.ambiguous
@@ -430,21 +430,32 @@ BEGIN
         -- The lease's gateway calls, only for the items written.
         INSERT INTO payment_attempts (idempotency_key, attempt, kind, worker_id,
             started_at, duration_us, http_status, class, result, error_code, charge_id, gateway)
-        SELECT upd.idempotency_key, upd.attempts, a.kind, upd.u_owner,
+        -- (With joins limited to nested loops, the item's fence is taken
+        -- from the arguments, which the written row matches, and the items
+        -- written are looked up in an array, not joined.)
+        SELECT p_keys[a.ord], p_attempts[a.ord], a.kind, p_owners[a.ord],
             a.started, a.duration_us, nullif(a.http, 0), a.class,
             nullif(a.result, ''), nullif(a.code, ''), nullif(a.charge_id, ''), nullif(a.gateway, '')
         FROM unnest(a_ords, a_kinds, a_started, a_duration_us, a_http, a_classes,
                     a_results, a_codes, a_charge_ids, a_gateways)
              WITH ORDINALITY AS a(ord, kind, started, duration_us, http, class,
                                   result, code, charge_id, gateway, n)
-        JOIN upd ON upd.u_ord = a.ord
+        WHERE a.ord = ANY (ARRAY(SELECT upd.u_ord::integer FROM upd))
         ORDER BY a.n
     )
-    SELECT u.ord::integer, upd.u_ord IS NULL,
+    SELECT upd.u_ord::integer, false,
         upd.idempotency_key, upd.payment_id, upd.merchant_id, upd.amount_minor,
         upd.currency, upd.status, upd.attempts, upd.gateway, upd.gateway_charge_id,
         upd.error_code, upd.created_at, upd.updated_at, upd.completed_at, upd.ambiguous
-    FROM u LEFT JOIN upd ON upd.u_ord = u.ord;
+    FROM upd
+    UNION ALL
+    -- The items not written: fenced (NOT IN stays a hashed subplan).
+    SELECT u.ord::integer, true,
+        NULL::text, NULL::text, NULL::text, NULL::bigint, NULL::text, NULL::text,
+        NULL::integer, NULL::text, NULL::text, NULL::text, NULL::timestamptz,
+        NULL::timestamptz, NULL::timestamptz, NULL::boolean
+    FROM u
+    WHERE u.ord NOT IN (SELECT upd.u_ord FROM upd);
 END;
 $$;
 -- +goose StatementEnd
