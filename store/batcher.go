@@ -160,8 +160,10 @@ type lane[Req, Res any] struct {
 	maxFlushes int
 	in         chan *call[Req, Res]
 	stopped    <-chan struct{}
-	// received counts the requests taken from in (for tests).
-	received atomic.Int64
+	// received counts the requests taken from in; statements and rows
+	// count the statements sent and the requests they carried, retries
+	// included (for tests and benchmarks).
+	received, statements, rows atomic.Int64
 	// exec sends one batch and returns per-item outcomes in input order,
 	// or an error when the statement as a whole failed.
 	exec func(ctx context.Context, reqs []Req) ([]outcome[Res], error)
@@ -298,7 +300,7 @@ func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 	for i, c := range live {
 		reqs[i] = c.req
 	}
-	outs, err := l.exec(tracedBatch(ctx, live), reqs)
+	outs, err := l.send(tracedBatch(ctx, live), reqs)
 	if err == nil {
 		for i, c := range live {
 			c.done <- outs[i]
@@ -318,13 +320,20 @@ func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 			c.done <- outcome[Res]{err: err}
 			continue
 		}
-		outs, err := l.exec(ctx, []Req{c.req})
+		outs, err := l.send(ctx, []Req{c.req})
 		if err != nil {
 			c.done <- outcome[Res]{err: err}
 			continue
 		}
 		c.done <- outs[0]
 	}
+}
+
+// send sends one statement.
+func (l *lane[Req, Res]) send(ctx context.Context, reqs []Req) ([]outcome[Res], error) {
+	l.statements.Add(1)
+	l.rows.Add(int64(len(reqs)))
+	return l.exec(ctx, reqs)
 }
 
 // take adds c to batch.

@@ -6,3 +6,10 @@ const SweeperLockID = sweeperLockID
 // ClaimsReceived reports how many claims the batcher's collector has taken
 // from callers so far.
 func (b *Batcher) ClaimsReceived() int64 { return b.claims.received.Load() }
+
+// Sent reports how many statements the batcher's claim and completion lanes
+// have sent so far, and how many requests they carried.
+func (b *Batcher) Sent() (statements, rows int64) {
+	return b.claims.statements.Load() + b.completes.statements.Load(),
+		b.claims.rows.Load() + b.completes.rows.Load()
+}
