@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -273,6 +274,9 @@ func (l *lane[Req, Res]) collect(ctx context.Context, flushes *sync.WaitGroup) {
 			}
 			if ready {
 				sent := l.drain(batch)
+				if len(running) == 0 {
+					sent = l.gather(sent)
+				}
 				batch = nil
 				nextID++
 				f := inFlight{id: nextID, start: time.Now()}
@@ -309,15 +313,37 @@ func (l *lane[Req, Res]) collect(ctx context.Context, flushes *sync.WaitGroup) {
 }
 
 // stallAfter is how long the youngest flush in flight holds back a batch
-// that is not full: MaxWait, or twice the average flush time when that is
-// longer, so that a flush counts as stalled only when it runs well beyond
-// the usual round trip (a lock wait, a slow connection); zero when MaxWait
-// is negative.
+// that is not full: MaxWait, or four times the average flush time when
+// that is longer, so that a flush counts as stalled only when it runs well
+// beyond the usual round trip (a lock wait, a slow connection), not when it
+// is merely bigger than most or met a busy moment; zero when MaxWait is
+// negative. (Twice the average let one flush in eight go beside a healthy
+// one on a loaded machine, in batches half the usual size.)
 func (l *lane[Req, Res]) stallAfter(avgFlush time.Duration) time.Duration {
 	if l.maxWait < 0 {
 		return 0
 	}
-	return max(l.maxWait, 2*avgFlush)
+	return max(l.maxWait, 4*avgFlush)
+}
+
+// gather adds to batch, up to maxBatch, the requests of callers that are
+// about to send theirs: it yields to them as long as that brings more, a
+// few times at most. Requests come in bursts (the callers woken together
+// by a flush's results, a fetch of many messages), and a lane that is idle
+// would otherwise send a burst's first request alone and the rest one
+// round trip later.
+func (l *lane[Req, Res]) gather(batch []*call[Req, Res]) []*call[Req, Res] {
+	for range 8 {
+		n := len(batch)
+		if n >= l.maxBatch {
+			break
+		}
+		runtime.Gosched()
+		if batch = l.drain(batch); len(batch) == n {
+			break
+		}
+	}
+	return batch
 }
 
 // drain adds to batch the requests already waiting, up to maxBatch.
