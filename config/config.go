@@ -267,8 +267,13 @@ type Config struct {
 	// round trip (PAYSTREAM_BATCH_SIZE, --batch-size), 1 to 1024. Default
 	// 128.
 	BatchSize int
-	// BatchWait is how long a batch waits to fill up
-	// (PAYSTREAM_BATCH_WAIT, --batch-wait), 0 to 50ms. Default 500µs.
+	// BatchWait is how long a database batch that is not full waits for
+	// the round trip of its kind in flight before it is sent beside it
+	// (PAYSTREAM_BATCH_WAIT, --batch-wait), 0 to 50ms. Default 500µs. A
+	// batch goes at once when no round trip of its kind is in flight, and
+	// otherwise gathers requests until the round trip is back, or until
+	// it has run longer than BatchWait and 4× the average (see
+	// store.BatcherConfig.MaxWait).
 	BatchWait time.Duration
 	// Migrate makes the worker apply pending migrations at start
 	// (PAYSTREAM_MIGRATE, --migrate). Default false.

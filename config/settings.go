@@ -484,7 +484,7 @@ func (c *Config) settings() []setting {
 		},
 		{
 			name:  "BATCH_WAIT",
-			usage: "how long a database batch waits to fill up",
+			usage: "how long a database batch waits for the round trip in flight before it is sent beside it",
 			value: newDuration(&c.BatchWait, 500*time.Microsecond),
 			rules: []rule{{fn: between(&c.BatchWait, 0, 50*time.Millisecond)}},
 		},

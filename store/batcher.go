@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,10 +30,16 @@ type BatcherConfig struct {
 	// releases) sent in one statement. Zero or negative means
 	// DefaultMaxBatch (128).
 	MaxBatch int
-	// MaxWait is how long a batch waits for more requests after its first
-	// one, unless it fills up first. Zero means DefaultMaxWait (500µs); a
-	// negative value means no waiting: the batch is sent as soon as the
-	// batcher finds no more requests queued.
+	// MaxWait bounds how long a batch that is not full is held back by a
+	// flush of its kind in flight. Such a batch is sent as soon as no flush
+	// of its kind is in flight (at once on an idle lane), and otherwise
+	// keeps gathering requests while the flush runs; it is sent beside the
+	// flushes in flight only when all of them have run longer than MaxWait,
+	// or than twice their average run time when that is longer (they are
+	// then taken as stalled: a lock wait, a slow connection). Zero means
+	// DefaultMaxWait (500µs); a negative value means no holding back: a
+	// batch is sent as soon as a flush slot is free. A full batch is sent
+	// as soon as a flush slot is free in any case.
 	MaxWait time.Duration
 	// MaxConcurrentFlushes is how many batches of one kind may be in flight
 	// at once, so that one slow round trip does not stall the others; each
@@ -41,7 +49,7 @@ type BatcherConfig struct {
 }
 
 // WithDefaults returns a copy of cfg with zero (or negative) fields replaced
-// by their defaults. A negative MaxWait is kept: it means no waiting.
+// by their defaults. A negative MaxWait is kept: it means no holding back.
 func (cfg BatcherConfig) WithDefaults() BatcherConfig {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
@@ -56,9 +64,13 @@ func (cfg BatcherConfig) WithDefaults() BatcherConfig {
 }
 
 // Batcher group-commits the claims, completions and releases of many
-// concurrent callers: requests of one kind that arrive together (up to
-// MaxBatch, or within MaxWait of the first) go to Postgres as one batch
-// statement in one round trip, and each caller gets its own result back.
+// concurrent callers: requests of one kind go to Postgres as one batch
+// statement in one round trip (up to MaxBatch), and each caller gets its
+// own result back. The batches are clocked by the round trips: a request
+// that finds its kind idle is sent at once, alone; the requests arriving
+// while a batch is in flight are sent together when it is back. So batches
+// grow with the load, without a fixed wait (see MaxWait for a stalled
+// round trip).
 //
 // A batch whose statement fails as a whole (a bad item, a deadlock, a lost
 // connection) is retried item by item, each as a batch of one, so that only
@@ -160,11 +172,16 @@ type lane[Req, Res any] struct {
 	maxFlushes int
 	in         chan *call[Req, Res]
 	stopped    <-chan struct{}
-	// received counts the requests taken from in (for tests).
-	received atomic.Int64
+	// received counts the requests taken from in; statements and rows
+	// count the statements sent and the requests they carried, retries
+	// included (for tests and benchmarks).
+	received, statements, rows atomic.Int64
 	// exec sends one batch and returns per-item outcomes in input order,
 	// or an error when the statement as a whole failed.
 	exec func(ctx context.Context, reqs []Req) ([]outcome[Res], error)
+	// beforeExec, when set (by tests), runs before each statement with
+	// the number of requests it carries; an error fails the statement.
+	beforeExec func(ctx context.Context, n int) error
 }
 
 func newLane[Req, Res any](cfg BatcherConfig, stopped <-chan struct{},
@@ -202,81 +219,144 @@ func (l *lane[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	}
 }
 
+// inFlight is a flush under way.
+type inFlight struct {
+	id    uint64
+	start time.Time
+}
+
+// flushEnd reports the end of a flush to the collector.
+type flushEnd struct {
+	id   uint64
+	took time.Duration
+}
+
 // collect gathers batches and starts a flush for each, at most maxFlushes
-// at a time; while all flush slots are busy it keeps filling the next
-// batch. It returns when ctx ends, failing the requests it holds; the
-// flushes it started are awaited by Run through flushes.
+// at a time, clocked by the flushes themselves (adaptive group commit): a
+// full batch starts as soon as a slot is free; a batch that is not full
+// starts at once when no flush of the lane is in flight, and otherwise
+// keeps gathering until one of these ends, or until every flush in flight
+// has run longer than stallAfter and counts as stalled. So an idle lane
+// sends a lone request at once, and under load a batch holds what arrived
+// during one round trip. It returns when ctx ends, failing the requests it
+// holds; the flushes it started are awaited by Run through flushes.
 func (l *lane[Req, Res]) collect(ctx context.Context, flushes *sync.WaitGroup) {
-	slots := make(chan struct{}, l.maxFlushes)
-	var timer *time.Timer
-	if l.maxWait > 0 {
-		timer = time.NewTimer(time.Hour)
-		timer.Stop()
-		defer timer.Stop()
-	}
+	// Each flush sends one flushEnd and at most maxFlushes are in flight:
+	// a flush never blocks on it, even after the collector returned.
+	ended := make(chan flushEnd, l.maxFlushes)
+	var (
+		batch    []*call[Req, Res]
+		running  []inFlight // in start order: the last is the youngest
+		nextID   uint64
+		avgFlush time.Duration // moving average of the flushes' run time
+		timer    = time.NewTimer(time.Hour)
+		armed    time.Time // the time timer is set to, zero when stopped
+	)
+	timer.Stop()
+	defer timer.Stop()
 	stopErr := func() error { return fmt.Errorf("%w: %w", ErrBatcherStopped, ctx.Err()) }
 
 	for {
-		var batch []*call[Req, Res]
+		var wake <-chan time.Time
+		if len(batch) > 0 && len(running) < l.maxFlushes {
+			ready := len(batch) >= l.maxBatch || len(running) == 0
+			if !ready {
+				// Held back by the youngest flush in flight until it
+				// ends or stalls.
+				at := running[len(running)-1].start.Add(l.stallAfter(avgFlush))
+				if ready = !time.Now().Before(at); !ready {
+					if !armed.Equal(at) {
+						timer.Reset(time.Until(at))
+						armed = at
+					}
+					wake = timer.C
+				}
+			}
+			if ready {
+				sent := l.drain(batch)
+				if len(running) == 0 {
+					sent = l.gather(sent)
+				}
+				batch = nil
+				nextID++
+				f := inFlight{id: nextID, start: time.Now()}
+				running = append(running, f)
+				flushes.Go(func() {
+					l.flush(ctx, sent)
+					ended <- flushEnd{id: f.id, took: time.Since(f.start)}
+				})
+				continue
+			}
+		}
+
+		in := l.in
+		if len(batch) >= l.maxBatch {
+			in = nil // full: wait for a slot
+		}
 		select {
+		case c := <-in:
+			batch = l.take(batch, c)
+		case e := <-ended:
+			running = slices.DeleteFunc(running, func(f inFlight) bool { return f.id == e.id })
+			if avgFlush == 0 {
+				avgFlush = e.took
+			} else {
+				avgFlush += (e.took - avgFlush) / 8
+			}
+		case <-wake:
+			armed = time.Time{}
 		case <-ctx.Done():
+			fail(batch, stopErr())
 			return
+		}
+	}
+}
+
+// stallAfter is how long the youngest flush in flight holds back a batch
+// that is not full: MaxWait, or four times the average flush time when
+// that is longer, so that a flush counts as stalled only when it runs well
+// beyond the usual round trip (a lock wait, a slow connection), not when it
+// is merely bigger than most or met a busy moment; zero when MaxWait is
+// negative. (Twice the average let one flush in eight go beside a healthy
+// one on a loaded machine, in batches half the usual size.)
+func (l *lane[Req, Res]) stallAfter(avgFlush time.Duration) time.Duration {
+	if l.maxWait < 0 {
+		return 0
+	}
+	return max(l.maxWait, 4*avgFlush)
+}
+
+// gather adds to batch, up to maxBatch, the requests of callers that are
+// about to send theirs: it yields to them as long as that brings more, a
+// few times at most. Requests come in bursts (the callers woken together
+// by a flush's results, a fetch of many messages), and a lane that is idle
+// would otherwise send a burst's first request alone and the rest one
+// round trip later.
+func (l *lane[Req, Res]) gather(batch []*call[Req, Res]) []*call[Req, Res] {
+	for range 8 {
+		n := len(batch)
+		if n >= l.maxBatch {
+			break
+		}
+		runtime.Gosched()
+		if batch = l.drain(batch); len(batch) == n {
+			break
+		}
+	}
+	return batch
+}
+
+// drain adds to batch the requests already waiting, up to maxBatch.
+func (l *lane[Req, Res]) drain(batch []*call[Req, Res]) []*call[Req, Res] {
+	for len(batch) < l.maxBatch {
+		select {
 		case c := <-l.in:
 			batch = l.take(batch, c)
+		default:
+			return batch
 		}
-
-		// Gather: until full, and until maxWait passed or (no waiting)
-		// nothing more is queued.
-		if l.maxWait > 0 {
-			timer.Reset(l.maxWait)
-		gather:
-			for len(batch) < l.maxBatch {
-				select {
-				case c := <-l.in:
-					batch = l.take(batch, c)
-				case <-timer.C:
-					break gather
-				case <-ctx.Done():
-					fail(batch, stopErr())
-					return
-				}
-			}
-			timer.Stop()
-		} else {
-		drain:
-			for len(batch) < l.maxBatch {
-				select {
-				case c := <-l.in:
-					batch = l.take(batch, c)
-				default:
-					break drain
-				}
-			}
-		}
-
-		// Wait for a flush slot, still taking requests while there is room.
-	slot:
-		for {
-			in := l.in
-			if len(batch) >= l.maxBatch {
-				in = nil
-			}
-			select {
-			case slots <- struct{}{}:
-				break slot
-			case c := <-in:
-				batch = l.take(batch, c)
-			case <-ctx.Done():
-				fail(batch, stopErr())
-				return
-			}
-		}
-
-		flushes.Go(func() {
-			defer func() { <-slots }()
-			l.flush(ctx, batch)
-		})
 	}
+	return batch
 }
 
 // flush sends the requests whose callers still wait, then delivers the
@@ -298,7 +378,7 @@ func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 	for i, c := range live {
 		reqs[i] = c.req
 	}
-	outs, err := l.exec(tracedBatch(ctx, live), reqs)
+	outs, err := l.send(tracedBatch(ctx, live), reqs)
 	if err == nil {
 		for i, c := range live {
 			c.done <- outs[i]
@@ -318,13 +398,25 @@ func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 			c.done <- outcome[Res]{err: err}
 			continue
 		}
-		outs, err := l.exec(ctx, []Req{c.req})
+		outs, err := l.send(ctx, []Req{c.req})
 		if err != nil {
 			c.done <- outcome[Res]{err: err}
 			continue
 		}
 		c.done <- outs[0]
 	}
+}
+
+// send sends one statement.
+func (l *lane[Req, Res]) send(ctx context.Context, reqs []Req) ([]outcome[Res], error) {
+	l.statements.Add(1)
+	l.rows.Add(int64(len(reqs)))
+	if l.beforeExec != nil {
+		if err := l.beforeExec(ctx, len(reqs)); err != nil {
+			return nil, err
+		}
+	}
+	return l.exec(ctx, reqs)
 }
 
 // take adds c to batch.

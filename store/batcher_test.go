@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -28,12 +29,168 @@ func startBatcher(t *testing.T, s *store.Store, cfg store.BatcherConfig) *store.
 	return batcher
 }
 
+// claimGate is a batcher's claim hook: it records the size of each claim
+// statement, and can hold the first one in flight until released.
+type claimGate struct {
+	holdFirst bool
+	held      chan int      // the first statement's size, once it is held
+	release   chan struct{} // closed to let the first statement go
+
+	mu    sync.Mutex
+	sizes []int
+}
+
+func newClaimGate(holdFirst bool) *claimGate {
+	return &claimGate{holdFirst: holdFirst, held: make(chan int, 1), release: make(chan struct{})}
+}
+
+func (g *claimGate) hook(ctx context.Context, n int) error {
+	g.mu.Lock()
+	first := len(g.sizes) == 0
+	g.sizes = append(g.sizes, n)
+	g.mu.Unlock()
+	if !first || !g.holdFirst {
+		return nil
+	}
+	g.held <- n
+	select {
+	case <-g.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// statements returns the sizes of the claim statements sent so far.
+func (g *claimGate) statements() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.sizes)
+}
+
+// startGated runs a Batcher with a claim gate until the test ends.
+func startGated(t *testing.T, s *store.Store, cfg store.BatcherConfig, g *claimGate) *store.Batcher {
+	t.Helper()
+	batcher := store.NewBatcher(s, cfg)
+	batcher.SetClaimHook(g.hook)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- batcher.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return batcher
+}
+
+// holdFirstClaim sends a claim of key and waits until the gate holds its
+// statement in flight. The returned channel gets the claim's error once
+// the gate released it.
+func holdFirstClaim(t *testing.T, b *testBundle, batcher *store.Batcher, g *claimGate, key string) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := batcher.Claim(b.ctx, newClaim(key, 1000))
+		done <- err
+	}()
+	require.Equal(t, 1, <-g.held)
+	return done
+}
+
+func TestBatcherIdleLaneSendsAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	g := newClaimGate(false)
+	// Were a batch to wait for MaxWait or to fill up, the claim would not
+	// return before the test times out.
+	batcher := startGated(t, b.store, store.BatcherConfig{MaxWait: time.Hour}, g)
+
+	res, err := batcher.Claim(b.ctx, newClaim("alone", 1))
+	require.NoError(t, err)
+	require.Equal(t, payment.ClaimNew, res.Kind)
+	res, err = batcher.Claim(b.ctx, newClaim("alone-again", 2))
+	require.NoError(t, err)
+	require.Equal(t, payment.ClaimNew, res.Kind)
+	require.Equal(t, []int{1, 1}, g.statements())
+}
+
+func TestBatcherGathersWhileInFlight(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	g := newClaimGate(true)
+	batcher := startGated(t, b.store, store.BatcherConfig{MaxWait: time.Hour}, g)
+	first := holdFirstClaim(t, b, batcher, g, "first")
+
+	// Ten claims arrive while the first statement is in flight.
+	const n = 10
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { _, errs[i] = batcher.Claim(b.ctx, newClaim(fmt.Sprintf("k%d", i), uint64(i+1))) })
+	}
+	require.Eventually(t, func() bool { return batcher.ClaimsReceived() == n+1 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, []int{1}, g.statements(), "held back while the first is in flight")
+
+	close(g.release)
+	require.NoError(t, <-first)
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, "claim %d", i)
+	}
+	require.Equal(t, []int{1, n}, g.statements(), "sent as one batch when the first is back")
+}
+
+func TestBatcherFullBatchDoesNotWait(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	g := newClaimGate(true)
+	const n = 4
+	batcher := startGated(t, b.store, store.BatcherConfig{MaxBatch: n, MaxWait: time.Hour}, g)
+	first := holdFirstClaim(t, b, batcher, g, "first")
+
+	// A full batch takes a free slot beside the statement in flight.
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { _, errs[i] = batcher.Claim(b.ctx, newClaim(fmt.Sprintf("k%d", i), uint64(i+1))) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, "claim %d", i)
+	}
+	require.Equal(t, []int{1, n}, g.statements())
+
+	close(g.release)
+	require.NoError(t, <-first)
+}
+
+func TestBatcherStalledFlushDoesNotBlock(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	g := newClaimGate(true)
+	// The first statement stalls (it is held until the end): once it has
+	// run longer than MaxWait, the next batch goes beside it.
+	batcher := startGated(t, b.store, store.BatcherConfig{MaxWait: time.Millisecond}, g)
+	first := holdFirstClaim(t, b, batcher, g, "stalled")
+
+	res, err := batcher.Claim(b.ctx, newClaim("next", 1))
+	require.NoError(t, err)
+	require.Equal(t, payment.ClaimNew, res.Kind)
+	require.Equal(t, []int{1, 1}, g.statements())
+
+	close(g.release)
+	require.NoError(t, <-first)
+}
+
 func TestBatcherBadItemDoesNotFailOthers(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const n = 8
-	// The batch is sent only when full: all n claims go in one statement.
-	batcher := startBatcher(t, b.store, store.BatcherConfig{MaxBatch: n, MaxWait: time.Hour})
+	// The n claims arrive while a first statement is held in flight: they
+	// go in one statement when it is back.
+	g := newClaimGate(true)
+	batcher := startGated(t, b.store, store.BatcherConfig{MaxWait: time.Hour}, g)
+	first := holdFirstClaim(t, b, batcher, g, "first")
 
 	var wg sync.WaitGroup
 	results := make([]payment.ClaimResult, n)
@@ -45,7 +202,12 @@ func TestBatcherBadItemDoesNotFailOthers(t *testing.T) {
 		}
 		wg.Go(func() { results[i], errs[i] = batcher.Claim(b.ctx, c) })
 	}
+	require.Eventually(t, func() bool { return batcher.ClaimsReceived() == n+1 }, 5*time.Second, time.Millisecond)
+	close(g.release)
+	require.NoError(t, <-first)
 	wg.Wait()
+	// One statement of n fails; then each claim alone.
+	require.Equal(t, []int{1, n, 1, 1, 1, 1, 1, 1, 1, 1}, g.statements())
 	for i := range n {
 		if i == 3 {
 			require.Error(t, errs[i])
@@ -113,8 +275,11 @@ func TestBatcherCompleteAndRelease(t *testing.T) {
 func TestBatcherCallerGivesUpBeforeSend(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	// Batches of two, sent only when full.
-	batcher := startBatcher(t, b.store, store.BatcherConfig{MaxBatch: 2, MaxWait: time.Hour})
+	// Batches of two; a first statement is held in flight, so that a
+	// batch that is not full waits.
+	g := newClaimGate(true)
+	batcher := startGated(t, b.store, store.BatcherConfig{MaxBatch: 2, MaxWait: time.Hour}, g)
+	first := holdFirstClaim(t, b, batcher, g, "first")
 
 	ctx, cancel := context.WithCancel(b.ctx)
 	done := make(chan error, 1)
@@ -123,16 +288,20 @@ func TestBatcherCallerGivesUpBeforeSend(t *testing.T) {
 		done <- err
 	}()
 	// The batcher holds the claim in a batch that is not full yet.
-	require.Eventually(t, func() bool { return batcher.ClaimsReceived() == 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return batcher.ClaimsReceived() == 2 }, 5*time.Second, time.Millisecond)
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
 
-	// This claim fills the batch: the abandoned claim is dropped, not sent.
+	// This claim fills the batch, which goes beside the first: the
+	// abandoned claim is dropped, not sent.
 	res, err := batcher.Claim(b.ctx, newClaim("k", 10))
 	require.NoError(t, err)
 	require.Equal(t, payment.ClaimNew, res.Kind)
 	_, err = b.store.Get(b.ctx, "abandoned")
 	require.ErrorIs(t, err, store.ErrNotFound)
+	require.Equal(t, []int{1, 1}, g.statements())
+	close(g.release)
+	require.NoError(t, <-first)
 }
 
 func TestBatcherCallerGivesUpAfterSend(t *testing.T) {
@@ -179,6 +348,12 @@ func TestBatcherStop(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	batcher := store.NewBatcher(b.store, store.BatcherConfig{MaxWait: time.Hour})
+	// Every claim statement is held until the batcher stops, so that
+	// "pending" cannot be written however early it is sent.
+	batcher.SetClaimHook(func(ctx context.Context, _ int) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
 
 	// Before Run, a call waits; its ctx ends the wait.
 	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Millisecond)
