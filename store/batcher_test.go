@@ -14,11 +14,16 @@ import (
 	"github.com/paystream/paystream/store"
 )
 
-// startBatcher runs a Batcher until the test ends and checks that Run
-// returns.
+// startBatcher runs a Batcher of s until the test ends (runBatcher).
 func startBatcher(t *testing.T, s *store.Store, cfg store.BatcherConfig) *store.Batcher {
 	t.Helper()
-	batcher := store.NewBatcher(s, cfg)
+	return runBatcher(t, store.NewBatcher(s, cfg))
+}
+
+// runBatcher runs batcher until the test ends and checks that Run
+// returns nil.
+func runBatcher(t *testing.T, batcher *store.Batcher) *store.Batcher {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- batcher.Run(ctx) }()
@@ -73,14 +78,7 @@ func startGated(t *testing.T, s *store.Store, cfg store.BatcherConfig, g *claimG
 	t.Helper()
 	batcher := store.NewBatcher(s, cfg)
 	batcher.SetClaimHook(g.hook)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- batcher.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	return batcher
+	return runBatcher(t, batcher)
 }
 
 // holdFirstClaim sends a claim of key and waits until the gate holds its
