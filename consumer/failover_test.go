@@ -87,6 +87,8 @@ func TestFailoverRefused(t *testing.T) {
 	require.Equal(t, n-failedOver, s.queryInt(`SELECT count(*) FROM payments WHERE gateways_tried = ARRAY['b']`))
 	require.Positive(t, s.queryInt(`SELECT count(*) FROM payment_attempts WHERE gateway = 'a' AND error_code = 'connection_refused'`))
 	require.Zero(t, s.queryInt(`SELECT count(*) FROM payment_attempts WHERE gateway = 'a' AND class <> 'trouble'`))
+	// A row is final before its outcome event is out: wait for the events.
+	s.waitFor("every outcome announced", 30*time.Second, func() bool { return len(s.outcomes()) >= n })
 	outs := s.outcomes()
 	require.Len(t, outs, n)
 	for _, o := range outs {

@@ -196,6 +196,8 @@ func TestAmbiguousOutageEndsUnknownThenSettled(t *testing.T) {
 			r.run(t)
 			s.waitFor("settled", 30*time.Second, func() bool { return s.counts()[payment.StatusUnknown] == 0 })
 			status, chargeID, code := s.row(key)
+			// The row is settled before its outcome event is out.
+			s.waitFor("announced", 30*time.Second, func() bool { return len(s.outcomes()) >= 1 })
 			outs := s.outcomes()
 			require.Len(t, outs, 1, "announced once")
 			if charged {
