@@ -112,6 +112,25 @@ func TestBatcherIdleLaneSendsAtOnce(t *testing.T) {
 	require.Equal(t, []int{1, 1}, g.statements())
 }
 
+// claimEach claims the keys k0 … k<n-1> through batcher, each from its own
+// goroutine; the function it returns waits for them and checks that each
+// succeeded.
+func claimEach(t *testing.T, ctx context.Context, batcher *store.Batcher, n int) (wait func()) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { _, errs[i] = batcher.Claim(ctx, newClaim(fmt.Sprintf("k%d", i), uint64(i+1))) })
+	}
+	return func() {
+		t.Helper()
+		wg.Wait()
+		for i, err := range errs {
+			require.NoError(t, err, "claim %d", i)
+		}
+	}
+}
+
 func TestBatcherGathersWhileInFlight(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -121,20 +140,13 @@ func TestBatcherGathersWhileInFlight(t *testing.T) {
 
 	// Ten claims arrive while the first statement is in flight.
 	const n = 10
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Go(func() { _, errs[i] = batcher.Claim(b.ctx, newClaim(fmt.Sprintf("k%d", i), uint64(i+1))) })
-	}
+	wait := claimEach(t, b.ctx, batcher, n)
 	require.Eventually(t, func() bool { return batcher.ClaimsReceived() == n+1 }, 5*time.Second, time.Millisecond)
 	require.Equal(t, []int{1}, g.statements(), "held back while the first is in flight")
 
 	close(g.release)
 	require.NoError(t, <-first)
-	wg.Wait()
-	for i, err := range errs {
-		require.NoError(t, err, "claim %d", i)
-	}
+	wait()
 	require.Equal(t, []int{1, n}, g.statements(), "sent as one batch when the first is back")
 }
 
@@ -147,15 +159,7 @@ func TestBatcherFullBatchDoesNotWait(t *testing.T) {
 	first := holdFirstClaim(t, b, batcher, g, "first")
 
 	// A full batch takes a free slot beside the statement in flight.
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Go(func() { _, errs[i] = batcher.Claim(b.ctx, newClaim(fmt.Sprintf("k%d", i), uint64(i+1))) })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		require.NoError(t, err, "claim %d", i)
-	}
+	claimEach(t, b.ctx, batcher, n)()
 	require.Equal(t, []int{1, n}, g.statements())
 
 	close(g.release)
