@@ -463,6 +463,19 @@ func (r *infraRun) execute(ctx context.Context, res *InfraResult) (err error) {
 		}
 	})
 	cancel()
+	if settleErr == nil {
+		// A worker may be ready again only after the others drained the
+		// work (its database probe backs off, say): recovery is then every
+		// worker ready with nothing left, which the watch sees a little
+		// after the settling. Watch a while longer before calling it
+		// missing.
+		deadline := time.Now().Add(recoverAfterSettle)
+		for r.recoveredAt() == 0 && time.Now().Before(deadline) {
+			if !sleep(ctx, 100*time.Millisecond) {
+				break
+			}
+		}
+	}
 	stopWatch()
 	watch.Wait()
 	if ctx.Err() != nil {
@@ -611,6 +624,10 @@ func (w infraLog) Write(b []byte) (int, error) {
 	w.r.logf("%s", strings.TrimRight(string(b), "\n"))
 	return len(b), nil
 }
+
+// recoverAfterSettle is how long the watch goes on, once the work has
+// settled, for a recovery it has not seen yet.
+const recoverAfterSettle = 15 * time.Second
 
 // heartbeatLag is how long a worker's heartbeat record may take to say
 // what its /readyz says (the heartbeat interval, and a little).
