@@ -484,7 +484,7 @@ func (c *Config) settings() []setting {
 		},
 		{
 			name:  "BATCH_WAIT",
-			usage: "how long a database batch waits for the round trip in flight before it is sent beside it",
+			usage: "the least time a database round trip in flight holds back a batch of its kind that is not full (at least 4× the average round trip, too)",
 			value: newDuration(&c.BatchWait, 500*time.Microsecond),
 			rules: []rule{{fn: between(&c.BatchWait, 0, 50*time.Millisecond)}},
 		},
