@@ -198,17 +198,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// A slot is room for one fetched message: Concurrency of them run, and
 	// up to Lookahead more wait in the fair queue (fair.go).
 	slots := make(chan struct{}, c.cfg.Concurrency+c.cfg.Lookahead)
-	var q *fairQueue
-	q = newFairQueue(c.cfg.Concurrency, c.cfg.FairMaxHold, func(m held) {
+	q := newFairQueue(c.cfg.Concurrency, c.cfg.FairMaxHold, func(m held) {
 		defer wg.Done()
 		defer func() { <-slots }()
-		defer q.done(m.merchant)
 		c.handle(workCtx, m.msg, m.hb)
 	})
 	c.pullLoop(ctx, slots, q, &wg)
 
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { wg.Wait(); q.wait(); close(done) }()
 	timer := time.NewTimer(c.cfg.ShutdownTimeout)
 	defer timer.Stop()
 	select {

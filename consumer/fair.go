@@ -25,17 +25,21 @@ import (
 // that disagrees with its body is dead-lettered invalid by processing
 // anyway.
 //
-// A fairQueue is safe for concurrent use. It starts one goroutine per
-// message it hands out, counted in the WaitGroup given to push; the owner of
-// that WaitGroup waits for them.
+// A fairQueue is safe for concurrent use. It runs start in goroutines of
+// its own: a goroutine that finishes a message takes the next one held, if
+// a slot is free for it, and ends only when none is held, so that under
+// load goroutines (and the stacks they have grown) are reused rather than
+// started per message. Its owner waits for them with wait.
 type fairQueue struct {
 	slots   int           // messages processed at once (Config.Concurrency)
 	maxHold time.Duration // hold time after which a message goes first
 	now     func() time.Time
-	start   func(m held) // runs in its own goroutine; must call done(m.merchant) when over
+	start   func(m held) // runs in one of the queue's goroutines; the slot is free when it returns
+	running sync.WaitGroup
 
 	mu        sync.Mutex
-	running   int
+	busy      int               // slots taken
+	spawned   int               // goroutines started, for tests
 	pending   map[string][]held // per merchant, in fetch order
 	order     []string          // merchants with pending messages, in turn order
 	inFlight  map[string]int
@@ -74,16 +78,32 @@ func (q *fairQueue) push(m held) {
 	q.dispatchLocked()
 }
 
-// done frees the slot of a message of merchant that has finished.
-func (q *fairQueue) done(merchant string) {
+// run runs m, then each message finish hands it, in one goroutine.
+func (q *fairQueue) run(m held) {
+	defer q.running.Done()
+	for ok := true; ok; m, ok = q.finish(m.merchant) {
+		q.start(m)
+	}
+}
+
+// finish frees the slot of a message of merchant that has finished and
+// takes the message that goes next, if one is held, for the caller to run.
+func (q *fairQueue) finish(merchant string) (held, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.running--
+	q.busy--
 	if q.inFlight[merchant]--; q.inFlight[merchant] <= 0 {
 		delete(q.inFlight, merchant)
 	}
-	q.dispatchLocked()
+	if q.heldCount == 0 {
+		return held{}, false
+	}
+	return q.takeLocked(), true
 }
+
+// wait waits for the queue's goroutines to end: call it once nothing is
+// pushed any more and every message pushed has finished.
+func (q *fairQueue) wait() { q.running.Wait() }
 
 // held returns how many messages wait for a slot.
 func (q *fairQueue) held() int {
@@ -92,27 +112,37 @@ func (q *fairQueue) held() int {
 	return q.heldCount
 }
 
+// dispatchLocked starts a goroutine for each held message a free slot
+// takes.
 func (q *fairQueue) dispatchLocked() {
-	for q.running < q.slots && q.heldCount > 0 {
-		i := q.pickLocked()
-		merchant := q.order[i]
-		queue := q.pending[merchant]
-		m := queue[0]
-		queue[0] = held{}
-		// The merchant served leaves the turn order, and goes to its back
-		// while it has messages held.
-		q.order = append(q.order[:i], q.order[i+1:]...)
-		if queue = queue[1:]; len(queue) == 0 {
-			delete(q.pending, merchant)
-		} else {
-			q.pending[merchant] = queue
-			q.order = append(q.order, merchant)
-		}
-		q.heldCount--
-		q.running++
-		q.inFlight[merchant]++
-		go q.start(m)
+	for q.busy < q.slots && q.heldCount > 0 {
+		q.running.Add(1)
+		q.spawned++
+		go q.run(q.takeLocked())
 	}
+}
+
+// takeLocked removes the message that goes next from the held ones and
+// gives it a slot; some message is held.
+func (q *fairQueue) takeLocked() held {
+	i := q.pickLocked()
+	merchant := q.order[i]
+	queue := q.pending[merchant]
+	m := queue[0]
+	queue[0] = held{}
+	// The merchant served leaves the turn order, and goes to its back
+	// while it has messages held.
+	q.order = append(q.order[:i], q.order[i+1:]...)
+	if queue = queue[1:]; len(queue) == 0 {
+		delete(q.pending, merchant)
+	} else {
+		q.pending[merchant] = queue
+		q.order = append(q.order, merchant)
+	}
+	q.heldCount--
+	q.busy++
+	q.inFlight[merchant]++
+	return m
 }
 
 // pickLocked returns the index in order of the merchant whose head message

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,20 +13,49 @@ import (
 )
 
 // fairHarness drives a fairQueue whose started messages report their name
-// on a channel and stay in flight until the test calls finish.
+// on a channel and stay in flight until the test calls finish with their
+// merchant.
 type fairHarness struct {
 	t       *testing.T
 	q       *fairQueue
 	started chan string
-	now     time.Time
 	mu      sync.Mutex
+	now     time.Time
+	release map[string]chan struct{} // per merchant: one of its messages in flight finishes
 }
 
 func newFairHarness(t *testing.T, slots int, maxHold time.Duration) *fairHarness {
-	h := &fairHarness{t: t, started: make(chan string, 100), now: time.Unix(1000, 0)}
-	h.q = newFairQueue(slots, maxHold, func(m held) { h.started <- m.merchant + "/" + m.msg.Subject() })
+	h := &fairHarness{t: t, started: make(chan string, 100), now: time.Unix(1000, 0), release: map[string]chan struct{}{}}
+	stop := make(chan struct{})
+	h.q = newFairQueue(slots, maxHold, func(m held) {
+		h.started <- m.merchant + "/" + m.msg.Subject()
+		select {
+		case <-h.releaseOf(m.merchant):
+		case <-stop:
+		}
+	})
 	h.q.now = func() time.Time { h.mu.Lock(); defer h.mu.Unlock(); return h.now }
+	t.Cleanup(func() { close(stop); h.q.wait() })
 	return h
+}
+
+func (h *fairHarness) releaseOf(merchant string) chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.release[merchant] == nil {
+		h.release[merchant] = make(chan struct{})
+	}
+	return h.release[merchant]
+}
+
+// finish ends one message of merchant in flight, failing if none is.
+func (h *fairHarness) finish(merchant string) {
+	h.t.Helper()
+	select {
+	case h.releaseOf(merchant) <- struct{}{}:
+	case <-time.After(5 * time.Second):
+		h.t.Fatalf("no message of %s in flight", merchant)
+	}
 }
 
 func (h *fairHarness) push(merchant, name string) {
@@ -70,13 +100,13 @@ func TestFairQueue(t *testing.T) {
 		h.push("B", "b2")
 		h.none()
 		require.Equal(t, 4, h.q.held())
-		h.q.done("A") // A 1 in flight, B 0: B goes first though it came later
+		h.finish("A") // A 1 in flight, B 0: B goes first though it came later
 		require.Equal(t, "B/b1", h.next())
-		h.q.done("A") // A 0, B 1
+		h.finish("A") // A 0, B 1
 		require.Equal(t, "A/a3", h.next())
-		h.q.done("B") // A 1, B 0
+		h.finish("B") // A 1, B 0
 		require.Equal(t, "B/b2", h.next())
-		h.q.done("B")
+		h.finish("B")
 		require.Equal(t, "A/a4", h.next())
 		h.none()
 		require.Equal(t, 0, h.q.held())
@@ -92,7 +122,7 @@ func TestFairQueue(t *testing.T) {
 		}
 		var got []string
 		for range 6 {
-			h.q.done(got2merchant(got, "A"))
+			h.finish(got2merchant(got, "A"))
 			got = append(got, h.next())
 		}
 		// With one slot every merchant has 0 in flight at each pick:
@@ -110,8 +140,26 @@ func TestFairQueue(t *testing.T) {
 		h.push("A", "a3")
 		h.advance(2 * time.Second)
 		h.push("B", "b1")
-		h.q.done("A") // B has fewer in flight, but a3 waited past maxHold
+		h.finish("A") // B has fewer in flight, but a3 waited past maxHold
 		require.Equal(t, "A/a3", h.next())
+	})
+
+	t.Run("GoroutineReused", func(t *testing.T) {
+		t.Parallel()
+		h := newFairHarness(t, 2, time.Hour)
+		h.push("A", "a1")
+		h.push("B", "b1")
+		h.next()
+		h.next()
+		for i := range 10 {
+			h.push("A", fmt.Sprint("a", i+2))
+			h.finish("A")
+			require.Equal(t, fmt.Sprint("A/a", i+2), h.next())
+		}
+		h.q.mu.Lock()
+		defer h.q.mu.Unlock()
+		// The goroutine that ran a1 ran every later message of A.
+		require.Equal(t, 2, h.q.spawned)
 	})
 
 	t.Run("MerchantOfSubject", func(t *testing.T) {
