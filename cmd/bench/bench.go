@@ -507,12 +507,22 @@ func waitReady(ctx context.Context, addr string) error {
 	return fmt.Errorf("worker at %s not ready after 30s", addr)
 }
 
-// saveProfile writes a CPU profile of the worker at addr to path.
+// saveProfile writes a CPU profile of the worker at addr to path, and
+// then the worker's allocations since it started (the allocs profile) to
+// path+".allocs".
 func saveProfile(ctx context.Context, addr, path string, seconds int) error {
 	if err := waitReady(ctx, addr); err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/profile?seconds="+strconv.Itoa(seconds), nil)
+	if err := fetchProfile(ctx, "http://"+addr+"/debug/pprof/profile?seconds="+strconv.Itoa(seconds), path); err != nil {
+		return err
+	}
+	return fetchProfile(ctx, "http://"+addr+"/debug/pprof/allocs", path+".allocs")
+}
+
+// fetchProfile saves the profile at url to path.
+func fetchProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
@@ -522,7 +532,7 @@ func saveProfile(ctx context.Context, addr, path string, seconds int) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile: %s", resp.Status)
+		return fmt.Errorf("profile %s: %s", url, resp.Status)
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -95,7 +95,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.BoolVar(&o.tracing, "tracing", false, "add the 0 ms line with tracing on: every span recorded (OTEL_TRACES_SAMPLER=always_on) and exported over OTLP/HTTP to a sink in the benchmark, reported as a ratio to the headline")
 	fs.IntVar(&o.batchSize, "batch-size", 0, "PAYSTREAM_BATCH_SIZE of the workers (0: the worker's default)")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the worker of the first line to this file")
-	fs.IntVar(&o.profileSeconds, "profile-seconds", 2, "length of the -profile CPU profile; keep it shorter than the line")
+	fs.IntVar(&o.profileSeconds, "profile-seconds", 2, "length of the -profile CPU profile; keep it shorter than the line (FILE.allocs gets the allocations profile after it)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
