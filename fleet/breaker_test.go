@@ -73,6 +73,9 @@ func TestFleetBreaker(t *testing.T) {
 	require.NoError(t, proxy.Toxics.RemoveToxic(context.Background(), "reset"))
 
 	// A real outage: a quorum, the fleet's breaker opens, one prober.
+	// Fresh work first: the workers may have drained the first batch,
+	// and a worker that calls nothing has no breaker to open.
+	r.publish(3000, "k2")
 	r.outage.Store(true)
 	var down time.Time
 	require.Eventually(t, func() bool {
@@ -111,7 +114,9 @@ func TestFleetBreaker(t *testing.T) {
 	require.LessOrEqual(t, probes, 20, "a probe at a time, not the fleet's backlog")
 	require.NotEmpty(t, holders)
 
-	// Recovery: the holder's probe succeeds, everyone calls again.
+	// Recovery: the holder's probe succeeds, everyone calls again (with
+	// work to call for).
+	r.publish(3000, "k3")
 	r.outage.Store(false)
 	require.Eventually(t, func() bool {
 		rec, ok := r.record(kv)

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/paystream/paystream/contract"
 	"github.com/paystream/paystream/fleet"
 	"github.com/paystream/paystream/internal/testenv/natstest"
 )
@@ -126,4 +127,42 @@ func TestCoordinatorsShareTheBudget(t *testing.T) {
 	ms["a"].stop()
 	delete(ms, "a")
 	require.Eventually(t, settled(3), 10*time.Second, 5*time.Millisecond)
+}
+
+// TestCoordinatorKeepsItsWatch: the watch on the gateway's record (an
+// ordered consumer on the bucket's stream) is made once and kept across
+// steps. It used to end with the step that made it, so that every step was
+// followed by a new watch, a new consumer on the server and, as the ended
+// watch's closed channel woke Run, another step: a loop that never rested.
+func TestCoordinatorKeepsItsWatch(t *testing.T) {
+	t.Parallel()
+	ns := natstest.New(t)
+	// An hour's interval: only a local change or an update makes a step.
+	m := runMember(t, ns, fleet.GatewayConfig{WorkerID: "a", Gateway: "gw", Budget: 100, Interval: time.Hour})
+	nc, err := nats.Connect(ns.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	consumers := func() []string {
+		s, err := js.Stream(ctx, "KV_"+contract.GatewaysBucket)
+		if err != nil {
+			return nil
+		}
+		var names []string
+		for name := range s.ConsumerNames(ctx).Name() {
+			names = append(names, name)
+		}
+		return names
+	}
+	var watch []string
+	require.Eventually(t, func() bool { watch = consumers(); return len(watch) == 1 }, 10*time.Second, 5*time.Millisecond)
+	steps := func() int64 { localsMu.Lock(); defer localsMu.Unlock(); return m.local.asked / 10 }
+	for range 3 {
+		before := steps()
+		m.local.changed <- struct{}{}
+		require.Eventually(t, func() bool { return steps() > before }, 10*time.Second, 5*time.Millisecond)
+		require.Equal(t, watch, consumers(), "the watch is the one made at the start")
+	}
 }

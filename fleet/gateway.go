@@ -276,17 +276,20 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	var (
-		w       jetstream.KeyWatcher
-		updates <-chan jetstream.KeyValueEntry
+		w         jetstream.KeyWatcher
+		updates   <-chan jetstream.KeyValueEntry
+		stopWatch context.CancelFunc = func() {}
 	)
 	// The watch lives as long as Run: a failing step leaves it be (the
 	// ordered consumer under it recovers when NATS comes back; stopping it
 	// while NATS is away would block on the consumer's deletion). Only a
-	// watch whose channel closed is made anew.
+	// watch whose channel closed is made anew. Its context is its life:
+	// nats.go unsubscribes a watch once the context given to Watch ends.
 	defer func() {
 		if w != nil {
 			_ = w.Stop()
 		}
+		stopWatch()
 	}()
 	failing := false
 	for {
@@ -299,6 +302,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		case <-c.local.Changed():
 		case _, ok := <-updates:
 			if !ok {
+				stopWatch()
 				w, updates = nil, nil
 			} else {
 				drain(updates)
@@ -324,15 +328,28 @@ func (c *Coordinator) Run(ctx context.Context) error {
 				failing = false
 			}
 			if w == nil && c.kv != nil {
-				// The context bounds the watch's creation only.
-				wctx, cancel := context.WithTimeout(ctx, stepTimeout)
-				if nw, err := c.kv.Watch(wctx, c.key, jetstream.UpdatesOnly()); err == nil {
-					w, updates = nw, nw.Updates()
-				}
-				cancel()
+				w, updates, stopWatch = c.watch(ctx)
 			}
 		}
 	}
+}
+
+// watch watches the gateway's record for updates until ctx ends or the
+// returned stop is called; it returns a nil watcher (and a no-op stop) when
+// the watch cannot be made within stepTimeout. The bound is a timer, not a
+// deadline on the watch's context: nats.go ends a watch with its context,
+// and a watch made under a step's timeout ended with the step, so that Run
+// made it anew after every step, each time a new consumer on the server.
+func (c *Coordinator) watch(ctx context.Context) (jetstream.KeyWatcher, <-chan jetstream.KeyValueEntry, context.CancelFunc) {
+	wctx, stop := context.WithCancel(ctx)
+	late := time.AfterFunc(stepTimeout, stop)
+	w, err := c.kv.Watch(wctx, c.key, jetstream.UpdatesOnly())
+	if !late.Stop() || err != nil {
+		// Too late (the watch, if made, is ending) or failed.
+		stop()
+		return nil, nil, func() {}
+	}
+	return w, w.Updates(), stop
 }
 
 // drain empties ch without blocking, so that a burst of updates costs one
