@@ -6,6 +6,8 @@ import (
 	"math"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
+
 	"github.com/paystream/paystream/payment"
 )
 
@@ -108,9 +110,9 @@ func (s *Store) ClaimBatch(ctx context.Context, cs []payment.Claim) ([]payment.C
 		var (
 			ord     int32
 			kind    string
-			retryUs *int64
+			retryUs pgtype.Int8
 			request []byte
-			prior   *string
+			prior   pgtype.Text
 			rs      recordScan
 		)
 		if err := rows.Scan(append([]any{&ord, &kind, &retryUs, &request, &prior}, rs.dest()...)...); err != nil {
@@ -122,9 +124,9 @@ func (s *Store) ClaimBatch(ctx context.Context, cs []payment.Claim) ([]payment.C
 			return nil, fmt.Errorf("store: %s: unexpected result row (ord %d, kind %q)", describeClaims(cs), ord, kind)
 		}
 		seen[i] = true
-		res := payment.ClaimResult{Kind: k, RetryAfter: time.Duration(deref(retryUs)) * time.Microsecond}
+		res := payment.ClaimResult{Kind: k, RetryAfter: time.Duration(retryUs.Int64) * time.Microsecond}
 		if k == payment.ClaimTakeover {
-			res.From = payment.Status(deref(prior))
+			res.From = payment.Status(prior.String)
 			if len(request) > 0 {
 				res.Request = request
 			}

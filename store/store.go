@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/paystream/paystream/payment"
@@ -81,16 +82,18 @@ func (s *Store) Get(ctx context.Context, key string) (payment.Record, error) {
 
 // recordScan receives the nullable columns of a payments row.
 type recordScan struct {
-	key, paymentID, merchantID, currency, status *string
-	amountMinor                                  *int64
-	attempts                                     *int32
-	gateway, chargeID, errorCode                 *string
-	createdAt, updatedAt, completedAt            *time.Time
-	ambiguous                                    *bool
+	key, paymentID, merchantID, currency, status pgtype.Text
+	amountMinor                                  pgtype.Int8
+	attempts                                     pgtype.Int4
+	gateway, chargeID, errorCode                 pgtype.Text
+	createdAt, updatedAt, completedAt            pgtype.Timestamptz
+	ambiguous                                    pgtype.Bool
 }
 
 // dest returns the scan targets in the column order of Get and the claim and
-// complete functions.
+// complete functions. They are pgtype values rather than pointers: pgx
+// scans a NULL-able pointer by allocating its target through reflection,
+// 14 allocations per row on the hot path.
 func (rs *recordScan) dest() []any {
 	return []any{
 		&rs.key, &rs.paymentID, &rs.merchantID, &rs.amountMinor, &rs.currency,
@@ -101,26 +104,26 @@ func (rs *recordScan) dest() []any {
 
 // present reports whether a row was returned (the key column is never NULL
 // in a real row).
-func (rs *recordScan) present() bool { return rs.key != nil }
+func (rs *recordScan) present() bool { return rs.key.Valid }
 
+// record returns the row; a NULL column is its zero value.
 func (rs *recordScan) record() payment.Record {
-	r := payment.Record{
-		IdempotencyKey:  deref(rs.key),
-		PaymentID:       deref(rs.paymentID),
-		MerchantID:      deref(rs.merchantID),
-		AmountMinor:     deref(rs.amountMinor),
-		Currency:        deref(rs.currency),
-		Status:          payment.Status(deref(rs.status)),
-		Attempts:        int(deref(rs.attempts)),
-		Gateway:         deref(rs.gateway),
-		GatewayChargeID: deref(rs.chargeID),
-		ErrorCode:       deref(rs.errorCode),
-		CreatedAt:       deref(rs.createdAt),
-		UpdatedAt:       deref(rs.updatedAt),
-		CompletedAt:     deref(rs.completedAt),
-		Ambiguous:       deref(rs.ambiguous),
+	return payment.Record{
+		IdempotencyKey:  rs.key.String,
+		PaymentID:       rs.paymentID.String,
+		MerchantID:      rs.merchantID.String,
+		AmountMinor:     rs.amountMinor.Int64,
+		Currency:        rs.currency.String,
+		Status:          payment.Status(rs.status.String),
+		Attempts:        int(rs.attempts.Int32),
+		Gateway:         rs.gateway.String,
+		GatewayChargeID: rs.chargeID.String,
+		ErrorCode:       rs.errorCode.String,
+		CreatedAt:       rs.createdAt.Time,
+		UpdatedAt:       rs.updatedAt.Time,
+		CompletedAt:     rs.completedAt.Time,
+		Ambiguous:       rs.ambiguous.Bool,
 	}
-	return r
 }
 
 func deref[T any](p *T) T {

@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -64,6 +65,7 @@ type options struct {
 	profileSeconds int
 	batchSize      int
 	tracing        bool
+	latencyAt      []float64 // extra end-to-end latency points, payments/s
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -96,6 +98,16 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.batchSize, "batch-size", 0, "PAYSTREAM_BATCH_SIZE of the workers (0: the worker's default)")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the worker of the first line to this file")
 	fs.IntVar(&o.profileSeconds, "profile-seconds", 2, "length of the -profile CPU profile; keep it shorter than the line (FILE.allocs gets the allocations profile after it)")
+	fs.Func("latency-at", "comma-separated payments/s at which to measure the end-to-end latency too (besides half the maximum)", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			if err != nil || r <= 0 {
+				return fmt.Errorf("not a positive rate: %q", f)
+			}
+			o.latencyAt = append(o.latencyAt, r)
+		}
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -28,11 +28,19 @@ type results struct {
 	tracedSpans, tracedPosts, tracedB int64
 	p50, p99                          time.Duration
 	latencyAt                         float64
-	maxRSS                            float64
+	// more latency points (-latency-at): rate, p50, p99
+	latencyPoints []latencyPoint
+	maxRSS        float64
 	// directPerSec and relayPerSec are requests per second into the
 	// stream, published directly and relayed from the outbox.
 	directPerSec, relayPerSec float64
 	loadStart, loadEnd        string
+}
+
+// latencyPoint is the end-to-end latency at a rate.
+type latencyPoint struct {
+	rate     float64
+	p50, p99 time.Duration
 }
 
 func (b *bench) runAll(ctx context.Context) (*results, error) {
@@ -145,6 +153,13 @@ func (b *bench) runAll(ctx context.Context) (*results, error) {
 	res.latencyAt = res.headline.perSec / 2
 	if res.p50, res.p99, err = b.latency(ctx, res.latencyAt, 1, b.o.concurrency); err != nil {
 		return nil, err
+	}
+	for _, rate := range b.o.latencyAt {
+		pt := latencyPoint{rate: rate}
+		if pt.p50, pt.p99, err = b.latency(ctx, rate, 1, b.o.concurrency); err != nil {
+			return nil, err
+		}
+		res.latencyPoints = append(res.latencyPoints, pt)
 	}
 	if res.directPerSec, res.relayPerSec, err = b.publishing(ctx); err != nil {
 		return nil, fmt.Errorf("publishing: %w", err)
@@ -415,6 +430,9 @@ func (r *results) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nend-to-end latency at %.0f payments/s (half the 1-worker maximum, durable): p50 %s ms, p99 %s ms\n",
 		r.latencyAt, ms(r.p50), ms(r.p99))
+	for _, pt := range r.latencyPoints {
+		fmt.Fprintf(w, "end-to-end latency at %.0f payments/s (-latency-at): p50 %s ms, p99 %s ms\n", pt.rate, ms(pt.p50), ms(pt.p99))
+	}
 	if r.grown != nil {
 		fmt.Fprintf(w, "growth: with %s rows in the table, paystream %.0f/s (%.2f of the figure at %s rows), floor %.0f/s (%.2f)\n",
 			count(r.grown.rows), r.grown.perSec, r.grown.perSec/r.headline.perSec, count(r.prefill),
