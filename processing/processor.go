@@ -483,6 +483,8 @@ type lease struct {
 	gw       *routed
 	routedTo []string
 	ranked   []*routed
+	// keeper extends the lease while a call runs (keepLease).
+	keeper leaseKeeper
 	// req is the request every charge of the lease sends (the key's first
 	// claim's, docs/contract.md §5).
 	req *payment.Request
@@ -592,7 +594,7 @@ func (p *Processor) recovered(ctx context.Context, msg Message, req *payment.Req
 // charge calls the gateway through the breaker, extending the lease l in
 // the store while the call runs.
 func (p *Processor) charge(ctx context.Context, req *payment.Request, l *lease) (payment.ChargeResult, error) {
-	defer p.keepLease(ctx, l)()
+	defer p.keepLease(ctx, l).stop()
 	for {
 		res, err := p.chargeOn(ctx, req, l)
 		if !notSent(err) || ctx.Err() != nil {
@@ -889,54 +891,71 @@ func (p *Processor) lookup(ctx context.Context, l *lease) (payment.LookupResult,
 }
 
 // keepLease extends l in the store every third of the lease while a call
-// runs, when Claims can (LeaseExtender); the returned stop ends that and
-// waits for an extension under way. A fenced extension means the lease is
-// lost: the call goes on (its writes will be fenced), and it is logged.
-func (p *Processor) keepLease(ctx context.Context, l *lease) (stop func()) {
+// runs, when Claims can (LeaseExtender); the returned keeper's stop ends
+// that and waits for an extension under way. A fenced extension means the
+// lease is lost: the call goes on (its writes will be fenced), and it is
+// logged. The keeper lives in l, so that keeping a lease costs a timer, not
+// a set of closures, per payment.
+func (p *Processor) keepLease(ctx context.Context, l *lease) *leaseKeeper {
+	k := &l.keeper
 	ext, ok := p.claims.(LeaseExtender)
 	if !ok {
-		return func() {}
+		return k
 	}
-	var (
-		mu      sync.Mutex
-		stopped bool
-		running sync.WaitGroup
-		t       *time.Timer
-	)
-	every := p.cfg.Lease / 3
-	extend := func() {
-		defer running.Done()
-		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), every)
-		err := ext.ExtendLease(ectx, l.key, l.attempt, p.cfg.Owner, p.cfg.Lease)
-		cancel()
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case errors.Is(err, payment.ErrFenced):
-			p.log.Warn().Str("idempotency_key", l.key).Int("attempt", l.attempt).
-				Msg("lease lost during the gateway call; its outcome will be fenced")
-			return
-		case err != nil:
-			p.log.Warn().Err(err).Str("idempotency_key", l.key).Msg("extend lease")
-		}
-		if !stopped {
-			running.Add(1)
-			t.Reset(every)
-		}
+	k.p, k.ext, k.ctx, k.l, k.every = p, ext, ctx, l, p.cfg.Lease/3
+	k.mu.Lock()
+	k.stopped = false // a lease may be kept again, for a later call
+	k.running.Add(1)
+	k.t = time.AfterFunc(k.every, k.extend)
+	k.mu.Unlock()
+	return k
+}
+
+// leaseKeeper extends a lease while a call runs (keepLease).
+type leaseKeeper struct {
+	p     *Processor
+	ext   LeaseExtender
+	ctx   context.Context
+	l     *lease
+	every time.Duration
+
+	mu      sync.Mutex
+	stopped bool
+	running sync.WaitGroup // the extension due or under way
+	t       *time.Timer    // nil: nothing to keep (no LeaseExtender)
+}
+
+// extend runs on the timer: one extension, then the next one is due.
+func (k *leaseKeeper) extend() {
+	defer k.running.Done()
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(k.ctx), k.every)
+	err := k.ext.ExtendLease(ectx, k.l.key, k.l.attempt, k.p.cfg.Owner, k.p.cfg.Lease)
+	cancel()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case errors.Is(err, payment.ErrFenced):
+		k.p.log.Warn().Str("idempotency_key", k.l.key).Int("attempt", k.l.attempt).
+			Msg("lease lost during the gateway call; its outcome will be fenced")
+		return
+	case err != nil:
+		k.p.log.Warn().Err(err).Str("idempotency_key", k.l.key).Msg("extend lease")
 	}
-	mu.Lock()
-	running.Add(1)
-	t = time.AfterFunc(every, extend)
-	mu.Unlock()
-	return func() {
-		mu.Lock()
-		stopped = true
-		if t.Stop() {
-			running.Done() // the pending extension will not run
-		}
-		mu.Unlock()
-		running.Wait()
+	if !k.stopped {
+		k.running.Add(1)
+		k.t.Reset(k.every)
 	}
+}
+
+// stop ends the extensions and waits for one under way.
+func (k *leaseKeeper) stop() {
+	k.mu.Lock()
+	k.stopped = true
+	if k.t != nil && k.t.Stop() {
+		k.running.Done() // the pending extension will not run
+	}
+	k.mu.Unlock()
+	k.running.Wait()
 }
 
 // complete records a final row and returns the decision announcing it. cause,
