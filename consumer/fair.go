@@ -17,8 +17,8 @@ import (
 // flight, merchants with equal counts taking turns (round robin), each
 // merchant's own messages in fetch order. A message held longer than
 // maxHold goes first whatever its merchant, so that no merchant starves
-// either. With no lookahead every fetched message finds a free slot at
-// once and the queue only passes it on.
+// either. With no lookahead a fetched message waits at most for a handler
+// that has just returned to finish its bookkeeping and take it.
 //
 // The merchant is the last token of the subject (<prefix>.requests.<merchant_id>,
 // docs/contract.md §2): no body is decoded to schedule a message. A subject
@@ -26,8 +26,8 @@ import (
 // anyway.
 //
 // A fairQueue is safe for concurrent use. It runs start in goroutines of
-// its own: a goroutine that finishes a message takes the next one held, if
-// a slot is free for it, and ends only when none is held, so that under
+// its own: a goroutine that finishes a message keeps its slot for the next
+// one held, and ends only when none is held, so that under
 // load goroutines (and the stacks they have grown) are reused rather than
 // started per message. Its owner waits for them with wait.
 type fairQueue struct {
@@ -39,7 +39,7 @@ type fairQueue struct {
 
 	mu        sync.Mutex
 	busy      int               // slots taken
-	spawned   int               // goroutines started, for tests
+	spawned   int               // goroutines started (read by tests only)
 	pending   map[string][]held // per merchant, in fetch order
 	order     []string          // merchants with pending messages, in turn order
 	inFlight  map[string]int
