@@ -166,3 +166,41 @@ func TestCoordinatorKeepsItsWatch(t *testing.T) {
 		require.Equal(t, watch, consumers(), "the watch is the one made at the start")
 	}
 }
+
+// TestCoordinatorWatchesAMadeAgainBucket: when the bucket is deleted under
+// a running coordinator, its steps fail, the next one makes the bucket
+// again, and the watch is made anew on it (an ordered consumer on the
+// deleted stream would stay open but never see an update).
+func TestCoordinatorWatchesAMadeAgainBucket(t *testing.T) {
+	t.Parallel()
+	ns := natstest.New(t)
+	m := runMember(t, ns, fleet.GatewayConfig{WorkerID: "a", Gateway: "gw", Budget: 100, Interval: time.Hour})
+	nc, err := nats.Connect(ns.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	consumers := func() int {
+		s, err := js.Stream(ctx, "KV_"+contract.GatewaysBucket)
+		if err != nil {
+			return -1
+		}
+		n := 0
+		for range s.ConsumerNames(ctx).Name() {
+			n++
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return consumers() == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, js.DeleteKeyValue(ctx, contract.GatewaysBucket))
+	// Each local change makes a step: the first fails (no bucket), a later
+	// one makes the bucket and the watch again.
+	require.Eventually(t, func() bool {
+		select {
+		case m.local.changed <- struct{}{}:
+		default:
+		}
+		return consumers() == 1
+	}, 10*time.Second, 20*time.Millisecond, "a watch on the bucket made again")
+}

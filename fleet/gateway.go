@@ -279,12 +279,17 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		w         jetstream.KeyWatcher
 		updates   <-chan jetstream.KeyValueEntry
 		stopWatch context.CancelFunc = func() {}
+		watched   jetstream.KeyValue // the bucket handle w was made on
 	)
 	// The watch lives as long as Run: a failing step leaves it be (the
 	// ordered consumer under it recovers when NATS comes back; stopping it
-	// while NATS is away would block on the consumer's deletion). Only a
-	// watch whose channel closed is made anew. Its context is its life:
-	// nats.go unsubscribes a watch once the context given to Watch ends.
+	// while NATS is away would block on the consumer's deletion). A watch
+	// whose channel closed is made anew, and so is one made on a bucket
+	// handle that a failed step dropped (the bucket may have been made
+	// again, and an ordered consumer on a deleted stream stays open but
+	// silent). Its context is its life: nats.go unsubscribes a watch once
+	// the context given to Watch ends, in the background; Stop on return
+	// deletes its consumer before Run returns.
 	defer func() {
 		if w != nil {
 			_ = w.Stop()
@@ -327,8 +332,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 				c.log.Info().Msg("gateway record: the fleet is reachable again")
 				failing = false
 			}
-			if w == nil && c.kv != nil {
+			if c.kv != nil && (w == nil || watched != c.kv) {
+				stopWatch()
 				w, updates, stopWatch = c.watch(ctx)
+				watched = c.kv
 			}
 		}
 	}
