@@ -139,23 +139,7 @@ func TestCoordinatorKeepsItsWatch(t *testing.T) {
 	ns := natstest.New(t)
 	// An hour's interval: only a local change or an update makes a step.
 	m := runMember(t, ns, fleet.GatewayConfig{WorkerID: "a", Gateway: "gw", Budget: 100, Interval: time.Hour})
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	ctx := context.Background()
-	consumers := func() []string {
-		s, err := js.Stream(ctx, "KV_"+contract.GatewaysBucket)
-		if err != nil {
-			return nil
-		}
-		var names []string
-		for name := range s.ConsumerNames(ctx).Name() {
-			names = append(names, name)
-		}
-		return names
-	}
+	consumers, _ := bucketConsumers(t, ns)
 	var watch []string
 	require.Eventually(t, func() bool { watch = consumers(); return len(watch) == 1 }, 10*time.Second, 5*time.Millisecond)
 	steps := func() int64 { localsMu.Lock(); defer localsMu.Unlock(); return m.local.asked / 10 }
@@ -175,23 +159,9 @@ func TestCoordinatorWatchesAMadeAgainBucket(t *testing.T) {
 	t.Parallel()
 	ns := natstest.New(t)
 	m := runMember(t, ns, fleet.GatewayConfig{WorkerID: "a", Gateway: "gw", Budget: 100, Interval: time.Hour})
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	names, js := bucketConsumers(t, ns)
+	consumers := func() int { return len(names()) }
 	ctx := context.Background()
-	consumers := func() int {
-		s, err := js.Stream(ctx, "KV_"+contract.GatewaysBucket)
-		if err != nil {
-			return -1
-		}
-		n := 0
-		for range s.ConsumerNames(ctx).Name() {
-			n++
-		}
-		return n
-	}
 	require.Eventually(t, func() bool { return consumers() == 1 }, 10*time.Second, 5*time.Millisecond)
 	require.NoError(t, js.DeleteKeyValue(ctx, contract.GatewaysBucket))
 	// Each local change makes a step: the first fails (no bucket), a later
@@ -203,4 +173,28 @@ func TestCoordinatorWatchesAMadeAgainBucket(t *testing.T) {
 		}
 		return consumers() == 1
 	}, 10*time.Second, 20*time.Millisecond, "a watch on the bucket made again")
+}
+
+// bucketConsumers returns a function listing the consumers on the gateways
+// bucket's stream (none when the stream is missing), and its JetStream
+// context.
+func bucketConsumers(t *testing.T, ns *natstest.Server) (func() []string, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(ns.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return func() []string {
+		ctx := context.Background()
+		s, err := js.Stream(ctx, "KV_"+contract.GatewaysBucket)
+		if err != nil {
+			return nil
+		}
+		var names []string
+		for name := range s.ConsumerNames(ctx).Name() {
+			names = append(names, name)
+		}
+		return names
+	}, js
 }
