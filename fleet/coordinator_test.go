@@ -59,13 +59,20 @@ type member struct {
 	done   sync.WaitGroup
 }
 
-func runMember(t *testing.T, ns *natstest.Server, cfg fleet.GatewayConfig) *member {
+// connectJS connects to ns for the test's length.
+func connectJS(t *testing.T, ns *natstest.Server) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(ns.URL())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
+	return js
+}
+
+func runMember(t *testing.T, ns *natstest.Server, cfg fleet.GatewayConfig) *member {
+	t.Helper()
+	js := connectJS(t, ns)
 	m := &member{local: newFakeLocal()}
 	c := fleet.NewCoordinator(js, cfg, m.local, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -180,11 +187,7 @@ func TestCoordinatorWatchesAMadeAgainBucket(t *testing.T) {
 // context.
 func bucketConsumers(t *testing.T, ns *natstest.Server) (func() []string, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := connectJS(t, ns)
 	return func() []string {
 		ctx := context.Background()
 		s, err := js.Stream(ctx, "KV_"+contract.GatewaysBucket)
