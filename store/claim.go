@@ -69,19 +69,19 @@ func (s *Store) ClaimBatch(ctx context.Context, cs []payment.Claim) ([]payment.C
 	}
 	n := len(cs)
 	var (
-		keys      = make([]string, n)
-		fps       = make([]string, n)
-		payIDs    = make([]string, n)
-		merchants = make([]string, n)
-		customers = make([]string, n)
+		keys      = make(textArray, n)
+		fps       = make(textArray, n)
+		payIDs    = make(textArray, n)
+		merchants = make(textArray, n)
+		customers = make(textArray, n)
 		amounts   = make([]int64, n)
-		curs      = make([]string, n)
-		subjects  = make([]string, n)
+		curs      = make(textArray, n)
+		subjects  = make(textArray, n)
 		bodies    = make([][]byte, n)
 		seqs      = make([]int64, n)
-		owners    = make([]string, n)
+		owners    = make(textArray, n)
 		leases    = make([]int64, n)
-		gateways  = make([]string, n)
+		gateways  = make(textArray, n)
 	)
 	for i, c := range cs {
 		if err := validateClaim(c); err != nil {
@@ -206,13 +206,13 @@ func (s *Store) CompleteBatch(ctx context.Context, cs []payment.Completion) ([]C
 	}
 	n := len(cs)
 	var (
-		keys     = make([]string, n)
+		keys     = make(textArray, n)
 		attempts = make([]int32, n)
-		owners   = make([]string, n)
-		statuses = make([]string, n)
-		gateways = make([]string, n)
-		charges  = make([]string, n)
-		codes    = make([]string, n)
+		owners   = make(textArray, n)
+		statuses = make(textArray, n)
+		gateways = make(textArray, n)
+		charges  = make(textArray, n)
+		codes    = make(textArray, n)
 		ambig    = make([]bool, n)
 	)
 	for i, c := range cs {
@@ -297,9 +297,9 @@ func (s *Store) ReleaseBatch(ctx context.Context, rs []payment.Release) ([]error
 		return nil, nil
 	}
 	n := len(rs)
-	keys := make([]string, n)
+	keys := make(textArray, n)
 	attempts := make([]int32, n)
-	owners := make([]string, n)
+	owners := make(textArray, n)
 	holds := make([]int64, n)
 	ambig := make([]bool, n)
 	for i, r := range rs {
@@ -395,15 +395,15 @@ func checkSeen(seen []bool, keys []string, op string) error {
 // holds the 1-based item each call belongs to.
 type attemptArrays struct {
 	ords      []int32
-	kinds     []string
+	kinds     textArray
 	started   []time.Time
 	durations []int64
 	http      []int32
-	classes   []string
-	results   []string
-	codes     []string
-	chargeIDs []string
-	gateways  []string
+	classes   textArray
+	results   textArray
+	codes     textArray
+	chargeIDs textArray
+	gateways  textArray
 }
 
 func (a *attemptArrays) add(item int, calls []payment.Attempt) {
@@ -424,7 +424,7 @@ func (a *attemptArrays) add(item int, calls []payment.Attempt) {
 // args returns the arrays in parameter order; empty arrays, never NULL.
 func (a *attemptArrays) args() []any {
 	if a.ords == nil {
-		return []any{[]int32{}, []string{}, []time.Time{}, []int64{}, []int32{}, []string{}, []string{}, []string{}, []string{}, []string{}}
+		return []any{[]int32{}, textArray{}, []time.Time{}, []int64{}, []int32{}, textArray{}, textArray{}, textArray{}, textArray{}, textArray{}}
 	}
 	return []any{a.ords, a.kinds, a.started, a.durations, a.http, a.classes, a.results, a.codes, a.chargeIDs, a.gateways}
 }
