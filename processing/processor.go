@@ -894,8 +894,8 @@ func (p *Processor) lookup(ctx context.Context, l *lease) (payment.LookupResult,
 // runs, when Claims can (LeaseExtender); the returned keeper's stop ends
 // that and waits for an extension under way. A fenced extension means the
 // lease is lost: the call goes on (its writes will be fenced), and it is
-// logged. The keeper lives in l, so that keeping a lease costs a timer, not
-// a set of closures, per payment.
+// logged. The keeper lives in l, so that keeping a lease costs a timer and
+// its callback, not a set of closures and captured variables, per call.
 func (p *Processor) keepLease(ctx context.Context, l *lease) *leaseKeeper {
 	k := &l.keeper
 	ext, ok := p.claims.(LeaseExtender)
