@@ -74,13 +74,13 @@ func (s *Store) ClaimBatch(ctx context.Context, cs []payment.Claim) ([]payment.C
 		payIDs    = make(textArray, n)
 		merchants = make(textArray, n)
 		customers = make(textArray, n)
-		amounts   = make([]int64, n)
+		amounts   = make(int8Array, n)
 		curs      = make(textArray, n)
 		subjects  = make(textArray, n)
 		bodies    = make([][]byte, n)
-		seqs      = make([]int64, n)
+		seqs      = make(int8Array, n)
 		owners    = make(textArray, n)
-		leases    = make([]int64, n)
+		leases    = make(int8Array, n)
 		gateways  = make(textArray, n)
 	)
 	for i, c := range cs {
@@ -300,7 +300,7 @@ func (s *Store) ReleaseBatch(ctx context.Context, rs []payment.Release) ([]error
 	keys := make(textArray, n)
 	attempts := make([]int32, n)
 	owners := make(textArray, n)
-	holds := make([]int64, n)
+	holds := make(int8Array, n)
 	ambig := make([]bool, n)
 	for i, r := range rs {
 		if err := validateFence("release", r.Key, r.Attempt, r.Owner); err != nil {
@@ -396,8 +396,8 @@ func checkSeen(seen []bool, keys []string, op string) error {
 type attemptArrays struct {
 	ords      []int32
 	kinds     textArray
-	started   []time.Time
-	durations []int64
+	started   timeArray
+	durations int8Array
 	http      []int32
 	classes   textArray
 	results   textArray
@@ -424,7 +424,7 @@ func (a *attemptArrays) add(item int, calls []payment.Attempt) {
 // args returns the arrays in parameter order; empty arrays, never NULL.
 func (a *attemptArrays) args() []any {
 	if a.ords == nil {
-		return []any{[]int32{}, textArray{}, []time.Time{}, []int64{}, []int32{}, textArray{}, textArray{}, textArray{}, textArray{}, textArray{}}
+		return []any{[]int32{}, textArray{}, timeArray{}, int8Array{}, []int32{}, textArray{}, textArray{}, textArray{}, textArray{}, textArray{}}
 	}
 	return []any{a.ords, a.kinds, a.started, a.durations, a.http, a.classes, a.results, a.codes, a.chargeIDs, a.gateways}
 }
