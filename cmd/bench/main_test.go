@@ -54,6 +54,24 @@ func TestOptionsFromEnvironment(t *testing.T) {
 	}
 }
 
+// TestLatencyAtOption: -latency-at takes positive rates, comma-separated
+// (spaces allowed) and repeatable, and refuses anything else by name.
+func TestLatencyAtOption(t *testing.T) {
+	none := func(string) string { return "" }
+	o, err := parseOptions([]string{"-latency-at", "3000, 4500.5", "-latency-at", "6000"}, none, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, []float64{3000, 4500.5, 6000}, o.latencyAt)
+
+	o, err = parseOptions(nil, none, io.Discard)
+	require.NoError(t, err)
+	require.Empty(t, o.latencyAt)
+
+	for _, bad := range []string{"", "x", "3000,", "0", "-5"} {
+		_, err := parseOptions([]string{"-latency-at", bad}, none, io.Discard)
+		require.ErrorContains(t, err, "latency-at", bad)
+	}
+}
+
 func TestCount(t *testing.T) {
 	require.Equal(t, "10M", count(10_000_000))
 	require.Equal(t, "300k", count(300_000))
