@@ -59,10 +59,10 @@ type member struct {
 	done   sync.WaitGroup
 }
 
-// connectJS connects to ns for the test's length.
-func connectJS(t *testing.T, ns *natstest.Server) jetstream.JetStream {
+// connectJS connects to ns, with opts, for the test's length.
+func connectJS(t *testing.T, ns *natstest.Server, opts ...nats.Option) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(ns.URL())
+	nc, err := nats.Connect(ns.URL(), opts...)
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)

@@ -120,12 +120,7 @@ func newRig(t *testing.T, simCfg sim.Config) *rig {
 
 func (r *rig) connect(s *natstest.Server) jetstream.JetStream {
 	r.t.Helper()
-	nc, err := nats.Connect(s.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	require.NoError(r.t, err)
-	r.t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(r.t, err)
-	return js
+	return connectJS(r.t, s, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 }
 
 // publish puts n payment requests with distinct keys on the stream.
