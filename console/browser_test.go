@@ -101,8 +101,13 @@ func TestBrowser(t *testing.T) {
 
 	// A search by payment id, then the payment's timeline.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/payments"), chromedp.WaitVisible(chromedp.CSS("#id")),
-		chromedp.SendKeys(chromedp.CSS("#id"), "pay_011"), chromedp.Click(chromedp.CSS("#search")),
-		chromedp.WaitVisible(chromedp.CSS("#matches"))))
+		chromedp.SendKeys(chromedp.CSS("#id"), "pay_011")))
+	// The search is a navigation (a GET form): wait for the page it loads.
+	// Waiting for #matches alone could pass on the unfiltered list, which
+	// has one too, and read it while the navigation replaces the page.
+	_, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS("#search")))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#matches"))))
 	require.Contains(t, text("#matches"), "1 match")
 	shot("console-search.png", false)
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`a[href="/payments/pay_011"]`)),
