@@ -26,10 +26,11 @@ import (
 // anyway.
 //
 // A fairQueue is safe for concurrent use. It runs start in goroutines of
-// its own: a goroutine that finishes a message keeps its slot for the next
-// one held, and ends only when none is held, so that under
-// load goroutines (and the stacks they have grown) are reused rather than
-// started per message. Its owner waits for them with wait.
+// its own, at most slots of them: a goroutine that finishes a message keeps
+// its slot for the next one held, and when none is held it parks until a
+// push hands it one, so that goroutines (and the stacks they have grown)
+// are reused rather than started per message or per fetch. Its owner ends
+// them with wait.
 type fairQueue struct {
 	slots   int           // messages processed at once (Config.Concurrency)
 	maxHold time.Duration // hold time after which a message goes first
@@ -40,6 +41,8 @@ type fairQueue struct {
 	mu        sync.Mutex
 	busy      int               // slots taken
 	spawned   int               // goroutines started (read by tests only)
+	parked    []chan held       // idle goroutines, each waiting on its channel (capacity 1) for a message
+	closed    bool              // wait was called: goroutines end instead of parking
 	pending   map[string][]held // per merchant, in fetch order
 	order     []string          // merchants with pending messages, in turn order
 	inFlight  map[string]int
@@ -81,29 +84,49 @@ func (q *fairQueue) push(m held) {
 // run runs m, then each message finish hands it, in one goroutine.
 func (q *fairQueue) run(m held) {
 	defer q.running.Done()
-	for ok := true; ok; m, ok = q.finish(m.merchant) {
+	next := make(chan held, 1)
+	for ok := true; ok; m, ok = q.finish(m.merchant, next) {
 		q.start(m)
 	}
 }
 
 // finish frees the slot of a message of merchant that has finished and
-// takes the message that goes next, if one is held, for the caller to run.
-func (q *fairQueue) finish(merchant string) (held, bool) {
+// returns the message that goes next for the caller to run: one held now,
+// or else the next one pushed, which dispatchLocked sends on next while the
+// caller is parked. It returns false once wait has been called.
+func (q *fairQueue) finish(merchant string, next chan held) (held, bool) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	q.busy--
 	if q.inFlight[merchant]--; q.inFlight[merchant] <= 0 {
 		delete(q.inFlight, merchant)
 	}
-	if q.heldCount == 0 {
+	if q.heldCount > 0 {
+		m := q.takeLocked()
+		q.mu.Unlock()
+		return m, true
+	}
+	if q.closed {
+		q.mu.Unlock()
 		return held{}, false
 	}
-	return q.takeLocked(), true
+	q.parked = append(q.parked, next)
+	q.mu.Unlock()
+	m, ok := <-next
+	return m, ok
 }
 
-// wait waits for the queue's goroutines to end: call it once nothing is
-// pushed any more and every message pushed has finished.
-func (q *fairQueue) wait() { q.running.Wait() }
+// wait ends the queue's goroutines and waits for them: call it once nothing
+// is pushed any more and every message pushed has finished.
+func (q *fairQueue) wait() {
+	q.mu.Lock()
+	q.closed = true
+	for _, next := range q.parked {
+		close(next)
+	}
+	q.parked = nil
+	q.mu.Unlock()
+	q.running.Wait()
+}
 
 // held returns how many messages wait for a slot.
 func (q *fairQueue) held() int {
@@ -112,13 +135,22 @@ func (q *fairQueue) held() int {
 	return q.heldCount
 }
 
-// dispatchLocked starts a goroutine for each held message a free slot
-// takes.
+// dispatchLocked hands each held message a free slot takes to a parked
+// goroutine, the one parked last (its stack is the likeliest to be still
+// grown), or to a new one when none is parked.
 func (q *fairQueue) dispatchLocked() {
 	for q.busy < q.slots && q.heldCount > 0 {
+		m := q.takeLocked()
+		if n := len(q.parked); n > 0 {
+			next := q.parked[n-1]
+			q.parked[n-1] = nil
+			q.parked = q.parked[:n-1]
+			next <- m // never blocks: a parked goroutine's channel is empty
+			continue
+		}
 		q.running.Add(1)
 		q.spawned++
-		go q.run(q.takeLocked())
+		go q.run(m)
 	}
 }
 

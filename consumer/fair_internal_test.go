@@ -64,6 +64,16 @@ func (h *fairHarness) push(merchant, name string) {
 
 func (h *fairHarness) advance(d time.Duration) { h.mu.Lock(); h.now = h.now.Add(d); h.mu.Unlock() }
 
+// parked waits until n of the queue's goroutines are parked.
+func (h *fairHarness) parked(n int) {
+	h.t.Helper()
+	require.Eventually(h.t, func() bool {
+		h.q.mu.Lock()
+		defer h.q.mu.Unlock()
+		return len(h.q.parked) == n
+	}, 5*time.Second, time.Millisecond)
+}
+
 // next returns the next started message, failing if none starts.
 func (h *fairHarness) next() string {
 	h.t.Helper()
@@ -160,6 +170,52 @@ func TestFairQueue(t *testing.T) {
 		defer h.q.mu.Unlock()
 		// The goroutine that ran a1 ran every later message of A.
 		require.Equal(t, 2, h.q.spawned)
+	})
+
+	t.Run("ParkedGoroutineReused", func(t *testing.T) {
+		t.Parallel()
+		h := newFairHarness(t, 3, time.Hour)
+		// Each message finishes before the next is pushed: nothing is
+		// held when it does, so its goroutine parks and takes the next
+		// push.
+		for i := range 5 {
+			h.push("A", fmt.Sprint("a", i))
+			require.Equal(t, fmt.Sprint("A/a", i), h.next())
+			h.finish("A")
+			h.parked(1)
+		}
+		// Two at once: the parked goroutine takes one, a new one the
+		// other; both park again after.
+		h.push("A", "a5")
+		h.push("B", "b1")
+		h.next()
+		h.next()
+		h.finish("A")
+		h.finish("B")
+		h.parked(2)
+		h.push("C", "c1")
+		require.Equal(t, "C/c1", h.next())
+		h.q.mu.Lock()
+		defer h.q.mu.Unlock()
+		require.Equal(t, 2, h.q.spawned)
+	})
+
+	t.Run("WaitEndsParkedGoroutines", func(t *testing.T) {
+		t.Parallel()
+		var ran sync.WaitGroup
+		q := newFairQueue(4, time.Hour, func(held) { ran.Done() })
+		for i := range 4 {
+			ran.Add(1)
+			q.push(held{msg: fakeMsg{subject: fmt.Sprint("m", i)}, merchant: fmt.Sprint("m", i)})
+		}
+		ran.Wait()
+		// wait returns only once every goroutine, parked or about to
+		// park, has ended (and the package's leak check agrees).
+		q.wait()
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		require.Empty(t, q.parked)
+		require.True(t, q.closed)
 	})
 
 	t.Run("MerchantOfSubject", func(t *testing.T) {
