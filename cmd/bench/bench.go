@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -52,6 +53,8 @@ type bench struct {
 	pgLabel, jsLabel string
 	// statements: pg_stat_statements is installed.
 	statements bool
+	// profiled: the -profile line has run.
+	profiled bool
 }
 
 func newBench(ctx context.Context, o options, log io.Writer) (_ *bench, err error) {
@@ -240,6 +243,7 @@ const (
 	kindPaystream lineKind = iota
 	kindRaw
 	kindFloor
+	kindContractFloor
 )
 
 // line is one row of the table.
@@ -329,7 +333,8 @@ func (b *bench) throughput(ctx context.Context, l *line) error {
 	}
 	defer stopAll(procs)
 	var profiling sync.WaitGroup
-	if b.o.profile != "" && b.round == 1 {
+	if b.o.profile != "" && !b.profiled && strings.Contains(l.name, b.o.profileLine) {
+		b.profiled = true
 		profiling.Go(func() {
 			if err := saveProfile(ctx, procs[0].HTTPAddr(), b.o.profile, b.o.profileSeconds); err != nil {
 				b.logf("profile: %v", err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/paystream/paystream/payment"
@@ -83,6 +84,30 @@ const floorWorkers = 4
 // ids with a prefix of their own, so that they are new rows. Like raw, it
 // runs inside this process.
 func (b *bench) floor(ctx context.Context, l *line) error {
+	return b.floorWith(ctx, l, nil)
+}
+
+// contractFloor is the floor plus what the contract asks of every payment
+// beyond it (docs/contract.md §3, §6): a payment_attempts row for the
+// gateway call, written by the recording statement, and an outcome event
+// on <prefix>.results.succeeded with its Nats-Msg-Id, published
+// asynchronously and stored (its PubAck received) before the messages are
+// acked. Still no gateway, no lease checks, no advisory lock, no fence: the
+// least a design that keeps the contract's records must do, to tell the
+// cost of those records from paystream's own.
+func (b *bench) contractFloor(ctx context.Context, l *line) error {
+	return b.floorWith(ctx, l, &floorOutcomes{js: b.js, subject: b.ccfg.ResultSubject(string(payment.StatusSucceeded))})
+}
+
+// floorOutcomes makes a floor loop keep the contract's records: the
+// attempt row and the outcome event (contractFloor).
+type floorOutcomes struct {
+	js      jetstream.JetStream
+	subject string
+}
+
+// floorWith runs the floor, with the contract's records when out is set.
+func (b *bench) floorWith(ctx context.Context, l *line, out *floorOutcomes) error {
 	const durable = "bench-floor"
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, b.ccfg.Stream, jetstream.ConsumerConfig{
 		Durable: durable, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20_000,
@@ -122,7 +147,7 @@ func (b *bench) floor(ctx context.Context, l *line) error {
 	defer stop()
 	for range floorWorkers {
 		wg.Go(func() {
-			if err := floorLoop(loopCtx, cons, pool, b.ccfg.MaxFetch, prefix, &got); err != nil && loopCtx.Err() == nil {
+			if err := floorLoop(loopCtx, cons, pool, b.ccfg.MaxFetch, prefix, out, &got); err != nil && loopCtx.Err() == nil {
 				errOnce.Do(func() { firstErr = err })
 				stop()
 			}
@@ -154,14 +179,42 @@ func (b *bench) floor(ctx context.Context, l *line) error {
 	if final != b.o.n {
 		return fmt.Errorf("floor: %d final rows, want %d", final, b.o.n)
 	}
+	if out != nil {
+		var attempts int
+		if err := b.pool.QueryRow(ctx, `SELECT count(*) FROM payment_attempts WHERE idempotency_key LIKE $1`,
+			prefix+"%").Scan(&attempts); err != nil {
+			return err
+		}
+		if attempts != b.o.n {
+			return fmt.Errorf("contract floor: %d attempt rows, want %d", attempts, b.o.n)
+		}
+	}
 	l.elapsed = to.at.Sub(from.at)
 	l.perSec = float64(n) / l.elapsed.Seconds()
 	l.cost, err = b.costOf(ctx, from, to, n)
 	return err
 }
 
-// floorLoop is one loop of the floor, until ctx ends.
-func floorLoop(ctx context.Context, cons jetstream.Consumer, pool *pgxpool.Pool, pull int, prefix string, got *atomic.Int64) error {
+// The floor's recording statement, and the contract floor's, which also
+// writes each payment's attempt row (as paystream_complete_batch does).
+const (
+	floorComplete = `
+			UPDATE payments SET status = 'succeeded', gateway = 'fake', gateway_charge_id = 'ch_' || payment_id,
+				lease_until = NULL, request_subject = NULL, request_body = NULL,
+				completed_at = now(), updated_at = now()
+			WHERE idempotency_key = ANY ($1::text[]) AND status = 'processing'`
+	contractFloorComplete = `
+			WITH done AS (` + floorComplete + `
+				RETURNING idempotency_key, attempts, gateway_charge_id)
+			INSERT INTO payment_attempts (idempotency_key, attempt, kind, worker_id, started_at, duration_us,
+				class, result, charge_id, gateway)
+			SELECT idempotency_key, attempts, 'charge', 'bench-floor', now(), 0, 'ok', 'succeeded', gateway_charge_id, 'fake'
+			FROM done`
+)
+
+// floorLoop is one loop of the floor, until ctx ends; with out set, it
+// keeps the contract's records too (contractFloor).
+func floorLoop(ctx context.Context, cons jetstream.Consumer, pool *pgxpool.Pool, pull int, prefix string, out *floorOutcomes, got *atomic.Int64) error {
 	lim := payment.Limits{}.WithDefaults()
 	var (
 		msgs                                  []jetstream.Msg
@@ -169,7 +222,12 @@ func floorLoop(ctx context.Context, cons jetstream.Consumer, pool *pgxpool.Pool,
 		fps, subjects                         []string
 		amounts, seqs                         []int64
 		bodies                                [][]byte
+		acks                                  []jetstream.PubAckFuture
 	)
+	complete := floorComplete
+	if out != nil {
+		complete = contractFloorComplete
+	}
 	for ctx.Err() == nil {
 		// The messages are all in the stream: take what is there now (a
 		// waiting pull would hold the last, partial batch until it expires).
@@ -217,12 +275,14 @@ func floorLoop(ctx context.Context, cons jetstream.Consumer, pool *pgxpool.Pool,
 			keys, ids, merchants, customers, amounts, curs, fps, seqs, subjects, bodies); err != nil {
 			return fmt.Errorf("claim: %w", err)
 		}
-		if _, err := pool.Exec(ctx, `
-			UPDATE payments SET status = 'succeeded', gateway = 'fake', gateway_charge_id = 'ch_' || payment_id,
-				lease_until = NULL, request_subject = NULL, request_body = NULL,
-				completed_at = now(), updated_at = now()
-			WHERE idempotency_key = ANY ($1::text[]) AND status = 'processing'`, keys); err != nil {
+		if _, err := pool.Exec(ctx, complete, keys); err != nil {
 			return fmt.Errorf("complete: %w", err)
+		}
+		if out != nil {
+			var err error
+			if acks, err = out.publish(ctx, acks[:0], keys, ids, curs, amounts); err != nil {
+				return err
+			}
 		}
 		for _, m := range msgs {
 			if err := m.Ack(); err != nil {
@@ -232,6 +292,38 @@ func floorLoop(ctx context.Context, cons jetstream.Consumer, pool *pgxpool.Pool,
 		got.Add(int64(len(msgs)))
 	}
 	return nil
+}
+
+// publish publishes the outcome event of each payment recorded and waits
+// until the server has stored them all.
+func (out *floorOutcomes) publish(ctx context.Context, acks []jetstream.PubAckFuture, keys, ids, curs []string, amounts []int64) ([]jetstream.PubAckFuture, error) {
+	now := time.Now().UTC()
+	for i, key := range keys {
+		o := payment.Outcome{PaymentID: ids[i], IdempotencyKey: key, Status: payment.StatusSucceeded,
+			AmountMinor: amounts[i], Currency: curs[i], Gateway: "fake", GatewayChargeID: "ch_" + ids[i],
+			Attempts: 1, CompletedAt: now}
+		body, err := o.AppendJSON(make([]byte, 0, 320))
+		if err != nil {
+			return acks, err
+		}
+		m := &nats.Msg{Subject: out.subject, Data: body, Header: nats.Header{
+			jetstream.MsgIDHeader: {o.MsgID()}, "Content-Type": {"application/json"}}}
+		f, err := out.js.PublishMsgAsync(m)
+		if err != nil {
+			return acks, fmt.Errorf("publish outcome: %w", err)
+		}
+		acks = append(acks, f)
+	}
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return acks, fmt.Errorf("publish outcome: %w", err)
+		case <-ctx.Done():
+			return acks, ctx.Err()
+		}
+	}
+	return acks, nil
 }
 
 // waitConsumerSettled polls a consumer until nothing is pending or awaiting

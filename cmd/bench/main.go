@@ -9,8 +9,11 @@
 //   - in the same run, on the same messages, raw JetStream fetch-and-ack
 //     (pulls of 256, the worker's largest, and the best of other sizes) and
 //     the floor: fetch a batch, one INSERT and one UPDATE of payments, ack;
-//   - again with JetStream's sync_interval: always, and (-fsync-off) with
-//     Postgres's durability off, each with its own floor;
+//     and the contract floor: the floor plus the records the contract asks
+//     of every payment (an attempt row, an outcome event stored before the
+//     ack);
+//   - again with JetStream's sync_interval: always (with both floors), and
+//     (-fsync-off) with Postgres's durability off, with its own floor;
 //   - per payment: CPU µs of the worker, nats-server and Postgres (from
 //     /proc), WAL bytes, commits, HOT updates of payments, allocations;
 //   - p50/p99 end-to-end latency (publish to outcome event) at half the
@@ -63,6 +66,7 @@ type options struct {
 	statements     bool
 	profile        string
 	profileSeconds int
+	profileLine    string // the first paystream line whose name holds it is profiled
 	batchSize      int
 	tracing        bool
 	latencyAt      []float64 // extra end-to-end latency points, payments/s
@@ -96,7 +100,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.BoolVar(&o.statements, "pg-stat-statements", false, "load pg_stat_statements and print each paystream and floor line's statements per payment")
 	fs.BoolVar(&o.tracing, "tracing", false, "add the 0 ms line with tracing on: every span recorded (OTEL_TRACES_SAMPLER=always_on) and exported over OTLP/HTTP to a sink in the benchmark, reported as a ratio to the headline")
 	fs.IntVar(&o.batchSize, "batch-size", 0, "PAYSTREAM_BATCH_SIZE of the workers (0: the worker's default)")
-	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the worker of the first line to this file")
+	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of the worker of the first line (or of -profile-line's) to this file")
+	fs.StringVar(&o.profileLine, "profile-line", "", "with -profile: profile the first paystream line whose name contains this (\"20ms\", \"defaults\"); empty: the first line")
 	fs.IntVar(&o.profileSeconds, "profile-seconds", 2, "length of the -profile CPU profile; keep it shorter than the line (FILE.allocs gets the allocations profile after it)")
 	fs.Func("latency-at", "comma-separated payments/s at which to measure the end-to-end latency too (besides half the maximum)", func(v string) error {
 		for _, f := range strings.Split(v, ",") {

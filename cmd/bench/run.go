@@ -22,6 +22,8 @@ type results struct {
 	// named lines (nil when not run)
 	headline, defaults, slow, floor, raw256, rawBest, syncAlways *line
 	grown, grownFloor                                            *line
+	// contract floors, with JetStream's default sync and sync always
+	contractFloor, contractFloorAlways *line
 	// traced is the -tracing line; spans, posts and bytes what its sink
 	// received.
 	traced                            *line
@@ -59,10 +61,14 @@ func (b *bench) runAll(ctx context.Context) (*results, error) {
 		rows += b.o.n
 		return l, nil
 	}
-	floor := func(name string) (*line, error) {
+	baseline := func(name string, kind lineKind) (*line, error) {
 		b.logf("%s: on the same %d messages", name, b.o.n)
-		l := &line{name: name, kind: kindFloor, pg: b.pgLabel, js: b.jsLabel, rows: rows}
-		if err := b.floor(ctx, l); err != nil {
+		l := &line{name: name, kind: kind, pg: b.pgLabel, js: b.jsLabel, rows: rows}
+		run := b.floor
+		if kind == kindContractFloor {
+			run = b.contractFloor
+		}
+		if err := run(ctx, l); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		res.lines = append(res.lines, l)
@@ -70,6 +76,8 @@ func (b *bench) runAll(ctx context.Context) (*results, error) {
 		b.logf("%s: %.0f payments/s, %.0f µs CPU per payment", name, l.perSec, l.cost.totalUS())
 		return l, nil
 	}
+	floor := func(name string) (*line, error) { return baseline(name, kindFloor) }
+	const contractFloorName = "contract floor: + attempt row, outcome event"
 	var err error
 	if res.headline, err = pay("paystream, 0ms gateway", 1, 0, b.o.concurrency); err != nil {
 		return nil, err
@@ -94,6 +102,9 @@ func (b *bench) runAll(ctx context.Context) (*results, error) {
 		res.lines = append(res.lines, res.rawBest)
 	}
 	if res.floor, err = floor("floor: fetch, INSERT, UPDATE, ack"); err != nil {
+		return nil, err
+	}
+	if res.contractFloor, err = baseline(contractFloorName, kindContractFloor); err != nil {
 		return nil, err
 	}
 	if res.defaults, err = pay("paystream, 0ms gateway, worker defaults", 1, 0, 0); err != nil {
@@ -122,6 +133,9 @@ func (b *bench) runAll(ctx context.Context) (*results, error) {
 		return nil, err
 	}
 	if _, err = floor("floor"); err != nil {
+		return nil, err
+	}
+	if res.contractFloorAlways, err = baseline("contract floor", kindContractFloor); err != nil {
 		return nil, err
 	}
 	if err := b.setNATSConfig(ctx, "", jsDefault); err != nil {
@@ -443,15 +457,23 @@ func (r *results) print(w io.Writer) {
 			t.perSec, t.perSec/r.headline.perSec, r.headline.perSec, t.cost.workerUS, r.headline.cost.workerUS,
 			float64(r.tracedSpans)/float64(r.n), float64(r.tracedB)/float64(r.n), r.tracedPosts)
 	}
+	h := r.headline
+	fmt.Fprintf(w, "contract floor (the floor plus the attempt row and the outcome event every payment must leave): %.0f/s, %.0f µs; paystream %.2f of it",
+		r.contractFloor.perSec, r.contractFloor.cost.totalUS(), h.perSec/r.contractFloor.perSec)
+	if a := r.contractFloorAlways; a != nil && r.syncAlways != nil {
+		fmt.Fprintf(w, "; with sync always %.0f/s, %.0f µs; paystream %.2f of it", a.perSec, a.cost.totalUS(), r.syncAlways.perSec/a.perSec)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "publishing %d requests into the stream, no workers: direct %.0f/s, outbox relay %.0f/s (%.2f of direct)\n\n",
 		r.n, r.directPerSec, r.relayPerSec, r.relayPerSec/r.directPerSec)
-	h := r.headline
 	fmt.Fprintf(w, "bench payments_per_s=%.0f floor_per_s=%.0f ratio_floor=%.2f cpu_us_per_payment=%.0f p99_ms=%s",
 		h.perSec, r.floor.perSec, h.perSec/r.floor.perSec, h.cost.totalUS(), ms(r.p99))
 	fmt.Fprintf(w, " raw_per_s=%.0f ratio_raw=%.2f raw_best_per_s=%.0f raw_best_pull=%d wal_bytes_per_payment=%.0f commits_per_payment=%.3f allocs_per_payment=%.0f nats_msgs_per_payment=%.1f",
 		r.raw256.perSec, h.perSec/r.raw256.perSec, r.rawBest.perSec, r.rawBest.pull, h.cost.walBytes, h.cost.commits, h.cost.allocs, h.cost.natsMsgs)
 	fmt.Fprintf(w, " payments_per_s_defaults=%.0f payments_per_s_20ms=%.0f payments_per_s_sync_always=%.0f rss_mb=%.0f publish_per_s=%.0f outbox_relay_per_s=%.0f",
 		r.defaults.perSec, r.slow.perSec, r.syncAlways.perSec, r.maxRSS, r.directPerSec, r.relayPerSec)
+	fmt.Fprintf(w, " contract_floor_per_s=%.0f ratio_contract_floor=%.2f contract_floor_cpu_us=%.0f",
+		r.contractFloor.perSec, h.perSec/r.contractFloor.perSec, r.contractFloor.cost.totalUS())
 	if r.traced != nil {
 		fmt.Fprintf(w, " payments_per_s_tracing=%.0f ratio_tracing=%.2f spans_per_payment=%.1f",
 			r.traced.perSec, r.traced.perSec/h.perSec, float64(r.tracedSpans)/float64(r.n))
