@@ -200,32 +200,6 @@ func TestFairQueue(t *testing.T) {
 		require.Equal(t, 2, h.q.spawned)
 	})
 
-	t.Run("ParkedBounded", func(t *testing.T) {
-		t.Parallel()
-		n := maxParked + 6
-		h := newFairHarness(t, n, time.Hour)
-		for i := range n {
-			h.push(fmt.Sprint("m", i), "x")
-		}
-		for range n {
-			h.next()
-		}
-		for i := range n {
-			h.finish(fmt.Sprint("m", i))
-		}
-		// The first maxParked to finish park; the rest end.
-		h.parked(maxParked)
-		require.Eventually(t, func() bool {
-			h.q.mu.Lock()
-			defer h.q.mu.Unlock()
-			return h.q.busy == 0
-		}, 5*time.Second, time.Millisecond)
-		h.q.mu.Lock()
-		defer h.q.mu.Unlock()
-		require.Len(t, h.q.parked, maxParked)
-		require.Equal(t, n, h.q.spawned)
-	})
-
 	t.Run("WaitEndsParkedGoroutines", func(t *testing.T) {
 		t.Parallel()
 		var ran sync.WaitGroup
