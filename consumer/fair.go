@@ -68,10 +68,16 @@ func merchantOf(subject string) string {
 	return subject[strings.LastIndexByte(subject, '.')+1:]
 }
 
-// push holds m until a slot is free, then starts it.
+// push holds m until a slot is free, then starts it. It must not be
+// called once wait has been.
 func (q *fairQueue) push(m held) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.closed {
+		// Its goroutine would start after running.Wait and nobody would
+		// wait for it.
+		panic("consumer: fairQueue.push after wait")
+	}
 	m.at = q.now()
 	if len(q.pending[m.merchant]) == 0 {
 		q.order = append(q.order, m.merchant)
@@ -137,7 +143,9 @@ func (q *fairQueue) held() int {
 
 // dispatchLocked hands each held message a free slot takes to a parked
 // goroutine, the one parked last (its stack is the likeliest to be still
-// grown), or to a new one when none is parked.
+// grown: the collector halves a parked goroutine's stack at each cycle, so
+// the saving is for goroutines parked shorter than about one, which under
+// load is most), or to a new one when none is parked.
 func (q *fairQueue) dispatchLocked() {
 	for q.busy < q.slots && q.heldCount > 0 {
 		m := q.takeLocked()

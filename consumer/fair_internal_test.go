@@ -202,20 +202,24 @@ func TestFairQueue(t *testing.T) {
 
 	t.Run("WaitEndsParkedGoroutines", func(t *testing.T) {
 		t.Parallel()
-		var ran sync.WaitGroup
-		q := newFairQueue(4, time.Hour, func(held) { ran.Done() })
-		for i := range 4 {
-			ran.Add(1)
-			q.push(held{msg: fakeMsg{subject: fmt.Sprint("m", i)}, merchant: fmt.Sprint("m", i)})
+		h := newFairHarness(t, 4, time.Hour)
+		h.push("A", "a1")
+		h.push("B", "b1")
+		h.next()
+		h.next()
+		h.finish("A")
+		h.finish("B")
+		h.parked(2)
+		// wait returns only once the parked goroutines have ended (and
+		// the package's leak check agrees).
+		done := make(chan struct{})
+		go func() { h.q.wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("wait did not end the parked goroutines")
 		}
-		ran.Wait()
-		// wait returns only once every goroutine, parked or about to
-		// park, has ended (and the package's leak check agrees).
-		q.wait()
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		require.Empty(t, q.parked)
-		require.True(t, q.closed)
+		require.PanicsWithValue(t, "consumer: fairQueue.push after wait", func() { h.push("C", "c1") })
 	})
 
 	t.Run("MerchantOfSubject", func(t *testing.T) {
