@@ -35,7 +35,16 @@ func newFairHarness(t *testing.T, slots int, maxHold time.Duration) *fairHarness
 		}
 	})
 	h.q.now = func() time.Time { h.mu.Lock(); defer h.mu.Unlock(); return h.now }
-	t.Cleanup(func() { close(stop); h.q.wait() })
+	t.Cleanup(func() {
+		close(stop)
+		waited := make(chan struct{})
+		go func() { h.q.wait(); close(waited) }()
+		select {
+		case <-waited:
+		case <-time.After(5 * time.Second):
+			t.Error("the queue's goroutines did not end")
+		}
+	})
 	return h
 }
 
