@@ -42,6 +42,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -308,10 +309,13 @@ func (l *Ledger) complete(key string, f ChargeFields, charged bool, code string)
 			l.paid[pid] = 2
 			l.doublesN++
 			if len(l.doubles) < MaxDoubleCharged {
-				l.doubles = append(l.doubles, f.PaymentID)
+				l.doubles = append(l.doubles, strings.Clone(f.PaymentID))
 			}
 		}
-		l.keep(k, kept{charge: e.charge, amountMinor: f.AmountMinor, paymentID: f.PaymentID, currency: l.currency(f.Currency)})
+		// The ledger keeps its own copies: a caller's strings may be
+		// slices of a bigger one (payment.Decode's fields share one copy
+		// of the request body), which a kept charge would pin.
+		l.keep(k, kept{charge: e.charge, amountMinor: f.AmountMinor, paymentID: strings.Clone(f.PaymentID), currency: l.currency(f.Currency)})
 	} else {
 		e.decline = l.intern(code)
 	}
@@ -391,6 +395,7 @@ func (l *Ledger) currency(c string) string {
 	if shared, ok := l.currencies[c]; ok {
 		return shared
 	}
+	c = strings.Clone(c)
 	if len(l.currencies) < 1024 {
 		l.currencies[c] = c
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -419,4 +420,25 @@ func TestKeptChargesNeverFewerThanKeys(t *testing.T) {
 			require.Equal(t, tt.want, kept)
 		})
 	}
+}
+
+// TestKeptStringsAreCopies checks that a kept charge holds copies of the
+// caller's strings, not slices of them: payment.Decode's fields share one
+// copy of the request body, which a kept charge would otherwise pin.
+func TestKeptStringsAreCopies(t *testing.T) {
+	t.Parallel()
+	l := New(Config{ChargePrefix: "t_"})
+	body := `{"payment_id":"pay_1","currency":"EUR"}`
+	pid, cur := body[15:20], body[34:37]
+	require.Equal(t, "pay_1", pid)
+	require.Equal(t, "EUR", cur)
+	v, _ := l.Begin("k", 1)
+	require.Equal(t, Started, v)
+	l.Charge(ChargeFields{Key: "k", PaymentID: pid, Currency: cur, AmountMinor: 100})
+	c, found, _ := l.Find("k")
+	require.True(t, found)
+	require.Equal(t, pid, c.PaymentID)
+	require.Equal(t, cur, c.Currency)
+	require.NotSame(t, unsafe.StringData(pid), unsafe.StringData(c.PaymentID), "payment id shares the caller's memory")
+	require.NotSame(t, unsafe.StringData(cur), unsafe.StringData(c.Currency), "currency shares the caller's memory")
 }
