@@ -348,15 +348,19 @@ func memberName(raw []byte) []byte {
 // valid UTF-8 document. Without escapes this is a plain conversion; with
 // them, encoding/json does the work.
 func jsonString(raw []byte) (string, bool) {
-	body := raw[1 : len(raw)-1]
-	if bytes.IndexByte(body, '\\') >= 0 {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return "", false
-		}
-		return s, true
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		return unescape(raw)
 	}
-	return string(body), true
+	return string(raw[1 : len(raw)-1]), true
+}
+
+// unescape decodes a JSON string literal with escapes.
+func unescape(raw []byte) (string, bool) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // jsonScanner walks the members of one JSON object in a document already
@@ -407,21 +411,24 @@ func (s *jsonScanner) member() (key, value []byte, ok bool) {
 // stringValue decodes the value member just returned, raw, as a string
 // field; null is "". A string without escapes is a substring of one copy
 // of the whole document, made the first time, so that decoding a request
-// costs one string allocation rather than one per field.
+// costs one string allocation rather than one per field. So a Request's
+// fields share that copy: whatever keeps one of them beyond the request
+// (a cache, a ledger) should keep strings.Clone of it.
 func (s *jsonScanner) stringValue(field string, raw []byte) (string, error) {
 	switch raw[0] {
 	case 'n':
 		return "", nil
 	case '"':
-		if bytes.IndexByte(raw, '\\') < 0 {
-			if s.text == "" {
-				s.text = string(s.b)
+		if bytes.IndexByte(raw, '\\') >= 0 {
+			if str, ok := unescape(raw); ok {
+				return str, nil
 			}
-			return s.text[s.value+1 : s.value+len(raw)-1], nil
+			break
 		}
-		if str, ok := jsonString(raw); ok {
-			return str, nil
+		if s.text == "" {
+			s.text = string(s.b)
 		}
+		return s.text[s.value+1 : s.value+len(raw)-1], nil
 	}
 	return "", invalid(field, "must be a string")
 }
