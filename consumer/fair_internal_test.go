@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,15 +38,40 @@ func newFairHarness(t *testing.T, slots int, maxHold time.Duration) *fairHarness
 	h.q.now = func() time.Time { h.mu.Lock(); defer h.mu.Unlock(); return h.now }
 	t.Cleanup(func() {
 		close(stop)
-		waited := make(chan struct{})
-		go func() { h.q.wait(); close(waited) }()
-		select {
-		case <-waited:
-		case <-time.After(5 * time.Second):
+		if !h.waitEnds() {
 			t.Error("the queue's goroutines did not end")
 		}
 	})
 	return h
+}
+
+// waitEnds calls the queue's wait and reports whether it returned within
+// 5 s (a goroutine left parked would hang it).
+func (h *fairHarness) waitEnds() bool {
+	waited := make(chan struct{})
+	go func() { h.q.wait(); close(waited) }()
+	select {
+	case <-waited:
+		return true
+	case <-time.After(5 * time.Second):
+		return false
+	}
+}
+
+// runAndPark pushes one message of each merchant, sees them all start,
+// finishes them, and waits until their goroutines are parked.
+func (h *fairHarness) runAndPark(merchants ...string) {
+	h.t.Helper()
+	for _, m := range merchants {
+		h.push(m, strings.ToLower(m)+"1")
+	}
+	for range merchants {
+		h.next()
+	}
+	for _, m := range merchants {
+		h.finish(m)
+	}
+	h.parked(len(merchants))
 }
 
 func (h *fairHarness) releaseOf(merchant string) chan struct{} {
@@ -195,13 +221,7 @@ func TestFairQueue(t *testing.T) {
 		}
 		// Two at once: the parked goroutine takes one, a new one the
 		// other; both park again after.
-		h.push("A", "a5")
-		h.push("B", "b1")
-		h.next()
-		h.next()
-		h.finish("A")
-		h.finish("B")
-		h.parked(2)
+		h.runAndPark("A", "B")
 		h.push("C", "c1")
 		require.Equal(t, "C/c1", h.next())
 		h.q.mu.Lock()
@@ -212,22 +232,10 @@ func TestFairQueue(t *testing.T) {
 	t.Run("WaitEndsParkedGoroutines", func(t *testing.T) {
 		t.Parallel()
 		h := newFairHarness(t, 4, time.Hour)
-		h.push("A", "a1")
-		h.push("B", "b1")
-		h.next()
-		h.next()
-		h.finish("A")
-		h.finish("B")
-		h.parked(2)
+		h.runAndPark("A", "B")
 		// wait returns only once the parked goroutines have ended (and
 		// the package's leak check agrees).
-		done := make(chan struct{})
-		go func() { h.q.wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Fatal("wait did not end the parked goroutines")
-		}
+		require.True(t, h.waitEnds(), "wait did not end the parked goroutines")
 		require.PanicsWithValue(t, "consumer: fairQueue.push after wait", func() { h.push("C", "c1") })
 	})
 
