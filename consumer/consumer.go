@@ -62,6 +62,7 @@ var ErrShutdownTimeout = errors.New("shutdown timeout: in-flight work cancelled"
 type Consumer struct {
 	cfg  Config
 	js   jetstream.JetStream
+	nc   *nats.Conn // js's connection, for store; nil with a fake js
 	proc Processor
 	log  zerolog.Logger
 	m    *telemetry.Metrics
@@ -99,7 +100,7 @@ func New(js jetstream.JetStream, cfg Config, proc Processor, logger zerolog.Logg
 	if err := cfg.Validate(); err != nil {
 		panic("consumer.New: invalid Config: " + err.Error())
 	}
-	c := &Consumer{cfg: cfg.WithDefaults(), js: js, proc: proc, m: m,
+	c := &Consumer{cfg: cfg.WithDefaults(), js: js, nc: js.Conn(), proc: proc, m: m,
 		log: logger.With().Str("component", "consumer").Logger()}
 	c.resultsTemplate = c.cfg.SubjectPrefix + ".results"
 	c.resultSubjects = map[payment.Status]string{}
@@ -559,7 +560,7 @@ func (c *Consumer) publish(ctx context.Context, m *nats.Msg, persist bool) error
 	for i := uint64(1); ; i++ {
 		stopped := ctx.Err() != nil
 		pctx, cancel := context.WithTimeout(pubCtx, 5*time.Second)
-		_, err := c.js.PublishMsg(pctx, m)
+		err := c.store(pctx, m)
 		cancel()
 		if err == nil {
 			c.pubErrs.Store(0)

@@ -30,6 +30,8 @@ func (m *benchMsg) InProgress() error                         { return nil }
 // benchJS stores every publish at once.
 type benchJS struct{ jetstream.JetStream }
 
+func (benchJS) Conn() *nats.Conn { return nil } // publishes go through PublishMsg
+
 func (benchJS) PublishMsg(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	return &jetstream.PubAck{}, nil
 }

@@ -1,0 +1,162 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/paystream/paystream/internal/testenv/natstest"
+	"github.com/paystream/paystream/telemetry"
+)
+
+// TestPubAckError checks the PubAck reading against encoding/json's (what
+// jetstream.PublishMsg does) on the responses nats-server gives and on
+// shapes it does not.
+func TestPubAckError(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, data string
+		stored     bool
+	}{
+		{"stored", `{"stream":"RESULTS","seq":42}`, true},
+		{"duplicate", `{"stream":"RESULTS","seq":42,"duplicate":true}`, true},
+		{"domain", `{"stream":"RESULTS","domain":"hub","seq":7}`, true},
+		{"stream named error", `{"stream":"error","seq":1}`, true},
+		{"other order", `{"seq":1,"stream":"RESULTS"}`, true},
+		{"api error", `{"error":{"code":503,"err_code":10077,"description":"resource limits exceeded for account"}}`, false},
+		{"stream and error", `{"stream":"RESULTS","error":{"code":400,"err_code":10060,"description":"expected stream does not match"}}`, false},
+		{"empty stream", `{"stream":"","seq":1}`, false},
+		{"no stream", `{"seq":1}`, false},
+		{"not json", `+OK`, false},
+		{"empty", ``, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := pubAckError([]byte(tc.data))
+			if tc.stored {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			// The error is the one PublishMsg's decoding gives.
+			var r struct {
+				Error  *jetstream.APIError `json:"error"`
+				Stream string              `json:"stream"`
+			}
+			switch {
+			case json.Unmarshal([]byte(tc.data), &r) != nil, r.Error == nil:
+				require.ErrorIs(t, err, jetstream.ErrInvalidJSAck)
+			default:
+				var apiErr *jetstream.APIError
+				require.ErrorAs(t, err, &apiErr)
+				require.Equal(t, r.Error.ErrorCode, apiErr.ErrorCode)
+			}
+		})
+	}
+}
+
+// TestStoreOnServer checks store against a real server: a stored message,
+// a duplicate, an expectation the server refuses (an APIError, as
+// jetstream.PublishMsg gives it), and a subject no stream takes.
+func TestStoreOnServer(t *testing.T) {
+	t.Parallel()
+	ns := natstest.New(t)
+	nc, err := nats.Connect(ns.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"payments.results.>"}})
+	require.NoError(t, err)
+
+	cfg := Config{Stream: "PAYMENTS", ResultsStream: "RESULTS", DLQStream: "DLQ", Consumer: "worker",
+		SubjectPrefix: "payments", Replicas: 1, Concurrency: 4, MaxDeliver: 5, AckWait: 30 * time.Second,
+		StreamMaxAge: time.Hour, DuplicateWindow: time.Minute, ShutdownTimeout: time.Second,
+		RetryBackoff: time.Second, RetryBackoffMax: time.Minute}
+	c := New(js, cfg, benchProc{}, zerolog.Nop(), telemetry.New(prometheus.NewRegistry()))
+	require.NotNil(t, c.nc, "the consumer uses the connection's request")
+
+	msg := func(subject, id string) *nats.Msg {
+		m := nats.NewMsg(subject)
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		m.Data = []byte(`{}`)
+		return m
+	}
+	require.NoError(t, c.store(ctx, msg("payments.results.succeeded", "a")))
+	require.NoError(t, c.store(ctx, msg("payments.results.succeeded", "a")), "a duplicate is stored")
+	info, err := js.Stream(ctx, "RESULTS")
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), info.CachedInfo().State.Msgs)
+
+	wrong := msg("payments.results.succeeded", "b")
+	wrong.Header.Set(jetstream.ExpectedStreamHeader, "OTHER")
+	err = c.store(ctx, wrong)
+	var apiErr *jetstream.APIError
+	require.ErrorAs(t, err, &apiErr)
+	_, want := js.PublishMsg(ctx, wrong)
+	var wantErr *jetstream.APIError
+	require.ErrorAs(t, want, &wantErr)
+	require.Equal(t, wantErr.ErrorCode, apiErr.ErrorCode)
+
+	err = c.store(ctx, msg("nowhere.at.all", "c"))
+	require.True(t, errors.Is(err, jetstream.ErrNoStreamResponse), "got %v", err)
+}
+
+// BenchmarkStore is an outcome event's publish against an embedded server
+// (in this process, so its CPU counts too), 64 goroutines each waiting for
+// its PubAck: store against jetstream.PublishMsg, the baseline in the same
+// run.
+func BenchmarkStore(b *testing.B) {
+	ns := natstest.New(b)
+	nc, err := nats.Connect(ns.URL())
+	require.NoError(b, err)
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(b, err)
+	ctx := b.Context()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"payments.results.>"},
+		Duplicates: time.Minute})
+	require.NoError(b, err)
+	cfg := Config{Stream: "PAYMENTS", ResultsStream: "RESULTS", DLQStream: "DLQ", Consumer: "worker",
+		SubjectPrefix: "payments", Replicas: 1, Concurrency: 64, MaxDeliver: 5, AckWait: 30 * time.Second,
+		StreamMaxAge: time.Hour, DuplicateWindow: time.Minute, ShutdownTimeout: time.Second,
+		RetryBackoff: time.Second, RetryBackoffMax: time.Minute}
+	c := New(js, cfg, benchProc{}, zerolog.Nop(), telemetry.New(prometheus.NewRegistry()))
+	body := []byte(`{"payment_id":"pay_01HZX3K9Q7","idempotency_key":"order-8812-attempt","status":"succeeded"}`)
+	var seq atomic.Int64
+	for _, bc := range []struct {
+		name string
+		pub  func(context.Context, *nats.Msg) error
+	}{
+		{"jetstream.PublishMsg", func(ctx context.Context, m *nats.Msg) error { _, err := js.PublishMsg(ctx, m); return err }},
+		{"store", c.store},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					m := &nats.Msg{Subject: "payments.results.succeeded", Data: body, Header: make(nats.Header, 2)}
+					m.Header[jetstream.MsgIDHeader] = []string{strconv.FormatInt(seq.Add(1), 10)}
+					pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					err := bc.pub(pctx, m)
+					cancel()
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
