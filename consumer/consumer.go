@@ -41,6 +41,10 @@ const (
 	HeaderTruncated       = "Paystream-Truncated"
 )
 
+// publishAttemptTimeout bounds one attempt to publish an event, from the
+// request to the server's acknowledgement (PubAck).
+const publishAttemptTimeout = 5 * time.Second
+
 // admitPoll is how long the pull loop waits before asking Admit again when
 // the limit it gave is taken by messages in flight.
 const admitPoll = 20 * time.Millisecond
@@ -556,12 +560,9 @@ func (c *Consumer) Republish(ctx context.Context, subject string, body []byte, m
 // covers the rest.
 func (c *Consumer) publish(ctx context.Context, m *nats.Msg, persist bool) error {
 	deadline := time.Now().Add(c.cfg.AckWait / 2)
-	pubCtx := context.WithoutCancel(ctx)
 	for i := uint64(1); ; i++ {
 		stopped := ctx.Err() != nil
-		pctx, cancel := context.WithTimeout(pubCtx, 5*time.Second)
-		err := c.store(pctx, m)
-		cancel()
+		err := c.store(m, publishAttemptTimeout)
 		if err == nil {
 			c.pubErrs.Store(0)
 			return nil

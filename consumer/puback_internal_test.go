@@ -66,7 +66,8 @@ func TestPubAckError(t *testing.T) {
 
 // TestStoreOnServer checks store against a real server: a stored message,
 // a duplicate, an expectation the server refuses (an APIError, as
-// jetstream.PublishMsg gives it), and a subject no stream takes.
+// jetstream.PublishMsg gives it), a subject no stream takes, and a PubAck
+// that never comes.
 func TestStoreOnServer(t *testing.T) {
 	t.Parallel()
 	ns := natstest.New(t)
@@ -93,15 +94,15 @@ func TestStoreOnServer(t *testing.T) {
 		m.Data = []byte(`{}`)
 		return m
 	}
-	require.NoError(t, c.store(ctx, msg("payments.results.succeeded", "a")))
-	require.NoError(t, c.store(ctx, msg("payments.results.succeeded", "a")), "a duplicate is stored")
+	require.NoError(t, c.store(msg("payments.results.succeeded", "a"), 5*time.Second))
+	require.NoError(t, c.store(msg("payments.results.succeeded", "a"), 5*time.Second), "a duplicate is stored")
 	info, err := js.Stream(ctx, "RESULTS")
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), info.CachedInfo().State.Msgs)
 
 	wrong := msg("payments.results.succeeded", "b")
 	wrong.Header.Set(jetstream.ExpectedStreamHeader, "OTHER")
-	err = c.store(ctx, wrong)
+	err = c.store(wrong, 5*time.Second)
 	var apiErr *jetstream.APIError
 	require.ErrorAs(t, err, &apiErr)
 	_, want := js.PublishMsg(ctx, wrong)
@@ -109,8 +110,17 @@ func TestStoreOnServer(t *testing.T) {
 	require.ErrorAs(t, want, &wantErr)
 	require.Equal(t, wantErr.ErrorCode, apiErr.ErrorCode)
 
-	err = c.store(ctx, msg("nowhere.at.all", "c"))
+	err = c.store(msg("nowhere.at.all", "c"), 5*time.Second)
 	require.True(t, errors.Is(err, jetstream.ErrNoStreamResponse), "got %v", err)
+
+	// A subject whose only listener never answers: the attempt ends at its
+	// timeout.
+	sub, err := nc.Subscribe("silent.>", func(*nats.Msg) {})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	err = c.store(msg("silent.x", "d"), 50*time.Millisecond)
+	require.ErrorIs(t, err, nats.ErrTimeout)
 }
 
 // BenchmarkStore is an outcome event's publish against an embedded server
@@ -137,10 +147,16 @@ func BenchmarkStore(b *testing.B) {
 	var seq atomic.Int64
 	for _, bc := range []struct {
 		name string
-		pub  func(context.Context, *nats.Msg) error
+		pub  func(*nats.Msg) error
 	}{
-		{"jetstream.PublishMsg", func(ctx context.Context, m *nats.Msg) error { _, err := js.PublishMsg(ctx, m); return err }},
-		{"store", c.store},
+		// What publish did before store: a timed context per attempt.
+		{"jetstream.PublishMsg", func(m *nats.Msg) error {
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_, err := js.PublishMsg(pctx, m)
+			return err
+		}},
+		{"store", func(m *nats.Msg) error { return c.store(m, 5*time.Second) }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -149,10 +165,7 @@ func BenchmarkStore(b *testing.B) {
 				for pb.Next() {
 					m := &nats.Msg{Subject: "payments.results.succeeded", Data: body, Header: make(nats.Header, 2)}
 					m.Header[jetstream.MsgIDHeader] = []string{strconv.FormatInt(seq.Add(1), 10)}
-					pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-					err := bc.pub(pctx, m)
-					cancel()
-					if err != nil {
+					if err := bc.pub(m); err != nil {
 						b.Fatal(err)
 					}
 				}
