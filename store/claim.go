@@ -106,16 +106,18 @@ func (s *Store) ClaimBatch(ctx context.Context, cs []payment.Claim) ([]payment.C
 
 	out := make([]payment.ClaimResult, n)
 	seen := make([]bool, n)
+	// One set of scan targets for all rows (see recordScan.dest).
+	var (
+		ord     int32
+		kind    string
+		retryUs pgtype.Int8
+		request []byte
+		prior   pgtype.Text
+		rs      recordScan
+	)
+	dest := append([]any{&ord, &kind, &retryUs, &request, &prior}, rs.dest()...)
 	for rows.Next() {
-		var (
-			ord     int32
-			kind    string
-			retryUs pgtype.Int8
-			request []byte
-			prior   pgtype.Text
-			rs      recordScan
-		)
-		if err := rows.Scan(append([]any{&ord, &kind, &retryUs, &request, &prior}, rs.dest()...)...); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("store: %s: scan: %w", describeClaims(cs), translate(err))
 		}
 		i := int(ord) - 1
@@ -242,13 +244,15 @@ func (s *Store) CompleteBatch(ctx context.Context, cs []payment.Completion) ([]C
 
 	out := make([]CompleteResult, n)
 	seen := make([]bool, n)
+	// One set of scan targets for all rows (see recordScan.dest).
+	var (
+		ord    int32
+		fenced bool
+		rs     recordScan
+	)
+	dest := append([]any{&ord, &fenced}, rs.dest()...)
 	for rows.Next() {
-		var (
-			ord    int32
-			fenced bool
-			rs     recordScan
-		)
-		if err := rows.Scan(append([]any{&ord, &fenced}, rs.dest()...)...); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("store: %s: scan: %w", describeFenced("complete", keys), translate(err))
 		}
 		i := int(ord) - 1

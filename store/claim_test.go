@@ -356,3 +356,64 @@ func TestPing(t *testing.T) {
 	b := setup(t)
 	require.NoError(t, b.store.Ping(b.ctx))
 }
+
+// TestBatchRowsShareNothing checks that a batch's results do not carry one
+// row's values into the next (the scan targets serve every row): rows with
+// a charge, an error code and a completion time alternate with rows
+// without them, in input order and in key order alike.
+func TestBatchRowsShareNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for i, key := range []string{"a_done", "c_done"} {
+		b.claimNew(t, newClaim(key, uint64(i+1)))
+		_, err := b.store.Complete(b.ctx, completion(key, 1, ownerA, payment.StatusSucceeded))
+		require.NoError(t, err)
+	}
+	res, err := b.store.ClaimBatch(b.ctx, []payment.Claim{
+		newClaim("a_done", 11), newClaim("b_new", 12), newClaim("c_done", 13), newClaim("d_new", 14),
+	})
+	require.NoError(t, err)
+	require.Len(t, res, 4)
+	for i, key := range []string{"a_done", "b_new", "c_done", "d_new"} {
+		r := res[i]
+		require.Equal(t, key, r.Record.IdempotencyKey)
+		if i%2 == 0 {
+			require.Equal(t, payment.ClaimDuplicate, r.Kind, key)
+			require.Equal(t, "ch_"+key, r.Record.GatewayChargeID, key)
+			require.False(t, r.Record.CompletedAt.IsZero(), key)
+			continue
+		}
+		require.Equal(t, payment.ClaimNew, r.Kind, key)
+		require.Equal(t, payment.StatusProcessing, r.Record.Status, key)
+		require.Empty(t, r.Record.GatewayChargeID, key)
+		require.Empty(t, r.Record.ErrorCode, key)
+		require.True(t, r.Record.CompletedAt.IsZero(), key)
+		require.Nil(t, r.Request, key)
+	}
+
+	// Completions: a charge, a decline (an error code, no charge), a
+	// fenced one (no row), a charge again.
+	cs := []payment.Completion{
+		completion("b_new", 1, ownerA, payment.StatusSucceeded),
+		completion("d_new", 1, ownerA, payment.StatusDeclined),
+	}
+	for i, key := range []string{"e_new", "f_new"} {
+		b.claimNew(t, newClaim(key, uint64(20+i)))
+	}
+	cs = append(cs, completion("e_new", 1, ownerB, payment.StatusSucceeded),
+		completion("f_new", 1, ownerA, payment.StatusSucceeded))
+	out, err := b.store.CompleteBatch(b.ctx, cs)
+	require.NoError(t, err)
+	require.Len(t, out, 4)
+	require.NoError(t, out[0].Err)
+	require.Equal(t, "ch_b_new", out[0].Record.GatewayChargeID)
+	require.Empty(t, out[0].Record.ErrorCode)
+	require.NoError(t, out[1].Err)
+	require.Equal(t, payment.StatusDeclined, out[1].Record.Status)
+	require.Empty(t, out[1].Record.GatewayChargeID)
+	require.Equal(t, "card_declined", out[1].Record.ErrorCode)
+	require.ErrorIs(t, out[2].Err, payment.ErrFenced)
+	require.NoError(t, out[3].Err)
+	require.Equal(t, "ch_f_new", out[3].Record.GatewayChargeID)
+	require.Empty(t, out[3].Record.ErrorCode)
+}

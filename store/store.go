@@ -93,7 +93,11 @@ type recordScan struct {
 // dest returns the scan targets in the column order of Get and the claim and
 // complete functions. They are pgtype values rather than pointers: pgx
 // scans a NULL-able pointer by allocating its target through reflection,
-// 14 allocations per row on the hot path.
+// 14 allocations per row on the hot path. One recordScan and its targets
+// may serve every row of a result: pgx sets each target on every row (a
+// NULL as not Valid) and copies what it keeps (strings, byte slices), so
+// that nothing read from one row is shared with the next; made per row,
+// the targets escaped to the heap, some eight allocations per row.
 func (rs *recordScan) dest() []any {
 	return []any{
 		&rs.key, &rs.paymentID, &rs.merchantID, &rs.amountMinor, &rs.currency,
