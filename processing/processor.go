@@ -21,6 +21,12 @@ import (
 
 // Claims is the idempotency store as processing needs it. Each call is one
 // short transaction; implementations may batch calls from many goroutines.
+//
+// Every call must end within about its bound, whatever the database does:
+// Claim within half the claim's lease (at least 1 s), Complete within
+// 10 s, Release within 5 s, or at ctx's deadline when that is earlier
+// (store.Batcher and store.Store do). The Processor adds no timeout of its
+// own on the hot path.
 type Claims interface {
 	// Claim claims the effective key of c (docs/contract.md §6 step 3).
 	Claim(ctx context.Context, c payment.Claim) (payment.ClaimResult, error)
@@ -396,10 +402,10 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		return p.decide(msg, req, 0, &RetryableError{After: wait, Err: err})
 	}
 
-	// A claim is one short transaction; bound it so that an unreachable
-	// database fails the delivery (to be retried) instead of holding it.
-	cctx, cancelClaim := context.WithTimeout(ctx, p.cfg.Lease/2)
-	cctx, cspan := p.tr.Start(cctx, spanClaim)
+	// A claim is one short transaction, which Claims bounds (by half the
+	// lease, at least 1 s), so that an unreachable database fails the delivery (to be
+	// retried) instead of holding it.
+	cctx, cspan := p.tr.Start(ctx, spanClaim)
 	claim, err := p.claims.Claim(cctx, payment.Claim{
 		Key:         key,
 		Fingerprint: req.Fingerprint(),
@@ -416,7 +422,6 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 		Gateway:     first.name,
 	})
 	endClaim(cspan, claim, err)
-	cancelClaim()
 	if err != nil {
 		return p.decide(msg, req, 0, p.stopped(ctx, fmt.Errorf("claim %s: %w", key, err)))
 	}
@@ -964,12 +969,11 @@ func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Requ
 	key, attempt := req.EffectiveKey(), l.attempt
 	c.Key, c.Attempt, c.Owner, c.Gateway, c.Attempts = key, attempt, p.cfg.Owner, l.gw.name, l.calls
 	// Record even if the worker is being stopped hard: the gateway answered,
-	// and losing the answer costs a second (idempotent) call.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	wctx, rspan := p.tr.Start(wctx, spanRecord)
+	// and losing the answer costs a second (idempotent) call. Claims bounds
+	// the write (store.CompleteTimeout).
+	wctx, rspan := p.tr.Start(context.WithoutCancel(ctx), spanRecord)
 	rec, err := p.claims.Complete(wctx, c)
 	endRecord(rspan, rec, err)
-	cancel()
 	if errors.Is(err, payment.ErrFenced) {
 		// Another delivery took the key over, or the row is already final
 		// (a committed write whose answer was lost). The redelivery's claim

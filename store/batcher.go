@@ -24,6 +24,17 @@ const (
 	DefaultMaxConcurrentFlushes = 4
 )
 
+// How long a call waits at most, whatever the database does (unless its
+// ctx has an earlier deadline): a claim half its lease (it would be half
+// gone) but at least MinClaimTimeout, a completion CompleteTimeout and a
+// release ReleaseTimeout. The single forms of Store keep to the same
+// bounds.
+const (
+	MinClaimTimeout = time.Second
+	CompleteTimeout = 10 * time.Second
+	ReleaseTimeout  = 5 * time.Second
+)
+
 // BatcherConfig configures a Batcher. The zero value means the defaults.
 type BatcherConfig struct {
 	// MaxBatch is the most requests of one kind (claims, completions or
@@ -84,6 +95,16 @@ func (cfg BatcherConfig) WithDefaults() BatcherConfig {
 // claim that won the lease, nobody holds it and the lease simply expires
 // (the next delivery takes over then); a completion or release may or may
 // not have been written, as with any lost reply.
+//
+// Each call is bounded as well (a claim by half its lease but at least
+// MinClaimTimeout, a completion by CompleteTimeout, a release by
+// ReleaseTimeout, or ctx's deadline when that is earlier) without a timer
+// of its own: a request whose bound has passed when its batch is sent
+// fails with context.DeadlineExceeded unsent, and each statement runs
+// under the latest bound of the requests it carries, so that a database
+// that does not answer fails them then. Callers on the hot path need no
+// timed context of their own (one was a timer, a Done channel and four
+// allocations per call).
 type Batcher struct {
 	cfg     BatcherConfig
 	s       *Store
@@ -129,13 +150,13 @@ func (b *Batcher) Run(ctx context.Context) error {
 
 // Claim is Store.Claim through the batcher.
 func (b *Batcher) Claim(ctx context.Context, c payment.Claim) (payment.ClaimResult, error) {
-	return b.claims.do(ctx, c)
+	return b.claims.do(ctx, c, claimBound(c))
 }
 
 // Complete is Store.Complete through the batcher: payment.ErrFenced when
 // the lease is no longer the current one.
 func (b *Batcher) Complete(ctx context.Context, c payment.Completion) (payment.Record, error) {
-	return b.completes.do(ctx, c)
+	return b.completes.do(ctx, c, CompleteTimeout)
 }
 
 // ExtendLease is Store.ExtendLease, straight to the store: extensions are
@@ -148,7 +169,7 @@ func (b *Batcher) ExtendLease(ctx context.Context, key string, attempt int, owne
 // Release is Store.Release through the batcher: payment.ErrFenced when the
 // lease is no longer the current one.
 func (b *Batcher) Release(ctx context.Context, r payment.Release) error {
-	_, err := b.releases.do(ctx, r)
+	_, err := b.releases.do(ctx, r, ReleaseTimeout)
 	return err
 }
 
@@ -160,9 +181,22 @@ type outcome[Res any] struct {
 
 // call is one caller's request waiting for its outcome.
 type call[Req, Res any] struct {
-	ctx  context.Context //nolint:containedctx // the caller's ctx, checked before its request is sent
-	req  Req
-	done chan outcome[Res] // buffered: the sender never blocks
+	ctx      context.Context //nolint:containedctx // the caller's ctx, checked before its request is sent
+	req      Req
+	deadline time.Time         // the caller's bound: past it, the request is not sent
+	done     chan outcome[Res] // buffered: the sender never blocks
+}
+
+// expired returns the error of a call that is not to be sent any more
+// (its ctx ended or its bound passed at now), or nil.
+func (c *call[Req, Res]) expired(now time.Time) error {
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	if !now.Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // lane batches the requests of one kind.
@@ -197,13 +231,19 @@ func newLane[Req, Res any](cfg BatcherConfig, stopped <-chan struct{},
 	}
 }
 
-// do hands req to the collector and waits for its outcome.
-func (l *lane[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
+// do hands req to the collector and waits for its outcome, for up to
+// bound (or ctx's deadline, if earlier) before it is sent, and then until
+// the statement carrying it ends (see flush).
+func (l *lane[Req, Res]) do(ctx context.Context, req Req, bound time.Duration) (Res, error) {
 	var zero Res
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
-	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan outcome[Res], 1)}
+	deadline := time.Now().Add(bound)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	c := &call[Req, Res]{ctx: ctx, req: req, deadline: deadline, done: make(chan outcome[Res], 1)}
 	select {
 	case l.in <- c:
 	case <-ctx.Done():
@@ -359,17 +399,23 @@ func (l *lane[Req, Res]) drain(batch []*call[Req, Res]) []*call[Req, Res] {
 	return batch
 }
 
-// flush sends the requests whose callers still wait, then delivers the
-// outcomes. When the statement fails as a whole, it retries each request
-// alone so that only the one at fault fails.
+// flush sends the requests whose callers still wait and whose bound has not
+// passed, under the latest of their bounds, then delivers the outcomes.
+// When the statement fails as a whole, it retries each request alone (if
+// its bound has not passed meanwhile) so that only the one at fault fails.
 func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 	live := batch[:0:0]
+	var latest time.Time
+	now := time.Now()
 	for _, c := range batch {
-		if err := c.ctx.Err(); err != nil {
-			c.done <- outcome[Res]{err: err} // nobody listens; keeps the invariant
+		if err := c.expired(now); err != nil {
+			c.done <- outcome[Res]{err: err} // the caller may have gone; keeps the invariant
 			continue
 		}
 		live = append(live, c)
+		if c.deadline.After(latest) {
+			latest = c.deadline
+		}
 	}
 	if len(live) == 0 {
 		return
@@ -378,7 +424,9 @@ func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 	for i, c := range live {
 		reqs[i] = c.req
 	}
-	outs, err := l.send(tracedBatch(ctx, live), reqs)
+	sctx, cancel := context.WithDeadline(ctx, latest)
+	outs, err := l.send(tracedBatch(sctx, live), reqs)
+	cancel()
 	if err == nil {
 		for i, c := range live {
 			c.done <- outs[i]
@@ -394,11 +442,13 @@ func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 	}
 	// The statement failed: nothing was written. Find the culprit.
 	for _, c := range live {
-		if err := c.ctx.Err(); err != nil {
+		if err := c.expired(time.Now()); err != nil {
 			c.done <- outcome[Res]{err: err}
 			continue
 		}
-		outs, err := l.send(ctx, []Req{c.req})
+		sctx, cancel := context.WithDeadline(ctx, c.deadline)
+		outs, err := l.send(sctx, []Req{c.req})
+		cancel()
 		if err != nil {
 			c.done <- outcome[Res]{err: err}
 			continue

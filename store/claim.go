@@ -48,8 +48,12 @@ var claimKinds = map[string]payment.ClaimKind{
 // the key's advisory lock (docs/contract.md §6 step 3); see payment.ClaimKind for
 // the possible results. All lease times use the database clock. Errors are
 // database failures (possibly wrapping ErrRetryable) or ErrInvalidArgument;
-// every business outcome, busy included, is a ClaimResult.
+// every business outcome, busy included, is a ClaimResult. It gives up
+// after half the claim's lease (at least MinClaimTimeout), or at ctx's
+// deadline if earlier.
 func (s *Store) Claim(ctx context.Context, c payment.Claim) (payment.ClaimResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, claimBound(c))
+	defer cancel()
 	res, err := s.ClaimBatch(ctx, []payment.Claim{c})
 	if err != nil {
 		return payment.ClaimResult{}, err
@@ -152,6 +156,14 @@ func (s *Store) ClaimBatch(ctx context.Context, cs []payment.Claim) ([]payment.C
 	return out, nil
 }
 
+// claimBound is how long a claim may take: half its lease (it would be
+// half gone), but at least MinClaimTimeout, so that a short lease (a test's,
+// a tool's) does not fail claims on a database that is merely busy; a
+// claim whose lease ran out meanwhile is fenced like any other.
+func claimBound(c payment.Claim) time.Duration {
+	return max(c.Lease/2, MinClaimTimeout)
+}
+
 func validateClaim(c payment.Claim) error {
 	var problem string
 	switch {
@@ -186,8 +198,11 @@ func describeClaims(cs []payment.Claim) string {
 // keeps no lease and waits for the reconciler; completed_at stays NULL);
 // empty Gateway, GatewayChargeID and ErrorCode are stored as NULL. The
 // request of a failed or unknown row is kept, for a replay or a
-// reconciliation.
+// reconciliation. It gives up after CompleteTimeout, or at ctx's deadline
+// if earlier.
 func (s *Store) Complete(ctx context.Context, c payment.Completion) (payment.Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, CompleteTimeout)
+	defer cancel()
 	res, err := s.CompleteBatch(ctx, []payment.Completion{c})
 	if err != nil {
 		return payment.Record{}, err
@@ -281,8 +296,11 @@ func (s *Store) CompleteBatch(ctx context.Context, cs []payment.Completion) ([]C
 // redelivery of the same message before then is busy); with Hold 0 the next
 // delivery takes the key over at once. attempts is kept; r.Ambiguous marks
 // the row ambiguous. Fenced like Complete: payment.ErrFenced when the lease
-// is no longer the current one.
+// is no longer the current one. It gives up after ReleaseTimeout, or at
+// ctx's deadline if earlier.
 func (s *Store) Release(ctx context.Context, r payment.Release) error {
+	ctx, cancel := context.WithTimeout(ctx, ReleaseTimeout)
+	defer cancel()
 	res, err := s.ReleaseBatch(ctx, []payment.Release{r})
 	if err != nil {
 		return err
