@@ -22,7 +22,7 @@ import (
 // Claims is the idempotency store as processing needs it. Each call is one
 // short transaction; implementations may batch calls from many goroutines.
 //
-// Every call must end within about its bound, whatever the database does:
+// Every call must end within its bound, whatever the database does:
 // Claim within half the claim's lease (at least 1 s), Complete within
 // 10 s, Release within 5 s, or at ctx's deadline when that is earlier
 // (store.Batcher and store.Store do). The Processor adds no timeout of its
@@ -403,8 +403,8 @@ func (p *Processor) Process(ctx context.Context, msg Message) (d Decision) {
 	}
 
 	// A claim is one short transaction, which Claims bounds (by half the
-	// lease, at least 1 s), so that an unreachable database fails the delivery (to be
-	// retried) instead of holding it.
+	// lease, at least 1 s), so that an unreachable database fails the
+	// delivery (to be retried) instead of holding it.
 	cctx, cspan := p.tr.Start(ctx, spanClaim)
 	claim, err := p.claims.Claim(cctx, payment.Claim{
 		Key:         key,

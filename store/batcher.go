@@ -96,15 +96,21 @@ func (cfg BatcherConfig) WithDefaults() BatcherConfig {
 // (the next delivery takes over then); a completion or release may or may
 // not have been written, as with any lost reply.
 //
-// Each call is bounded as well (a claim by half its lease but at least
+// Each call is bounded as well: a claim by half its lease but at least
 // MinClaimTimeout, a completion by CompleteTimeout, a release by
-// ReleaseTimeout, or ctx's deadline when that is earlier) without a timer
-// of its own: a request whose bound has passed when its batch is sent
-// fails with context.DeadlineExceeded unsent, and each statement runs
-// under the latest bound of the requests it carries, so that a database
-// that does not answer fails them then. Callers on the hot path need no
-// timed context of their own (one was a timer, a Done channel and four
-// allocations per call).
+// ReleaseTimeout, or ctx's deadline when that is earlier. Without a timer
+// per call: a request whose bound has passed when its batch is sent fails
+// with context.DeadlineExceeded unsent, and each statement runs under the
+// earliest bound of the requests it carries (they arrived within a round
+// trip of each other), so that a database that does not answer fails them
+// then; after a statement that failed as a whole, the requests whose bound
+// has not passed are retried alone, each under its own. A request waits
+// behind the statements of requests that came before it; when their bounds
+// end no later than its own (as on the hot path, where the calls of one
+// kind have one bound), a caller waits about its bound at most. Callers
+// on the hot path need no timed context of their own (one was a timer, a
+// Done channel and four allocations per call). This holds once Run has
+// started: a caller whose ctx has no deadline waits for that.
 type Batcher struct {
 	cfg     BatcherConfig
 	s       *Store
@@ -231,9 +237,8 @@ func newLane[Req, Res any](cfg BatcherConfig, stopped <-chan struct{},
 	}
 }
 
-// do hands req to the collector and waits for its outcome, for up to
-// bound (or ctx's deadline, if earlier) before it is sent, and then until
-// the statement carrying it ends (see flush).
+// do hands req to the collector and waits for its outcome: about bound at
+// most, or until ctx's deadline if earlier (see Batcher and flush).
 func (l *lane[Req, Res]) do(ctx context.Context, req Req, bound time.Duration) (Res, error) {
 	var zero Res
 	if err := ctx.Err(); err != nil {
@@ -400,12 +405,12 @@ func (l *lane[Req, Res]) drain(batch []*call[Req, Res]) []*call[Req, Res] {
 }
 
 // flush sends the requests whose callers still wait and whose bound has not
-// passed, under the latest of their bounds, then delivers the outcomes.
+// passed, under the earliest of their bounds, then delivers the outcomes.
 // When the statement fails as a whole, it retries each request alone (if
 // its bound has not passed meanwhile) so that only the one at fault fails.
 func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 	live := batch[:0:0]
-	var latest time.Time
+	var earliest time.Time
 	now := time.Now()
 	for _, c := range batch {
 		if err := c.expired(now); err != nil {
@@ -413,8 +418,8 @@ func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 			continue
 		}
 		live = append(live, c)
-		if c.deadline.After(latest) {
-			latest = c.deadline
+		if earliest.IsZero() || c.deadline.Before(earliest) {
+			earliest = c.deadline
 		}
 	}
 	if len(live) == 0 {
@@ -424,7 +429,7 @@ func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 	for i, c := range live {
 		reqs[i] = c.req
 	}
-	sctx, cancel := context.WithDeadline(ctx, latest)
+	sctx, cancel := context.WithDeadline(ctx, earliest)
 	outs, err := l.send(tracedBatch(sctx, live), reqs)
 	cancel()
 	if err == nil {

@@ -395,3 +395,64 @@ func TestBatcherConfigDefaults(t *testing.T) {
 	require.Equal(t, store.BatcherConfig{MaxBatch: 5, MaxWait: -1, MaxConcurrentFlushes: 1},
 		store.BatcherConfig{MaxBatch: 5, MaxWait: -1, MaxConcurrentFlushes: 1}.WithDefaults())
 }
+
+// TestBatcherBoundsEachCall: the statements of calls whose ctx has no
+// deadline run under the Batcher's own bounds (a claim's half its lease,
+// a completion's CompleteTimeout), and an earlier ctx deadline wins.
+func TestBatcherBoundsEachCall(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	batcher := store.NewBatcher(b.store, store.BatcherConfig{})
+	var mu sync.Mutex
+	var deadlines []time.Time
+	hook := func(ctx context.Context, _ int) error {
+		d, _ := ctx.Deadline() // zero without one: fails the checks below
+		mu.Lock()
+		deadlines = append(deadlines, d)
+		mu.Unlock()
+		return nil
+	}
+	batcher.SetClaimHook(hook)
+	batcher.SetCompleteHook(hook)
+	runBatcher(t, batcher)
+	last := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return deadlines[len(deadlines)-1]
+	}
+	// within checks that the statement's deadline is bound after a time
+	// between before and after.
+	within := func(before, after time.Time, bound time.Duration) {
+		t.Helper()
+		d := last()
+		require.False(t, d.Before(before.Add(bound)) || d.After(after.Add(bound)),
+			"deadline %s is not %s after [%s, %s]", d, bound, before, after)
+	}
+	ctx := context.WithoutCancel(b.ctx) // no deadline
+
+	c := newClaim("bounded", 1)
+	c.Lease = 10 * time.Second
+	before := time.Now()
+	_, err := batcher.Claim(ctx, c)
+	require.NoError(t, err)
+	within(before, time.Now(), 5*time.Second)
+
+	before = time.Now()
+	_, err = batcher.Complete(ctx, completion("bounded", 1, ownerA, payment.StatusSucceeded))
+	require.NoError(t, err)
+	within(before, time.Now(), store.CompleteTimeout)
+
+	short := newClaim("short", 2)
+	short.Lease = 10 * time.Millisecond
+	before = time.Now()
+	_, err = batcher.Claim(ctx, short)
+	require.NoError(t, err)
+	within(before, time.Now(), store.MinClaimTimeout)
+
+	tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	want, _ := tctx.Deadline()
+	_, err = batcher.Claim(tctx, newClaim("timed", 3))
+	require.NoError(t, err)
+	require.Equal(t, want, last())
+}

@@ -22,3 +22,8 @@ func (b *Batcher) Sent() (statements, rows int64) {
 func (b *Batcher) SetClaimHook(hook func(ctx context.Context, n int) error) {
 	b.claims.beforeExec = hook
 }
+
+// SetCompleteHook is SetClaimHook for the completion statements.
+func (b *Batcher) SetCompleteHook(hook func(ctx context.Context, n int) error) {
+	b.completes.beforeExec = hook
+}
