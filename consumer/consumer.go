@@ -96,7 +96,10 @@ type Consumer struct {
 // before the worker reports itself not ready.
 const publishFailingAfter = 5
 
-// New returns a Consumer; call Run to start it.
+// New returns a Consumer; call Run to start it. Events are published on
+// js's connection (js.Conn()) directly, not through js.PublishMsg (see
+// store): a JetStream wrapper that overrides PublishMsg is bypassed unless
+// its Conn returns nil.
 func New(js jetstream.JetStream, cfg Config, proc Processor, logger zerolog.Logger, m *telemetry.Metrics) *Consumer {
 	if js == nil || proc == nil || m == nil {
 		panic("consumer.New: jetstream, processor and metrics are required")
@@ -562,7 +565,7 @@ func (c *Consumer) publish(ctx context.Context, m *nats.Msg, persist bool) error
 	deadline := time.Now().Add(c.cfg.AckWait / 2)
 	for i := uint64(1); ; i++ {
 		stopped := ctx.Err() != nil
-		err := c.store(m, publishAttemptTimeout)
+		err := c.store(ctx, m, publishAttemptTimeout)
 		if err == nil {
 			c.pubErrs.Store(0)
 			return nil

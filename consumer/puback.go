@@ -27,25 +27,31 @@ import (
 // is decoded as jetstream.PublishMsg decodes it and gives the same errors:
 // an *jetstream.APIError, jetstream.ErrInvalidJSAck, or
 // jetstream.ErrNoStreamResponse when no stream listens on the subject; a
-// PubAck that does not come in time gives nats.ErrTimeout. Unlike
-// PublishMsg it does not retry on no responders itself: publish retries
-// every failure. Without a connection (a JetStream fake) it calls
-// PublishMsg.
-func (c *Consumer) store(m *nats.Msg, timeout time.Duration) error {
+// PubAck that does not come in time gives nats.ErrTimeout. Like PublishMsg
+// it asks again, twice at most and 250 ms apart, when no stream listens
+// (a stream leader being elected), so that a short election is not a
+// failed attempt; ctx ending cuts those waits short. Without a connection
+// (a JetStream fake) it calls PublishMsg.
+func (c *Consumer) store(ctx context.Context, m *nats.Msg, timeout time.Duration) error {
 	if c.nc == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
-		_, err := c.js.PublishMsg(ctx, m)
+		_, err := c.js.PublishMsg(pctx, m)
 		return err
 	}
-	resp, err := c.nc.RequestMsg(m, timeout)
-	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
+	for retry := 0; ; retry++ {
+		resp, err := c.nc.RequestMsg(m, timeout)
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			if retry < jetstream.DefaultPubRetryAttempts && sleep(ctx, jetstream.DefaultPubRetryWait) {
+				continue
+			}
 			return jetstream.ErrNoStreamResponse
+		case err != nil:
+			return err
 		}
-		return err
+		return pubAckError(resp.Data)
 	}
-	return pubAckError(resp.Data)
 }
 
 // storedPrefix starts the PubAck of a stored message as nats-server writes

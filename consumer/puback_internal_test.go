@@ -66,8 +66,8 @@ func TestPubAckError(t *testing.T) {
 
 // TestStoreOnServer checks store against a real server: a stored message,
 // a duplicate, an expectation the server refuses (an APIError, as
-// jetstream.PublishMsg gives it), a subject no stream takes, and a PubAck
-// that never comes.
+// jetstream.PublishMsg gives it), a subject no stream takes (asked again as
+// PublishMsg asks), and a PubAck that never comes.
 func TestStoreOnServer(t *testing.T) {
 	t.Parallel()
 	ns := natstest.New(t)
@@ -94,15 +94,15 @@ func TestStoreOnServer(t *testing.T) {
 		m.Data = []byte(`{}`)
 		return m
 	}
-	require.NoError(t, c.store(msg("payments.results.succeeded", "a"), 5*time.Second))
-	require.NoError(t, c.store(msg("payments.results.succeeded", "a"), 5*time.Second), "a duplicate is stored")
+	require.NoError(t, c.store(ctx, msg("payments.results.succeeded", "a"), 5*time.Second))
+	require.NoError(t, c.store(ctx, msg("payments.results.succeeded", "a"), 5*time.Second), "a duplicate is stored")
 	info, err := js.Stream(ctx, "RESULTS")
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), info.CachedInfo().State.Msgs)
 
 	wrong := msg("payments.results.succeeded", "b")
 	wrong.Header.Set(jetstream.ExpectedStreamHeader, "OTHER")
-	err = c.store(wrong, 5*time.Second)
+	err = c.store(ctx, wrong, 5*time.Second)
 	var apiErr *jetstream.APIError
 	require.ErrorAs(t, err, &apiErr)
 	_, want := js.PublishMsg(ctx, wrong)
@@ -110,8 +110,23 @@ func TestStoreOnServer(t *testing.T) {
 	require.ErrorAs(t, want, &wantErr)
 	require.Equal(t, wantErr.ErrorCode, apiErr.ErrorCode)
 
-	err = c.store(msg("nowhere.at.all", "c"), 5*time.Second)
+	// No stream listens: asked three times, as jetstream.PublishMsg asks;
+	// once when ctx has ended.
+	inMsgs := func() int64 {
+		v, err := ns.Server().Varz(nil)
+		require.NoError(t, err)
+		return v.InMsgs
+	}
+	before := inMsgs()
+	err = c.store(ctx, msg("nowhere.at.all", "c"), 5*time.Second)
 	require.True(t, errors.Is(err, jetstream.ErrNoStreamResponse), "got %v", err)
+	require.Equal(t, int64(1+jetstream.DefaultPubRetryAttempts), inMsgs()-before)
+	stopped, stop := context.WithCancel(ctx)
+	stop()
+	before = inMsgs()
+	err = c.store(stopped, msg("nowhere.at.all", "c"), 5*time.Second)
+	require.True(t, errors.Is(err, jetstream.ErrNoStreamResponse), "got %v", err)
+	require.Equal(t, int64(1), inMsgs()-before)
 
 	// A subject whose only listener never answers: the attempt ends at its
 	// timeout.
@@ -119,7 +134,7 @@ func TestStoreOnServer(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	require.NoError(t, nc.Flush())
-	err = c.store(msg("silent.x", "d"), 50*time.Millisecond)
+	err = c.store(ctx, msg("silent.x", "d"), 50*time.Millisecond)
 	require.ErrorIs(t, err, nats.ErrTimeout)
 }
 
@@ -156,7 +171,7 @@ func BenchmarkStore(b *testing.B) {
 			_, err := js.PublishMsg(pctx, m)
 			return err
 		}},
-		{"store", func(m *nats.Msg) error { return c.store(m, 5*time.Second) }},
+		{"store", func(m *nats.Msg) error { return c.store(ctx, m, 5*time.Second) }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
