@@ -113,6 +113,9 @@ bench: build nats-server ## end-to-end benchmark, durability on: one table and a
 	$(GO) test -run='^$$' -bench=BenchmarkFanOut -benchmem -count=1 ./risk/
 	$(GO) test -run='^$$' -bench='BenchmarkClaimComplete/parallel64-batcher' -benchtime=20000x -count=1 ./store/
 	$(GO) test -run='^$$' -bench='BenchmarkFairness' -benchtime=1x -count=1 ./consumer/
+	$(GO) test -run='^$$' -bench='BenchmarkStore|BenchmarkHandle' -benchmem -benchtime=20000x -count=1 ./consumer/
+	$(GO) test -run='^$$' -bench='BenchmarkLane' -benchmem -benchtime=100000x -count=1 ./store/
+	$(GO) test -run='^$$' -bench='BenchmarkProcess$$' -benchmem -benchtime=20000x -count=1 ./processing/
 	BENCH_N=$(BENCH_N) BENCH_PREFILL=$(BENCH_PREFILL) BENCH_GROW=$(BENCH_GROW) $(GO) run ./cmd/bench -bin $(BIN) $(BENCH_FLAGS)
 	$(MAKE) --no-print-directory tracing-bench
 
