@@ -445,7 +445,10 @@ func (l *lane[Req, Res]) flush(ctx context.Context, batch []*call[Req, Res]) {
 		fail(live, err)
 		return
 	}
-	// The statement failed: nothing was written. Find the culprit.
+	// The statement failed: nothing was written (or, where the failure cut
+	// off a commit's answer, at the deadline or with the connection, it
+	// was, and the retry meets it as a redelivery would: busy, fenced).
+	// Find the culprit.
 	for _, c := range live {
 		if err := c.expired(time.Now()); err != nil {
 			c.done <- outcome[Res]{err: err}
