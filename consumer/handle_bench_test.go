@@ -46,14 +46,19 @@ func (p benchProc) Process(context.Context, processing.Message) processing.Decis
 		PaymentID: o.PaymentID, Key: o.IdempotencyKey, Outcome: &o}
 }
 
+// benchConfig is a valid Config for the benchmarks and the internal tests.
+func benchConfig() Config {
+	return Config{Stream: "PAYMENTS", ResultsStream: "RESULTS", DLQStream: "DLQ", Consumer: "worker",
+		SubjectPrefix: "payments", Replicas: 1, Concurrency: 64, MaxDeliver: 5, AckWait: 30 * time.Second,
+		StreamMaxAge: time.Hour, DuplicateWindow: time.Minute, ShutdownTimeout: time.Second,
+		RetryBackoff: time.Second, RetryBackoffMax: time.Minute}
+}
+
 // BenchmarkHandle is the consumer's own cost of one successful message, from
 // the fetch (heartbeat started) through handle (outcome published, acked),
 // with the processor and JetStream faked.
 func BenchmarkHandle(b *testing.B) {
-	cfg := Config{Stream: "PAYMENTS", ResultsStream: "RESULTS", DLQStream: "DLQ", Consumer: "worker",
-		SubjectPrefix: "payments", Replicas: 1, Concurrency: 64, MaxDeliver: 5, AckWait: 30 * time.Second,
-		StreamMaxAge: time.Hour, DuplicateWindow: time.Minute, ShutdownTimeout: time.Second,
-		RetryBackoff: time.Second, RetryBackoffMax: time.Minute}
+	cfg := benchConfig()
 	proc := benchProc{o: payment.Outcome{PaymentID: "pay_01HZX3K9Q7", IdempotencyKey: "order-8812-attempt",
 		Status: payment.StatusSucceeded, AmountMinor: 12999, Currency: "EUR", Gateway: "sim",
 		GatewayChargeID: "ch_8812", Attempts: 1, CompletedAt: time.Date(2025, 3, 1, 12, 30, 0, 123456789, time.UTC)}}

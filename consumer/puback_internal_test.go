@@ -64,28 +64,34 @@ func TestPubAckError(t *testing.T) {
 	}
 }
 
+// resultsConsumer starts an embedded server with the RESULTS stream on
+// payments.results.> and returns it, a connection, its JetStream and a
+// Consumer on it.
+func resultsConsumer(tb testing.TB) (*natstest.Server, *nats.Conn, jetstream.JetStream, *Consumer) {
+	tb.Helper()
+	ns := natstest.New(tb)
+	nc, err := nats.Connect(ns.URL())
+	require.NoError(tb, err)
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(tb, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"payments.results.>"},
+		Duplicates: time.Minute})
+	require.NoError(tb, err)
+	return ns, nc, js, New(js, benchConfig(), benchProc{}, zerolog.Nop(), telemetry.New(prometheus.NewRegistry()))
+}
+
 // TestStoreOnServer checks store against a real server: a stored message,
 // a duplicate, an expectation the server refuses (an APIError, as
 // jetstream.PublishMsg gives it), a subject no stream takes (asked again as
 // PublishMsg asks), and a PubAck that never comes.
 func TestStoreOnServer(t *testing.T) {
 	t.Parallel()
-	ns := natstest.New(t)
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	ns, nc, js, c := resultsConsumer(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"payments.results.>"}})
-	require.NoError(t, err)
-
-	cfg := Config{Stream: "PAYMENTS", ResultsStream: "RESULTS", DLQStream: "DLQ", Consumer: "worker",
-		SubjectPrefix: "payments", Replicas: 1, Concurrency: 4, MaxDeliver: 5, AckWait: 30 * time.Second,
-		StreamMaxAge: time.Hour, DuplicateWindow: time.Minute, ShutdownTimeout: time.Second,
-		RetryBackoff: time.Second, RetryBackoffMax: time.Minute}
-	c := New(js, cfg, benchProc{}, zerolog.Nop(), telemetry.New(prometheus.NewRegistry()))
 	require.NotNil(t, c.nc, "the consumer uses the connection's request")
 
 	msg := func(subject, id string) *nats.Msg {
@@ -143,21 +149,8 @@ func TestStoreOnServer(t *testing.T) {
 // its PubAck: store against jetstream.PublishMsg, the baseline in the same
 // run.
 func BenchmarkStore(b *testing.B) {
-	ns := natstest.New(b)
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(b, err)
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(b, err)
+	_, _, js, c := resultsConsumer(b)
 	ctx := b.Context()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"payments.results.>"},
-		Duplicates: time.Minute})
-	require.NoError(b, err)
-	cfg := Config{Stream: "PAYMENTS", ResultsStream: "RESULTS", DLQStream: "DLQ", Consumer: "worker",
-		SubjectPrefix: "payments", Replicas: 1, Concurrency: 64, MaxDeliver: 5, AckWait: 30 * time.Second,
-		StreamMaxAge: time.Hour, DuplicateWindow: time.Minute, ShutdownTimeout: time.Second,
-		RetryBackoff: time.Second, RetryBackoffMax: time.Minute}
-	c := New(js, cfg, benchProc{}, zerolog.Nop(), telemetry.New(prometheus.NewRegistry()))
 	body := []byte(`{"payment_id":"pay_01HZX3K9Q7","idempotency_key":"order-8812-attempt","status":"succeeded"}`)
 	var seq atomic.Int64
 	for _, bc := range []struct {
