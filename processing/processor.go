@@ -1007,9 +1007,8 @@ func (p *Processor) complete(ctx context.Context, msg Message, req *payment.Requ
 // release gives a lease back, even when ctx has ended; failure only delays
 // the next take-over until the lease expires, so it is logged, not returned.
 func (p *Processor) release(ctx context.Context, r payment.Release) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	ctx, span := p.tr.Start(ctx, spanRelease)
+	// Claims bounds the release (5 s).
+	ctx, span := p.tr.Start(context.WithoutCancel(ctx), spanRelease)
 	err := p.claims.Release(ctx, r)
 	endSpan(span, err)
 	if err != nil && !errors.Is(err, payment.ErrFenced) {
