@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -401,15 +402,19 @@ func stopAll(procs []*localstack.Process) {
 	wg.Wait()
 }
 
+// maintenanceEvery is how often a latency window looks for Postgres's
+// checkpoints and autovacuum workers.
+const maintenanceEvery = 100 * time.Millisecond
+
 // latency publishes at a fixed rate with the workers running and measures
-// publish → outcome event.
-func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc int) (p50, p99 time.Duration, err error) {
+// publish → outcome event, and what Postgres did on its own meanwhile.
+func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc int) (pt latencyPoint, err error) {
+	pt.rate = perSec
 	if err := b.resetStream(ctx); err != nil {
-		return 0, 0, err
+		return pt, err
 	}
 	b.round++
 	n := min(b.o.n, int(perSec*10)) // about ten seconds of load
-	type stamp struct{ sent, got time.Time }
 	var mu sync.Mutex
 	stamps := make(map[string]*stamp, n)
 	done := make(chan struct{})
@@ -423,7 +428,7 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 		mu.Lock()
 		defer mu.Unlock()
 		if st, ok := stamps[o.IdempotencyKey]; ok && st.got.IsZero() {
-			st.got = now
+			st.got, st.completed = now, o.CompletedAt
 			received++
 			if received == n {
 				close(done)
@@ -431,7 +436,7 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 		}
 	})
 	if err != nil {
-		return 0, 0, err
+		return pt, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	_ = sub.SetPendingLimits(-1, -1)
@@ -440,13 +445,13 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 	l := &line{concurrency: conc}
 	for i := range procs {
 		if procs[i], err = b.stack.StartWorker(ctx, fmt.Sprintf("bench-lat-%d-%d", b.round, i), b.workerEnv(l, i)); err != nil {
-			return 0, 0, err
+			return pt, err
 		}
 	}
 	defer stopAll(procs)
 	for _, p := range procs {
 		if err := waitReady(ctx, p.HTTPAddr()); err != nil {
-			return 0, 0, err
+			return pt, err
 		}
 	}
 	// The first second warms the workers up (connections, caches) and is
@@ -454,9 +459,22 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 	warm := int(perSec)
 	b.logf("latency: publishing %d payments at %.0f/s (the first %d warm up)", n+warm, perSec, warm)
 	lim := rate.NewLimiter(rate.Limit(perSec), max(1, int(perSec/100)))
+	// Postgres's own maintenance during the counted payments, from the
+	// first sent to the last outcome received.
+	var watch *maintenanceWatcher
+	defer func() {
+		if watch != nil {
+			_, _ = watch.stop(context.WithoutCancel(ctx))
+		}
+	}()
 	for i := range n + warm {
 		if err := lim.Wait(ctx); err != nil {
-			return 0, 0, err
+			return pt, err
+		}
+		if i == warm {
+			if watch, err = watchMaintenance(ctx, b.pool, maintenanceEvery); err != nil {
+				return pt, err
+			}
 		}
 		r := b.request(i)
 		body, _ := r.Marshal()
@@ -469,24 +487,91 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 			mu.Unlock()
 		}
 		if _, err := b.js.PublishMsgAsync(m, stallWait); err != nil {
-			return 0, 0, err
+			return pt, err
 		}
 	}
 	select {
 	case <-done:
 	case <-time.After(2 * time.Minute):
-		return 0, 0, fmt.Errorf("latency: %d of %d outcomes after 2m", received, n)
+		return pt, fmt.Errorf("latency: %d of %d outcomes after 2m", received, n)
 	case <-ctx.Done():
-		return 0, 0, ctx.Err()
+		return pt, ctx.Err()
+	}
+	w := watch
+	watch = nil
+	if pt.maint, err = w.stop(ctx); err != nil {
+		return pt, err
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	lat := make([]time.Duration, 0, n)
+	all := make([]stamp, 0, len(stamps))
 	for _, st := range stamps {
-		lat = append(lat, st.got.Sub(st.sent))
+		all = append(all, *st)
 	}
-	slices.Sort(lat)
-	return lat[len(lat)/2], lat[len(lat)*99/100], nil
+	pt.p50, pt.p99, pt.tail = latencies(all)
+	return pt, nil
+}
+
+// stamp is one counted payment of a latency window: when it was published,
+// when the row was completed (Postgres's clock, the outcome event's
+// completed_at: the same host) and when its outcome event arrived.
+type stamp struct{ sent, completed, got time.Time }
+
+// tail describes the slowest 1 % of a latency window's payments.
+type tail struct {
+	n int // how many
+	// burst is the share of them published within the 250 ms in which
+	// most of them were: near 1, one stall made the tail; near 0, it is
+	// spread over the window.
+	burst float64
+	// toCompleted and toOutcome are their medians from publishing to the
+	// row's completion (fetch, claim, gateway, record) and from there to
+	// the outcome event's arrival (publish, ack, delivery).
+	toCompleted, toOutcome time.Duration
+}
+
+// burstWindow is the span within which tail.burst counts the slowest
+// payments' publishing.
+const burstWindow = 250 * time.Millisecond
+
+// latencies returns the median and 99th percentile of sent → got, and the
+// tail from the 99th percentile up.
+func latencies(stamps []stamp) (p50, p99 time.Duration, t tail) {
+	if len(stamps) == 0 {
+		return 0, 0, t
+	}
+	slices.SortFunc(stamps, func(a, b stamp) int { return cmp.Compare(a.got.Sub(a.sent), b.got.Sub(b.sent)) })
+	p50 = stamps[len(stamps)/2].got.Sub(stamps[len(stamps)/2].sent)
+	i99 := len(stamps) * 99 / 100
+	p99 = stamps[i99].got.Sub(stamps[i99].sent)
+	slow := slices.Clone(stamps[i99:])
+	t.n = len(slow)
+	toCompleted := make([]time.Duration, len(slow))
+	toOutcome := make([]time.Duration, len(slow))
+	for i, st := range slow {
+		toCompleted[i], toOutcome[i] = st.completed.Sub(st.sent), st.got.Sub(st.completed)
+	}
+	slices.Sort(toCompleted)
+	slices.Sort(toOutcome)
+	t.toCompleted, t.toOutcome = toCompleted[len(slow)/2], toOutcome[len(slow)/2]
+	// The densest burstWindow of their publishing times: slide a window
+	// over them in order.
+	slices.SortFunc(slow, func(a, b stamp) int { return a.sent.Compare(b.sent) })
+	most := 0
+	for lo, hi := 0, 0; hi < len(slow); hi++ {
+		for slow[hi].sent.Sub(slow[lo].sent) >= burstWindow {
+			lo++
+		}
+		most = max(most, hi-lo+1)
+	}
+	t.burst = float64(most) / float64(len(slow))
+	return p50, p99, t
+}
+
+// String is the tail for the latency line.
+func (t tail) String() string {
+	return fmt.Sprintf("the slowest 1 %% (%d): %.0f %% published within one %s, median %s ms to the row's completion and %s ms from there to the outcome event",
+		t.n, 100*t.burst, burstWindow, ms(t.toCompleted), ms(t.toOutcome))
 }
 
 // waitReady polls a worker's /readyz until it answers 200.

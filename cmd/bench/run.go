@@ -28,9 +28,9 @@ type results struct {
 	// received.
 	traced                            *line
 	tracedSpans, tracedPosts, tracedB int64
-	p50, p99                          time.Duration
-	latencyAt                         float64
-	// more latency points (-latency-at): rate, p50, p99
+	// half is the latency at half the headline's rate; latencyPoints
+	// the more points of -latency-at.
+	half          latencyPoint
 	latencyPoints []latencyPoint
 	maxRSS        float64
 	// directPerSec and relayPerSec are requests per second into the
@@ -39,10 +39,13 @@ type results struct {
 	loadStart, loadEnd        string
 }
 
-// latencyPoint is the end-to-end latency at a rate.
+// latencyPoint is the end-to-end latency at a rate, and what Postgres did
+// on its own during its window.
 type latencyPoint struct {
 	rate     float64
 	p50, p99 time.Duration
+	tail     tail
+	maint    maintenance
 }
 
 func (b *bench) runAll(ctx context.Context) (*results, error) {
@@ -164,13 +167,12 @@ func (b *bench) runAll(ctx context.Context) (*results, error) {
 			return nil, err
 		}
 	}
-	res.latencyAt = res.headline.perSec / 2
-	if res.p50, res.p99, err = b.latency(ctx, res.latencyAt, 1, b.o.concurrency); err != nil {
+	if res.half, err = b.latency(ctx, res.headline.perSec/2, 1, b.o.concurrency); err != nil {
 		return nil, err
 	}
 	for _, rate := range b.o.latencyAt {
-		pt := latencyPoint{rate: rate}
-		if pt.p50, pt.p99, err = b.latency(ctx, rate, 1, b.o.concurrency); err != nil {
+		pt, err := b.latency(ctx, rate, 1, b.o.concurrency)
+		if err != nil {
 			return nil, err
 		}
 		res.latencyPoints = append(res.latencyPoints, pt)
@@ -442,10 +444,11 @@ func (r *results) print(w io.Writer) {
 		}
 		_ = tw.Flush()
 	}
-	fmt.Fprintf(w, "\nend-to-end latency at %.0f payments/s (half the 1-worker maximum, durable): p50 %s ms, p99 %s ms\n",
-		r.latencyAt, ms(r.p50), ms(r.p99))
+	fmt.Fprintf(w, "\nend-to-end latency at %.0f payments/s (half the 1-worker maximum, durable): p50 %s ms, p99 %s ms\n  %s; Postgres meanwhile: %s\n",
+		r.half.rate, ms(r.half.p50), ms(r.half.p99), r.half.tail, r.half.maint)
 	for _, pt := range r.latencyPoints {
-		fmt.Fprintf(w, "end-to-end latency at %.0f payments/s (-latency-at): p50 %s ms, p99 %s ms\n", pt.rate, ms(pt.p50), ms(pt.p99))
+		fmt.Fprintf(w, "end-to-end latency at %.0f payments/s (-latency-at): p50 %s ms, p99 %s ms\n  %s; Postgres meanwhile: %s\n",
+			pt.rate, ms(pt.p50), ms(pt.p99), pt.tail, pt.maint)
 	}
 	if r.grown != nil {
 		fmt.Fprintf(w, "growth: with %s rows in the table, paystream %.0f/s (%.2f of the figure at %s rows), floor %.0f/s (%.2f)\n",
@@ -467,13 +470,15 @@ func (r *results) print(w io.Writer) {
 	fmt.Fprintf(w, "publishing %d requests into the stream, no workers: direct %.0f/s, outbox relay %.0f/s (%.2f of direct)\n\n",
 		r.n, r.directPerSec, r.relayPerSec, r.relayPerSec/r.directPerSec)
 	fmt.Fprintf(w, "bench payments_per_s=%.0f floor_per_s=%.0f ratio_floor=%.2f cpu_us_per_payment=%.0f p99_ms=%s",
-		h.perSec, r.floor.perSec, h.perSec/r.floor.perSec, h.cost.totalUS(), ms(r.p99))
+		h.perSec, r.floor.perSec, h.perSec/r.floor.perSec, h.cost.totalUS(), ms(r.half.p99))
 	fmt.Fprintf(w, " raw_per_s=%.0f ratio_raw=%.2f raw_best_per_s=%.0f raw_best_pull=%d wal_bytes_per_payment=%.0f commits_per_payment=%.3f allocs_per_payment=%.0f nats_msgs_per_payment=%.1f",
 		r.raw256.perSec, h.perSec/r.raw256.perSec, r.rawBest.perSec, r.rawBest.pull, h.cost.walBytes, h.cost.commits, h.cost.allocs, h.cost.natsMsgs)
 	fmt.Fprintf(w, " payments_per_s_defaults=%.0f payments_per_s_20ms=%.0f payments_per_s_sync_always=%.0f rss_mb=%.0f publish_per_s=%.0f outbox_relay_per_s=%.0f",
 		r.defaults.perSec, r.slow.perSec, r.syncAlways.perSec, r.maxRSS, r.directPerSec, r.relayPerSec)
 	fmt.Fprintf(w, " contract_floor_per_s=%.0f ratio_contract_floor=%.2f contract_floor_cpu_us=%.0f",
 		r.contractFloor.perSec, h.perSec/r.contractFloor.perSec, r.contractFloor.cost.totalUS())
+	fmt.Fprintf(w, " p99_burst=%.2f p99_checkpoints=%d p99_autovacuum_pct=%.0f",
+		r.half.tail.burst, r.half.maint.checkpoints, r.half.maint.vacuumPct())
 	if r.traced != nil {
 		fmt.Fprintf(w, " payments_per_s_tracing=%.0f ratio_tracing=%.2f spans_per_payment=%.1f",
 			r.traced.perSec, r.traced.perSec/h.perSec, float64(r.tracedSpans)/float64(r.n))
