@@ -464,7 +464,7 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 	var watch *maintenanceWatcher
 	defer func() {
 		if watch != nil {
-			_, _ = watch.stop(context.WithoutCancel(ctx))
+			watch.abort()
 		}
 	}()
 	for i := range n + warm {
@@ -472,8 +472,10 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 			return pt, err
 		}
 		if i == warm {
+			// The watcher only explains the tail: when it cannot start,
+			// the line says why and the benchmark goes on.
 			if watch, err = watchMaintenance(ctx, b.pool, maintenanceEvery); err != nil {
-				return pt, err
+				pt.maint.err = err
 			}
 		}
 		r := b.request(i)
@@ -497,10 +499,11 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 	case <-ctx.Done():
 		return pt, ctx.Err()
 	}
-	w := watch
-	watch = nil
-	if pt.maint, err = w.stop(ctx); err != nil {
-		return pt, err
+	if w := watch; w != nil {
+		watch = nil
+		if pt.maint, err = w.stop(ctx); err != nil {
+			pt.maint = maintenance{err: err}
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -513,8 +516,10 @@ func (b *bench) latency(ctx context.Context, perSec float64, workers int, conc i
 }
 
 // stamp is one counted payment of a latency window: when it was published,
-// when the row was completed (Postgres's clock, the outcome event's
-// completed_at: the same host) and when its outcome event arrived.
+// when the row was completed (the outcome event's completed_at: Postgres's
+// clock_timestamp() in the completing statement, before its commit; the
+// same host's clock as the benchmark's, which an external -database-url
+// need not share) and when its outcome event arrived.
 type stamp struct{ sent, completed, got time.Time }
 
 // tail describes the slowest 1 % of a latency window's payments.
@@ -525,8 +530,9 @@ type tail struct {
 	// spread over the window.
 	burst float64
 	// toCompleted and toOutcome are their medians from publishing to the
-	// row's completion (fetch, claim, gateway, record) and from there to
-	// the outcome event's arrival (publish, ack, delivery).
+	// row's completion (fetch, claim and its commit, gateway, the
+	// completing statement) and from there to the outcome event's arrival
+	// (the completion's commit, publish, ack, delivery).
 	toCompleted, toOutcome time.Duration
 }
 
@@ -570,7 +576,7 @@ func latencies(stamps []stamp) (p50, p99 time.Duration, t tail) {
 
 // String is the tail for the latency line.
 func (t tail) String() string {
-	return fmt.Sprintf("the slowest 1 %% (%d): %.0f %% published within one %s, median %s ms to the row's completion and %s ms from there to the outcome event",
+	return fmt.Sprintf("the slowest 1 %% (%d): %.0f %% published within one %s, median %s ms to the row's completion (before its commit) and %s ms from there to the outcome event",
 		t.n, 100*t.burst, burstWindow, ms(t.toCompleted), ms(t.toOutcome))
 }
 

@@ -18,13 +18,20 @@ import (
 // lengthen commits while they run, so a window that overlaps them has a
 // longer tail: the p99 line says so rather than leaving the reader to guess.
 type maintenance struct {
-	checkpoints int64 // started during the window
+	// err, when not nil, is why the watcher could not tell: the line
+	// says so and the benchmark goes on.
+	err         error
+	checkpoints int64 // started during the window (one started before may still run)
 	samples     int   // how many times the watcher looked
 	vacuuming   int   // of which an autovacuum worker was running
 	// tables is what the autovacuum workers seen were doing ("VACUUM
 	// public.payments", "ANALYZE public.payment_attempts"), sorted; the
 	// system catalogs' are left out.
 	tables []string
+	// hidden: the benchmark's role may not see other roles' activity
+	// (neither superuser nor pg_read_all_stats), so autovacuum workers
+	// are invisible to it.
+	hidden bool
 }
 
 // vacuumPct is the share of the window, in percent, in which an autovacuum
@@ -36,23 +43,29 @@ func (m maintenance) vacuumPct() float64 {
 	return 100 * float64(m.vacuuming) / float64(m.samples)
 }
 
-// String says what ran, for the latency line: "no checkpoint or
+// String says what ran, for the latency line: "no checkpoint started, no
 // autovacuum", or "1 checkpoint started; autovacuum running 40 % of it
 // (VACUUM public.payments)".
 func (m maintenance) String() string {
-	if m.checkpoints == 0 && m.vacuuming == 0 {
-		return "no checkpoint or autovacuum"
+	if m.err != nil {
+		return "unknown (" + m.err.Error() + ")"
 	}
 	var parts []string
 	switch m.checkpoints {
 	case 0:
+		parts = append(parts, "no checkpoint started")
 	case 1:
 		parts = append(parts, "1 checkpoint started")
 	default:
 		parts = append(parts, fmt.Sprintf("%d checkpoints started", m.checkpoints))
 	}
-	if m.vacuuming > 0 {
+	switch {
+	case m.hidden:
+		parts = append(parts, "autovacuum not visible to this role (needs pg_read_all_stats)")
+	case m.vacuuming > 0:
 		parts = append(parts, fmt.Sprintf("autovacuum running %.0f %% of it (%s)", m.vacuumPct(), strings.Join(m.tables, ", ")))
+	default:
+		parts = append(parts, "no autovacuum")
 	}
 	return strings.Join(parts, "; ")
 }
@@ -90,13 +103,17 @@ type maintenanceWatcher struct {
 }
 
 // watchMaintenance takes a first sample and starts sampling every interval
-// in a goroutine that stop ends and waits for.
+// in a goroutine that stop (or abort) ends and waits for.
 func watchMaintenance(ctx context.Context, pool *pgxpool.Pool, every time.Duration) (*maintenanceWatcher, error) {
 	var version int
-	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+	var sees bool
+	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int,
+		(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR pg_has_role('pg_read_all_stats', 'USAGE')`).
+		Scan(&version, &sees); err != nil {
 		return nil, fmt.Errorf("maintenance: %w", err)
 	}
 	w := &maintenanceWatcher{pool: pool, every: every, query: checkpointsQuery(version), seen: map[string]bool{}}
+	w.m.hidden = !sees
 	first, err := w.sample(ctx)
 	if err != nil {
 		return nil, err
@@ -160,6 +177,13 @@ func (w *maintenanceWatcher) add(s maintenanceSample) {
 			w.m.tables = append(w.m.tables, v)
 		}
 	}
+}
+
+// abort ends the watcher's goroutine and waits for it, without a last
+// sample: for a window that failed.
+func (w *maintenanceWatcher) abort() {
+	w.cancel()
+	w.wg.Wait()
 }
 
 // stop takes a last sample, ends the watcher's goroutine and returns what

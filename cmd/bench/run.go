@@ -477,8 +477,13 @@ func (r *results) print(w io.Writer) {
 		r.defaults.perSec, r.slow.perSec, r.syncAlways.perSec, r.maxRSS, r.directPerSec, r.relayPerSec)
 	fmt.Fprintf(w, " contract_floor_per_s=%.0f ratio_contract_floor=%.2f contract_floor_cpu_us=%.0f",
 		r.contractFloor.perSec, h.perSec/r.contractFloor.perSec, r.contractFloor.cost.totalUS())
-	fmt.Fprintf(w, " p99_burst=%.2f p99_checkpoints=%d p99_autovacuum_pct=%.0f",
-		r.half.tail.burst, r.half.maint.checkpoints, r.half.maint.vacuumPct())
+	checkpoints, vacuumPct := float64(r.half.maint.checkpoints), r.half.maint.vacuumPct()
+	if r.half.maint.err != nil {
+		checkpoints, vacuumPct = -1, -1 // unknown
+	} else if r.half.maint.hidden {
+		vacuumPct = -1
+	}
+	fmt.Fprintf(w, " p99_burst=%.2f p99_checkpoints=%.0f p99_autovacuum_pct=%.0f", r.half.tail.burst, checkpoints, vacuumPct)
 	if r.traced != nil {
 		fmt.Fprintf(w, " payments_per_s_tracing=%.0f ratio_tracing=%.2f spans_per_payment=%.1f",
 			r.traced.perSec, r.traced.perSec/h.perSec, float64(r.tracedSpans)/float64(r.n))
