@@ -70,14 +70,10 @@ func TestPubAckError(t *testing.T) {
 func resultsConsumer(tb testing.TB) (*natstest.Server, *nats.Conn, jetstream.JetStream, *Consumer) {
 	tb.Helper()
 	ns := natstest.New(tb)
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(tb, err)
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(tb, err)
+	nc, js := ns.Connect(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"payments.results.>"},
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"payments.results.>"},
 		Duplicates: time.Minute})
 	require.NoError(tb, err)
 	return ns, nc, js, New(js, benchConfig(), benchProc{}, zerolog.Nop(), telemetry.New(prometheus.NewRegistry()))
