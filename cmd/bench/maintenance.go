@@ -199,8 +199,6 @@ func (w *maintenanceWatcher) stop(ctx context.Context) (maintenance, error) {
 		return maintenance{}, err
 	}
 	w.add(last)
-	m := w.m
-	m.tables = slices.Clone(m.tables)
-	slices.Sort(m.tables)
-	return m, nil
+	slices.Sort(w.m.tables)
+	return w.m, nil
 }
