@@ -258,6 +258,9 @@ type line struct {
 	concurrency int // 0: the worker's default
 	rssMB       float64
 	pull        int // raw lines
+	// variant is the A/B comparison's side the line runs (-ab-bin,
+	// -ab-env); nil outside it.
+	variant *variant
 	// results
 	perSec  float64
 	elapsed time.Duration
@@ -289,6 +292,9 @@ func (b *bench) workerEnv(l *line, i int) map[string]string {
 			env["PAYSTREAM_BATCH_SIZE"] = fmt.Sprint(b.o.batchSize)
 		}
 	}
+	if l.variant != nil {
+		maps.Copy(env, l.variant.env)
+	}
 	return env
 }
 
@@ -316,7 +322,11 @@ func (b *bench) throughput(ctx context.Context, l *line) error {
 	from.worker, from.mallocs = 0, 0
 	procs := make([]*localstack.Process, l.workers)
 	for i := range procs {
-		p, err := b.stack.StartWorker(ctx, fmt.Sprintf("bench-%d-%d", b.round, i), b.workerEnv(l, i))
+		bin := ""
+		if l.variant != nil {
+			bin = l.variant.bin
+		}
+		p, err := b.stack.StartWorkerFrom(ctx, fmt.Sprintf("bench-%d-%d", b.round, i), bin, b.workerEnv(l, i))
 		if err != nil {
 			return err
 		}

@@ -70,7 +70,16 @@ type options struct {
 	batchSize      int
 	tracing        bool
 	latencyAt      []float64 // extra end-to-end latency points, payments/s
+	// The A/B comparison (ab.go): B's worker binary and extra environment,
+	// and how many pairs of runs.
+	abBin     string
+	abEnv     map[string]string
+	abPairs   int
+	abLatency time.Duration
 }
+
+// ab reports whether the options ask for the A/B comparison.
+func (o options) ab() bool { return o.abBin != "" || len(o.abEnv) > 0 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -113,8 +122,25 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		}
 		return nil
 	})
+	fs.StringVar(&o.abBin, "ab-bin", "", "A/B comparison instead of the table: B runs this worker binary (a file, or a directory holding worker); A runs -bin's")
+	fs.Func("ab-env", "A/B comparison instead of the table: add NAME=VALUE to B's worker environment (repeatable; PAYSTREAM_* settings too)", func(v string) error {
+		name, value, ok := strings.Cut(v, "=")
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return fmt.Errorf("want NAME=VALUE, got %q", v)
+		}
+		if o.abEnv == nil {
+			o.abEnv = map[string]string{}
+		}
+		o.abEnv[name] = value
+		return nil
+	})
+	fs.DurationVar(&o.abLatency, "ab-latency", 0, "A/B comparison: the fake gateway's latency on both sides (with -concurrency as the line's)")
+	fs.IntVar(&o.abPairs, "ab-pairs", 4, "A/B comparison: pairs of runs of the 0 ms line, in the order A B, B A, A B, …")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.abPairs <= 0 || o.abLatency < 0 {
+		return o, errors.New("-ab-pairs must be positive, -ab-latency not negative")
 	}
 	if o.n <= 0 || o.prefill < 0 || o.grow < 0 || o.concurrency <= 0 || o.concurrency2 <= 0 || o.profileSeconds <= 0 {
 		return o, errors.New("-n, -concurrency, -concurrency-slow and -profile-seconds must be positive, -prefill and -grow not negative")
@@ -146,6 +172,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer b.close()
+	if o.ab() {
+		ab, err := b.runAB(ctx)
+		if err != nil {
+			return err
+		}
+		ab.print(stdout)
+		return nil
+	}
 	res, err := b.runAll(ctx)
 	if err != nil {
 		return err

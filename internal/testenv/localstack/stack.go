@@ -233,7 +233,8 @@ func env(extra map[string]string) []string {
 	return out
 }
 
-// start starts binary bin as process name with args and environment extra.
+// start starts binary bin (a name in BinDir, or an absolute path) as
+// process name with args and environment extra.
 func (s *Stack) start(name, bin, httpAddr string, args []string, extra map[string]string) (*Process, error) {
 	// Under s.mu, so that Close, which sets closed under it, sees every
 	// process started.
@@ -242,7 +243,11 @@ func (s *Stack) start(name, bin, httpAddr string, args []string, extra map[strin
 	if s.closed {
 		return nil, errors.New("localstack: stack closed")
 	}
-	cmd := exec.Command(filepath.Join(s.binDir, bin), args...)
+	path := bin
+	if !filepath.IsAbs(bin) {
+		path = filepath.Join(s.binDir, bin)
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Dir = s.dir
 	cmd.Env = env(extra)
 	p, err := startProcess(name, filepath.Join(s.dir, name+".log"), httpAddr, cmd)
@@ -460,6 +465,24 @@ func (s *Stack) StartGatewaySim(ctx context.Context, args ...string) (*Process, 
 // worker of the same name is started again). PAYSTREAM_GATEWAY_URL has no
 // default.
 func (s *Stack) StartWorker(ctx context.Context, name string, env map[string]string) (*Process, error) {
+	return s.StartWorkerFrom(ctx, name, "", env)
+}
+
+// StartWorkerFrom is StartWorker with the worker binary at path (another
+// build, to compare two against the same stack); an empty path means the
+// stack's own (BinDir/worker).
+func (s *Stack) StartWorkerFrom(ctx context.Context, name, path string, env map[string]string) (*Process, error) {
+	bin := BinWorker
+	if path != "" {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, fmt.Errorf("localstack: worker binary: %w", err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil, fmt.Errorf("localstack: worker binary: %w", err)
+		}
+		bin = abs
+	}
 	_, fixedAddr := env["PAYSTREAM_HTTP_ADDR"]
 	var lastErr error
 	for range 3 {
@@ -480,7 +503,7 @@ func (s *Stack) StartWorker(ctx context.Context, name string, env map[string]str
 			vars[k] = v
 		}
 		addr := vars["PAYSTREAM_HTTP_ADDR"]
-		p, err := s.start(name, BinWorker, addr, nil, vars)
+		p, err := s.start(name, bin, addr, nil, vars)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// The A/B comparison (-ab-bin, -ab-env): the 0 ms line, run again and again
+// with two variants of the worker in turn, against one stack. On a shared
+// host whose speed drifts by tens of percent within minutes (the fifth and
+// sixth rounds' notes in docs/performance.md), one run of each variant says
+// little; runs side by side, each B compared with the A just before or
+// after it, say what a change costs. The order alternates within pairs
+// (A B, B A, A B, …), so that a steady drift favours neither side.
+
+// variant is one side of the comparison: the worker binary it runs (empty:
+// the stack's) and what it adds to the worker's environment.
+type variant struct {
+	name string // "A" or "B"
+	bin  string
+	env  map[string]string
+}
+
+func (v *variant) String() string {
+	var parts []string
+	if v.bin != "" {
+		parts = append(parts, v.bin)
+	} else {
+		parts = append(parts, "the worker in -bin")
+	}
+	keys := make([]string, 0, len(v.env))
+	for k := range v.env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		parts = append(parts, k+"="+v.env[k])
+	}
+	return v.name + ": " + strings.Join(parts, " ")
+}
+
+// abOrder is the order of the runs: pairs A B, then B A, and so on.
+func abOrder(pairs int, a, b *variant) []*variant {
+	order := make([]*variant, 0, 2*pairs)
+	for i := range pairs {
+		if i%2 == 0 {
+			order = append(order, a, b)
+		} else {
+			order = append(order, b, a)
+		}
+	}
+	return order
+}
+
+// abWorkerBin resolves -ab-bin: a worker binary, or a directory holding
+// one named worker.
+func abWorkerBin(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("-ab-bin: %w", err)
+	}
+	if fi.IsDir() {
+		path = filepath.Join(path, "worker")
+		if fi, err = os.Stat(path); err != nil {
+			return "", fmt.Errorf("-ab-bin: %w", err)
+		}
+	}
+	if fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("-ab-bin: %s is not executable", path)
+	}
+	return filepath.Abs(path)
+}
+
+// abResults are the runs of an A/B comparison, in the order they ran.
+type abResults struct {
+	n, prefill, concurrency int
+	latency                 time.Duration
+	a, b                    *variant
+	runs                    []*line
+	loadStart, loadEnd      string
+}
+
+func (b *bench) runAB(ctx context.Context) (*abResults, error) {
+	bin, err := abWorkerBin(b.o.abBin)
+	if err != nil {
+		return nil, err
+	}
+	a, bv := &variant{name: "A"}, &variant{name: "B", bin: bin, env: b.o.abEnv}
+	res := &abResults{n: b.o.n, prefill: b.o.prefill, concurrency: b.o.concurrency, latency: b.o.abLatency, a: a, b: bv, loadStart: loadavg()}
+	if err := b.prefill(ctx, b.o.prefill); err != nil {
+		return nil, err
+	}
+	rows := b.o.prefill
+	for i, v := range abOrder(b.o.abPairs, a, bv) {
+		l := &line{name: fmt.Sprintf("run %d: %s", i+1, v.name), kind: kindPaystream, pg: b.pgLabel, js: b.jsLabel,
+			workers: 1, latency: b.o.abLatency, concurrency: b.o.concurrency, rows: rows, variant: v}
+		if err := b.throughput(ctx, l); err != nil {
+			return nil, err
+		}
+		res.runs = append(res.runs, l)
+		rows += b.o.n
+	}
+	res.loadEnd = loadavg()
+	return res, nil
+}
+
+// ratioStat is the median and range of B's figure over A's, pair by pair.
+type ratioStat struct{ median, min, max float64 }
+
+func (r ratioStat) String() string {
+	if math.IsNaN(r.median) {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f (%.3f–%.3f)", r.median, r.min, r.max)
+}
+
+// abSummary sums up the runs: each side's medians, and B over A pair by
+// pair (each run of B against the run of A it was paired with).
+type abSummary struct {
+	pairs int
+	// medians of each side
+	aPerSec, bPerSec, aWorker, bWorker, aTotal, bTotal float64
+	// B over A
+	perSec, worker, nats, pg, total, allocs ratioStat
+}
+
+// abFigures are the figures compared, as functions of a line; pg and total
+// are NaN when Postgres's CPU time could not be read (-database-url).
+var abFigures = []struct {
+	name string
+	of   func(*line) float64
+}{
+	{"payments/s", func(l *line) float64 { return l.perSec }},
+	{"worker µs", func(l *line) float64 { return l.cost.workerUS }},
+	{"nats µs", func(l *line) float64 { return l.cost.natsUS }},
+	{"pg µs", func(l *line) float64 { return pgOr(l, l.cost.pgUS) }},
+	{"total µs", func(l *line) float64 { return pgOr(l, l.cost.totalUS()) }},
+	{"allocs", func(l *line) float64 { return l.cost.allocs }},
+}
+
+func pgOr(l *line, v float64) float64 {
+	if !l.cost.pgOK {
+		return math.NaN()
+	}
+	return v
+}
+
+// summarizeAB pairs the runs as abOrder ordered them (two by two) and
+// compares them; a pair without both sides (an interrupted comparison) is
+// left out.
+func summarizeAB(runs []*line) abSummary {
+	var as, bs []*line
+	for i := 0; i+1 < len(runs); i += 2 {
+		x, y := runs[i], runs[i+1]
+		if x.variant.name == "B" {
+			x, y = y, x
+		}
+		if x.variant.name != "A" || y.variant.name != "B" {
+			continue
+		}
+		as, bs = append(as, x), append(bs, y)
+	}
+	s := abSummary{pairs: len(as)}
+	side := func(ls []*line, of func(*line) float64) float64 {
+		v := make([]float64, len(ls))
+		for i, l := range ls {
+			v[i] = of(l)
+		}
+		return median(v)
+	}
+	ratio := func(of func(*line) float64) ratioStat {
+		v := make([]float64, len(as))
+		for i := range as {
+			v[i] = of(bs[i]) / of(as[i])
+		}
+		if len(v) == 0 || slices.ContainsFunc(v, math.IsNaN) {
+			return ratioStat{math.NaN(), math.NaN(), math.NaN()}
+		}
+		return ratioStat{median(v), slices.Min(v), slices.Max(v)}
+	}
+	f := abFigures
+	s.aPerSec, s.bPerSec = side(as, f[0].of), side(bs, f[0].of)
+	s.aWorker, s.bWorker = side(as, f[1].of), side(bs, f[1].of)
+	s.aTotal, s.bTotal = side(as, f[4].of), side(bs, f[4].of)
+	s.perSec, s.worker, s.nats = ratio(f[0].of), ratio(f[1].of), ratio(f[2].of)
+	s.pg, s.total, s.allocs = ratio(f[3].of), ratio(f[4].of), ratio(f[5].of)
+	return s
+}
+
+// median of v (the mean of the middle two for an even count); NaN for none.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func (r *abResults) print(w io.Writer) {
+	fmt.Fprintf(w, "\npaystream bench, A/B: the line with a %s gateway at concurrency %d, %d payments per run, %d final rows before the first; load average %s at the start, %s at the end\n",
+		r.latency, r.concurrency, r.n, r.prefill, r.loadStart, r.loadEnd)
+	fmt.Fprintf(w, "%s\n%s\n", r.a, r.b)
+	if len(r.runs) > 0 {
+		fmt.Fprintf(w, "postgres %s, jetstream %s (as in the table's headline line)\n\n", r.runs[0].pg, r.runs[0].js)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "run\t")
+	for _, f := range abFigures {
+		fmt.Fprintf(tw, "%s\t", f.name)
+	}
+	fmt.Fprintln(tw, "peak RSS MB\t")
+	for _, l := range r.runs {
+		fmt.Fprintf(tw, "%s\t", l.name)
+		for i, f := range abFigures {
+			v := f.of(l)
+			switch {
+			case math.IsNaN(v):
+				fmt.Fprint(tw, "-\t")
+			case i == 0 || v >= 100:
+				fmt.Fprintf(tw, "%.0f\t", v)
+			default:
+				fmt.Fprintf(tw, "%.1f\t", v)
+			}
+		}
+		fmt.Fprintf(tw, "%.0f\t\n", l.rssMB)
+	}
+	_ = tw.Flush()
+	s := summarizeAB(r.runs)
+	fmt.Fprintf(w, "\nB over A, pair by pair, median (range) of %d pairs:\n", s.pairs)
+	fmt.Fprintf(w, "  payments/s %s; worker µs %s; nats µs %s; pg µs %s; total µs %s; allocations %s\n",
+		s.perSec, s.worker, s.nats, s.pg, s.total, s.allocs)
+	fmt.Fprintf(w, "medians: A %.0f/s, worker %.0f µs, total %.0f µs; B %.0f/s, worker %.0f µs, total %.0f µs\n\n",
+		s.aPerSec, s.aWorker, s.aTotal, s.bPerSec, s.bWorker, s.bTotal)
+	fmt.Fprintf(w, "bench_ab pairs=%d a_per_s=%.0f b_per_s=%.0f ratio_per_s=%.3f a_worker_us=%.1f b_worker_us=%.1f ratio_worker_us=%.3f a_total_us=%.1f b_total_us=%.1f ratio_total_us=%.3f ratio_allocs=%.3f\n",
+		s.pairs, s.aPerSec, s.bPerSec, s.perSec.median, s.aWorker, s.bWorker, s.worker.median,
+		s.aTotal, s.bTotal, s.total.median, s.allocs.median)
+}

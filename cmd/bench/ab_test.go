@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestABOrderAlternatesWithinPairs(t *testing.T) {
+	a, b := &variant{name: "A"}, &variant{name: "B"}
+	var names []string
+	for _, v := range abOrder(3, a, b) {
+		names = append(names, v.name)
+	}
+	require.Equal(t, []string{"A", "B", "B", "A", "A", "B"}, names)
+}
+
+// abRun is a run of the comparison with the figures the summary reads.
+func abRun(v *variant, perSec, workerUS, natsUS, pgUS, allocs float64) *line {
+	return &line{variant: v, perSec: perSec,
+		cost: &cost{workerUS: workerUS, natsUS: natsUS, pgUS: pgUS, pgOK: true, allocs: allocs}}
+}
+
+// TestSummarizeABPairsEachRunWithItsNeighbour: B is compared with the A
+// of its own pair, so a host that slows down from pair to pair does not
+// show as a difference between the variants (the medians of each side
+// would be dominated by it).
+func TestSummarizeABPairsEachRunWithItsNeighbour(t *testing.T) {
+	a, b := &variant{name: "A"}, &variant{name: "B"}
+	// The host halves its speed from pair to pair; B is always 10 %
+	// cheaper in the worker and 5 % faster.
+	runs := []*line{
+		abRun(a, 10000, 80, 40, 60, 69), abRun(b, 10500, 72, 40, 60, 60),
+		abRun(b, 5250, 144, 80, 120, 60), abRun(a, 5000, 160, 80, 120, 69),
+		abRun(a, 2500, 320, 160, 240, 69), abRun(b, 2625, 288, 160, 240, 60),
+	}
+	s := summarizeAB(runs)
+	require.Equal(t, 3, s.pairs)
+	require.InDelta(t, 1.05, s.perSec.median, 1e-9)
+	require.InDelta(t, 1.05, s.perSec.min, 1e-9)
+	require.InDelta(t, 1.05, s.perSec.max, 1e-9)
+	require.InDelta(t, 0.9, s.worker.median, 1e-9)
+	require.InDelta(t, 1.0, s.nats.median, 1e-9)
+	require.InDelta(t, (0.9*80+100)/180, s.total.median, 1e-9)
+	require.InDelta(t, 60.0/69, s.allocs.median, 1e-9)
+	require.InDelta(t, 5000, s.aPerSec, 1e-9)
+	require.InDelta(t, 5250, s.bPerSec, 1e-9)
+	require.InDelta(t, 160, s.aWorker, 1e-9)
+
+	// An interrupted comparison: the odd run out is left out.
+	s = summarizeAB(runs[:5])
+	require.Equal(t, 2, s.pairs)
+
+	// Without Postgres's CPU time, pg and total are not compared.
+	runs[1].cost.pgOK = false
+	s = summarizeAB(runs)
+	require.True(t, math.IsNaN(s.pg.median))
+	require.True(t, math.IsNaN(s.total.median))
+	require.Equal(t, "-", s.total.String())
+	require.InDelta(t, 0.9, s.worker.median, 1e-9)
+}
+
+func TestMedian(t *testing.T) {
+	require.True(t, math.IsNaN(median(nil)))
+	require.Equal(t, 2.0, median([]float64{3, 1, 2}))
+	require.Equal(t, 2.5, median([]float64{4, 1, 3, 2}))
+	v := []float64{3, 1, 2}
+	median(v)
+	require.Equal(t, []float64{3, 1, 2}, v, "median leaves its argument's order alone")
+}
+
+func TestABWorkerBin(t *testing.T) {
+	dir := t.TempDir()
+	worker := filepath.Join(dir, "worker")
+	require.NoError(t, os.WriteFile(worker, []byte("#!/bin/sh\n"), 0o755))
+	got, err := abWorkerBin(dir)
+	require.NoError(t, err)
+	require.Equal(t, worker, got, "a directory means its worker")
+	got, err = abWorkerBin(worker)
+	require.NoError(t, err)
+	require.Equal(t, worker, got)
+
+	plain := filepath.Join(dir, "notes")
+	require.NoError(t, os.WriteFile(plain, nil, 0o644))
+	_, err = abWorkerBin(plain)
+	require.ErrorContains(t, err, "not executable")
+	_, err = abWorkerBin(t.TempDir())
+	require.Error(t, err, "a directory without a worker")
+	_, err = abWorkerBin(filepath.Join(dir, "missing"))
+	require.Error(t, err)
+}
+
+func TestABOptions(t *testing.T) {
+	none := func(string) string { return "" }
+	o, err := parseOptions(nil, none, io.Discard)
+	require.NoError(t, err)
+	require.False(t, o.ab())
+
+	o, err = parseOptions([]string{"-ab-env", "GOGC=200", "-ab-env", "GODEBUG=a=1,b=2", "-ab-pairs", "3", "-ab-latency", "20ms"}, none, io.Discard)
+	require.NoError(t, err)
+	require.True(t, o.ab())
+	require.Equal(t, map[string]string{"GOGC": "200", "GODEBUG": "a=1,b=2"}, o.abEnv)
+	require.Equal(t, 3, o.abPairs)
+	require.Equal(t, "20ms", o.abLatency.String())
+
+	o, err = parseOptions([]string{"-ab-bin", "/tmp/x"}, none, io.Discard)
+	require.NoError(t, err)
+	require.True(t, o.ab())
+
+	for _, bad := range [][]string{{"-ab-env", "GOGC"}, {"-ab-env", "=1"}, {"-ab-env", "A B=1"}, {"-ab-pairs", "0"}, {"-ab-latency", "-1ms"}} {
+		_, err := parseOptions(bad, none, io.Discard)
+		require.Error(t, err, bad)
+	}
+}
+
+func TestABPrint(t *testing.T) {
+	a, b := &variant{name: "A"}, &variant{name: "B", bin: "/x/worker", env: map[string]string{"GOGC": "200", "A": "1"}}
+	r := &abResults{n: 100, concurrency: 512, a: a, b: b, runs: []*line{
+		abRun(a, 1000, 80, 40, 60, 69), abRun(b, 1100, 72, 40, 60, 69),
+	}}
+	for i, l := range r.runs {
+		l.name, l.pg, l.js = []string{"run 1: A", "run 2: B"}[i], "durable", "default"
+	}
+	var out bytes.Buffer
+	r.print(&out)
+	s := out.String()
+	require.Contains(t, s, "A: the worker in -bin\nB: /x/worker A=1 GOGC=200\n")
+	require.Contains(t, s, "payments/s 1.100 (1.100–1.100); worker µs 0.900 (0.900–0.900)")
+	last := s[strings.LastIndex(strings.TrimRight(s, "\n"), "\n")+1:]
+	require.True(t, strings.HasPrefix(last, "bench_ab pairs=1 a_per_s=1000 b_per_s=1100 ratio_per_s=1.100 a_worker_us=80.0 b_worker_us=72.0 ratio_worker_us=0.900 "), last)
+}
