@@ -136,25 +136,29 @@ type abSummary struct {
 	perSec, worker, nats, pg, total, allocs ratioStat
 }
 
-// abFigures are the figures compared, as functions of a line; pg and total
-// are NaN when Postgres's CPU time could not be read (-database-url).
-var abFigures = []struct {
-	name string
-	of   func(*line) float64
-}{
-	{"payments/s", func(l *line) float64 { return l.perSec }},
-	{"worker µs", func(l *line) float64 { return l.cost.workerUS }},
-	{"nats µs", func(l *line) float64 { return l.cost.natsUS }},
-	{"pg µs", func(l *line) float64 { return pgOr(l, l.cost.pgUS) }},
-	{"total µs", func(l *line) float64 { return pgOr(l, l.cost.totalUS()) }},
-	{"allocs", func(l *line) float64 { return l.cost.allocs }},
-}
+// The figures compared, as functions of a line; pg and total are NaN when
+// Postgres's CPU time could not be read (-database-url).
+func perSecOf(l *line) float64 { return l.perSec }
+func workerOf(l *line) float64 { return l.cost.workerUS }
+func natsOf(l *line) float64   { return l.cost.natsUS }
+func pgOf(l *line) float64     { return pgOr(l, l.cost.pgUS) }
+func totalOf(l *line) float64  { return pgOr(l, l.cost.totalUS()) }
+func allocsOf(l *line) float64 { return l.cost.allocs }
 
 func pgOr(l *line, v float64) float64 {
 	if !l.cost.pgOK {
 		return math.NaN()
 	}
 	return v
+}
+
+// abFigures are the columns of the runs' table, in order.
+var abFigures = []struct {
+	name string
+	of   func(*line) float64
+}{
+	{"payments/s", perSecOf}, {"worker µs", workerOf}, {"nats µs", natsOf},
+	{"pg µs", pgOf}, {"total µs", totalOf}, {"allocs", allocsOf},
 }
 
 // summarizeAB pairs the runs as abOrder ordered them (two by two) and
@@ -190,12 +194,11 @@ func summarizeAB(runs []*line) abSummary {
 		}
 		return ratioStat{median(v), slices.Min(v), slices.Max(v)}
 	}
-	f := abFigures
-	s.aPerSec, s.bPerSec = side(as, f[0].of), side(bs, f[0].of)
-	s.aWorker, s.bWorker = side(as, f[1].of), side(bs, f[1].of)
-	s.aTotal, s.bTotal = side(as, f[4].of), side(bs, f[4].of)
-	s.perSec, s.worker, s.nats = ratio(f[0].of), ratio(f[1].of), ratio(f[2].of)
-	s.pg, s.total, s.allocs = ratio(f[3].of), ratio(f[4].of), ratio(f[5].of)
+	s.aPerSec, s.bPerSec = side(as, perSecOf), side(bs, perSecOf)
+	s.aWorker, s.bWorker = side(as, workerOf), side(bs, workerOf)
+	s.aTotal, s.bTotal = side(as, totalOf), side(bs, totalOf)
+	s.perSec, s.worker, s.nats = ratio(perSecOf), ratio(workerOf), ratio(natsOf)
+	s.pg, s.total, s.allocs = ratio(pgOf), ratio(totalOf), ratio(allocsOf)
 	return s
 }
 
