@@ -182,6 +182,9 @@ func summarizeAB(runs []*line) abSummary {
 		for i, l := range ls {
 			v[i] = of(l)
 		}
+		if slices.ContainsFunc(v, math.IsNaN) {
+			return math.NaN()
+		}
 		return median(v)
 	}
 	ratio := func(of func(*line) float64) ratioStat {

@@ -63,6 +63,8 @@ func TestSummarizeABPairsEachRunWithItsNeighbour(t *testing.T) {
 	require.True(t, math.IsNaN(s.pg.median))
 	require.True(t, math.IsNaN(s.total.median))
 	require.Equal(t, "-", s.total.String())
+	require.True(t, math.IsNaN(s.bTotal), "a side's median with a run of unknown total is unknown")
+	require.InDelta(t, 360, s.aTotal, 1e-9)
 	require.InDelta(t, 0.9, s.worker.median, 1e-9)
 }
 

@@ -17,8 +17,9 @@ import (
 // other in pairs: GOGC=200 took 11–14 % off the worker's CPU per payment
 // against 100 at 512 payments in flight and 11 % at 2,048 (20 ms gateway),
 // but its peak RSS at 2,048 came to 120–153 MB (100: 110–117; the issue's
-// bound is 150 MB). 150 cost the same CPU as 200 at both (0.99 and 1.02 of
-// it, within the host's noise) at 127–139 MB. 300 and 400 saved more but
+// bound is 150 MB). 150 cost about the same CPU as 200 at both (total CPU
+// 0.99 of 200's at 512, worker CPU 1.02 at 2,048, within the host's
+// noise) at 127–139 MB. 300 and 400 saved more but
 // came to 138–165 MB at 2,048.
 //
 // GOGC in the environment wins, as for any Go program, and GOMEMLIMIT
