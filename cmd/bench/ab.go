@@ -77,8 +77,8 @@ func abWorkerBin(path string) (string, error) {
 			return "", fmt.Errorf("-ab-bin: %w", err)
 		}
 	}
-	if fi.Mode()&0o111 == 0 {
-		return "", fmt.Errorf("-ab-bin: %s is not executable", path)
+	if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("-ab-bin: %s is not an executable file", path)
 	}
 	return filepath.Abs(path)
 }
@@ -88,26 +88,34 @@ type abResults struct {
 	n, prefill, concurrency int
 	latency                 time.Duration
 	a, b                    *variant
-	runs                    []*line
-	loadStart, loadEnd      string
+	// inherited is what both sides take from the benchmark's environment
+	// that changes the Go runtime (GOGC, GOMEMLIMIT, GODEBUG), if set.
+	inherited          []string
+	runs               []*line
+	loadStart, loadEnd string
 }
 
+// runAB runs the comparison. It returns the runs done so far with an
+// error, so that an interrupted comparison still reports them (the pairs
+// complete so far).
 func (b *bench) runAB(ctx context.Context) (*abResults, error) {
-	bin, err := abWorkerBin(b.o.abBin)
-	if err != nil {
-		return nil, err
-	}
-	a, bv := &variant{name: "A"}, &variant{name: "B", bin: bin, env: b.o.abEnv}
+	a, bv := &variant{name: "A"}, &variant{name: "B", bin: b.o.abBin, env: b.o.abEnv}
 	res := &abResults{n: b.o.n, prefill: b.o.prefill, concurrency: b.o.concurrency, latency: b.o.abLatency, a: a, b: bv, loadStart: loadavg()}
+	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GODEBUG"} {
+		if v := os.Getenv(k); v != "" {
+			res.inherited = append(res.inherited, k+"="+v)
+		}
+	}
 	if err := b.prefill(ctx, b.o.prefill); err != nil {
-		return nil, err
+		return res, err
 	}
 	rows := b.o.prefill
 	for i, v := range abOrder(b.o.abPairs, a, bv) {
 		l := &line{name: fmt.Sprintf("run %d: %s", i+1, v.name), kind: kindPaystream, pg: b.pgLabel, js: b.jsLabel,
 			workers: 1, latency: b.o.abLatency, concurrency: b.o.concurrency, rows: rows, variant: v}
 		if err := b.throughput(ctx, l); err != nil {
-			return nil, err
+			res.loadEnd = loadavg()
+			return res, err
 		}
 		res.runs = append(res.runs, l)
 		rows += b.o.n
@@ -192,7 +200,9 @@ func summarizeAB(runs []*line) abSummary {
 		for i := range as {
 			v[i] = of(bs[i]) / of(as[i])
 		}
-		if len(v) == 0 || slices.ContainsFunc(v, math.IsNaN) {
+		// A figure unknown (NaN) or zero on A's side (±Inf, 0/0) in any
+		// pair: no ratio.
+		if len(v) == 0 || slices.ContainsFunc(v, func(x float64) bool { return math.IsNaN(x) || math.IsInf(x, 0) }) {
 			return ratioStat{math.NaN(), math.NaN(), math.NaN()}
 		}
 		return ratioStat{median(v), slices.Min(v), slices.Max(v)}
@@ -218,10 +228,30 @@ func median(v []float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
+// num formats a figure for people: "-" when unknown.
+func num(v float64, format string) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+// key formats a figure for the last line: -1 when unknown, as the table's
+// last line does.
+func key(v float64, format string) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		v = -1
+	}
+	return fmt.Sprintf(format, v)
+}
+
 func (r *abResults) print(w io.Writer) {
-	fmt.Fprintf(w, "\npaystream bench, A/B: the line with a %s gateway at concurrency %d, %d payments per run, %d final rows before the first; load average %s at the start, %s at the end\n",
-		r.latency, r.concurrency, r.n, r.prefill, r.loadStart, r.loadEnd)
+	fmt.Fprintf(w, "\npaystream bench, A/B: the %s ms gateway line at concurrency %d (B's environment may change it), %d payments per run, %d final rows before the first; load average %s at the start, %s at the end\n",
+		ms(r.latency), r.concurrency, r.n, r.prefill, r.loadStart, r.loadEnd)
 	fmt.Fprintf(w, "%s\n%s\n", r.a, r.b)
+	if len(r.inherited) > 0 {
+		fmt.Fprintf(w, "both sides inherit %s from this environment\n", strings.Join(r.inherited, " "))
+	}
 	if len(r.runs) > 0 {
 		fmt.Fprintf(w, "postgres %s, jetstream %s (as in the table's headline line)\n\n", r.runs[0].pg, r.runs[0].js)
 	}
@@ -234,15 +264,11 @@ func (r *abResults) print(w io.Writer) {
 	for _, l := range r.runs {
 		fmt.Fprintf(tw, "%s\t", l.name)
 		for i, f := range abFigures {
-			v := f.of(l)
-			switch {
-			case math.IsNaN(v):
-				fmt.Fprint(tw, "-\t")
-			case i == 0 || v >= 100:
-				fmt.Fprintf(tw, "%.0f\t", v)
-			default:
-				fmt.Fprintf(tw, "%.1f\t", v)
+			format := "%.1f"
+			if v := f.of(l); i == 0 || v >= 100 {
+				format = "%.0f"
 			}
+			fmt.Fprintf(tw, "%s\t", num(f.of(l), format))
 		}
 		fmt.Fprintf(tw, "%.0f\t\n", l.rssMB)
 	}
@@ -251,9 +277,11 @@ func (r *abResults) print(w io.Writer) {
 	fmt.Fprintf(w, "\nB over A, pair by pair, median (range) of %d pairs:\n", s.pairs)
 	fmt.Fprintf(w, "  payments/s %s; worker µs %s; nats µs %s; pg µs %s; total µs %s; allocations %s\n",
 		s.perSec, s.worker, s.nats, s.pg, s.total, s.allocs)
-	fmt.Fprintf(w, "medians: A %.0f/s, worker %.0f µs, total %.0f µs; B %.0f/s, worker %.0f µs, total %.0f µs\n\n",
-		s.aPerSec, s.aWorker, s.aTotal, s.bPerSec, s.bWorker, s.bTotal)
-	fmt.Fprintf(w, "bench_ab pairs=%d a_per_s=%.0f b_per_s=%.0f ratio_per_s=%.3f a_worker_us=%.1f b_worker_us=%.1f ratio_worker_us=%.3f a_total_us=%.1f b_total_us=%.1f ratio_total_us=%.3f ratio_allocs=%.3f\n",
-		s.pairs, s.aPerSec, s.bPerSec, s.perSec.median, s.aWorker, s.bWorker, s.worker.median,
-		s.aTotal, s.bTotal, s.total.median, s.allocs.median)
+	fmt.Fprintf(w, "medians: A %s/s, worker %s µs, total %s µs; B %s/s, worker %s µs, total %s µs\n\n",
+		num(s.aPerSec, "%.0f"), num(s.aWorker, "%.0f"), num(s.aTotal, "%.0f"),
+		num(s.bPerSec, "%.0f"), num(s.bWorker, "%.0f"), num(s.bTotal, "%.0f"))
+	fmt.Fprintf(w, "bench_ab pairs=%d a_per_s=%s b_per_s=%s ratio_per_s=%s a_worker_us=%s b_worker_us=%s ratio_worker_us=%s a_total_us=%s b_total_us=%s ratio_total_us=%s ratio_allocs=%s\n",
+		s.pairs, key(s.aPerSec, "%.0f"), key(s.bPerSec, "%.0f"), key(s.perSec.median, "%.3f"),
+		key(s.aWorker, "%.1f"), key(s.bWorker, "%.1f"), key(s.worker.median, "%.3f"),
+		key(s.aTotal, "%.1f"), key(s.bTotal, "%.1f"), key(s.total.median, "%.3f"), key(s.allocs.median, "%.3f"))
 }

@@ -27,10 +27,26 @@ func abRun(v *variant, perSec, workerUS, natsUS, pgUS, allocs float64) *line {
 		cost: &cost{workerUS: workerUS, natsUS: natsUS, pgUS: pgUS, pgOK: true, allocs: allocs}}
 }
 
-// TestSummarizeABPairsEachRunWithItsNeighbour: B is compared with the A
-// of its own pair, so a host that slows down from pair to pair does not
-// show as a difference between the variants (the medians of each side
-// would be dominated by it).
+// TestSummarizeABRatiosArePairwise: the ratios are of each B to the A of
+// its own pair, whatever the order within the pair, and their median is
+// not the ratio of the sides' medians: here the host's speed varies from
+// pair to pair, and B is faster in one pair only.
+func TestSummarizeABRatiosArePairwise(t *testing.T) {
+	a, b := &variant{name: "A"}, &variant{name: "B"}
+	runs := []*line{
+		abRun(a, 100, 1, 1, 1, 1), abRun(b, 250, 1, 1, 1, 1), // 2.5
+		abRun(b, 180, 1, 1, 1, 1), abRun(a, 200, 1, 1, 1, 1), // 0.9
+		abRun(a, 300, 1, 1, 1, 1), abRun(b, 240, 1, 1, 1, 1), // 0.8
+	}
+	s := summarizeAB(runs)
+	require.InDelta(t, 0.9, s.perSec.median, 1e-9)
+	require.InDelta(t, 0.8, s.perSec.min, 1e-9)
+	require.InDelta(t, 2.5, s.perSec.max, 1e-9)
+	require.InDelta(t, 1.2, s.bPerSec/s.aPerSec, 1e-9, "the sides' medians say otherwise: 240 against 200")
+}
+
+// TestSummarizeABPairsEachRunWithItsNeighbour: a host that slows down from
+// pair to pair does not show as a difference between the variants.
 func TestSummarizeABPairsEachRunWithItsNeighbour(t *testing.T) {
 	a, b := &variant{name: "A"}, &variant{name: "B"}
 	// The host halves its speed from pair to pair; B is always 10 %
@@ -63,6 +79,10 @@ func TestSummarizeABPairsEachRunWithItsNeighbour(t *testing.T) {
 	require.True(t, math.IsNaN(s.pg.median))
 	require.True(t, math.IsNaN(s.total.median))
 	require.Equal(t, "-", s.total.String())
+	// A zero on A's side gives no ratio either, rather than an infinity.
+	runs[3].cost.allocs = 0 // an A run
+	require.True(t, math.IsNaN(summarizeAB(runs).allocs.median))
+	runs[3].cost.allocs = 69
 	require.True(t, math.IsNaN(s.bTotal), "a side's median with a run of unknown total is unknown")
 	require.InDelta(t, 360, s.aTotal, 1e-9)
 	require.InDelta(t, 0.9, s.worker.median, 1e-9)
@@ -91,7 +111,11 @@ func TestABWorkerBin(t *testing.T) {
 	plain := filepath.Join(dir, "notes")
 	require.NoError(t, os.WriteFile(plain, nil, 0o644))
 	_, err = abWorkerBin(plain)
-	require.ErrorContains(t, err, "not executable")
+	require.ErrorContains(t, err, "not an executable file")
+	nested := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(nested, "worker"), 0o755))
+	_, err = abWorkerBin(nested)
+	require.ErrorContains(t, err, "not an executable file", "a directory named worker")
 	_, err = abWorkerBin(t.TempDir())
 	require.Error(t, err, "a directory without a worker")
 	_, err = abWorkerBin(filepath.Join(dir, "missing"))
@@ -111,14 +135,28 @@ func TestABOptions(t *testing.T) {
 	require.Equal(t, 3, o.abPairs)
 	require.Equal(t, "20ms", o.abLatency.String())
 
-	o, err = parseOptions([]string{"-ab-bin", "/tmp/x"}, none, io.Discard)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "worker"), []byte("#!/bin/sh\n"), 0o755))
+	o, err = parseOptions([]string{"-ab-bin", dir}, none, io.Discard)
 	require.NoError(t, err)
 	require.True(t, o.ab())
+	require.Equal(t, filepath.Join(dir, "worker"), o.abBin, "resolved before the stack starts")
+	_, err = parseOptions([]string{"-ab-bin", filepath.Join(dir, "missing")}, none, io.Discard)
+	require.Error(t, err)
 
-	for _, bad := range [][]string{{"-ab-env", "GOGC"}, {"-ab-env", "=1"}, {"-ab-env", "A B=1"}, {"-ab-pairs", "0"}, {"-ab-latency", "-1ms"}} {
+	for _, bad := range [][]string{
+		{"-ab-env", "GOGC"}, {"-ab-env", "=1"}, {"-ab-env", "A B=1"}, {"-ab-env", "X=1", "-ab-pairs", "0"}, {"-ab-env", "X=1", "-ab-latency", "-1ms"},
+		{"-ab-env", "PAYSTREAM_NATS_URL=nats://elsewhere"}, {"-ab-env", "PAYSTREAM_FAKE_LATENCY=20ms"},
+		{"-ab-pairs", "3"}, {"-ab-latency", "20ms"}, // without a B
+		{"-ab-env", "X=1", "-two"}, {"-ab-env", "X=1", "-latency-at", "2000"}, {"-ab-env", "X=1", "-grow", "5"},
+	} {
 		_, err := parseOptions(bad, none, io.Discard)
 		require.Error(t, err, bad)
 	}
+	_, err = parseOptions([]string{"-ab-env", "X=1"}, func(k string) string { return map[string]string{"BENCH_GROW": "9"}[k] }, io.Discard)
+	require.ErrorContains(t, err, "BENCH_GROW")
+	_, err = parseOptions([]string{"-ab-env", "PAYSTREAM_CONCURRENCY=1024", "-concurrency", "512"}, none, io.Discard)
+	require.NoError(t, err, "a setting may differ between the sides")
 }
 
 func TestABPrint(t *testing.T) {
@@ -133,7 +171,20 @@ func TestABPrint(t *testing.T) {
 	r.print(&out)
 	s := out.String()
 	require.Contains(t, s, "A: the worker in -bin\nB: /x/worker A=1 GOGC=200\n")
+	require.Contains(t, s, "the 0.0 ms gateway line at concurrency 512")
 	require.Contains(t, s, "payments/s 1.100 (1.100–1.100); worker µs 0.900 (0.900–0.900)")
 	last := s[strings.LastIndex(strings.TrimRight(s, "\n"), "\n")+1:]
 	require.True(t, strings.HasPrefix(last, "bench_ab pairs=1 a_per_s=1000 b_per_s=1100 ratio_per_s=1.100 a_worker_us=80.0 b_worker_us=72.0 ratio_worker_us=0.900 "), last)
+
+	// Unknown figures: "-" for people, -1 on the last line; what both
+	// sides inherit is said.
+	r.runs[1].cost.pgOK = false
+	r.inherited = []string{"GOGC=50"}
+	out.Reset()
+	r.print(&out)
+	s = out.String()
+	require.Contains(t, s, "both sides inherit GOGC=50 from this environment\n")
+	require.Contains(t, s, "total µs -;")
+	require.Contains(t, s, " b_total_us=-1.0 ratio_total_us=-1.000 ")
+	require.NotContains(t, s, "NaN")
 }

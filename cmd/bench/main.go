@@ -22,6 +22,10 @@
 //     every span and exporting it over OTLP/HTTP to a sink in the benchmark;
 //   - optionally (-grow) paystream and the floor again on a bigger table.
 //
+// With -ab-bin or -ab-env it prints no table: it compares two variants of the
+// worker on the 0 ms line, in pairs of runs (ab.go), and ends with a line
+// "bench_ab pairs=… ratio_per_s=… ratio_worker_us=… …".
+//
 // It prints one table and a last line
 // "bench payments_per_s=… floor_per_s=… ratio_floor=… cpu_us_per_payment=… p99_ms=… …".
 package main
@@ -81,6 +85,54 @@ type options struct {
 // ab reports whether the options ask for the A/B comparison.
 func (o options) ab() bool { return o.abBin != "" || len(o.abEnv) > 0 }
 
+// abFixedEnv are the worker variables -ab-env may not set, and why: the
+// stack's addresses, and what the benchmark relies on to run and measure
+// a line. Settings (PAYSTREAM_CONCURRENCY, PAYSTREAM_BATCH_WAIT, …) may
+// differ between the sides: that is what the comparison is for.
+var abFixedEnv = map[string]string{
+	"PAYSTREAM_NATS_URL":     "the stack's NATS",
+	"PAYSTREAM_DATABASE_URL": "the stack's Postgres",
+	"PAYSTREAM_HTTP_ADDR":    "the metrics the benchmark reads",
+	"PAYSTREAM_WORKER_ID":    "one per run",
+	"PAYSTREAM_GATEWAY_URL":  "the in-process fake gateway",
+	"PAYSTREAM_FAKE_LATENCY": "both sides' gateway: use -ab-latency",
+	"PAYSTREAM_PPROF":        "-profile",
+	"OTEL_SDK_DISABLED":      "tracing stays off",
+}
+
+// checkABFlags refuses flags that mean nothing in the mode chosen: the
+// A/B comparison's without -ab-bin or -ab-env, the table's with them (the
+// comparison runs no other line). It resolves -ab-bin, so that a wrong
+// path fails before the stack starts.
+func checkABFlags(fs *flag.FlagSet, o *options) error {
+	abOnly := map[string]bool{"ab-pairs": true, "ab-latency": true}
+	tableOnly := map[string]bool{"two": true, "tracing": true, "grow": true, "fsync-off": true,
+		"latency-at": true, "concurrency-slow": true}
+	var wrong []string
+	fs.Visit(func(f *flag.Flag) {
+		if (!o.ab() && abOnly[f.Name]) || (o.ab() && tableOnly[f.Name]) {
+			wrong = append(wrong, "-"+f.Name)
+		}
+	})
+	if o.ab() && o.grow > 0 {
+		wrong = append(wrong, "BENCH_GROW")
+	}
+	switch {
+	case len(wrong) > 0 && o.ab():
+		return fmt.Errorf("%s: not with the A/B comparison, which runs only the 0 ms line (or -ab-latency's)", strings.Join(wrong, ", "))
+	case len(wrong) > 0:
+		return fmt.Errorf("%s: only with the A/B comparison (-ab-bin or -ab-env)", strings.Join(wrong, ", "))
+	}
+	if o.abBin != "" {
+		bin, err := abWorkerBin(o.abBin)
+		if err != nil {
+			return err
+		}
+		o.abBin = bin
+	}
+	return nil
+}
+
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -123,10 +175,13 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		return nil
 	})
 	fs.StringVar(&o.abBin, "ab-bin", "", "A/B comparison instead of the table: B runs this worker binary (a file, or a directory holding worker); A runs -bin's")
-	fs.Func("ab-env", "A/B comparison instead of the table: add NAME=VALUE to B's worker environment (repeatable; PAYSTREAM_* settings too)", func(v string) error {
+	fs.Func("ab-env", "A/B comparison instead of the table: add NAME=VALUE to B's worker environment (repeatable; PAYSTREAM_* settings too, over the benchmark's own, but not the stack's addresses)", func(v string) error {
 		name, value, ok := strings.Cut(v, "=")
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
 			return fmt.Errorf("want NAME=VALUE, got %q", v)
+		}
+		if why, fixed := abFixedEnv[name]; fixed {
+			return fmt.Errorf("%s is the benchmark's to set (%s)", name, why)
 		}
 		if o.abEnv == nil {
 			o.abEnv = map[string]string{}
@@ -141,6 +196,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	if o.abPairs <= 0 || o.abLatency < 0 {
 		return o, errors.New("-ab-pairs must be positive, -ab-latency not negative")
+	}
+	if err := checkABFlags(fs, &o); err != nil {
+		return o, err
 	}
 	if o.n <= 0 || o.prefill < 0 || o.grow < 0 || o.concurrency <= 0 || o.concurrency2 <= 0 || o.profileSeconds <= 0 {
 		return o, errors.New("-n, -concurrency, -concurrency-slow and -profile-seconds must be positive, -prefill and -grow not negative")
@@ -173,12 +231,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer b.close()
 	if o.ab() {
+		// The runs done so far are printed even when a later one fails
+		// or the comparison is interrupted.
 		ab, err := b.runAB(ctx)
-		if err != nil {
-			return err
+		if len(ab.runs) > 0 {
+			ab.print(stdout)
 		}
-		ab.print(stdout)
-		return nil
+		return err
 	}
 	res, err := b.runAll(ctx)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
 )
 
 // defaultGOGC is the collector's target (GOGC) the worker sets when the
@@ -15,11 +16,12 @@ import (
 // publish), and every collection scans all their stacks. In `make bench`'s
 // A/B comparison (docs/performance.md, seventh round), each run beside the
 // other in pairs: GOGC=200 took 11–14 % off the worker's CPU per payment
-// against 100 at 512 payments in flight and 11 % at 2,048 (20 ms gateway),
+// against 100 at 512 payments in flight and 11–13 % at 2,048 (20 ms gateway),
 // but its peak RSS at 2,048 came to 120–153 MB (100: 110–117; the issue's
 // bound is 150 MB). 150 cost about the same CPU as 200 at both (total CPU
 // 0.99 of 200's at 512, worker CPU 1.02 at 2,048, within the host's
-// noise) at 127–139 MB. 300 and 400 saved more but
+// noise) at 126–139 MB; against 100 it took 7 % off the worker's CPU at
+// 512 and 6 % at 2,048 (0.927 and 0.941, in pairs). 300 and 400 saved more but
 // came to 138–165 MB at 2,048.
 //
 // GOGC in the environment wins, as for any Go program, and GOMEMLIMIT
@@ -27,24 +29,40 @@ import (
 const defaultGOGC = 150
 
 // applyGCDefault sets the collector's target to defaultGOGC unless the
-// environment sets GOGC (even to Go's own default), and returns the
-// target in force. It changes the whole process, so main calls it, not
-// run (which tests call in-process).
+// environment sets GOGC (even to Go's own default, or to off; a value Go
+// cannot read makes the runtime use 100, and that is left alone too), and
+// returns the target in force: -1 when collection is off. It changes the
+// whole process, so main calls it, not run (which tests call in-process).
 func applyGCDefault(lookupEnv func(string) (string, bool)) int64 {
 	if v, ok := lookupEnv("GOGC"); ok && v != "" {
-		return currentGOGC()
+		percent, _ := currentGOGC()
+		return percent
 	}
 	debug.SetGCPercent(defaultGOGC)
 	return defaultGOGC
 }
 
-// currentGOGC returns the collector's target in force, as
-// runtime/metrics reports it.
-func currentGOGC() int64 {
+// currentGOGC returns the collector's target in force, as runtime/metrics
+// reports it: -1 when collection is off (the runtime's uint64 of -1, as
+// debug.SetGCPercent has it); false when the runtime does not report it.
+func currentGOGC() (int64, bool) {
 	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
 	metrics.Read(s)
 	if s[0].Value.Kind() != metrics.KindUint64 {
-		return -1
+		return 0, false
 	}
-	return int64(s[0].Value.Uint64())
+	return int64(s[0].Value.Uint64()), true
+}
+
+// gogcLabel is the target in force for the start log: a percentage, "off"
+// or "unknown".
+func gogcLabel() string {
+	switch percent, ok := currentGOGC(); {
+	case !ok:
+		return "unknown"
+	case percent < 0:
+		return "off"
+	default:
+		return strconv.FormatInt(percent, 10)
+	}
 }

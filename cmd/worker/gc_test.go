@@ -2,6 +2,7 @@ package main
 
 import (
 	"runtime/debug"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -19,15 +20,23 @@ func TestApplyGCDefault(t *testing.T) {
 	}
 
 	require.EqualValues(t, defaultGOGC, applyGCDefault(env(nil)))
-	require.EqualValues(t, defaultGOGC, currentGOGC())
+	percent, ok := currentGOGC()
+	require.True(t, ok)
+	require.EqualValues(t, defaultGOGC, percent)
+	require.Equal(t, strconv.Itoa(defaultGOGC), gogcLabel())
 
 	debug.SetGCPercent(100)
 	require.EqualValues(t, defaultGOGC, applyGCDefault(env(map[string]string{"GOGC": ""})), "an empty GOGC is no setting")
 
 	debug.SetGCPercent(120) // as GOGC=120 would have made it at start
 	require.EqualValues(t, 120, applyGCDefault(env(map[string]string{"GOGC": "120"})))
-	require.EqualValues(t, 120, currentGOGC(), "GOGC set: the worker leaves the runtime's target alone")
+	percent, _ = currentGOGC()
+	require.EqualValues(t, 120, percent, "GOGC set: the worker leaves the runtime's target alone")
 
 	debug.SetGCPercent(100)
 	require.EqualValues(t, 100, applyGCDefault(env(map[string]string{"GOGC": "100"})), "GOGC=100 is a choice too")
+
+	debug.SetGCPercent(-1) // as GOGC=off would have made it
+	require.EqualValues(t, -1, applyGCDefault(env(map[string]string{"GOGC": "off"})))
+	require.Equal(t, "off", gogcLabel())
 }

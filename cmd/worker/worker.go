@@ -171,7 +171,7 @@ func loadConfig(args []string, lookupEnv func(string) (string, bool), stderr io.
 		cfg.WorkerID = defaultWorkerID()
 	}
 	log := newLogger(cfg, stderr).With().Str("worker_id", cfg.WorkerID).Logger()
-	log.Info().EmbedObject(cfg).Int64("gogc", currentGOGC()).Msg("starting worker")
+	log.Info().EmbedObject(cfg).Str("gogc", gogcLabel()).Msg("starting worker")
 	return cfg, log, nil
 }
 
