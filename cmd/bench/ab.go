@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -37,12 +37,7 @@ func (v *variant) String() string {
 	} else {
 		parts = append(parts, "the worker in -bin")
 	}
-	keys := make([]string, 0, len(v.env))
-	for k := range v.env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(v.env)) {
 		parts = append(parts, k+"="+v.env[k])
 	}
 	return v.name + ": " + strings.Join(parts, " ")
@@ -185,12 +180,14 @@ func summarizeAB(runs []*line) abSummary {
 		as, bs = append(as, x), append(bs, y)
 	}
 	s := abSummary{pairs: len(as)}
+	// A figure unknown (NaN) in any run, or zero on A's side (a ratio of
+	// ±Inf or 0/0), makes the median or ratio unknown.
 	side := func(ls []*line, of func(*line) float64) float64 {
 		v := make([]float64, len(ls))
 		for i, l := range ls {
 			v[i] = of(l)
 		}
-		if slices.ContainsFunc(v, math.IsNaN) {
+		if !allKnown(v) {
 			return math.NaN()
 		}
 		return median(v)
@@ -200,9 +197,7 @@ func summarizeAB(runs []*line) abSummary {
 		for i := range as {
 			v[i] = of(bs[i]) / of(as[i])
 		}
-		// A figure unknown (NaN) or zero on A's side (±Inf, 0/0) in any
-		// pair: no ratio.
-		if len(v) == 0 || slices.ContainsFunc(v, func(x float64) bool { return math.IsNaN(x) || math.IsInf(x, 0) }) {
+		if len(v) == 0 || !allKnown(v) {
 			return ratioStat{math.NaN(), math.NaN(), math.NaN()}
 		}
 		return ratioStat{median(v), slices.Min(v), slices.Max(v)}
@@ -228,9 +223,17 @@ func median(v []float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
+// known reports whether a figure is a number: not NaN (unknown) or an
+// infinity (a ratio to zero).
+func known(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+func allKnown(v []float64) bool {
+	return !slices.ContainsFunc(v, func(x float64) bool { return !known(x) })
+}
+
 // num formats a figure for people: "-" when unknown.
 func num(v float64, format string) string {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
+	if !known(v) {
 		return "-"
 	}
 	return fmt.Sprintf(format, v)
@@ -239,7 +242,7 @@ func num(v float64, format string) string {
 // key formats a figure for the last line: -1 when unknown, as the table's
 // last line does.
 func key(v float64, format string) string {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
+	if !known(v) {
 		v = -1
 	}
 	return fmt.Sprintf(format, v)
@@ -264,11 +267,11 @@ func (r *abResults) print(w io.Writer) {
 	for _, l := range r.runs {
 		fmt.Fprintf(tw, "%s\t", l.name)
 		for i, f := range abFigures {
-			format := "%.1f"
-			if v := f.of(l); i == 0 || v >= 100 {
+			v, format := f.of(l), "%.1f"
+			if i == 0 || v >= 100 {
 				format = "%.0f"
 			}
-			fmt.Fprintf(tw, "%s\t", num(f.of(l), format))
+			fmt.Fprintf(tw, "%s\t", num(v, format))
 		}
 		fmt.Fprintf(tw, "%.0f\t\n", l.rssMB)
 	}
