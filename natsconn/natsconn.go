@@ -54,6 +54,13 @@ type Options struct {
 	// ClosedFunc, when set, is called once the connection is closed for
 	// good: after Close or Drain, or when nats.go gives up reconnecting.
 	ClosedFunc func()
+	// CoalesceWrites gathers what many goroutines send at about the same
+	// time into one write to the socket (coalesce.go), instead of about one
+	// write per publish or ack: for a process that publishes and acks from
+	// hundreds of goroutines at once, such as the worker. It dials as
+	// nats.go's default dialer does; a nats.SetCustomDialer passed to
+	// Connect replaces it.
+	CoalesceWrites bool
 }
 
 // mask replaces secrets in the URLs that errors quote.
@@ -130,6 +137,9 @@ func (o Options) options() []nats.Option {
 	}
 	if o.TLSCert != "" {
 		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
+	}
+	if o.CoalesceWrites {
+		opts = append(opts, nats.SetCustomDialer(newCoalescingDialer()))
 	}
 	return opts
 }

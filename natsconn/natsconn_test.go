@@ -2,6 +2,7 @@ package natsconn
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -67,16 +68,20 @@ func TestConnectAuthenticates(t *testing.T) {
 			_, err := Connect(Options{URLs: []string{url}, TLSCA: s.opts.TLSCA}, nats.Timeout(5*time.Second))
 			require.Error(t, err, "the server lets a client in without the credentials")
 
-			o := s.opts
-			o.URLs, o.Name = []string{url}, "natsconn-test"
-			nc, err := Connect(o)
-			require.NoError(t, err)
-			defer nc.Close()
-			require.NoError(t, nc.Flush())
-			require.True(t, nc.IsConnected())
-			if s.tls {
-				_, err := nc.TLSConnectionState()
-				require.NoError(t, err, "the connection is TLS")
+			// With and without write coalescing, whose dialer replaces
+			// nats.go's: TLS runs over the coalescing connection.
+			for _, coalesce := range []bool{false, true} {
+				o := s.opts
+				o.URLs, o.Name, o.CoalesceWrites = []string{url}, "natsconn-test", coalesce
+				nc, err := Connect(o)
+				require.NoError(t, err, "coalescing writes: %t", coalesce)
+				require.NoError(t, nc.Flush())
+				require.True(t, nc.IsConnected())
+				if s.tls {
+					_, err := nc.TLSConnectionState()
+					require.NoError(t, err, "the connection is TLS")
+				}
+				nc.Close()
 			}
 		})
 	}
@@ -84,13 +89,23 @@ func TestConnectAuthenticates(t *testing.T) {
 
 func TestConnectLogsAndReportsTheClose(t *testing.T) {
 	t.Parallel()
+	for _, coalesce := range []bool{false, true} {
+		t.Run(fmt.Sprintf("coalescing writes %t", coalesce), func(t *testing.T) {
+			t.Parallel()
+			testConnectLogsAndReportsTheClose(t, coalesce)
+		})
+	}
+}
+
+func testConnectLogsAndReportsTheClose(t *testing.T, coalesce bool) {
 	srv := natstest.New(t)
 	var logs syncBuffer
 	closed := make(chan struct{})
 	nc, err := Connect(Options{
-		URLs:       []string{srv.URL()},
-		Logger:     zerolog.New(&logs),
-		ClosedFunc: func() { close(closed) },
+		URLs:           []string{srv.URL()},
+		Logger:         zerolog.New(&logs),
+		ClosedFunc:     func() { close(closed) },
+		CoalesceWrites: coalesce,
 	}, nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond))
 	require.NoError(t, err)
 

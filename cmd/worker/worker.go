@@ -228,6 +228,9 @@ func (w *worker) connectNATS() (err error) {
 	o := cmdwire.NATSOptions(w.cfg, "paystream-worker "+w.cfg.WorkerID)
 	o.Logger = w.log
 	o.ClosedFunc = func() { close(closed) }
+	// Hundreds of handlers publish and ack at once: one write for many
+	// (docs/performance.md, eighth round).
+	o.CoalesceWrites = true
 	w.nc, err = natsconn.Connect(o,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
