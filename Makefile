@@ -116,6 +116,7 @@ bench: build nats-server ## end-to-end benchmark, durability on: one table and a
 	$(GO) test -run='^$$' -bench='BenchmarkStore|BenchmarkHandle' -benchmem -benchtime=20000x -count=1 ./consumer/
 	$(GO) test -run='^$$' -bench='BenchmarkLane' -benchmem -benchtime=100000x -count=1 ./store/
 	$(GO) test -run='^$$' -bench='BenchmarkProcess$$' -benchmem -benchtime=20000x -count=1 ./processing/
+	$(GO) test -run='^$$' -bench='BenchmarkJetStreamPublishFromManyGoroutines' -benchmem -benchtime=50000x -count=1 ./natsconn/
 	BENCH_N=$(BENCH_N) BENCH_PREFILL=$(BENCH_PREFILL) BENCH_GROW=$(BENCH_GROW) $(GO) run ./cmd/bench -bin $(BIN) $(BENCH_FLAGS)
 	$(MAKE) --no-print-directory tracing-bench
 

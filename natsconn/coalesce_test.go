@@ -250,3 +250,56 @@ func TestCoalescingConnWithJetStream(t *testing.T) {
 	}
 	require.Len(t, next, publishers)
 }
+
+// BenchmarkJetStreamPublishFromManyGoroutines publishes to a JetStream
+// stream and waits for each PubAck from 128 goroutines per processor, as
+// the worker's handlers store their outcome events: without and with
+// write coalescing, in one run (make bench prints both). The stream is in
+// memory, so that the figure is the connection's and the server's work,
+// not the disk's.
+func BenchmarkJetStreamPublishFromManyGoroutines(b *testing.B) {
+	for _, coalesce := range []bool{false, true} {
+		name := "direct"
+		if coalesce {
+			name = "coalesced"
+		}
+		b.Run(name, func(b *testing.B) {
+			srv := natstest.New(b)
+			nc, err := Connect(Options{URLs: []string{srv.URL()}, CoalesceWrites: coalesce})
+			require.NoError(b, err)
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			require.NoError(b, err)
+			_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{
+				Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.MemoryStorage, MaxMsgs: 100_000,
+			})
+			require.NoError(b, err)
+			body := bytes.Repeat([]byte("x"), 300) // an outcome event's size
+			b.SetParallelism(128)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				m := &nats.Msg{Subject: "bench.results", Data: body}
+				for pb.Next() {
+					resp, err := nc.RequestMsg(m, 10*time.Second)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if err := pubAckCheck(resp.Data); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// pubAckCheck reports a PubAck that says the message was not stored.
+func pubAckCheck(data []byte) error {
+	if !bytes.HasPrefix(data, []byte(`{"stream":"BENCH"`)) {
+		return fmt.Errorf("not stored: %s", data)
+	}
+	return nil
+}
