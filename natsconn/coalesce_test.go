@@ -5,10 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,25 +22,33 @@ import (
 
 // heldConn is the network under a coalescingConn: each Write is recorded,
 // announced on entered, and then waits for release to say how it ends
-// (nil: written).
+// (nil: written) or for Close. Reads wait for Close. Write deadlines are
+// recorded.
 type heldConn struct {
-	net.Conn // unused: only Write, Close and the deadlines are called
+	net.Conn // unused: only the methods below are called
 	entered  chan []byte
 	release  chan error
+	closedCh chan struct{}
 
-	mu     sync.Mutex
-	writes []string
-	closed bool
+	mu        sync.Mutex
+	writes    []string
+	deadlines []time.Time
+	closed    bool
 }
 
 func newHeldConn() *heldConn {
-	return &heldConn{entered: make(chan []byte, 16), release: make(chan error, 16)}
+	return &heldConn{entered: make(chan []byte, 16), release: make(chan error, 16), closedCh: make(chan struct{})}
 }
 
 func (h *heldConn) Write(p []byte) (int, error) {
 	h.entered <- bytes.Clone(p)
-	if err := <-h.release; err != nil {
-		return 0, err
+	select {
+	case err := <-h.release:
+		if err != nil {
+			return 0, err
+		}
+	case <-h.closedCh:
+		return 0, net.ErrClosed
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -50,15 +59,30 @@ func (h *heldConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (h *heldConn) Read([]byte) (int, error) {
+	<-h.closedCh
+	return 0, net.ErrClosed
+}
+
 func (h *heldConn) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		return net.ErrClosed
+	}
 	h.closed = true
+	close(h.closedCh)
 	return nil
 }
 
-func (h *heldConn) SetWriteDeadline(time.Time) error { return nil }
-func (h *heldConn) SetReadDeadline(time.Time) error  { return nil }
+func (h *heldConn) SetWriteDeadline(t time.Time) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.deadlines = append(h.deadlines, t)
+	return nil
+}
+
+func (h *heldConn) SetReadDeadline(time.Time) error { return nil }
 
 func (h *heldConn) written() ([]string, bool) {
 	h.mu.Lock()
@@ -71,6 +95,19 @@ func write(t *testing.T, c net.Conn, s string) {
 	n, err := c.Write([]byte(s))
 	require.NoError(t, err)
 	require.Equal(t, len(s), n)
+}
+
+// within fails the test unless ch yields within a minute: a guard against
+// a hang, not a measurement.
+func within[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(time.Minute):
+		t.Fatalf("%s: still waiting after a minute", what)
+		panic("unreachable")
+	}
 }
 
 // TestCoalescingConnWritesWhatWaitedInOne: what is written while the
@@ -97,6 +134,32 @@ func TestCoalescingConnWritesWhatWaitedInOne(t *testing.T) {
 	require.True(t, closed)
 }
 
+// TestCoalescingConnBoundsEachWrite: the writer bounds each of its writes
+// by its own timeout; the deadlines nats.go sets around its Writes do not
+// reach the connection (nats.go's clearing one after a Write would lift
+// the writer's bound).
+func TestCoalescingConnBoundsEachWrite(t *testing.T) {
+	h := newHeldConn()
+	const writeTimeout = 42 * time.Second
+	c := newCoalescingConn(h, 1<<20, writeTimeout, time.Minute)
+	require.NoError(t, c.SetWriteDeadline(time.Now().Add(time.Second)))
+	require.NoError(t, c.SetDeadline(time.Now().Add(time.Second)))
+	before := time.Now()
+	write(t, c, "PING\r\n")
+	<-h.entered
+	after := time.Now()
+	require.NoError(t, c.SetWriteDeadline(time.Time{}))
+	h.release <- nil
+	require.NoError(t, c.Close())
+
+	h.mu.Lock()
+	deadlines := h.deadlines
+	h.mu.Unlock()
+	require.Len(t, deadlines, 1, "only the writer sets write deadlines")
+	require.False(t, deadlines[0].Before(before.Add(writeTimeout)), "the write is bounded by writeTimeout")
+	require.False(t, deadlines[0].After(after.Add(writeTimeout)), "the write is bounded by writeTimeout")
+}
+
 // TestCoalescingConnCloseWritesTheBuffer: Close writes what nats.go wrote
 // before it (its last flush), then closes; a write after Close fails.
 func TestCoalescingConnCloseWritesTheBuffer(t *testing.T) {
@@ -111,7 +174,7 @@ func TestCoalescingConnCloseWritesTheBuffer(t *testing.T) {
 	h.release <- nil
 	require.Equal(t, "ACK 2", string(<-h.entered))
 	h.release <- nil
-	require.NoError(t, <-closed)
+	require.NoError(t, within(t, closed, "Close"))
 
 	writes, isClosed := h.written()
 	require.Equal(t, []string{"ACK 1", "ACK 2"}, writes)
@@ -120,26 +183,35 @@ func TestCoalescingConnCloseWritesTheBuffer(t *testing.T) {
 	require.ErrorIs(t, err, net.ErrClosed)
 }
 
-// TestCoalescingConnCloseIsBounded: a write that never finishes (a peer
-// that stopped reading) does not hold Close beyond its timeout: Close
+// TestCoalescingConnCloseIsBounded: a write that does not finish (a peer
+// that stopped reading) holds Close for closeTimeout at most: Close then
 // closes the connection under it.
 func TestCoalescingConnCloseIsBounded(t *testing.T) {
-	client, server := net.Pipe() // nobody reads server: every write blocks
-	defer server.Close()
-	c := newCoalescingConn(client, 1<<20, time.Minute, 0)
+	h := newHeldConn()
+	c := newCoalescingConn(h, 1<<20, time.Hour, 10*time.Millisecond)
 	write(t, c, "PUB stuck 1\r\nx\r\n")
+	<-h.entered // the writer is in a write that nobody releases
 	write(t, c, "PUB stuck 1\r\ny\r\n")
-	require.NoError(t, c.Close(), "Close returns though the write under way never finishes")
-	_, err := server.Read(make([]byte, 1))
-	require.ErrorIs(t, err, io.EOF, "the connection is closed")
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	require.NoError(t, within(t, closed, "Close of a connection whose write does not finish"))
+	writes, isClosed := h.written()
+	require.Empty(t, writes)
+	require.True(t, isClosed)
 }
 
 // TestCoalescingConnWriteErrorFailsTheConnection: a failed write fails
-// every later Write, a Write waiting for room included, and closes the
-// connection so that nats.go's read loop notices and reconnects.
+// every later Write, a Write waiting for room included, closes the
+// connection so that nats.go's read loop notices and reconnects, and is
+// what that read reports.
 func TestCoalescingConnWriteErrorFailsTheConnection(t *testing.T) {
 	h := newHeldConn()
 	c := newCoalescingConn(h, 4, time.Minute, time.Minute)
+	reading := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 16))
+		reading <- err
+	}()
 	write(t, c, "aaaa")
 	<-h.entered
 	write(t, c, "bbbb") // the buffer is full now
@@ -150,19 +222,20 @@ func TestCoalescingConnWriteErrorFailsTheConnection(t *testing.T) {
 	}()
 	broken := errors.New("connection reset by peer")
 	h.release <- broken
-	require.ErrorIs(t, <-waiting, broken)
+	require.ErrorIs(t, within(t, waiting, "the waiting Write"), broken)
 	_, err := c.Write([]byte("dddd"))
 	require.ErrorIs(t, err, broken)
-	// The writer has stopped: Close returns at once.
-	require.NoError(t, c.Close())
-	writes, closed := h.written()
+	within(t, h.closedCh, "the writer closing the connection")
+	require.ErrorIs(t, within(t, reading, "the Read"), broken, "the read reports the write that failed")
+
+	require.NoError(t, c.Close(), "Close after the writer closed the connection")
+	writes, _ := h.written()
 	require.Empty(t, writes)
-	require.True(t, closed)
 }
 
 // TestCoalescingConnBoundsItsBuffer: while bufferMax bytes wait, a Write
-// waits for the writer to take them, so no write exceeds the bound (one
-// larger than it goes out alone).
+// waits until the writer takes them (not until it has written them), so
+// no write exceeds the bound; one larger than it goes out alone.
 func TestCoalescingConnBoundsItsBuffer(t *testing.T) {
 	h := newHeldConn()
 	c := newCoalescingConn(h, 8, time.Minute, time.Minute)
@@ -177,8 +250,8 @@ func TestCoalescingConnBoundsItsBuffer(t *testing.T) {
 	}()
 	h.release <- nil
 	require.Equal(t, "bbbbcccc", string(<-h.entered))
+	require.NoError(t, within(t, third, "the Write waiting for room"), "it returns once the writer took the buffer")
 	h.release <- nil
-	require.NoError(t, <-third)
 	require.Equal(t, "dddd", string(<-h.entered), "the waiting write went into the next buffer")
 	h.release <- nil
 	write(t, c, "0123456789")
@@ -189,15 +262,45 @@ func TestCoalescingConnBoundsItsBuffer(t *testing.T) {
 	require.Equal(t, []string{"aaaa", "bbbbcccc", "dddd", "0123456789"}, writes)
 }
 
+// TestCoalesceWritesInstallsTheDialer: CoalesceWrites dials with the
+// settings of the options given to Connect, whatever their order, and
+// leaves a caller's own dialer alone.
+func TestCoalesceWritesInstallsTheDialer(t *testing.T) {
+	apply := func(o Options, extra ...nats.Option) nats.Options {
+		no := nats.GetDefaultOptions()
+		for _, opt := range o.connectOptions(extra) {
+			require.NoError(t, opt(&no))
+		}
+		return no
+	}
+	no := apply(Options{CoalesceWrites: true}, nats.Timeout(3*time.Second), nats.FlusherTimeout(7*time.Second))
+	d, ok := no.CustomDialer.(*coalescingDialer)
+	require.True(t, ok, "CoalesceWrites installs the coalescing dialer")
+	require.Equal(t, 3*time.Second, d.dialer.Timeout)
+	require.Equal(t, 7*time.Second, d.writeTimeout)
+
+	d, ok = apply(Options{CoalesceWrites: true}).CustomDialer.(*coalescingDialer)
+	require.True(t, ok)
+	require.Equal(t, nats.DefaultTimeout, d.dialer.Timeout)
+	require.Equal(t, nats.DefaultFlusherTimeout, d.writeTimeout)
+
+	require.Nil(t, apply(Options{}).CustomDialer, "no coalescing unless asked")
+	own := &net.Dialer{}
+	require.Same(t, own, apply(Options{CoalesceWrites: true}, nats.SetCustomDialer(own)).CustomDialer,
+		"a caller's dialer is kept")
+}
+
 // TestCoalescingConnWithJetStream publishes through a real server from
 // many goroutines at once, as the worker's handlers do: every publish is
 // stored (PubAck), every core message arrives, each publisher's in its
 // order, and closing leaves no goroutine behind (TestMain's goleak).
 func TestCoalescingConnWithJetStream(t *testing.T) {
 	srv := natstest.New(t)
-	nc, err := Connect(Options{URLs: []string{srv.URL()}, CoalesceWrites: true})
+	d := newCoalescingDialer(nats.GetDefaultOptions())
+	nc, err := Connect(Options{URLs: []string{srv.URL()}}, nats.SetCustomDialer(d))
 	require.NoError(t, err)
 	defer nc.Close()
+	require.EqualValues(t, 1, d.dialed.Load(), "the connection coalesces")
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -302,4 +405,58 @@ func pubAckCheck(data []byte) error {
 		return fmt.Errorf("not stored: %s", data)
 	}
 	return nil
+}
+
+// TestCoalescingConnLeavesNothingWhenDropped: nats.go drops a connection
+// whose handshake fails while reconnecting without closing it (a server,
+// or a proxy, that accepts and then hangs up), and leaves the socket to
+// its finalizer. A coalescing connection must not keep it alive: its
+// writer runs only while there is something to write.
+func TestCoalescingConnLeavesNothingWhenDropped(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var accepted atomic.Int64
+	var serving sync.WaitGroup
+	serving.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			// INFO, then read what the client sends (its CONNECT and PING)
+			// and hang up without a PONG.
+			_, _ = c.Write([]byte(`INFO {"server_id":"hangs-up","version":"2.15.2","proto":1,"max_payload":1048576}` + "\r\n"))
+			_, _ = c.Read(make([]byte, 4096))
+			_ = c.Close()
+		}
+	})
+	defer func() {
+		_ = ln.Close()
+		serving.Wait()
+	}()
+
+	d := newCoalescingDialer(nats.GetDefaultOptions())
+	nc, err := Connect(Options{URLs: []string{"nats://" + ln.Addr().String()}},
+		nats.SetCustomDialer(d), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Millisecond), nats.ReconnectJitter(0, 0))
+	require.NoError(t, err)
+	defer nc.Close()
+	require.Eventually(t, func() bool { return accepted.Load() >= 20 }, time.Minute, time.Millisecond,
+		"the client keeps reconnecting")
+	// No more connections: each dropped one wrote its CONNECT and PING, and
+	// a writer that outlived its buffer would be a goroutine per connection
+	// for good.
+	_ = ln.Close()
+	require.Eventually(t, func() bool { return countWriters() == 0 }, 10*time.Second, time.Millisecond,
+		"the writers of dropped connections end: %d left", countWriters())
+	require.GreaterOrEqual(t, d.dialed.Load(), int64(20), "the connections were coalescing")
+}
+
+// countWriters counts the goroutines running a coalescing connection's
+// writer.
+func countWriters() int {
+	buf := make([]byte, 1<<22)
+	n := runtime.Stack(buf, true)
+	return bytes.Count(buf[:n], []byte("(*coalescingConn).run("))
 }

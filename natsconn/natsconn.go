@@ -57,9 +57,10 @@ type Options struct {
 	// CoalesceWrites gathers what many goroutines send at about the same
 	// time into one write to the socket (coalesce.go), instead of about one
 	// write per publish or ack: for a process that publishes and acks from
-	// hundreds of goroutines at once, such as the worker. It dials as
-	// nats.go's default dialer does; a nats.SetCustomDialer passed to
-	// Connect replaces it.
+	// hundreds of goroutines at once, such as the worker. It dials with the
+	// settings of the options passed to Connect (coalesceWrites says which);
+	// with a nats.SetCustomDialer among them, that dialer is used and the
+	// connection does not coalesce.
 	CoalesceWrites bool
 }
 
@@ -78,7 +79,7 @@ func Connect(o Options, extra ...nats.Option) (*nats.Conn, error) {
 	if err := o.check(); err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
-	nc, err := nats.Connect(strings.Join(o.URLs, ","), append(o.options(), extra...)...)
+	nc, err := nats.Connect(strings.Join(o.URLs, ","), o.connectOptions(extra)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(o.URLs), err)
 	}
@@ -138,8 +139,15 @@ func (o Options) options() []nats.Option {
 	if o.TLSCert != "" {
 		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
 	}
+	return opts
+}
+
+// connectOptions are o's options, then extra, then (with CoalesceWrites)
+// the coalescing dialer, which takes its settings from the others.
+func (o Options) connectOptions(extra []nats.Option) []nats.Option {
+	opts := append(o.options(), extra...)
 	if o.CoalesceWrites {
-		opts = append(opts, nats.SetCustomDialer(newCoalescingDialer()))
+		opts = append(opts, coalesceWrites())
 	}
 	return opts
 }
