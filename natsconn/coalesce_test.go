@@ -284,6 +284,12 @@ func TestCoalesceWritesInstallsTheDialer(t *testing.T) {
 	require.Equal(t, nats.DefaultTimeout, d.dialer.Timeout)
 	require.Equal(t, nats.DefaultFlusherTimeout, d.writeTimeout)
 
+	d, ok = apply(Options{CoalesceWrites: true}, nats.Timeout(3*time.Second),
+		nats.Dialer(&net.Dialer{Timeout: 5 * time.Second, KeepAlive: time.Minute})).CustomDialer.(*coalescingDialer)
+	require.True(t, ok)
+	require.Equal(t, 5*time.Second, d.dialer.Timeout, "a nats.Dialer brings its own timeout, as in nats.go")
+	require.Equal(t, time.Minute, d.dialer.KeepAlive)
+
 	require.Nil(t, apply(Options{}).CustomDialer, "no coalescing unless asked")
 	own := &net.Dialer{}
 	require.Same(t, own, apply(Options{CoalesceWrites: true}, nats.SetCustomDialer(own)).CustomDialer,
