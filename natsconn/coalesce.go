@@ -124,7 +124,7 @@ type coalescingConn struct {
 	spare   []byte        // the writer's last buffer, reused
 	writing chan struct{} // the running writer's, closed when it ends; nil when none runs
 	failed  error         // the write that failed; the connection is closed
-	closed  bool          // Close was called: the writer writes what is buffered and ends
+	closed  bool          // Close was called: no more writes; the writer writes what is buffered
 
 	closeOnce sync.Once
 	closeErr  error
@@ -232,7 +232,7 @@ func (c *coalescingConn) run(done chan struct{}) {
 	for {
 		runtime.Gosched()
 		c.mu.Lock()
-		b, closing := c.buf, c.closed
+		b := c.buf
 		if len(b) == 0 {
 			c.writing = nil
 			c.mu.Unlock()
@@ -242,11 +242,8 @@ func (c *coalescingConn) run(done chan struct{}) {
 		c.taken.Broadcast()
 		c.mu.Unlock()
 
-		timeout := c.writeTimeout
-		if closing {
-			timeout = c.closeTimeout
-		}
-		err := c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		// After Close, Close's own timer bounds the write as well.
+		err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 		if err == nil {
 			_, err = c.Conn.Write(b)
 		}
