@@ -17,10 +17,10 @@ import (
 // The A/B comparison (-ab-bin, -ab-env): the 0 ms line, run again and again
 // with two variants of the worker in turn, against one stack. On a shared
 // host whose speed drifts by tens of percent within minutes (the fifth and
-// sixth rounds' notes in docs/performance.md), one run of each variant says
-// little; runs side by side, each B compared with the A just before or
-// after it, say what a change costs. The order alternates within pairs
-// (A B, B A, A B, …), so that a steady drift favours neither side.
+// sixth rounds' notes in docs/performance-history.md), one run of each
+// variant says little; runs side by side, each B compared with the A just
+// before or after it, say what a change costs. The order alternates within
+// pairs (A B, B A, A B, …), so that a steady drift favours neither side.
 
 // variant is one side of the comparison: the worker binary it runs (empty:
 // the stack's) and what it adds to the worker's environment.

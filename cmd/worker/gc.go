@@ -14,15 +14,15 @@ import (
 // The worker allocates little that lives long, but it runs hundreds of
 // goroutines at once, each deep in a call (a claim, a gateway call, a
 // publish), and every collection scans all their stacks. In `make bench`'s
-// A/B comparison (docs/performance.md, seventh round), each run beside the
-// other in pairs: GOGC=200 took 11–14 % off the worker's CPU per payment
-// against 100 at 512 payments in flight and 11–13 % at 2,048 (20 ms gateway),
-// but its peak RSS at 2,048 came to 120–153 MB (100: 110–117; the issue's
-// bound is 150 MB). 150 cost about the same CPU as 200 at both (total CPU
-// 0.99 of 200's at 512, worker CPU 1.02 at 2,048, within the host's
-// noise) at 126–139 MB; against 100 it took 7 % off the worker's CPU at
-// 512 and 6 % at 2,048 (0.927 and 0.941, in pairs). 300 and 400 saved more but
-// came to 138–165 MB at 2,048.
+// A/B comparison (docs/performance-history.md, seventh round), each run
+// beside the other in pairs: GOGC=200 took 11–14 % off the worker's CPU per
+// payment against 100 at 512 payments in flight and 11–13 % at 2,048 (20 ms
+// gateway), but its peak RSS at 2,048 came to 120–153 MB (100: 110–117; the
+// issue's bound is 150 MB). 150 cost about the same CPU as 200 at both
+// (total CPU 0.99 of 200's at 512, worker CPU 1.02 at 2,048, within the
+// host's noise) at 126–139 MB; against 100 it took 7 % off the worker's CPU
+// at 512 and 6 % at 2,048 (0.927 and 0.941, in pairs). 300 and 400 saved
+// more but came to 138–165 MB at 2,048.
 //
 // GOGC in the environment wins, as for any Go program, and GOMEMLIMIT
 // applies as usual: a deployment with a tight memory limit should set it.

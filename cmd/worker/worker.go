@@ -229,7 +229,7 @@ func (w *worker) connectNATS() (err error) {
 	o.Logger = w.log
 	o.ClosedFunc = func() { close(closed) }
 	// Hundreds of handlers publish and ack at once: one write for many
-	// (docs/performance.md, eighth round).
+	// (docs/performance-history.md, eighth round).
 	o.CoalesceWrites = true
 	w.nc, err = natsconn.Connect(o,
 		nats.MaxReconnects(-1),
