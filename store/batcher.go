@@ -46,7 +46,7 @@ type BatcherConfig struct {
 	// of its kind is in flight (at once on an idle lane), and otherwise
 	// keeps gathering requests while the flush runs; it is sent beside the
 	// flushes in flight only when all of them have run longer than MaxWait,
-	// or than twice their average run time when that is longer (they are
+	// or than four times their average run time when that is longer (they are
 	// then taken as stalled: a lock wait, a slow connection). Zero means
 	// DefaultMaxWait (500µs); a negative value means no holding back: a
 	// batch is sent as soon as a flush slot is free. A full batch is sent
