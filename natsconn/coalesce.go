@@ -118,13 +118,16 @@ type coalescingConn struct {
 	writeTimeout time.Duration
 	closeTimeout time.Duration
 
-	mu      sync.Mutex
-	taken   *sync.Cond    // signalled when the writer took the buffer, failed, or Close was called
-	buf     []byte        // what Write took and the writer has not
-	spare   []byte        // the writer's last buffer, reused
-	writing chan struct{} // the running writer's, closed when it ends; nil when none runs
-	failed  error         // the write that failed; the connection is closed
-	closed  bool          // Close was called: no more writes; the writer writes what is buffered
+	mu    sync.Mutex
+	taken *sync.Cond // signalled when the writer took the buffer, failed, or Close was called
+	buf   []byte     // what Write took and the writer has not
+	spare []byte     // the writer's last buffer, reused
+	// writing is the writer's, closed when it ends; nil when none runs. It
+	// stays set after a failed write (no writer starts again), so that
+	// Close waits for the writer that failed to close the connection.
+	writing chan struct{}
+	failed  error // the write that failed; the connection is closed
+	closed  bool  // Close was called: no more writes; the writer writes what is buffered
 
 	closeOnce sync.Once
 	closeErr  error
@@ -256,9 +259,10 @@ func (c *coalescingConn) run(done chan struct{}) {
 			c.spare = nil
 		}
 		if err != nil {
+			// writing stays set: no writer starts after a failure, and
+			// Close waits for this one to close the connection and end.
 			c.failed = err
 			c.buf = nil
-			c.writing = nil
 			c.taken.Broadcast()
 		}
 		c.mu.Unlock()

@@ -466,3 +466,73 @@ func countWriters() int {
 	n := runtime.Stack(buf, true)
 	return bytes.Count(buf[:n], []byte("(*coalescingConn).run("))
 }
+
+// gatedClose is a heldConn whose Close waits for gate: the writer that
+// failed is then held inside closing the connection.
+type gatedClose struct {
+	*heldConn
+	closing     chan struct{} // closed when Close is first called
+	gate        chan struct{}
+	once        sync.Once
+	closeReturn atomic.Bool // a Close has returned
+}
+
+func (g *gatedClose) Close() error {
+	g.once.Do(func() { close(g.closing) })
+	<-g.gate
+	defer g.closeReturn.Store(true)
+	return g.heldConn.Close()
+}
+
+// TestCoalescingConnCloseWaitsForAFailedWriter: the writer whose write
+// failed closes the connection and ends; Close called meanwhile returns
+// only after it has, so that no goroutine outlives Close.
+func TestCoalescingConnCloseWaitsForAFailedWriter(t *testing.T) {
+	h := newHeldConn()
+	g := &gatedClose{heldConn: h, closing: make(chan struct{}), gate: make(chan struct{})}
+	var open sync.Once
+	openGate := func() { open.Do(func() { close(g.gate) }) }
+	t.Cleanup(openGate)
+	c := newCoalescingConn(g, 1<<20, time.Minute, time.Minute)
+	write(t, c, "aaaa")
+	<-h.entered
+	h.release <- errors.New("broken pipe")
+	within(t, g.closing, "the writer closing the connection")
+
+	type result struct {
+		writers     int
+		connClosed  bool
+		closeErrMsg string
+	}
+	res := make(chan result, 1)
+	go func() {
+		err := c.Close()
+		r := result{writers: countWriters(), connClosed: g.closeReturn.Load()}
+		if err != nil {
+			r.closeErrMsg = err.Error()
+		}
+		res <- r
+	}()
+	// Either Close returned (while the writer is still held in closing the
+	// connection), or it waits for the writer: then let the writer go.
+	require.Eventually(t, func() bool { return len(res) > 0 || closeBlocked() }, time.Minute, time.Millisecond)
+	openGate()
+	r := within(t, res, "Close")
+	require.Zero(t, r.writers, "no writer runs once Close returned")
+	require.True(t, r.connClosed, "the connection was closed before Close returned")
+	require.Empty(t, r.closeErrMsg)
+}
+
+// closeBlocked reports whether a goroutine waits inside a coalescing
+// connection's Close.
+func closeBlocked() bool {
+	buf := make([]byte, 1<<22)
+	n := runtime.Stack(buf, true)
+	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+		if strings.Contains(g, "(*coalescingConn).Close") &&
+			(strings.Contains(g, "[select") || strings.Contains(g, "[chan receive")) {
+			return true
+		}
+	}
+	return false
+}
