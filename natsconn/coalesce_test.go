@@ -432,6 +432,9 @@ func TestCoalescingConnLeavesNothingWhenDropped(t *testing.T) {
 			accepted.Add(1)
 			// INFO, then read what the client sends (its CONNECT and PING)
 			// and hang up without a PONG.
+			// (The read is bounded, so that a client that sends nothing
+			// cannot hold the server's goroutine and the test's end.)
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 			_, _ = c.Write([]byte(`INFO {"server_id":"hangs-up","version":"2.15.2","proto":1,"max_payload":1048576}` + "\r\n"))
 			_, _ = c.Read(make([]byte, 4096))
 			_ = c.Close()
